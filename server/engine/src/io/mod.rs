@@ -1,0 +1,47 @@
+//! Built-in sources and sinks that need nothing installed: the benchmark generator, JSON-lines files, records
+//! POSTed over HTTP, standard output, and output streams that HTTP clients read.
+
+mod file;
+mod generator;
+mod ingest;
+mod sinks;
+mod stream;
+
+pub use file::{FileSink, FileSource};
+pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
+pub use ingest::{IngestError, IngestHandle, IngestSource};
+pub use sinks::{DiscardSink, HttpSink, StdoutSink};
+pub use stream::{OutputRecord, OutputStream, Subscription};
+
+use crate::error::TaskError;
+use eddy_codec::Batch;
+
+/// What a source produced in one poll.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourcePoll {
+    /// Records of `split` were appended.
+    Records {
+        /// The split they came from (watermarks are tracked per split).
+        split: usize,
+    },
+    /// Nothing available right now.
+    Pending,
+    /// The source has no more records, ever.
+    Finished,
+}
+
+/// A source subtask.
+pub trait Source: Send {
+    /// Number of splits this subtask reads.
+    fn split_count(&self) -> usize {
+        1
+    }
+
+    /// Whether records carry no event time of their own, so arrival time is used unless the spec says otherwise.
+    fn uses_arrival_time(&self) -> bool {
+        false
+    }
+
+    /// Appends up to `max` records of one split to `batch`.
+    fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError>;
+}

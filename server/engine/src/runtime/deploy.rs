@@ -1,0 +1,362 @@
+//! From a validated graph to running threads.
+
+use super::channel::{ChannelSender, InputChannel, channel};
+use super::metrics::OperatorMetrics;
+use super::task::{Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, Timestamps, run_source, run_task};
+use super::{JobHandle, RunningJob, Shared};
+use crate::error::TaskError;
+use crate::function::{FunctionFactory, FunctionScope};
+use crate::graph::{JobGraph, Node, Partitioning};
+use crate::io::{
+    DiscardSink, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputStream, Source,
+    StdoutSink,
+};
+use crate::operator::process::{ProcessContext, ProcessOperator};
+use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
+use crate::spec::{
+    AggregateSpec, KeySpec, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec, WindowFunctionSpec,
+};
+use crate::state::{KeyedState, MemoryBackend, StateBackend};
+use crate::time::{Clock, SourceWatermarks, SystemClock};
+use crate::window::builtin::Builtin;
+use crate::window::{Incremental, ResultFormat, WindowConfig, WindowFunctions, WindowOperator};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Builds an operator in place of the one the spec describes (benchmarks use it for instrumented sinks).
+pub type OperatorOverride = Arc<dyn Fn(&OverrideContext<'_>) -> Result<Box<dyn Operator>, TaskError> + Send + Sync>;
+
+/// What an override gets to build its operator.
+pub struct OverrideContext<'a> {
+    /// The node being built.
+    pub node: &'a Node,
+    /// The subtask index.
+    pub subtask: u32,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+    /// The deployment's environment.
+    pub env: &'a DeployEnv,
+}
+
+/// How the host provides for a job: functions, state, clock, limits.
+pub struct DeployEnv {
+    /// The job's id.
+    pub job_id: String,
+    /// Its tenant.
+    pub tenant: String,
+    /// Creates user function instances.
+    pub functions: Arc<dyn FunctionFactory>,
+    /// Creates state stores.
+    pub state: Arc<dyn StateBackend>,
+    /// Processing time.
+    pub clock: Arc<dyn Clock>,
+    /// Batches a channel holds before its sender blocks.
+    pub channel_capacity: usize,
+    /// Records an HTTP output stream keeps for late clients.
+    pub output_retention: usize,
+    /// Operators built by the caller instead of from the spec, by uid.
+    pub overrides: HashMap<String, OperatorOverride>,
+}
+
+impl DeployEnv {
+    /// Defaults: in-memory state, the wall clock.
+    pub fn new(job_id: &str, tenant: &str, functions: Arc<dyn FunctionFactory>) -> DeployEnv {
+        DeployEnv {
+            job_id: job_id.to_string(),
+            tenant: tenant.to_string(),
+            functions,
+            state: Arc::new(MemoryBackend),
+            clock: Arc::new(SystemClock),
+            channel_capacity: 16,
+            output_retention: 10_000,
+            overrides: HashMap::new(),
+        }
+    }
+
+    fn scope(&self, uid: &str, subtask: u32) -> FunctionScope {
+        FunctionScope { job: self.job_id.clone(), tenant: self.tenant.clone(), operator: uid.to_string(), subtask }
+    }
+}
+
+/// Splits the graph into chains of nodes that share a task.
+fn chains(graph: &JobGraph) -> Vec<Vec<usize>> {
+    let mut chains: Vec<Vec<usize>> = Vec::new();
+    let mut chain_of = vec![usize::MAX; graph.nodes.len()];
+    for (i, node) in graph.nodes.iter().enumerate() {
+        let upstream = match node.inputs.as_slice() {
+            [edge] => {
+                let e = &graph.edges[*edge];
+                let from = &graph.nodes[e.from];
+                let main_consumers = from.outputs.iter().filter(|o| graph.edges[**o].tag.is_none()).count();
+                let chainable = e.tag.is_none()
+                    && e.partitioning == Partitioning::Forward
+                    && main_consumers == 1
+                    && from.parallelism == node.parallelism;
+                chainable.then_some(e.from)
+            }
+            _ => None,
+        };
+        match upstream {
+            Some(from) => {
+                let c = chain_of[from];
+                chains[c].push(i);
+                chain_of[i] = c;
+            }
+            None => {
+                chain_of[i] = chains.len();
+                chains.push(vec![i]);
+            }
+        }
+    }
+    chains
+}
+
+fn key_extractor(key: &KeySpec, env: &DeployEnv, uid: &str, subtask: u32) -> Result<KeyExtractor, TaskError> {
+    Ok(match key {
+        KeySpec::Json(path) => KeyExtractor::Json(path.clone()),
+        KeySpec::Record => KeyExtractor::Record,
+        KeySpec::Module(udf) => KeyExtractor::Module(env.functions.key_selector(udf, &env.scope(uid, subtask))?),
+    })
+}
+
+fn build_operator(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, outputs: &mut HashMap<String, Arc<OutputStream>>) -> Result<Box<dyn Operator>, TaskError> {
+    let node = &graph.nodes[index];
+    if let Some(build) = env.overrides.get(&node.uid) {
+        let cx = OverrideContext { node, subtask, max_parallelism: graph.max_parallelism, env };
+        return build(&cx);
+    }
+    let scope = env.scope(&node.uid, subtask);
+    let store = || env.state.create_store(&node.uid, subtask).map_err(|e| TaskError::internal(e.0));
+    Ok(match &node.kind {
+        OperatorKind::Map(udf) => Box::new(MapOperator::new(env.functions.map(udf, &scope)?)),
+        OperatorKind::Filter(udf) => Box::new(FilterOperator::new(env.functions.filter(udf, &scope)?)),
+        OperatorKind::FlatMap(udf) => Box::new(FlatMapOperator::new(env.functions.flat_map(udf, &scope)?)),
+        OperatorKind::Process(udf) | OperatorKind::Connect(udf) => {
+            let state = if node.keyed { Some(KeyedState::new(store()?, graph.state_ttl)) } else { None };
+            let ctx = ProcessContext::new(state, graph.max_parallelism);
+            Box::new(ProcessOperator::new(env.functions.process(udf, &scope)?, ctx))
+        }
+        OperatorKind::Union => Box::new(UnionOperator),
+        OperatorKind::Window(window) => {
+            let aggregate = |spec: &AggregateSpec| -> Result<(Incremental, ResultFormat), TaskError> {
+                Ok(match spec {
+                    AggregateSpec::Builtin { kind, field } => (
+                        Incremental::Aggregate(Box::new(Builtin::new(*kind, field.clone()))),
+                        ResultFormat::Json { name: kind.name().to_string() },
+                    ),
+                    AggregateSpec::Module(udf) => {
+                        (Incremental::Aggregate(env.functions.aggregate(udf, &scope)?), ResultFormat::Raw)
+                    }
+                })
+            };
+            let (incremental, process, format) = match &window.function {
+                WindowFunctionSpec::Aggregate(spec) => {
+                    let (inc, format) = aggregate(spec)?;
+                    (Some(inc), None, format)
+                }
+                WindowFunctionSpec::Reduce(udf) => {
+                    (Some(Incremental::Reduce(env.functions.reduce(udf, &scope)?)), None, ResultFormat::Raw)
+                }
+                WindowFunctionSpec::Process { pre, function } => {
+                    let incremental = match pre {
+                        Some(PreAggregate::Aggregate(spec)) => Some(aggregate(spec)?.0),
+                        Some(PreAggregate::Reduce(udf)) => Some(Incremental::Reduce(env.functions.reduce(udf, &scope)?)),
+                        None => None,
+                    };
+                    (incremental, Some(env.functions.process_window(function, &scope)?), ResultFormat::Raw)
+                }
+            };
+            let config = WindowConfig {
+                assigner: window.assigner,
+                time: window.time,
+                trigger: window.trigger.clone(),
+                evictor: window.evictor,
+                allowed_lateness: window.allowed_lateness.0,
+                late_output: window.late_output.clone(),
+                format,
+                keyed: node.keyed,
+                max_parallelism: graph.max_parallelism,
+            };
+            Box::new(WindowOperator::new(config, WindowFunctions { incremental, process }, store()?)?)
+        }
+        OperatorKind::Sink(sink) => match sink {
+            SinkSpec::Stdout => Box::new(StdoutSink),
+            SinkSpec::File { path } => Box::new(FileSink::create(path)?),
+            SinkSpec::Discard => Box::new(DiscardSink::new()),
+            SinkSpec::Http => {
+                let stream = outputs
+                    .entry(node.uid.clone())
+                    .or_insert_with(|| Arc::new(OutputStream::new(env.output_retention)));
+                Box::new(HttpSink::new(Arc::clone(stream)))
+            }
+        },
+        OperatorKind::Source(_) => return Err(TaskError::internal("a source cannot be chained after an operator")),
+    })
+}
+
+fn build_source(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, inputs: &mut HashMap<String, IngestHandle>, metrics: Arc<OperatorMetrics>) -> Result<SourceRunner, TaskError> {
+    let node = &graph.nodes[index];
+    let OperatorKind::Source(spec) = &node.kind else {
+        return Err(TaskError::internal("not a source"));
+    };
+    let source: Box<dyn Source> = match &spec.source {
+        SourceSpec::Generator(g) => Box::new(GeneratorSource::new(g.clone(), subtask, node.parallelism)),
+        SourceSpec::File { path } => Box::new(FileSource::open(path).map_err(|e| e.in_operator(&node.uid))?),
+        SourceSpec::Http => {
+            let (handle, source) = IngestSource::new();
+            inputs.insert(node.uid.clone(), handle);
+            Box::new(source)
+        }
+    };
+    let timestamps = match &spec.watermark.timestamp {
+        TimestampSpec::Source => Timestamps::Source,
+        TimestampSpec::Json(path) => Timestamps::Json(path.clone()),
+        TimestampSpec::Module(udf) => {
+            Timestamps::Module(env.functions.timestamp_assigner(udf, &env.scope(&node.uid, subtask))?)
+        }
+    };
+    let watermarks = SourceWatermarks::new(
+        spec.watermark.strategy,
+        spec.watermark.idleness.map(|m| m.0),
+        source.split_count(),
+        env.clock.now(),
+    );
+    Ok(SourceRunner { source, timestamps, watermarks, batch_size: spec.batch_size, metrics, subtask })
+}
+
+enum TaskBody {
+    Source(SourceRunner),
+    Channels(Gate),
+}
+
+/// Deploys `graph` and starts its tasks. Every function instance is created before any thread starts, so a
+/// module whose `init` fails stops the deployment with nothing running.
+pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError> {
+    let chains = chains(graph);
+    let mut chain_of = vec![(0, 0); graph.nodes.len()];
+    for (c, chain) in chains.iter().enumerate() {
+        for (pos, &node) in chain.iter().enumerate() {
+            chain_of[node] = (c, pos);
+        }
+    }
+    let metrics: Vec<Arc<OperatorMetrics>> =
+        graph.nodes.iter().map(|n| Arc::new(OperatorMetrics::new(&n.uid, n.parallelism))).collect();
+
+    // Channels of every edge that is not inside a chain: senders per (edge, upstream subtask), receivers per
+    // (receiving chain, subtask).
+    let mut senders: HashMap<(usize, u32), Vec<ChannelSender>> = HashMap::new();
+    let mut receivers: HashMap<(usize, u32), Vec<InputChannel>> = HashMap::new();
+    for (e, edge) in graph.edges.iter().enumerate() {
+        let (to_chain, to_pos) = chain_of[edge.to];
+        if to_pos > 0 {
+            continue; // chained: no channel
+        }
+        let (p_from, p_to) = (graph.nodes[edge.from].parallelism, graph.nodes[edge.to].parallelism);
+        for up in 0..p_from {
+            let targets: Vec<u32> = match edge.partitioning {
+                Partitioning::Forward => vec![up],
+                _ => (0..p_to).collect(),
+            };
+            for down in targets {
+                let (tx, rx) = channel(env.channel_capacity, edge.input);
+                senders.entry((e, up)).or_default().push(tx);
+                receivers.entry((to_chain, down)).or_default().push(rx);
+            }
+        }
+    }
+
+    let shared = Arc::new(Shared::new());
+    let mut inputs = HashMap::new();
+    let mut outputs = HashMap::new();
+    let mut tasks: Vec<(String, TaskBody, Chain)> = Vec::new();
+    for (c, chain) in chains.iter().enumerate() {
+        let head = &graph.nodes[chain[0]];
+        for subtask in 0..head.parallelism {
+            let writers_for = |node: usize, tag: Option<&str>, senders: &mut HashMap<(usize, u32), Vec<ChannelSender>>| -> Result<Vec<EdgeWriter>, TaskError> {
+                let mut writers = Vec::new();
+                for &e in &graph.nodes[node].outputs {
+                    let edge = &graph.edges[e];
+                    if edge.tag.as_deref() != tag || chain_of[edge.to].1 > 0 {
+                        continue;
+                    }
+                    let route = match &edge.partitioning {
+                        Partitioning::Forward => Route::Forward,
+                        Partitioning::Rebalance => Route::Rebalance { next: subtask as usize },
+                        Partitioning::Hash(key) => Route::Hash {
+                            key: key_extractor(key, &env, &graph.nodes[edge.to].uid, subtask)?,
+                            max_parallelism: graph.max_parallelism,
+                        },
+                    };
+                    writers.push(EdgeWriter::new(senders.remove(&(e, subtask)).unwrap_or_default(), route));
+                }
+                Ok(writers)
+            };
+            let is_source = matches!(head.kind, OperatorKind::Source(_));
+            let mut links = Vec::new();
+            for &n in chain.iter().skip(usize::from(is_source)) {
+                let op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(&graph.nodes[n].uid))?;
+                let mut side = Vec::new();
+                let mut tags: Vec<&str> = graph.nodes[n].outputs.iter().filter_map(|&e| graph.edges[e].tag.as_deref()).collect();
+                tags.dedup();
+                for tag in tags {
+                    side.push((tag.to_string(), writers_for(n, Some(tag), &mut senders)?));
+                }
+                links.push(Link::new(op, Arc::clone(&metrics[n]), side));
+            }
+            let last = *chain.last().unwrap_or(&chain[0]);
+            let main = writers_for(last, None, &mut senders)?;
+            let mut task_chain = Chain::new(links, main, subtask, Arc::clone(&shared.cancel));
+            let body = if is_source {
+                task_chain = task_chain.with_source_metrics(Arc::clone(&metrics[chain[0]]));
+                TaskBody::Source(build_source(graph, chain[0], subtask, &env, &mut inputs, Arc::clone(&metrics[chain[0]]))?)
+            } else {
+                TaskBody::Channels(Gate::new(receivers.remove(&(c, subtask)).unwrap_or_default()))
+            };
+            tasks.push((format!("{}-{subtask}", head.uid), body, task_chain));
+        }
+    }
+
+    let mut threads = Vec::new();
+    for (name, body, chain) in tasks {
+        let task_shared = Arc::clone(&shared);
+        let clock = Arc::clone(&env.clock);
+        let spawned = std::thread::Builder::new().name(format!("eddy-{name}")).spawn(move || {
+            let cancel = Arc::clone(&task_shared.cancel);
+            let result = match body {
+                TaskBody::Source(runner) => run_source(runner, chain, clock.as_ref(), &cancel),
+                TaskBody::Channels(gate) => run_task(gate, chain, clock.as_ref(), &cancel),
+            };
+            if let Err(error) = result {
+                task_shared.fail(error);
+            }
+        });
+        match spawned {
+            Ok(handle) => threads.push(handle),
+            Err(e) => {
+                shared.fail(TaskError::external(format!("cannot start a task thread: {e}")));
+                break;
+            }
+        }
+    }
+    let supervisor_shared = Arc::clone(&shared);
+    let streams: Vec<Arc<OutputStream>> = outputs.values().cloned().collect();
+    let ingest: Vec<IngestHandle> = inputs.values().cloned().collect();
+    std::thread::Builder::new()
+        .name(format!("eddy-job-{}", env.job_id))
+        .spawn(move || {
+            for thread in threads {
+                if thread.join().is_err() {
+                    supervisor_shared.fail(TaskError::internal("a task thread panicked"));
+                }
+            }
+            for handle in ingest {
+                let _ = handle.close();
+            }
+            for stream in streams {
+                stream.close();
+            }
+            supervisor_shared.complete();
+        })
+        .map_err(|e| TaskError::external(format!("cannot start the job supervisor: {e}")))?;
+    Ok(RunningJob { handle: JobHandle { shared, metrics: Arc::new(metrics) }, inputs, outputs })
+}

@@ -1,0 +1,137 @@
+//! Running a job: chains, subtasks, channels, threads, and the handle the server keeps.
+//!
+//! [`deploy`] turns a [`JobGraph`] into tasks. Operators joined by a forward edge of equal parallelism share a
+//! task (a *chain*: no channel between them); every other edge becomes bounded channels, one per pair of sending
+//! and receiving subtasks. Each task runs on its own thread, so a slow or looping user function never stalls
+//! another job. The first task to fail cancels the rest; a supervisor thread records the outcome.
+
+mod channel;
+mod deploy;
+mod metrics;
+mod task;
+
+pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, deploy};
+pub use metrics::{OperatorCounters, OperatorMetrics};
+
+use crate::error::TaskError;
+use crate::io::{IngestHandle, OutputStream};
+use parking_lot::{Condvar, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Tasks are running.
+    Running,
+    /// Every source ended and every task finished.
+    Finished,
+    /// A task failed; see the error.
+    Failed,
+    /// Cancelled by a user or by shutdown.
+    Canceled,
+}
+
+struct Outcome {
+    state: JobState,
+    error: Option<TaskError>,
+}
+
+/// State shared between a job's tasks, its supervisor and its handle.
+pub(crate) struct Shared {
+    outcome: Mutex<Outcome>,
+    done: Condvar,
+    cancel: Arc<AtomicBool>,
+    cancel_requested: AtomicBool,
+}
+
+impl Shared {
+    fn new() -> Shared {
+        Shared {
+            outcome: Mutex::new(Outcome { state: JobState::Running, error: None }),
+            done: Condvar::new(),
+            cancel: Arc::new(AtomicBool::new(false)),
+            cancel_requested: AtomicBool::new(false),
+        }
+    }
+
+    /// Records the first failure and stops every task.
+    fn fail(&self, error: TaskError) {
+        let mut outcome = self.outcome.lock();
+        if outcome.error.is_none() && !self.cancel.load(Ordering::SeqCst) {
+            outcome.error = Some(error);
+        }
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    fn complete(&self) {
+        let mut outcome = self.outcome.lock();
+        outcome.state = if outcome.error.is_some() {
+            JobState::Failed
+        } else if self.cancel_requested.load(Ordering::SeqCst) {
+            JobState::Canceled
+        } else {
+            JobState::Finished
+        };
+        self.done.notify_all();
+    }
+}
+
+/// The server's handle on a running job.
+#[derive(Clone)]
+pub struct JobHandle {
+    shared: Arc<Shared>,
+    metrics: Arc<Vec<Arc<OperatorMetrics>>>,
+}
+
+impl std::fmt::Debug for JobHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("JobHandle").field("state", &self.state()).finish()
+    }
+}
+
+impl JobHandle {
+    /// The job's state.
+    pub fn state(&self) -> JobState {
+        self.shared.outcome.lock().state
+    }
+
+    /// Why the job failed, if it did.
+    pub fn error(&self) -> Option<TaskError> {
+        self.shared.outcome.lock().error.clone()
+    }
+
+    /// Counters per operator, in graph order.
+    pub fn operators(&self) -> Vec<(String, OperatorCounters)> {
+        self.metrics.iter().map(|m| (m.uid.clone(), m.snapshot())).collect()
+    }
+
+    /// Stops every task; the job ends as cancelled.
+    pub fn cancel(&self) {
+        self.shared.cancel_requested.store(true, Ordering::SeqCst);
+        self.shared.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits until the job ends or `timeout` passes; returns the state then.
+    pub fn wait(&self, timeout: Duration) -> JobState {
+        let mut outcome = self.shared.outcome.lock();
+        if outcome.state == JobState::Running {
+            self.shared.done.wait_for(&mut outcome, timeout);
+        }
+        outcome.state
+    }
+}
+
+/// A deployed job: its handle and the HTTP endpoints of its built-in sources and sinks.
+#[derive(Debug, Clone)]
+pub struct RunningJob {
+    /// Status, counters, cancellation.
+    pub handle: JobHandle,
+    /// HTTP sources by operator uid.
+    pub inputs: HashMap<String, IngestHandle>,
+    /// HTTP sinks by operator uid.
+    pub outputs: HashMap<String, Arc<OutputStream>>,
+}

@@ -1,0 +1,513 @@
+//! The task loop: one thread runs a chain of operators for one subtask, fed by a source or by input channels.
+
+use super::channel::{ChannelSender, InputChannel, Message};
+use super::metrics::OperatorMetrics;
+use crate::error::TaskError;
+use crate::function::{KeySelectorFunction, TimestampAssignerFunction};
+use crate::io::{Source, SourcePoll};
+use crate::json::JsonPath;
+use crate::keys::{key_group, subtask_of};
+use crate::operator::{OpContext, Operator, Output};
+use crate::time::{Clock, InputWatermarks, MAX_WATERMARK, SourceWatermarks, StatusChange};
+use crossbeam_channel::{RecvTimeoutError, Select};
+use eddy_codec::Batch;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+/// The longest a task waits for input before checking timers and cancellation.
+const POLL: Duration = Duration::from_millis(50);
+
+/// How records get their key before a keyed edge.
+pub enum KeyExtractor {
+    /// A JSON field of the value.
+    Json(JsonPath),
+    /// The key the record carries.
+    Record,
+    /// A Wasm key selector.
+    Module(Box<dyn KeySelectorFunction>),
+}
+
+impl KeyExtractor {
+    fn apply(&mut self, batch: &mut Batch, keys: &mut Batch) -> Result<(), TaskError> {
+        match self {
+            KeyExtractor::Json(path) => {
+                for i in 0..batch.len() {
+                    let key = path.extract_key(batch.get(i).value).map_err(|e| TaskError::user(format!("key_by: {e}")))?;
+                    batch.set_key(i, Some(&key));
+                }
+            }
+            KeyExtractor::Record => {
+                if let Some(i) = batch.iter().position(|r| r.key.is_none()) {
+                    let value = crate::json::preview(batch.get(i).value);
+                    return Err(TaskError::user(format!("key_by record: a record has no key: {value}")));
+                }
+            }
+            KeyExtractor::Module(selector) => {
+                keys.clear();
+                selector.select_keys(batch, keys)?;
+                if keys.len() != batch.len() {
+                    return Err(TaskError::user(format!(
+                        "a key selector must return one key per record: got {} for {}",
+                        keys.len(),
+                        batch.len()
+                    )));
+                }
+                for i in 0..batch.len() {
+                    let key = keys.get(i).key.ok_or_else(|| TaskError::user("a key selector returned a record without a key"))?;
+                    batch.set_key(i, Some(key));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How an edge routes batches.
+pub enum Route {
+    /// To the one receiver.
+    Forward,
+    /// Round-robin over receivers, batch by batch.
+    Rebalance {
+        /// The next receiver.
+        next: usize,
+    },
+    /// By key group.
+    Hash {
+        /// Sets each record's key.
+        key: KeyExtractor,
+        /// Number of key groups.
+        max_parallelism: u32,
+    },
+}
+
+/// The sending side of one edge in one subtask.
+pub struct EdgeWriter {
+    senders: Vec<ChannelSender>,
+    route: Route,
+    parts: Vec<Batch>,
+    keys: Batch,
+}
+
+impl EdgeWriter {
+    /// A writer over `senders` (one per receiving subtask, or the single forward receiver).
+    pub fn new(senders: Vec<ChannelSender>, route: Route) -> EdgeWriter {
+        EdgeWriter { senders, route, parts: Vec::new(), keys: Batch::new() }
+    }
+
+    fn write(&mut self, mut batch: Batch, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+        let mut waited = Duration::ZERO;
+        match &mut self.route {
+            Route::Forward => waited += self.senders[0].send(Message::Batch(batch), cancel)?,
+            Route::Rebalance { next } => {
+                let target = *next % self.senders.len();
+                *next = target + 1;
+                waited += self.senders[target].send(Message::Batch(batch), cancel)?;
+            }
+            Route::Hash { key, max_parallelism } => {
+                key.apply(&mut batch, &mut self.keys)?;
+                let receivers = self.senders.len() as u32;
+                if receivers == 1 {
+                    return self.senders[0].send(Message::Batch(batch), cancel);
+                }
+                self.parts.resize_with(self.senders.len(), Batch::new);
+                for record in batch.iter() {
+                    let group = key_group(record.key.unwrap_or_default(), *max_parallelism);
+                    self.parts[subtask_of(group, *max_parallelism, receivers) as usize].push_record(&record);
+                }
+                for (sender, part) in self.senders.iter().zip(self.parts.iter_mut()) {
+                    if !part.is_empty() {
+                        waited += sender.send(Message::Batch(std::mem::take(part)), cancel)?;
+                    }
+                }
+            }
+        }
+        Ok(waited)
+    }
+
+    fn broadcast(&self, message: impl Fn() -> Message, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+        let mut waited = Duration::ZERO;
+        for sender in &self.senders {
+            waited += sender.send(message(), cancel)?;
+        }
+        Ok(waited)
+    }
+}
+
+/// Sends a batch over several edges: copies for all but the last, which gets the batch itself.
+fn fan_out(writers: &mut [EdgeWriter], batch: Batch, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+    let mut waited = Duration::ZERO;
+    let mut batch = Some(batch);
+    let count = writers.len();
+    for (i, writer) in writers.iter_mut().enumerate() {
+        let part = if i + 1 == count { batch.take().unwrap_or_default() } else { batch.clone().unwrap_or_default() };
+        waited += writer.write(part, cancel)?;
+    }
+    Ok(waited)
+}
+
+/// One operator of a chain with where its outputs go.
+pub struct Link {
+    op: Box<dyn Operator>,
+    metrics: Arc<OperatorMetrics>,
+    /// Network edges per side-output tag.
+    side: Vec<(String, Vec<EdgeWriter>)>,
+    late_reported: u64,
+    out: Output,
+}
+
+impl Link {
+    /// A link for `op`.
+    pub fn new(op: Box<dyn Operator>, metrics: Arc<OperatorMetrics>, side: Vec<(String, Vec<EdgeWriter>)>) -> Link {
+        Link { op, metrics, side, late_reported: 0, out: Output::default() }
+    }
+}
+
+/// Operators chained in one task: each link's main output feeds the next without a channel.
+pub struct Chain {
+    links: Vec<Link>,
+    /// Network edges of the last link's main output (or of the source, for a source with nothing chained).
+    main: Vec<EdgeWriter>,
+    /// Counts what leaves the chain head when it is a source.
+    source_metrics: Option<Arc<OperatorMetrics>>,
+    subtask: u32,
+    cancel: Arc<AtomicBool>,
+}
+
+impl Chain {
+    /// A chain of `links` whose last main output goes to `main`.
+    pub fn new(links: Vec<Link>, main: Vec<EdgeWriter>, subtask: u32, cancel: Arc<AtomicBool>) -> Chain {
+        Chain { links, main, source_metrics: None, subtask, cancel }
+    }
+
+    /// Counts records entering the chain against the source that produced them.
+    pub fn with_source_metrics(mut self, metrics: Arc<OperatorMetrics>) -> Chain {
+        self.source_metrics = Some(metrics);
+        self
+    }
+
+    fn network_writers(&self) -> impl Iterator<Item = &EdgeWriter> {
+        self.main.iter().chain(self.links.iter().flat_map(|l| l.side.iter().flat_map(|(_, w)| w.iter())))
+    }
+
+    fn backpressured(&self, at: usize, waited: Duration) {
+        if waited.is_zero() {
+            return;
+        }
+        let metrics = match at.checked_sub(1).and_then(|i| self.links.get(i)) {
+            Some(link) => &link.metrics,
+            None => match &self.source_metrics {
+                Some(m) => m,
+                None => return,
+            },
+        };
+        metrics.backpressured_us.fetch_add(waited.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    /// Feeds `batch` to link `at` (or to the network when `at` is past the last link).
+    pub fn push(&mut self, at: usize, input: usize, batch: Batch, watermark: i64, now: i64) -> Result<(), TaskError> {
+        if at >= self.links.len() {
+            let waited = fan_out(&mut self.main, batch, &self.cancel)?;
+            self.backpressured(at, waited);
+            return Ok(());
+        }
+        let link = &mut self.links[at];
+        link.metrics.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let mut out = std::mem::take(&mut link.out);
+        let result = link.op.process(input, batch, &mut OpContext { out: &mut out, watermark, now });
+        let uid = link.metrics.uid.clone();
+        result.map_err(|e| e.in_operator(&uid))?;
+        self.route(at, &mut out, watermark, now)?;
+        self.links[at].out = out;
+        Ok(())
+    }
+
+    /// Sends what link `at` emitted onward.
+    fn route(&mut self, at: usize, out: &mut Output, watermark: i64, now: i64) -> Result<(), TaskError> {
+        let link = &mut self.links[at];
+        let late = link.op.late_records_dropped();
+        if late > link.late_reported {
+            link.metrics.late_records_dropped.fetch_add(late - link.late_reported, Ordering::Relaxed);
+            link.late_reported = late;
+        }
+        let mut waited = Duration::ZERO;
+        for (tag, batch) in out.take_side() {
+            link.metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            if let Some((_, writers)) = link.side.iter_mut().find(|(t, _)| *t == tag) {
+                waited += fan_out(writers, batch, &self.cancel)?;
+            }
+        }
+        self.backpressured(at + 1, waited);
+        let main: Vec<Batch> = out.take_main().collect();
+        for batch in main {
+            self.links[at].metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+            self.push(at + 1, 0, batch, watermark, now)?;
+        }
+        Ok(())
+    }
+
+    /// Advances event time: each link fires its timers in order, then the watermark goes downstream.
+    pub fn watermark(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
+        for at in 0..self.links.len() {
+            let link = &mut self.links[at];
+            link.metrics.set_watermark(self.subtask, watermark);
+            let mut out = std::mem::take(&mut link.out);
+            let result = link.op.on_watermark(&mut OpContext { out: &mut out, watermark, now });
+            let uid = link.metrics.uid.clone();
+            result.map_err(|e| e.in_operator(&uid))?;
+            self.route(at, &mut out, watermark, now)?;
+            self.links[at].out = out;
+        }
+        let mut waited = Duration::ZERO;
+        for writer in self.network_writers() {
+            waited += writer.broadcast(|| Message::Watermark(watermark), &self.cancel)?;
+        }
+        self.backpressured(self.links.len(), waited);
+        Ok(())
+    }
+
+    /// The earliest processing-time timer of any link.
+    pub fn next_processing_timer(&self) -> Option<i64> {
+        self.links.iter().filter_map(|l| l.op.next_processing_timer()).min()
+    }
+
+    /// Fires processing-time timers due at `now`.
+    pub fn processing_time(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
+        for at in 0..self.links.len() {
+            if self.links[at].op.next_processing_timer().is_none_or(|t| t > now) {
+                continue;
+            }
+            let link = &mut self.links[at];
+            let mut out = std::mem::take(&mut link.out);
+            let result = link.op.on_processing_time(&mut OpContext { out: &mut out, watermark, now });
+            let uid = link.metrics.uid.clone();
+            result.map_err(|e| e.in_operator(&uid))?;
+            self.route(at, &mut out, watermark, now)?;
+            self.links[at].out = out;
+        }
+        Ok(())
+    }
+
+    /// Tells downstream that this task became idle or active.
+    pub fn status(&mut self, idle: bool) -> Result<(), TaskError> {
+        for writer in self.network_writers() {
+            writer.broadcast(|| Message::Idle(idle), &self.cancel)?;
+        }
+        Ok(())
+    }
+
+    /// Every input ended: flush each link in order, then end every output.
+    pub fn finish(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
+        for at in 0..self.links.len() {
+            let link = &mut self.links[at];
+            let mut out = std::mem::take(&mut link.out);
+            let result = link.op.finish(&mut OpContext { out: &mut out, watermark, now });
+            let uid = link.metrics.uid.clone();
+            result.map_err(|e| e.in_operator(&uid))?;
+            self.route(at, &mut out, watermark, now)?;
+        }
+        for writer in self.network_writers() {
+            writer.broadcast(|| Message::End, &self.cancel)?;
+        }
+        Ok(())
+    }
+}
+
+/// Where event timestamps come from in a source task.
+pub enum Timestamps {
+    /// As the source set them (arrival time for sources without event time).
+    Source,
+    /// A JSON field.
+    Json(JsonPath),
+    /// A Wasm timestamp assigner.
+    Module(Box<dyn TimestampAssignerFunction>),
+}
+
+/// A source with its timestamping and watermarks.
+pub struct SourceRunner {
+    /// The source.
+    pub source: Box<dyn Source>,
+    /// Timestamp assignment.
+    pub timestamps: Timestamps,
+    /// Per-split watermarks.
+    pub watermarks: SourceWatermarks,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// The source operator's counters.
+    pub metrics: Arc<OperatorMetrics>,
+    /// The subtask index.
+    pub subtask: u32,
+}
+
+impl SourceRunner {
+    fn stamp(&mut self, batch: &mut Batch, now: i64, scratch: &mut Vec<i64>) -> Result<(), TaskError> {
+        match &mut self.timestamps {
+            Timestamps::Source if self.source.uses_arrival_time() => {
+                for i in 0..batch.len() {
+                    batch.set_timestamp(i, now);
+                }
+            }
+            Timestamps::Source => {}
+            Timestamps::Json(path) => {
+                for i in 0..batch.len() {
+                    let ts = path.extract_i64(batch.get(i).value).map_err(|e| TaskError::user(format!("event time: {e}")))?;
+                    batch.set_timestamp(i, ts);
+                }
+            }
+            Timestamps::Module(assigner) => {
+                scratch.clear();
+                assigner.timestamps(batch, scratch)?;
+                if scratch.len() != batch.len() {
+                    return Err(TaskError::user(format!(
+                        "a timestamp assigner must return one timestamp per record: got {} for {}",
+                        scratch.len(),
+                        batch.len()
+                    )));
+                }
+                for (i, ts) in scratch.iter().enumerate() {
+                    batch.set_timestamp(i, *ts);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Runs a source task until the source finishes or the job is cancelled.
+pub fn run_source(mut runner: SourceRunner, mut chain: Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
+    let uid = runner.metrics.uid.clone();
+    let mut scratch = Vec::new();
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let now = clock.now();
+        let mut batch = Batch::with_capacity(runner.batch_size, runner.batch_size * 24);
+        let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
+        match poll {
+            SourcePoll::Records { split } if !batch.is_empty() => {
+                runner.stamp(&mut batch, now, &mut scratch).map_err(|e| e.in_operator(&uid))?;
+                let max_ts = batch.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
+                runner.watermarks.on_records(split, max_ts, now);
+                runner.metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
+                chain.push(0, 0, batch, runner.watermarks.current(), now)?;
+            }
+            SourcePoll::Records { .. } | SourcePoll::Pending => {
+                let wait = chain.next_processing_timer().map_or(5, |t| (t - now).clamp(0, 5));
+                std::thread::sleep(Duration::from_millis(wait as u64));
+            }
+            SourcePoll::Finished => break,
+        }
+        let (watermark, change) = runner.watermarks.poll(now);
+        if let Some(change) = change {
+            chain.status(change == StatusChange::BecameIdle)?;
+        }
+        if let Some(w) = watermark {
+            runner.metrics.set_watermark(runner.subtask, w);
+            chain.watermark(w, now)?;
+        }
+        if chain.next_processing_timer().is_some_and(|t| t <= now) {
+            chain.processing_time(runner.watermarks.current(), now)?;
+        }
+    }
+    let now = clock.now();
+    if runner.watermarks.current() < MAX_WATERMARK {
+        runner.metrics.set_watermark(runner.subtask, MAX_WATERMARK);
+        chain.watermark(MAX_WATERMARK, now)?;
+    }
+    chain.finish(MAX_WATERMARK, now)
+}
+
+/// The input side of a task.
+pub struct Gate {
+    channels: Vec<InputChannel>,
+    open: Vec<bool>,
+    watermarks: InputWatermarks,
+}
+
+impl Gate {
+    /// A gate over `channels`.
+    pub fn new(channels: Vec<InputChannel>) -> Gate {
+        let count = channels.len();
+        Gate { channels, open: vec![true; count], watermarks: InputWatermarks::new(count) }
+    }
+
+    fn recv(&mut self, timeout: Duration, cancel: &AtomicBool) -> Result<Option<(usize, Message)>, TaskError> {
+        let open: Vec<usize> = (0..self.channels.len()).filter(|&i| self.open[i]).collect();
+        let disconnected = || {
+            if cancel.load(Ordering::Relaxed) {
+                TaskError::internal("cancelled")
+            } else {
+                TaskError::internal("an upstream task stopped without finishing")
+            }
+        };
+        if let [only] = open.as_slice() {
+            return match self.channels[*only].rx.recv_timeout(timeout) {
+                Ok(message) => Ok(Some((*only, message))),
+                Err(RecvTimeoutError::Timeout) => Ok(None),
+                Err(RecvTimeoutError::Disconnected) => Err(disconnected()),
+            };
+        }
+        let mut select = Select::new();
+        for &i in &open {
+            select.recv(&self.channels[i].rx);
+        }
+        let Ok(operation) = select.select_timeout(timeout) else { return Ok(None) };
+        let channel = open[operation.index()];
+        match operation.recv(&self.channels[channel].rx) {
+            Ok(message) => Ok(Some((channel, message))),
+            Err(_) => Err(disconnected()),
+        }
+    }
+}
+
+/// Runs a task fed by channels until every input ends or the job is cancelled.
+pub fn run_task(mut gate: Gate, mut chain: Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let now = clock.now();
+        let timeout = match chain.next_processing_timer() {
+            Some(t) => Duration::from_millis((t - now).clamp(0, POLL.as_millis() as i64) as u64),
+            None => POLL,
+        };
+        match gate.recv(timeout, cancel)? {
+            Some((channel, Message::Batch(batch))) => {
+                let input = gate.channels[channel].input;
+                chain.push(0, input, batch, gate.watermarks.current(), now)?;
+            }
+            Some((channel, Message::Watermark(w))) => {
+                if let Some(advanced) = gate.watermarks.on_watermark(channel, w) {
+                    chain.watermark(advanced, now)?;
+                }
+            }
+            Some((channel, Message::Idle(idle))) => {
+                let (advanced, change) = gate.watermarks.on_status(channel, idle);
+                if let Some(w) = advanced {
+                    chain.watermark(w, now)?;
+                }
+                if let Some(change) = change {
+                    chain.status(change == StatusChange::BecameIdle)?;
+                }
+            }
+            Some((channel, Message::End)) => {
+                gate.open[channel] = false;
+                if let Some(w) = gate.watermarks.on_end(channel) {
+                    chain.watermark(w, now)?;
+                }
+                if gate.watermarks.all_ended() {
+                    if gate.watermarks.current() < MAX_WATERMARK {
+                        chain.watermark(MAX_WATERMARK, now)?;
+                    }
+                    return chain.finish(MAX_WATERMARK, now);
+                }
+            }
+            None => {}
+        }
+        let now = clock.now();
+        if chain.next_processing_timer().is_some_and(|t| t <= now) {
+            chain.processing_time(gate.watermarks.current(), now)?;
+        }
+    }
+}

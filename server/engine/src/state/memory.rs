@@ -1,0 +1,248 @@
+//! The in-memory state store: per state, a hash map from `(key group, key)` to the key's namespaces.
+
+use super::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use indexmap::IndexMap;
+use std::collections::BTreeMap;
+
+type Namespaces = BTreeMap<Box<[u8]>, Vec<u8>>;
+/// Insertion-ordered so that incremental TTL cleanup can walk it with a plain index.
+type Table = IndexMap<Box<[u8]>, Namespaces, foldhash::fast::RandomState>;
+
+/// Keyed state in hash maps.
+#[derive(Debug, Default)]
+pub struct MemoryStateStore {
+    names: Vec<String>,
+    tables: Vec<Table>,
+    /// Reused to build `group ++ key` lookups without allocating.
+    scratch: Vec<u8>,
+}
+
+impl MemoryStateStore {
+    fn lookup_key(&mut self, key: StateKey<'_>) -> &[u8] {
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&key.group.to_be_bytes());
+        self.scratch.extend_from_slice(key.key);
+        &self.scratch
+    }
+
+    fn table(&mut self, state: StateId) -> Result<&mut Table, StateError> {
+        self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))
+    }
+
+    fn namespaces_mut(&mut self, state: StateId, key: StateKey<'_>) -> Result<&mut Namespaces, StateError> {
+        let lookup = self.lookup_key(key).to_vec();
+        let table = self.table(state)?;
+        if !table.contains_key(lookup.as_slice()) {
+            table.insert(lookup.clone().into_boxed_slice(), Namespaces::new());
+        }
+        table.get_mut(lookup.as_slice()).ok_or_else(|| StateError("entry vanished".into()))
+    }
+}
+
+impl KeyedStateStore for MemoryStateStore {
+    fn register(&mut self, name: &str) -> StateId {
+        if let Some(i) = self.names.iter().position(|n| n == name) {
+            return i as StateId;
+        }
+        self.names.push(name.to_string());
+        self.tables.push(Table::default());
+        (self.names.len() - 1) as StateId
+    }
+
+    fn get_into(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+        out.clear();
+        self.lookup_key(key);
+        let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        match table.get(self.scratch.as_slice()).and_then(|n| n.get(ns)) {
+            Some(value) => {
+                out.extend_from_slice(value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError> {
+        self.lookup_key(key);
+        let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        Ok(table.get(self.scratch.as_slice()).is_some_and(|n| n.contains_key(ns)))
+    }
+
+    fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.lookup_key(key);
+        let table = self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        if let Some(namespaces) = table.get_mut(self.scratch.as_slice()) {
+            if let Some(existing) = namespaces.get_mut(ns) {
+                existing.clear();
+                existing.extend_from_slice(value);
+            } else {
+                namespaces.insert(ns.into(), value.to_vec());
+            }
+            return Ok(());
+        }
+        self.namespaces_mut(state, key)?.insert(ns.into(), value.to_vec());
+        Ok(())
+    }
+
+    fn append(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], bytes: &[u8]) -> Result<(), StateError> {
+        let namespaces = self.namespaces_mut(state, key)?;
+        match namespaces.get_mut(ns) {
+            Some(existing) => existing.extend_from_slice(bytes),
+            None => {
+                namespaces.insert(ns.into(), bytes.to_vec());
+            }
+        }
+        Ok(())
+    }
+
+    fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError> {
+        self.lookup_key(key);
+        let lookup = std::mem::take(&mut self.scratch);
+        let table = self.table(state)?;
+        let now_empty = match table.get_mut(lookup.as_slice()) {
+            Some(namespaces) => {
+                namespaces.remove(ns);
+                namespaces.is_empty()
+            }
+            None => false,
+        };
+        if now_empty {
+            table.swap_remove(lookup.as_slice());
+        }
+        self.scratch = lookup;
+        Ok(())
+    }
+
+    fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        self.lookup_key(key);
+        let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        Ok(table
+            .get(self.scratch.as_slice())
+            .map(|n| n.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect())
+            .unwrap_or_default())
+    }
+
+    fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError> {
+        self.lookup_key(key);
+        let lookup = std::mem::take(&mut self.scratch);
+        self.table(state)?.swap_remove(lookup.as_slice());
+        self.scratch = lookup;
+        Ok(())
+    }
+
+    fn cleanup_step(
+        &mut self,
+        state: StateId,
+        cursor: usize,
+        limit: usize,
+        expired: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<usize, StateError> {
+        let table = self.table(state)?;
+        let mut index = if cursor >= table.len() { 0 } else { cursor };
+        let mut visited = 0;
+        while visited < limit && index < table.len() {
+            visited += 1;
+            let now_empty = match table.get_index_mut(index) {
+                Some((_, namespaces)) => {
+                    namespaces.retain(|_, value| !expired(value));
+                    namespaces.is_empty()
+                }
+                None => break,
+            };
+            if now_empty {
+                // The last key moves into this slot; look at it next.
+                table.swap_remove_index(index);
+            } else {
+                index += 1;
+            }
+        }
+        Ok(if index >= table.len() { 0 } else { index })
+    }
+
+    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
+        let mut entries = Vec::new();
+        for (id, (name, table)) in self.names.iter().zip(&self.tables).enumerate() {
+            for (lookup, namespaces) in table {
+                for (ns, value) in namespaces {
+                    if keep(id as StateId, value) {
+                        entries.push(SnapshotEntry {
+                            state: name.clone(),
+                            group: u16::from_be_bytes([lookup[0], lookup[1]]),
+                            key: lookup[2..].to_vec(),
+                            namespace: ns.to_vec(),
+                            value: value.clone(),
+                        });
+                    }
+                }
+            }
+        }
+        entries.sort_by(|a, b| (&a.state, a.group, &a.key, &a.namespace).cmp(&(&b.state, b.group, &b.key, &b.namespace)));
+        Ok(entries)
+    }
+
+    fn len(&mut self, state: StateId) -> usize {
+        self.tables.get(state as usize).map_or(0, |t| t.values().map(BTreeMap::len).sum())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(k: &[u8]) -> StateKey<'_> {
+        StateKey { group: 3, key: k }
+    }
+
+    #[test]
+    fn stores_namespaces_per_key() {
+        let mut store = MemoryStateStore::default();
+        let s = store.register("s");
+        assert_eq!(store.register("s"), s, "registering twice returns the same id");
+        let other = store.register("other");
+        let mut out = Vec::new();
+        assert!(!store.get_into(s, key(b"a"), b"", &mut out).expect("get"));
+        store.put(s, key(b"a"), b"", b"1").expect("put");
+        store.put(s, key(b"a"), b"ns2", b"2").expect("put");
+        store.append(s, key(b"a"), b"ns1", b"x").expect("append");
+        store.append(s, key(b"a"), b"ns1", b"y").expect("append");
+        store.put(other, key(b"a"), b"", b"other").expect("put");
+        assert!(store.get_into(s, key(b"a"), b"ns1", &mut out).expect("get"));
+        assert_eq!(out, b"xy");
+        let entries = store.entries(s, key(b"a")).expect("entries");
+        let names: Vec<&[u8]> = entries.iter().map(|(ns, _)| ns.as_slice()).collect();
+        assert_eq!(names, [&b""[..], b"ns1", b"ns2"], "namespaces in byte order");
+        assert!(!store.get_into(s, StateKey { group: 4, key: b"a" }, b"", &mut out).expect("get"), "group matters");
+        store.remove(s, key(b"a"), b"").expect("remove");
+        assert_eq!(store.len(s), 2);
+        store.remove_key(s, key(b"a")).expect("remove key");
+        assert_eq!(store.len(s), 0);
+        assert_eq!(store.len(other), 1);
+    }
+
+    #[test]
+    fn cleanup_visits_every_key_eventually() {
+        let mut store = MemoryStateStore::default();
+        let s = store.register("s");
+        for i in 0..100u32 {
+            store.put(s, key(&i.to_be_bytes()), b"", if i % 2 == 0 { b"old" } else { b"new" }).expect("put");
+        }
+        let mut cursor = 0;
+        for _ in 0..30 {
+            cursor = store.cleanup_step(s, cursor, 5, &mut |v| v == b"old").expect("step");
+        }
+        assert_eq!(store.len(s), 50, "every expired entry is gone after enough steps");
+    }
+
+    #[test]
+    fn snapshots_are_canonical_and_filtered() {
+        let mut store = MemoryStateStore::default();
+        let s = store.register("s");
+        store.put(s, key(b"b"), b"", b"keep").expect("put");
+        store.put(s, key(b"a"), b"", b"drop").expect("put");
+        store.put(s, key(b"a"), b"x", b"keep").expect("put");
+        let snap = store.snapshot(&mut |_, v| v == b"keep").expect("snapshot");
+        let keys: Vec<(&[u8], &[u8])> = snap.iter().map(|e| (e.key.as_slice(), e.namespace.as_slice())).collect();
+        assert_eq!(keys, [(&b"a"[..], &b"x"[..]), (&b"b"[..], &b""[..])]);
+        assert_eq!(snap[0].group, 3);
+    }
+}

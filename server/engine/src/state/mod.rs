@@ -1,0 +1,100 @@
+//! Keyed state.
+//!
+//! A [`KeyedStateStore`] holds the state of one operator in one subtask as bytes, addressed by
+//! `(state, key group, key, namespace)` — the namespace is a window for window contents, a user key for map
+//! state, and empty otherwise. Keeping everything as bytes with the key group in front is what lets the RocksDB
+//! backend and canonical savepoints slot in without reshaping operators. [`KeyedState`] adds user-facing value,
+//! list and map state with Flink's time-to-live rules on top of a store.
+
+mod keyed;
+mod memory;
+mod ttl;
+
+pub use keyed::{KeyedState, StateDescriptor, StateIndex, StateKind};
+pub use memory::MemoryStateStore;
+
+use crate::keys::KeyGroup;
+
+/// Index of a registered state within a store.
+pub type StateId = u32;
+
+/// A key with its key group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateKey<'a> {
+    /// The key's group.
+    pub group: KeyGroup,
+    /// The key bytes.
+    pub key: &'a [u8],
+}
+
+/// A failure of the state backend (I/O, corruption). Never caused by user data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("state backend: {0}")]
+pub struct StateError(pub String);
+
+/// One entry of a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotEntry {
+    /// The state's name.
+    pub state: String,
+    /// The key's group.
+    pub group: KeyGroup,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The namespace.
+    pub namespace: Vec<u8>,
+    /// The stored bytes.
+    pub value: Vec<u8>,
+}
+
+/// Byte-level keyed state of one operator in one subtask.
+///
+/// Invariants: namespaces of a key are returned in byte order; `append` concatenates to the stored bytes (an
+/// absent entry counts as empty); a state id is only valid for the store that issued it.
+pub trait KeyedStateStore: Send {
+    /// Registers the state `name`, or returns its id if registered already.
+    fn register(&mut self, name: &str) -> StateId;
+    /// Copies the entry into `out` (cleared first); returns whether it exists.
+    fn get_into(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError>;
+    /// Whether the entry exists.
+    fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError>;
+    /// Stores `value`.
+    fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError>;
+    /// Appends `bytes` to the entry.
+    fn append(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], bytes: &[u8]) -> Result<(), StateError>;
+    /// Removes the entry.
+    fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError>;
+    /// Every `(namespace, value)` of `key`, in namespace byte order.
+    fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Removes every namespace of `key`.
+    fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError>;
+    /// Visits up to `limit` keys starting at `cursor`, removing entries for which `expired` holds; returns where the
+    /// next step starts (wrapping to 0 at the end).
+    fn cleanup_step(
+        &mut self,
+        state: StateId,
+        cursor: usize,
+        limit: usize,
+        expired: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<usize, StateError>;
+    /// Every entry of every state for which `keep(state, value)` holds, in a canonical order.
+    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError>;
+    /// Number of entries of `state` (for tests and metrics).
+    fn len(&mut self, state: StateId) -> usize;
+}
+
+/// Creates the state stores of a job's operators.
+pub trait StateBackend: Send + Sync {
+    /// The store of operator `uid` in subtask `subtask`.
+    fn create_store(&self, uid: &str, subtask: u32) -> Result<Box<dyn KeyedStateStore>, StateError>;
+}
+
+/// Keeps all state in memory.
+#[derive(Debug, Default)]
+pub struct MemoryBackend;
+
+impl StateBackend for MemoryBackend {
+    fn create_store(&self, _: &str, _: u32) -> Result<Box<dyn KeyedStateStore>, StateError> {
+        Ok(Box::new(MemoryStateStore::default()))
+    }
+}

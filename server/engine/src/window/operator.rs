@@ -1,0 +1,786 @@
+//! The window operator: assigns records to windows, keeps their contents, asks the trigger when to evaluate them,
+//! and cleans them up once the watermark passes their end plus the allowed lateness. Follows Flink's
+//! `WindowOperator` and `EvictingWindowOperator` step by step, so results match Flink's for the same input.
+
+use super::contents::{PendingAdds, SlotState, decode_element, push_element, read_elements};
+use super::merging::{Merge, MergingSet};
+use super::trigger::{TriggerContext, TriggerStates};
+use super::{Panes, Trigger, TriggerResult, Window, assign};
+use crate::error::{TaskError, UdfError};
+use crate::function::{AggregateFunction, Outputs, ProcessWindowFunction, ReduceFunction, WindowContents};
+use crate::keys::key_group;
+use crate::operator::{OpContext, Operator, Output};
+use crate::spec::{AssignerSpec, EvictorKind, EvictorSpec, TimeDomain as WindowTime, TriggerSpec};
+use crate::state::{KeyedStateStore, StateError, StateId, StateKey};
+use crate::timers::{TimeDomain, Timer, TimerService};
+use eddy_codec::{Batch, Record};
+
+/// An incremental window function.
+pub enum Incremental {
+    /// An aggregate function with accumulators.
+    Aggregate(Box<dyn AggregateFunction>),
+    /// A reduce function over records.
+    Reduce(Box<dyn ReduceFunction>),
+}
+
+/// The functions of a window operator: incremental, process-window, or incremental followed by process-window.
+pub struct WindowFunctions {
+    /// Runs as records arrive.
+    pub incremental: Option<Incremental>,
+    /// Runs when a window fires.
+    pub process: Option<Box<dyn ProcessWindowFunction>>,
+}
+
+/// How results of an incremental function become record values (when no process-window function follows).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ResultFormat {
+    /// The function's result bytes as they are.
+    Raw,
+    /// `{"key":..,"window_start":..,"window_end":..,"<name>":<result>}` for built-in aggregates.
+    Json {
+        /// The result's field name.
+        name: String,
+    },
+    /// Window start and end (i64 little-endian each) followed by the result bytes.
+    Windowed,
+}
+
+/// A window operator's settings.
+#[derive(Debug, Clone)]
+pub struct WindowConfig {
+    /// Window assigner.
+    pub assigner: AssignerSpec,
+    /// Event or processing time.
+    pub time: WindowTime,
+    /// Trigger; the assigner's default when none.
+    pub trigger: Option<TriggerSpec>,
+    /// Evictor.
+    pub evictor: Option<EvictorSpec>,
+    /// Allowed lateness in milliseconds.
+    pub allowed_lateness: i64,
+    /// Side output for late records.
+    pub late_output: Option<String>,
+    /// Result encoding.
+    pub format: ResultFormat,
+    /// Whether the input is keyed.
+    pub keyed: bool,
+    /// Number of key groups.
+    pub max_parallelism: u32,
+}
+
+/// A window that fired, with its contents captured at that moment.
+struct Firing {
+    key: Option<Vec<u8>>,
+    window: Window,
+    /// Stored accumulators (one per slice) in accumulate mode.
+    parts: Vec<Vec<u8>>,
+    /// Records in element mode.
+    elements: Batch,
+}
+
+/// The window operator.
+pub struct WindowOperator {
+    cfg: WindowConfig,
+    trigger: Trigger,
+    panes: Option<Panes>,
+    /// Accumulators per slice, or element lists.
+    accumulate: bool,
+    functions: WindowFunctions,
+    store: Box<dyn KeyedStateStore>,
+    contents: StateId,
+    merging: StateId,
+    trigger_states: TriggerStates,
+    timers: TimerService,
+    initial: Option<Vec<u8>>,
+    pending: PendingAdds,
+    firings: Vec<Firing>,
+    late_dropped: u64,
+    windows: Vec<Window>,
+    buf: Vec<u8>,
+}
+
+fn state_err(e: StateError) -> TaskError {
+    TaskError::internal(e.0)
+}
+
+fn user_err(e: UdfError) -> TaskError {
+    TaskError::from(e)
+}
+
+impl WindowOperator {
+    /// A window operator over `store`.
+    pub fn new(
+        cfg: WindowConfig,
+        functions: WindowFunctions,
+        mut store: Box<dyn KeyedStateStore>,
+    ) -> Result<WindowOperator, TaskError> {
+        if functions.incremental.is_none() && functions.process.is_none() {
+            return Err(TaskError::internal("a window operator needs a window function"));
+        }
+        let default_trigger = match cfg.time {
+            WindowTime::Event => TriggerSpec::EventTime,
+            WindowTime::Processing => TriggerSpec::ProcessingTime,
+        };
+        let trigger = Trigger::new(cfg.trigger.clone().unwrap_or(default_trigger));
+        let accumulate = functions.incremental.is_some() && cfg.evictor.is_none();
+        let panes = if accumulate && !trigger.purges() { Panes::for_assigner(&cfg.assigner) } else { None };
+        let trigger_states =
+            TriggerStates { count: store.register("window-trigger-count"), next_fire: store.register("window-trigger-next") };
+        Ok(WindowOperator {
+            contents: store.register("window-contents"),
+            merging: store.register("window-sessions"),
+            trigger_states,
+            cfg,
+            trigger,
+            panes,
+            accumulate,
+            functions,
+            store,
+            timers: TimerService::default(),
+            initial: None,
+            pending: PendingAdds::default(),
+            firings: Vec::new(),
+            late_dropped: 0,
+            windows: Vec::new(),
+            buf: Vec::new(),
+        })
+    }
+
+    fn event_time(&self) -> bool {
+        self.cfg.time == WindowTime::Event
+    }
+
+    fn session(&self) -> bool {
+        matches!(self.cfg.assigner, AssignerSpec::Session { .. })
+    }
+
+    fn reduces(&self) -> bool {
+        matches!(self.functions.incremental, Some(Incremental::Reduce(_)))
+    }
+
+    fn cleanup_time(&self, window: &Window) -> i64 {
+        if self.event_time() { window.max_timestamp().saturating_add(self.cfg.allowed_lateness) } else { window.max_timestamp() }
+    }
+
+    fn is_window_late(&self, window: &Window, watermark: i64) -> bool {
+        self.event_time() && self.cleanup_time(window) <= watermark
+    }
+
+    fn time_domain(&self) -> TimeDomain {
+        if self.event_time() { TimeDomain::EventTime } else { TimeDomain::ProcessingTime }
+    }
+
+    fn register_cleanup(&mut self, key: StateKey<'_>, window: &Window) {
+        let time = self.cleanup_time(window);
+        if time != i64::MAX {
+            self.timers.register(self.time_domain(), time, key.group, key.key, &window.namespace());
+        }
+    }
+
+    fn delete_cleanup(&mut self, key: StateKey<'_>, window: &Window) {
+        let time = self.cleanup_time(window);
+        if time != i64::MAX {
+            self.timers.delete(self.time_domain(), time, key.group, key.key, &window.namespace());
+        }
+    }
+
+    fn trigger_cx<'a>(&'a mut self, key: StateKey<'a>, watermark: i64, now: i64) -> (&'a Trigger, TriggerContext<'a>) {
+        let cx = TriggerContext {
+            store: self.store.as_mut(),
+            timers: &mut self.timers,
+            states: self.trigger_states,
+            key,
+            watermark,
+            now,
+        };
+        (&self.trigger, cx)
+    }
+
+    fn initial_accumulator(&mut self) -> Result<Vec<u8>, TaskError> {
+        if let Some(acc) = &self.initial {
+            return Ok(acc.clone());
+        }
+        let acc = match &mut self.functions.incremental {
+            Some(Incremental::Aggregate(f)) => f.create_accumulator().map_err(user_err)?,
+            _ => Vec::new(),
+        };
+        self.initial = Some(acc.clone());
+        Ok(acc)
+    }
+
+    /// Adds a record to a slice; returns whether the slice had no contents before.
+    fn add(&mut self, key: StateKey<'_>, ns: &[u8], record: &Record<'_>) -> Result<bool, TaskError> {
+        if !self.accumulate {
+            self.buf.clear();
+            push_element(&mut self.buf, record);
+            self.store.append(self.contents, key, ns, &self.buf).map_err(state_err)?;
+            return Ok(true);
+        }
+        let reduce = self.reduces();
+        match self.pending.slot(self.store.as_mut(), self.contents, key, ns, reduce)? {
+            SlotState::Existing(i) => {
+                self.pending.add_input(i, record);
+                Ok(false)
+            }
+            SlotState::New => {
+                let i = self.pending.register(key, ns);
+                if reduce {
+                    self.pending.accumulators.push_record(record);
+                } else {
+                    let initial = self.initial_accumulator()?;
+                    self.pending.accumulators.push(0, None, &initial);
+                    self.pending.add_input(i, record);
+                }
+                Ok(true)
+            }
+        }
+    }
+
+    /// Hands queued additions to the incremental function and stores the accumulators.
+    fn flush_adds(&mut self) -> Result<(), TaskError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        if !self.pending.inputs.is_empty() {
+            let (accs, inputs, targets) = (&self.pending.accumulators, &self.pending.inputs, &self.pending.targets);
+            let updated = match &mut self.functions.incremental {
+                Some(Incremental::Aggregate(f)) => f.add(accs, inputs, targets),
+                Some(Incremental::Reduce(f)) => f.reduce(accs, inputs, targets),
+                None => return Err(TaskError::internal("accumulating without an incremental function")),
+            }
+            .map_err(user_err)?;
+            if updated.len() != accs.len() {
+                return Err(TaskError::user(format!(
+                    "the window function returned {} accumulators for {}",
+                    updated.len(),
+                    accs.len()
+                )));
+            }
+            self.pending.accumulators = updated;
+        }
+        let reduce = self.reduces();
+        self.pending.write_back(self.store.as_mut(), self.contents, reduce)
+    }
+
+    fn has_contents(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<bool, TaskError> {
+        if let Some(panes) = self.panes {
+            for pane in panes.panes_of(window) {
+                if self.store.contains(self.contents, key, &pane.namespace()).map_err(state_err)? {
+                    return Ok(true);
+                }
+            }
+            return Ok(false);
+        }
+        self.store.contains(self.contents, key, &state_window.namespace()).map_err(state_err)
+    }
+
+    /// Captures the contents of a window that fires.
+    fn fire(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<(), TaskError> {
+        self.flush_adds()?;
+        let key_out = self.cfg.keyed.then(|| key.key.to_vec());
+        if self.accumulate {
+            let slices: Vec<Window> = match self.panes {
+                Some(panes) => panes.panes_of(window).collect(),
+                None => vec![*state_window],
+            };
+            let mut parts = Vec::new();
+            for slice in slices {
+                if self.store.get_into(self.contents, key, &slice.namespace(), &mut self.buf).map_err(state_err)? {
+                    parts.push(self.buf.clone());
+                }
+            }
+            if !parts.is_empty() {
+                self.firings.push(Firing { key: key_out, window: *window, parts, elements: Batch::new() });
+            }
+            return Ok(());
+        }
+        let ns = state_window.namespace();
+        if !self.store.get_into(self.contents, key, &ns, &mut self.buf).map_err(state_err)? {
+            return Ok(());
+        }
+        let mut elements = Batch::new();
+        read_elements(&self.buf, key_out.as_deref(), &mut elements);
+        let stored = elements.len();
+        let mut for_function = elements.clone();
+        if let Some(evictor) = self.cfg.evictor {
+            if !evictor.after {
+                elements = evict(evictor.kind, &elements);
+                for_function = elements.clone();
+            } else {
+                elements = evict(evictor.kind, &elements);
+            }
+            if elements.len() != stored {
+                self.buf.clear();
+                for record in elements.iter() {
+                    push_element(&mut self.buf, &record);
+                }
+                let result = if elements.is_empty() {
+                    self.store.remove(self.contents, key, &ns)
+                } else {
+                    self.store.put(self.contents, key, &ns, &self.buf)
+                };
+                result.map_err(state_err)?;
+            }
+        }
+        self.firings.push(Firing { key: key_out, window: *window, parts: Vec::new(), elements: for_function });
+        Ok(())
+    }
+
+    fn purge(&mut self, key: StateKey<'_>, state_window: &Window) -> Result<(), TaskError> {
+        self.flush_adds()?;
+        self.store.remove(self.contents, key, &state_window.namespace()).map_err(state_err)
+    }
+
+    fn apply(&mut self, result: TriggerResult, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<(), TaskError> {
+        if result.fires() {
+            self.fire(key, window, state_window)?;
+        }
+        if result.purges() {
+            self.purge(key, state_window)?;
+        }
+        Ok(())
+    }
+
+    /// Non-merging assigners; returns whether every window was late.
+    fn process_plain(&mut self, key: StateKey<'_>, ts: i64, record: &Record<'_>, wm: i64, now: i64) -> Result<bool, TaskError> {
+        let windows = std::mem::take(&mut self.windows);
+        let mut skipped = true;
+        let mut pane_new = None;
+        let mut outcome = Ok(());
+        for window in &windows {
+            if self.is_window_late(window, wm) {
+                continue;
+            }
+            skipped = false;
+            let new_slice = match (self.panes, pane_new) {
+                (Some(_), Some(known)) => known,
+                (Some(panes), None) => {
+                    let added = self.add(key, &panes.pane_of(ts).namespace(), record);
+                    let added = match added {
+                        Ok(a) => a,
+                        Err(e) => {
+                            outcome = Err(e);
+                            break;
+                        }
+                    };
+                    pane_new = Some(added);
+                    added
+                }
+                (None, _) => match self.add(key, &window.namespace(), record) {
+                    Ok(a) => a,
+                    Err(e) => {
+                        outcome = Err(e);
+                        break;
+                    }
+                },
+            };
+            let late_firing = self.event_time() && window.max_timestamp() <= wm;
+            if !(new_slice || late_firing || self.trigger.counts_elements()) {
+                continue;
+            }
+            let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+            let result = match trigger.on_element(ts, window, &mut cx) {
+                Ok(r) => r,
+                Err(e) => {
+                    outcome = Err(state_err(e));
+                    break;
+                }
+            };
+            if let Err(e) = self.apply(result, key, window, window) {
+                outcome = Err(e);
+                break;
+            }
+            self.register_cleanup(key, window);
+        }
+        self.windows = windows;
+        outcome.map(|()| skipped)
+    }
+
+    fn load_sessions(&mut self, key: StateKey<'_>) -> Result<MergingSet, TaskError> {
+        if self.store.get_into(self.merging, key, b"", &mut self.buf).map_err(state_err)? {
+            Ok(MergingSet::decode(&self.buf))
+        } else {
+            Ok(MergingSet::default())
+        }
+    }
+
+    fn save_sessions(&mut self, key: StateKey<'_>, set: &MergingSet) -> Result<(), TaskError> {
+        if set.is_empty() {
+            self.store.remove(self.merging, key, b"")
+        } else {
+            self.store.put(self.merging, key, b"", &set.encode())
+        }
+        .map_err(state_err)
+    }
+
+    /// Session windows; returns whether the record's session was late.
+    fn process_merging(&mut self, key: StateKey<'_>, ts: i64, record: &Record<'_>, wm: i64, now: i64) -> Result<bool, TaskError> {
+        let Some(&new_window) = self.windows.first() else { return Ok(true) };
+        let mut set = self.load_sessions(key)?;
+        let (actual, merges) = set.add(new_window);
+        for merge in &merges {
+            self.merge(key, merge, wm, now)?;
+        }
+        if self.is_window_late(&actual, wm) {
+            set.retire(&actual);
+            self.save_sessions(key, &set)?;
+            return Ok(true);
+        }
+        let state_window = set.state_window(&actual).unwrap_or(actual);
+        self.add(key, &state_window.namespace(), record)?;
+        let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+        let result = trigger.on_element(ts, &actual, &mut cx).map_err(state_err)?;
+        self.apply(result, key, &actual, &state_window)?;
+        self.register_cleanup(key, &actual);
+        self.save_sessions(key, &set)?;
+        Ok(false)
+    }
+
+    /// Combines trigger state, timers and contents of merged sessions.
+    fn merge(&mut self, key: StateKey<'_>, merge: &Merge, wm: i64, now: i64) -> Result<(), TaskError> {
+        self.flush_adds()?;
+        let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+        trigger.on_merge(&merge.result, &merge.merged, &mut cx).map_err(state_err)?;
+        for window in merge.merged.iter().filter(|w| **w != merge.result) {
+            let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+            trigger.clear(window, &mut cx).map_err(state_err)?;
+            self.delete_cleanup(key, window);
+        }
+        if merge.merged_state_windows.is_empty() {
+            return Ok(());
+        }
+        let target_ns = merge.state_window.namespace();
+        let mut others = Batch::new();
+        let key_out = self.cfg.keyed.then(|| key.key.to_vec());
+        for source in &merge.merged_state_windows {
+            let ns = source.namespace();
+            if !self.store.get_into(self.contents, key, &ns, &mut self.buf).map_err(state_err)? {
+                continue;
+            }
+            self.store.remove(self.contents, key, &ns).map_err(state_err)?;
+            if !self.accumulate {
+                self.store.append(self.contents, key, &target_ns, &self.buf).map_err(state_err)?;
+            } else if self.reduces() {
+                if let Some(record) = decode_element(&self.buf, key_out.as_deref()) {
+                    others.push_record(&record);
+                }
+            } else {
+                others.push(0, None, &self.buf);
+            }
+        }
+        if others.is_empty() {
+            return Ok(());
+        }
+        let reduce = self.reduces();
+        let found = self.store.get_into(self.contents, key, &target_ns, &mut self.buf).map_err(state_err)?;
+        let mut target = Batch::new();
+        let mut others_from = 0;
+        match (found, reduce) {
+            (true, true) => match decode_element(&self.buf, key_out.as_deref()) {
+                Some(record) => target.push_record(&record),
+                None => return Err(TaskError::internal("a stored window element is corrupt")),
+            },
+            (true, false) => target.push(0, None, &self.buf),
+            (false, true) => {
+                target.push_record(&others.get(0));
+                others_from = 1;
+            }
+            (false, false) => target.push(0, None, &self.initial_accumulator()?),
+        }
+        let rest: Batch = others.iter().skip(others_from).collect();
+        let merged = if rest.is_empty() {
+            target
+        } else {
+            let targets = vec![0u32; rest.len()];
+            match &mut self.functions.incremental {
+                Some(Incremental::Aggregate(f)) => f.merge(&target, &rest, &targets),
+                Some(Incremental::Reduce(f)) => f.reduce(&target, &rest, &targets),
+                None => return Err(TaskError::internal("merging accumulators without a function")),
+            }
+            .map_err(user_err)?
+        };
+        if merged.len() != 1 {
+            return Err(TaskError::user(format!("merging returned {} accumulators for 1", merged.len())));
+        }
+        self.buf.clear();
+        if reduce {
+            push_element(&mut self.buf, &merged.get(0));
+            let value = self.buf[4..].to_vec();
+            self.store.put(self.contents, key, &target_ns, &value).map_err(state_err)?;
+        } else {
+            self.store.put(self.contents, key, &target_ns, merged.get(0).value).map_err(state_err)?;
+        }
+        Ok(())
+    }
+
+    fn clear_all(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window, wm: i64, now: i64) -> Result<(), TaskError> {
+        self.flush_adds()?;
+        match self.panes {
+            Some(panes) => {
+                for pane in panes.panes_of(window).filter(|p| panes.is_last_window_of(p, window)) {
+                    self.store.remove(self.contents, key, &pane.namespace()).map_err(state_err)?;
+                }
+            }
+            None => self.store.remove(self.contents, key, &state_window.namespace()).map_err(state_err)?,
+        }
+        let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+        trigger.clear(window, &mut cx).map_err(state_err)?;
+        if self.session() {
+            let mut set = self.load_sessions(key)?;
+            set.retire(window);
+            self.save_sessions(key, &set)?;
+        }
+        Ok(())
+    }
+
+    fn on_timer(&mut self, domain: TimeDomain, timer: Timer, wm: i64, now: i64) -> Result<(), TaskError> {
+        let Some(window) = Window::from_namespace(&timer.namespace) else {
+            return Err(TaskError::internal("a window timer has a corrupt namespace"));
+        };
+        let key = StateKey { group: timer.group, key: &timer.key };
+        let state_window = if self.session() {
+            match self.load_sessions(key)?.state_window(&window) {
+                Some(s) => s,
+                None => return Ok(()), // merged into another session since the timer was set
+            }
+        } else {
+            window
+        };
+        if self.has_contents(key, &window, &state_window)? {
+            let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+            let result = trigger.on_time(domain, timer.timestamp, &window, &mut cx).map_err(state_err)?;
+            self.apply(result, key, &window, &state_window)?;
+        }
+        if domain == self.time_domain() && timer.timestamp == self.cleanup_time(&window) {
+            self.clear_all(key, &window, &state_window, wm, now)?;
+        }
+        Ok(())
+    }
+
+    /// Evaluates the window function for every captured firing and emits the results.
+    fn flush_firings(&mut self, out: &mut Output) -> Result<(), TaskError> {
+        if self.firings.is_empty() {
+            return Ok(());
+        }
+        let firings = std::mem::take(&mut self.firings);
+        let results = if self.accumulate { self.results_from_parts(&firings)? } else { self.results_from_elements(&firings)? };
+        if let Some(process) = &mut self.functions.process {
+            let contents: Vec<WindowContents> = firings
+                .iter()
+                .enumerate()
+                .map(|(i, f)| WindowContents {
+                    key: f.key.clone(),
+                    window: f.window,
+                    elements: match &results {
+                        Some(r) => {
+                            let mut one = Batch::new();
+                            let result = r.get(i);
+                            one.push_with_key(&Record { timestamp: f.window.max_timestamp(), ..result }, f.key.as_deref());
+                            one
+                        }
+                        None => f.elements.clone(),
+                    },
+                })
+                .collect();
+            let mut outputs = Outputs::default();
+            process.process_windows(&contents, &mut outputs).map_err(user_err)?;
+            out.emit(outputs.main);
+            for (tag, batch) in outputs.side {
+                out.emit_side(&tag, batch);
+            }
+            return Ok(());
+        }
+        let Some(results) = results else { return Ok(()) };
+        if results.len() != firings.len() {
+            return Err(TaskError::user(format!("the window function returned {} results for {} windows", results.len(), firings.len())));
+        }
+        let batch = out.records();
+        let mut value = Vec::new();
+        for (firing, result) in firings.iter().zip(results.iter()) {
+            format_result(&self.cfg.format, firing, result.value, &mut value);
+            batch.push_record(&Record {
+                timestamp: firing.window.max_timestamp(),
+                key: firing.key.as_deref(),
+                value: &value,
+                headers: result.headers,
+            });
+        }
+        Ok(())
+    }
+
+    fn results_from_parts(&mut self, firings: &[Firing]) -> Result<Option<Batch>, TaskError> {
+        let reduce = self.reduces();
+        let mut accs = Batch::new();
+        let mut others = Batch::new();
+        let mut targets = Vec::new();
+        for (i, firing) in firings.iter().enumerate() {
+            for (j, part) in firing.parts.iter().enumerate() {
+                let target = if j == 0 { &mut accs } else { &mut others };
+                if reduce {
+                    let record = decode_element(part, firing.key.as_deref())
+                        .ok_or_else(|| TaskError::internal("a stored window element is corrupt"))?;
+                    target.push_record(&record);
+                } else {
+                    target.push(0, None, part);
+                }
+                if j > 0 {
+                    targets.push(i as u32);
+                }
+            }
+        }
+        let merged = if others.is_empty() {
+            accs
+        } else {
+            match &mut self.functions.incremental {
+                Some(Incremental::Aggregate(f)) => f.merge(&accs, &others, &targets),
+                Some(Incremental::Reduce(f)) => f.reduce(&accs, &others, &targets),
+                None => return Ok(None),
+            }
+            .map_err(user_err)?
+        };
+        match &mut self.functions.incremental {
+            Some(Incremental::Aggregate(f)) => f.get_result(&merged).map(Some).map_err(user_err),
+            _ => Ok(Some(merged)),
+        }
+    }
+
+    fn results_from_elements(&mut self, firings: &[Firing]) -> Result<Option<Batch>, TaskError> {
+        let initial = match &self.functions.incremental {
+            Some(Incremental::Aggregate(_)) => Some(self.initial_accumulator()?),
+            _ => None,
+        };
+        match &mut self.functions.incremental {
+            None => Ok(None),
+            Some(Incremental::Aggregate(f)) => {
+                let mut accs = Batch::new();
+                let mut inputs = Batch::new();
+                let mut targets = Vec::new();
+                for (i, firing) in firings.iter().enumerate() {
+                    accs.push(0, None, initial.as_deref().unwrap_or_default());
+                    for record in firing.elements.iter() {
+                        inputs.push_record(&record);
+                        targets.push(i as u32);
+                    }
+                }
+                let accs = if inputs.is_empty() { accs } else { f.add(&accs, &inputs, &targets).map_err(user_err)? };
+                f.get_result(&accs).map(Some).map_err(user_err)
+            }
+            Some(Incremental::Reduce(f)) => {
+                let mut accs = Batch::new();
+                let mut inputs = Batch::new();
+                let mut targets = Vec::new();
+                for (i, firing) in firings.iter().enumerate() {
+                    let mut records = firing.elements.iter();
+                    match records.next() {
+                        Some(first) => accs.push_record(&first),
+                        None => accs.push(firing.window.max_timestamp(), firing.key.as_deref(), b""),
+                    }
+                    for record in records {
+                        inputs.push_record(&record);
+                        targets.push(i as u32);
+                    }
+                }
+                let accs = if inputs.is_empty() { accs } else { f.reduce(&accs, &inputs, &targets).map_err(user_err)? };
+                Ok(Some(accs))
+            }
+        }
+    }
+}
+
+fn format_result(format: &ResultFormat, firing: &Firing, result: &[u8], out: &mut Vec<u8>) {
+    out.clear();
+    match format {
+        ResultFormat::Raw => out.extend_from_slice(result),
+        ResultFormat::Windowed => {
+            let (start, end) = firing.window.bounds();
+            out.extend_from_slice(&start.to_le_bytes());
+            out.extend_from_slice(&end.to_le_bytes());
+            out.extend_from_slice(result);
+        }
+        ResultFormat::Json { name } => {
+            let mut json = String::from("{");
+            if let Some(key) = &firing.key {
+                let key = serde_json::Value::String(String::from_utf8_lossy(key).into_owned());
+                json.push_str(&format!("\"key\":{key},"));
+            }
+            if let Window::Time { start, end } = firing.window {
+                json.push_str(&format!("\"window_start\":{start},\"window_end\":{end},"));
+            }
+            let name = serde_json::Value::String(name.clone());
+            json.push_str(&format!("{name}:{}}}", String::from_utf8_lossy(result)));
+            out.extend_from_slice(json.as_bytes());
+        }
+    }
+}
+
+/// Flink's `CountEvictor` (keep the last n) and `TimeEvictor` (keep records within span of the newest).
+fn evict(kind: EvictorKind, elements: &Batch) -> Batch {
+    match kind {
+        EvictorKind::Count(max) => {
+            let skip = elements.len().saturating_sub(max as usize);
+            elements.iter().skip(skip).collect()
+        }
+        EvictorKind::Time(span) => {
+            let Some(newest) = elements.iter().map(|r| r.timestamp).max() else { return Batch::new() };
+            let cutoff = newest - span.0;
+            elements.iter().filter(|r| r.timestamp > cutoff).collect()
+        }
+    }
+}
+
+impl Operator for WindowOperator {
+    fn process(&mut self, _: usize, batch: Batch, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        let (wm, now) = (ctx.watermark, ctx.now);
+        for record in batch.iter() {
+            let key_bytes: &[u8] = match (self.cfg.keyed, record.key) {
+                (true, Some(k)) => k,
+                (true, None) => return Err(TaskError::internal("a keyed window operator received a record without a key")),
+                (false, _) => b"",
+            };
+            let group = if self.cfg.keyed { key_group(key_bytes, self.cfg.max_parallelism) } else { 0 };
+            let key = StateKey { group, key: key_bytes };
+            let ts = if self.event_time() { record.timestamp } else { now };
+            let mut windows = std::mem::take(&mut self.windows);
+            assign(&self.cfg.assigner, ts, &mut windows);
+            self.windows = windows;
+            let skipped = if self.session() {
+                self.process_merging(key, ts, &record, wm, now)?
+            } else {
+                self.process_plain(key, ts, &record, wm, now)?
+            };
+            let element_late = self.event_time() && record.timestamp.saturating_add(self.cfg.allowed_lateness) <= wm;
+            if skipped && element_late {
+                match &self.cfg.late_output {
+                    Some(tag) => ctx.out.side_records(tag).push_record(&record),
+                    None => self.late_dropped += 1,
+                }
+            }
+        }
+        self.flush_adds()?;
+        self.flush_firings(ctx.out)
+    }
+
+    fn on_watermark(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        while let Some(timer) = self.timers.pop_due(TimeDomain::EventTime, ctx.watermark) {
+            self.on_timer(TimeDomain::EventTime, timer, ctx.watermark, ctx.now)?;
+        }
+        self.flush_adds()?;
+        self.flush_firings(ctx.out)
+    }
+
+    fn on_processing_time(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        while let Some(timer) = self.timers.pop_due(TimeDomain::ProcessingTime, ctx.now) {
+            self.on_timer(TimeDomain::ProcessingTime, timer, ctx.watermark, ctx.now)?;
+        }
+        self.flush_adds()?;
+        self.flush_firings(ctx.out)
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.timers.next_processing_time()
+    }
+
+    fn late_records_dropped(&self) -> u64 {
+        self.late_dropped
+    }
+}

@@ -206,14 +206,22 @@ impl<'a> Iterator for HeaderIter<'a> {
 }
 
 /// An owned batch of records: rows plus one data area. Appending a record copies its bytes once; nothing is
-/// allocated per record.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// allocated per record. Two batches are equal when they hold equal records in the same order.
+#[derive(Clone, Default)]
 pub struct Batch {
     rows: Vec<Row>,
     data: Vec<u8>,
     /// Where the data area starts in `data` (non-zero after [`Batch::from_wire`], which keeps the wire buffer).
     base: usize,
 }
+
+impl PartialEq for Batch {
+    fn eq(&self, other: &Batch) -> bool {
+        self.len() == other.len() && self.iter().eq(other.iter())
+    }
+}
+
+impl Eq for Batch {}
 
 impl fmt::Debug for Batch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -563,5 +571,68 @@ mod tests {
         assert_eq!(joined.get(1).key, Some(&b"new"[..]));
         joined.push(3, None, b"tail");
         assert_eq!(Batch::from_wire(joined.to_wire()).expect("valid").get(5).value, b"tail");
+    }
+}
+
+#[cfg(test)]
+mod vectors {
+    //! Shared test vectors: the Python and JavaScript SDKs decode and encode the same bytes. Regenerate with
+    //! `EDDY_WRITE_VECTORS=1 cargo test -p eddy-codec`.
+    use super::*;
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    fn cases() -> Vec<(&'static str, Batch)> {
+        let mut empty = Batch::new();
+        empty.clear();
+        let mut one = Batch::new();
+        one.push(1_700_000_000_000, Some(b"user-1"), br#"{"amount":42}"#);
+        let mut mixed = Batch::new();
+        mixed.push(-1, None, b"");
+        mixed.push(5, Some(b""), b"\x00\xff");
+        mixed.push_with_headers(i64::MAX, Some(b"k"), "h\u{e9}llo".as_bytes(), &[("trace-id", b"abc"), ("empty", b"")]);
+        vec![("empty", empty), ("one", one), ("mixed", mixed)]
+    }
+
+    fn render() -> String {
+        let mut out = String::from("[\n");
+        let cases = cases();
+        for (n, (name, batch)) in cases.iter().enumerate() {
+            let records: Vec<String> = batch
+                .iter()
+                .map(|r| {
+                    let key = r.key.map_or("null".to_string(), |k| format!("\"{}\"", hex(k)));
+                    let headers: Vec<String> =
+                        r.headers.iter().map(|(n, v)| format!("[\"{n}\", \"{}\"]", hex(v))).collect();
+                    format!(
+                        "{{\"timestamp\": {}, \"key\": {key}, \"value\": \"{}\", \"headers\": [{}]}}",
+                        r.timestamp,
+                        hex(r.value),
+                        headers.join(", ")
+                    )
+                })
+                .collect();
+            out.push_str(&format!(
+                "  {{\"name\": \"{name}\", \"records\": [{}], \"wire\": \"{}\"}}{}\n",
+                records.join(", "),
+                hex(&batch.to_wire()),
+                if n + 1 < cases.len() { "," } else { "" }
+            ));
+        }
+        out.push_str("]\n");
+        out
+    }
+
+    #[test]
+    fn vectors_file_is_current() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/testdata/vectors.json");
+        let rendered = render();
+        if std::env::var_os("EDDY_WRITE_VECTORS").is_some() {
+            std::fs::write(path, &rendered).expect("write vectors");
+        }
+        let stored = std::fs::read_to_string(path).expect("testdata/vectors.json exists");
+        assert_eq!(stored, rendered, "regenerate with EDDY_WRITE_VECTORS=1 cargo test -p eddy-codec");
     }
 }

@@ -136,3 +136,247 @@ pub fn line(side: Option<&str>, ts: i64, key: Option<&[u8]>, value: &[u8]) -> Va
     }
     out
 }
+
+/// Builds operator `uid` of a job spec for a [`Harness`], with the native test functions below standing in for
+/// modules.
+pub fn harness_for(spec: &str, uid: &str) -> Result<Harness, String> {
+    use crate::graph::JobGraph;
+    use crate::runtime::{DeployEnv, build_single_operator};
+    let spec = crate::spec::JobSpec::parse(spec).map_err(|e| e.to_string())?;
+    let graph = JobGraph::build(&spec, &TestFunctions).map_err(|e| e.to_string())?;
+    let env = DeployEnv::new("test", "test", std::sync::Arc::new(TestFunctions));
+    build_single_operator(&graph, uid, 0, &env).map(Harness::new).map_err(|e| e.to_string())
+}
+
+/// Native functions that tests name as modules:
+///
+/// - `list-window` (process-window): one record per window,
+///   `{"key":..,"start":..,"end":..,"elements":[values...]}` (`start`/`end` null for the global window);
+/// - `join` (reduce): the values joined with `,`, in the order they were reduced;
+/// - `sum-amount` (aggregate): the sum of `$.amount` as an integer;
+/// - `echo` (process): re-emits its input; records whose value is `"late"` go to side output `late`.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct TestFunctions;
+
+mod native {
+    use crate::error::UdfError;
+    use crate::function::*;
+    use crate::operator::process::{FiredTimer, ProcessContext};
+    use crate::window::Window;
+    use eddy_codec::Batch;
+    use serde_json::{Value, json};
+
+    pub struct ListWindow;
+    impl ProcessWindowFunction for ListWindow {
+        fn process_windows(&mut self, windows: &[WindowContents], out: &mut Outputs) -> Result<(), UdfError> {
+            for w in windows {
+                let elements: Vec<Value> = w
+                    .elements
+                    .iter()
+                    .map(|r| {
+                        serde_json::from_slice(r.value)
+                            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(r.value).into_owned()))
+                    })
+                    .collect();
+                let (start, end) = match w.window {
+                    Window::Time { start, end } => (json!(start), json!(end)),
+                    Window::Global => (Value::Null, Value::Null),
+                };
+                let key = w.key.as_ref().map(|k| String::from_utf8_lossy(k).into_owned());
+                let value = json!({ "key": key, "start": start, "end": end, "elements": elements });
+                out.main.push(w.window.max_timestamp(), w.key.as_deref(), value.to_string().as_bytes());
+            }
+            Ok(())
+        }
+    }
+
+    pub struct Join;
+    impl ReduceFunction for Join {
+        fn reduce(&mut self, accumulators: &Batch, inputs: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
+            let mut accs: Vec<(i64, Option<Vec<u8>>, Vec<u8>)> =
+                accumulators.iter().map(|r| (r.timestamp, r.key.map(<[u8]>::to_vec), r.value.to_vec())).collect();
+            for (input, &t) in inputs.iter().zip(targets) {
+                let acc = accs.get_mut(t as usize).ok_or_else(|| UdfError::new("bad target"))?;
+                acc.2.push(b',');
+                acc.2.extend_from_slice(input.value);
+            }
+            let mut out = Batch::new();
+            for (ts, key, value) in &accs {
+                out.push(*ts, key.as_deref(), value);
+            }
+            Ok(out)
+        }
+    }
+
+    pub struct SumAmount;
+    fn amount(value: &[u8]) -> Result<i64, UdfError> {
+        let v: Value = serde_json::from_slice(value).map_err(|e| UdfError::new(e.to_string()))?;
+        v["amount"].as_i64().ok_or_else(|| UdfError::new("no integer $.amount"))
+    }
+    fn acc(bytes: &[u8]) -> i64 {
+        bytes.first_chunk::<8>().map_or(0, |b| i64::from_le_bytes(*b))
+    }
+    fn accs_batch(accs: &[i64]) -> Batch {
+        let mut out = Batch::new();
+        for a in accs {
+            out.push(0, None, &a.to_le_bytes());
+        }
+        out
+    }
+    impl AggregateFunction for SumAmount {
+        fn create_accumulator(&mut self) -> Result<Vec<u8>, UdfError> {
+            Ok(0i64.to_le_bytes().to_vec())
+        }
+        fn add(&mut self, accumulators: &Batch, inputs: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
+            let mut accs: Vec<i64> = accumulators.iter().map(|r| acc(r.value)).collect();
+            for (input, &t) in inputs.iter().zip(targets) {
+                accs[t as usize] += amount(input.value)?;
+            }
+            Ok(accs_batch(&accs))
+        }
+        fn merge(&mut self, accumulators: &Batch, others: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
+            let mut accs: Vec<i64> = accumulators.iter().map(|r| acc(r.value)).collect();
+            for (other, &t) in others.iter().zip(targets) {
+                accs[t as usize] += acc(other.value);
+            }
+            Ok(accs_batch(&accs))
+        }
+        fn get_result(&mut self, accumulators: &Batch) -> Result<Batch, UdfError> {
+            let mut out = Batch::new();
+            for r in accumulators.iter() {
+                out.push(0, None, acc(r.value).to_string().as_bytes());
+            }
+            Ok(out)
+        }
+    }
+
+    pub struct Echo;
+    impl ProcessFunction for Echo {
+        fn process(&mut self, _: usize, records: &Batch, ctx: &mut ProcessContext) -> Result<(), UdfError> {
+            for record in records.iter() {
+                if record.value == b"\"late\"" {
+                    ctx.emit_side("late", &record);
+                } else {
+                    ctx.emit(&record);
+                }
+            }
+            Ok(())
+        }
+        fn on_timers(&mut self, _: &[FiredTimer], _: &mut ProcessContext) -> Result<(), UdfError> {
+            Ok(())
+        }
+    }
+}
+
+impl crate::graph::ModuleCatalog for TestFunctions {
+    fn resolve(&self, module: &crate::spec::ModuleRef, kind: crate::function::UdfKind) -> Result<String, String> {
+        use crate::function::UdfKind;
+        let name = module.to_string();
+        let expected = match name.as_str() {
+            "list-window" => UdfKind::ProcessWindow,
+            "join" => UdfKind::Reduce,
+            "sum-amount" => UdfKind::Aggregate,
+            "echo" => UdfKind::Process,
+            _ => return Err(format!("unknown module `{name}`")),
+        };
+        if kind != expected {
+            return Err(format!("module `{name}` does not export a {} function", kind.name()));
+        }
+        // Test modules are "pinned" by their name.
+        Ok(name)
+    }
+}
+
+fn test_module_name(udf: &crate::spec::UdfSpec) -> String {
+    match &udf.module {
+        crate::spec::ModuleRef::Hash(name) => name.clone(),
+        other => other.to_string(),
+    }
+}
+
+impl crate::function::FunctionFactory for TestFunctions {
+    fn map(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::MapFunction>, TaskError> {
+        Err(TaskError::internal(format!("no native map `{}`", test_module_name(udf))))
+    }
+    fn filter(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::FilterFunction>, TaskError> {
+        Err(TaskError::internal(format!("no native filter `{}`", test_module_name(udf))))
+    }
+    fn flat_map(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::FlatMapFunction>, TaskError> {
+        Err(TaskError::internal(format!("no native flat_map `{}`", test_module_name(udf))))
+    }
+    fn key_selector(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::KeySelectorFunction>, TaskError> {
+        Err(TaskError::internal(format!("no native key selector `{}`", test_module_name(udf))))
+    }
+    fn timestamp_assigner(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::TimestampAssignerFunction>, TaskError> {
+        Err(TaskError::internal(format!("no native timestamp assigner `{}`", test_module_name(udf))))
+    }
+    fn process(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ProcessFunction>, TaskError> {
+        match test_module_name(udf).as_str() {
+            "echo" => Ok(Box::new(native::Echo)),
+            other => Err(TaskError::internal(format!("no native process `{other}`"))),
+        }
+    }
+    fn aggregate(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::AggregateFunction>, TaskError> {
+        match test_module_name(udf).as_str() {
+            "sum-amount" => Ok(Box::new(native::SumAmount)),
+            other => Err(TaskError::internal(format!("no native aggregate `{other}`"))),
+        }
+    }
+    fn reduce(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ReduceFunction>, TaskError> {
+        match test_module_name(udf).as_str() {
+            "join" => Ok(Box::new(native::Join)),
+            other => Err(TaskError::internal(format!("no native reduce `{other}`"))),
+        }
+    }
+    fn process_window(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ProcessWindowFunction>, TaskError> {
+        match test_module_name(udf).as_str() {
+            "list-window" => Ok(Box::new(native::ListWindow)),
+            other => Err(TaskError::internal(format!("no native process-window `{other}`"))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TUMBLING: &str = r#"
+name: t
+operators:
+  - { uid: src, source: { http: {} } }
+  - uid: w
+    input: src
+    key_by: record
+    window: { tumbling: 10, allowed_lateness: 5, late: late }
+    aggregate: { builtin: count }
+  - { uid: out, sink: discard, input: w }
+"#;
+
+    #[test]
+    fn tumbling_count_with_lateness_and_late_output() {
+        let mut h = harness_for(TUMBLING, "w").expect("harness");
+        let out = h
+            .run_lines(
+                r#"{"record": {"ts": 1, "key": "a", "value": 1}}
+{"record": {"ts": 3, "key": "a", "value": 2}}
+{"record": {"ts": 12, "key": "b", "value": 3}}
+{"watermark": 9}
+{"record": {"ts": 5, "key": "a", "value": 4}}
+{"watermark": 14}
+{"record": {"ts": 2, "key": "a", "value": 5}}
+{"end": true}"#,
+            )
+            .expect("run");
+        let lines: Vec<String> = out.iter().map(Value::to_string).collect();
+        assert_eq!(
+            lines,
+            vec![
+                r#"{"key":"a","ts":9,"value":{"count":2,"key":"a","window_end":10,"window_start":0}}"#,
+                r#"{"key":"a","ts":9,"value":{"count":3,"key":"a","window_end":10,"window_start":0}}"#,
+                r#"{"key":"a","side":"late","ts":2,"value":5}"#,
+                r#"{"key":"b","ts":19,"value":{"count":1,"key":"b","window_end":20,"window_start":10}}"#,
+            ],
+            "fires at the end, again for a late record within lateness, and sends later ones to the side output"
+        );
+    }
+}

@@ -1,6 +1,18 @@
-mod bindings {
-    wasmtime::component::bindgen!({
-        path: "../../wit",
-        world: "eddy:udf/udf-host",
-    });
-}
+//! Eddy's WebAssembly host: validates uploaded components, compiles them once (cached on disk by content hash),
+//! and runs them as the engine's user functions with a memory limit and a CPU deadline per call.
+//!
+//! - [`WasmRuntime`] owns the wasmtime engine, the linker and the compile cache.
+//! - [`WasmFunctions`] implements the engine's `FunctionFactory`: one instance per subtask and function.
+//! - `host/` implements the imports guests see: `log`, `keyed-state` and `context`. Guests get WASI 0.2 without
+//!   a filesystem (no preopened folders) or network (every address denied).
+
+mod bindings;
+mod compile;
+mod functions;
+mod host;
+mod instance;
+mod logs;
+
+pub use compile::{CompiledModule, ModuleError, WasmRuntime, interface_name};
+pub use functions::WasmFunctions;
+pub use instance::Limits;

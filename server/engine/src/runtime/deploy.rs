@@ -224,6 +224,12 @@ fn build_source(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, i
     Ok(SourceRunner { source, timestamps, watermarks, batch_size: spec.batch_size, metrics, subtask })
 }
 
+/// Builds subtask `subtask` of operator `uid` alone, outside any task (for operator tests).
+pub fn build_single_operator(graph: &JobGraph, uid: &str, subtask: u32, env: &DeployEnv) -> Result<Box<dyn Operator>, TaskError> {
+    let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
+    build_operator(graph, index, subtask, env, &mut HashMap::new())
+}
+
 enum TaskBody {
     Source(SourceRunner),
     Channels(Gate),

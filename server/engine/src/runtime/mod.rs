@@ -10,7 +10,7 @@ mod deploy;
 mod metrics;
 mod task;
 
-pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, deploy};
+pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, build_single_operator, deploy};
 pub use metrics::{OperatorCounters, OperatorMetrics};
 
 use crate::error::TaskError;

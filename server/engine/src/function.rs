@@ -183,11 +183,8 @@ pub trait FunctionFactory: Send + Sync {
     /// A reduce function.
     fn reduce(&self, udf: &UdfSpec, scope: &FunctionScope) -> Result<Box<dyn ReduceFunction>, TaskError>;
     /// A process-window function.
-    fn process_window(
-        &self,
-        udf: &UdfSpec,
-        scope: &FunctionScope,
-    ) -> Result<Box<dyn ProcessWindowFunction>, TaskError>;
+    fn process_window(&self, udf: &UdfSpec, scope: &FunctionScope)
+    -> Result<Box<dyn ProcessWindowFunction>, TaskError>;
 }
 
 /// A factory that has no functions, for jobs made of built-ins only.

@@ -116,15 +116,11 @@ impl JobGraph {
                     errors.push(Some(&op.uid), "input", format!("`{}` is a sink and has no output", upstream.uid));
                     continue;
                 }
-                if let Some(tag) = &source.output {
-                    if !emits_side_output(upstream, tag) {
-                        errors.push(
-                            Some(&op.uid),
-                            "input",
-                            format!("`{}` has no side output `{tag}`", upstream.uid),
-                        );
-                        continue;
-                    }
+                if let Some(tag) = &source.output
+                    && !emits_side_output(upstream, tag)
+                {
+                    errors.push(Some(&op.uid), "input", format!("`{}` has no side output `{tag}`", upstream.uid));
+                    continue;
                 }
                 raw_edges.push((from, source.output.clone(), to, input));
             }

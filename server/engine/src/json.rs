@@ -153,6 +153,6 @@ mod tests {
         assert_eq!(path.extract_i64(br#"{"v":"17"}"#), Ok(17));
         assert_eq!(path.extract_f64(br#"{"v":2.5}"#), Ok(2.5));
         assert!(path.extract_f64(br#"{"v":[1]}"#).is_err());
-        assert!(path.extract(b"not json").unwrap_err().contains("not JSON"));
+        assert!(path.extract(b"not json").expect_err("not json").contains("not JSON"));
     }
 }

@@ -41,8 +41,11 @@ impl Harness {
 
     /// Feeds a batch on `input`.
     pub fn batch(&mut self, input: usize, batch: Batch) -> Result<(), TaskError> {
-        let result =
-            self.op.process(input, batch, &mut OpContext { out: &mut self.out, watermark: self.watermark, now: self.now });
+        let result = self.op.process(
+            input,
+            batch,
+            &mut OpContext { out: &mut self.out, watermark: self.watermark, now: self.now },
+        );
         self.collect();
         result
     }
@@ -295,40 +298,76 @@ fn test_module_name(udf: &crate::spec::UdfSpec) -> String {
 }
 
 impl crate::function::FunctionFactory for TestFunctions {
-    fn map(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::MapFunction>, TaskError> {
+    fn map(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::MapFunction>, TaskError> {
         Err(TaskError::internal(format!("no native map `{}`", test_module_name(udf))))
     }
-    fn filter(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::FilterFunction>, TaskError> {
+    fn filter(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::FilterFunction>, TaskError> {
         Err(TaskError::internal(format!("no native filter `{}`", test_module_name(udf))))
     }
-    fn flat_map(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::FlatMapFunction>, TaskError> {
+    fn flat_map(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::FlatMapFunction>, TaskError> {
         Err(TaskError::internal(format!("no native flat_map `{}`", test_module_name(udf))))
     }
-    fn key_selector(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::KeySelectorFunction>, TaskError> {
+    fn key_selector(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::KeySelectorFunction>, TaskError> {
         Err(TaskError::internal(format!("no native key selector `{}`", test_module_name(udf))))
     }
-    fn timestamp_assigner(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::TimestampAssignerFunction>, TaskError> {
+    fn timestamp_assigner(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::TimestampAssignerFunction>, TaskError> {
         Err(TaskError::internal(format!("no native timestamp assigner `{}`", test_module_name(udf))))
     }
-    fn process(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ProcessFunction>, TaskError> {
+    fn process(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::ProcessFunction>, TaskError> {
         match test_module_name(udf).as_str() {
             "echo" => Ok(Box::new(native::Echo)),
             other => Err(TaskError::internal(format!("no native process `{other}`"))),
         }
     }
-    fn aggregate(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::AggregateFunction>, TaskError> {
+    fn aggregate(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::AggregateFunction>, TaskError> {
         match test_module_name(udf).as_str() {
             "sum-amount" => Ok(Box::new(native::SumAmount)),
             other => Err(TaskError::internal(format!("no native aggregate `{other}`"))),
         }
     }
-    fn reduce(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ReduceFunction>, TaskError> {
+    fn reduce(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::ReduceFunction>, TaskError> {
         match test_module_name(udf).as_str() {
             "join" => Ok(Box::new(native::Join)),
             other => Err(TaskError::internal(format!("no native reduce `{other}`"))),
         }
     }
-    fn process_window(&self, udf: &crate::spec::UdfSpec, _: &crate::function::FunctionScope) -> Result<Box<dyn crate::function::ProcessWindowFunction>, TaskError> {
+    fn process_window(
+        &self,
+        udf: &crate::spec::UdfSpec,
+        _: &crate::function::FunctionScope,
+    ) -> Result<Box<dyn crate::function::ProcessWindowFunction>, TaskError> {
         match test_module_name(udf).as_str() {
             "list-window" => Ok(Box::new(native::ListWindow)),
             other => Err(TaskError::internal(format!("no native process-window `{other}`"))),

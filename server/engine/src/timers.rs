@@ -6,17 +6,18 @@
 use crate::keys::KeyGroup;
 use std::collections::BTreeSet;
 
-/// A registered timer.
+/// A registered timer. Field order is firing order: time, then key bytes, then namespace (the key group
+/// follows from the key).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timer {
     /// When it fires.
     pub timestamp: i64,
-    /// The key's group.
-    pub group: KeyGroup,
     /// The key it belongs to.
     pub key: Box<[u8]>,
     /// A namespace (a window), empty for process functions.
     pub namespace: Box<[u8]>,
+    /// The key's group.
+    pub group: KeyGroup,
 }
 
 /// The clock a timer follows.

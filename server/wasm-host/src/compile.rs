@@ -166,8 +166,11 @@ impl WasmRuntime {
         let engine = Engine::new(&config).map_err(|e| format!("cannot configure wasmtime: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e:#}"))?;
-        crate::bindings::UdfHost::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(&mut linker, |s| s)
-            .map_err(|e| format!("cannot link Eddy's imports: {e:#}"))?;
+        crate::bindings::UdfHost::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| format!("cannot link Eddy's imports: {e:#}"))?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
@@ -222,7 +225,11 @@ impl WasmRuntime {
     }
 
     /// The module with `hash`: loaded already, from the disk cache, or compiled from `bytes()`.
-    pub fn load(&self, hash: &str, bytes: impl FnOnce() -> Option<Vec<u8>>) -> Result<Arc<CompiledModule>, ModuleError> {
+    pub fn load(
+        &self,
+        hash: &str,
+        bytes: impl FnOnce() -> Option<Vec<u8>>,
+    ) -> Result<Arc<CompiledModule>, ModuleError> {
         if let Some(module) = self.get(hash) {
             return Ok(module);
         }
@@ -266,7 +273,8 @@ impl WasmRuntime {
 
     fn store_cache(&self, hash: &str, component: &Component) {
         let Some(path) = self.cache_path(hash) else { return };
-        let written = component.serialize().map_err(|e| e.to_string()).and_then(|bytes| write_atomically(&path, &bytes));
+        let written =
+            component.serialize().map_err(|e| e.to_string()).and_then(|bytes| write_atomically(&path, &bytes));
         if let Err(e) = written {
             tracing::warn!("cannot cache compiled module {}: {e}", path.display());
         }
@@ -332,12 +340,15 @@ fn type_check(module: &CompiledModule) -> Result<(), ModuleError> {
     let mut instance = Instance::bare(module, &Limits::default(), &scope).map_err(|e| ModuleError::Start(e.message))?;
     let (store, inst) = (&mut instance.store, &instance.instance);
     let mismatch = |kind: UdfKind| {
-        move |e: wasmtime::Error| ModuleError::Mismatch { interface: interface_name(kind).into(), detail: format!("{e:#}") }
+        move |e: wasmtime::Error| ModuleError::Mismatch {
+            interface: interface_name(kind).into(),
+            detail: format!("{e:#}"),
+        }
     };
-    module.lifecycle.load(&mut *store, inst).map_err(|e| ModuleError::Mismatch {
-        interface: LIFECYCLE.into(),
-        detail: format!("{e:#}"),
-    })?;
+    module
+        .lifecycle
+        .load(&mut *store, inst)
+        .map_err(|e| ModuleError::Mismatch { interface: LIFECYCLE.into(), detail: format!("{e:#}") })?;
     let x = &module.exports;
     if let Some(i) = &x.mapper {
         i.load(&mut *store, inst).map_err(mismatch(UdfKind::Map))?;

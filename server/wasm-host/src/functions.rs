@@ -29,14 +29,17 @@ impl WasmFunctions {
         WasmFunctions { runtime, limits }
     }
 
-    fn instance(&self, udf: &UdfSpec, kind: UdfKind, scope: &FunctionScope) -> Result<(Arc<CompiledModule>, Instance), TaskError> {
+    fn instance(
+        &self,
+        udf: &UdfSpec,
+        kind: UdfKind,
+        scope: &FunctionScope,
+    ) -> Result<(Arc<CompiledModule>, Instance), TaskError> {
         let ModuleRef::Hash(hash) = &udf.module else {
             return Err(TaskError::internal(format!("module `{}` was not resolved to a hash", udf.module)));
         };
-        let module = self
-            .runtime
-            .get(hash)
-            .ok_or_else(|| TaskError::internal(format!("module sha256:{hash} is not loaded")))?;
+        let module =
+            self.runtime.get(hash).ok_or_else(|| TaskError::internal(format!("module sha256:{hash} is not loaded")))?;
         if !module.kinds.contains(&kind) {
             return Err(TaskError::user(format!("module sha256:{hash} does not export a {} function", kind.name())));
         }
@@ -178,9 +181,8 @@ impl Process {
 impl ProcessFunction for Process {
     fn process(&mut self, input: usize, records: &Batch, ctx: &mut ProcessContext) -> Result<(), UdfError> {
         records.write_wire(&mut self.wire);
-        let outputs = self.with_context(ctx, |instance, guest, wire| {
-            instance.call(|s| guest.call_process(s, input as u32, wire))
-        })?;
+        let outputs = self
+            .with_context(ctx, |instance, guest, wire| instance.call(|s| guest.call_process(s, input as u32, wire)))?;
         take_outputs(outputs, &mut ctx.out)
     }
 
@@ -196,7 +198,8 @@ impl ProcessFunction for Process {
                 },
             })
             .collect();
-        let outputs = self.with_context(ctx, |instance, guest, _| instance.call(|s| guest.call_on_timers(s, &fired)))?;
+        let outputs =
+            self.with_context(ctx, |instance, guest, _| instance.call(|s| guest.call_on_timers(s, &fired)))?;
         take_outputs(outputs, &mut ctx.out)
     }
 }
@@ -312,8 +315,7 @@ impl FunctionFactory for WasmFunctions {
         scope: &FunctionScope,
     ) -> Result<Box<dyn TimestampAssignerFunction>, TaskError> {
         let (module, mut instance) = self.instance(udf, UdfKind::TimestampAssigner, scope)?;
-        let indices =
-            module.exports.timestamp_assigner.as_ref().ok_or_else(|| missing(UdfKind::TimestampAssigner))?;
+        let indices = module.exports.timestamp_assigner.as_ref().ok_or_else(|| missing(UdfKind::TimestampAssigner))?;
         let guest = indices.load(&mut instance.store, &instance.instance).map_err(load_err)?;
         Ok(Box::new(TimestampAssigner { instance, guest, wire: Vec::new() }))
     }
@@ -339,7 +341,11 @@ impl FunctionFactory for WasmFunctions {
         Ok(Box::new(Reduce { instance, guest, wires: [Vec::new(), Vec::new()] }))
     }
 
-    fn process_window(&self, udf: &UdfSpec, scope: &FunctionScope) -> Result<Box<dyn ProcessWindowFunction>, TaskError> {
+    fn process_window(
+        &self,
+        udf: &UdfSpec,
+        scope: &FunctionScope,
+    ) -> Result<Box<dyn ProcessWindowFunction>, TaskError> {
         let (module, mut instance) = self.instance(udf, UdfKind::ProcessWindow, scope)?;
         let indices = module.exports.window_processor.as_ref().ok_or_else(|| missing(UdfKind::ProcessWindow))?;
         let guest = indices.load(&mut instance.store, &instance.instance).map_err(load_err)?;

@@ -63,12 +63,11 @@ impl Instance {
         config: &serde_json::Value,
     ) -> Result<Instance, UdfError> {
         let mut this = Instance::bare(module, limits, scope)?;
-        let lifecycle = module.lifecycle.load(&mut this.store, &this.instance).map_err(|e| UdfError::new(format!("{e:#}")))?;
+        let lifecycle =
+            module.lifecycle.load(&mut this.store, &this.instance).map_err(|e| UdfError::new(format!("{e:#}")))?;
         let config = config.to_string();
-        this.call(|store| lifecycle.call_init(store, &config)).map_err(|e| UdfError {
-            message: format!("init failed: {}", e.message),
-            logs: e.logs,
-        })?;
+        this.call(|store| lifecycle.call_init(store, &config))
+            .map_err(|e| UdfError { message: format!("init failed: {}", e.message), logs: e.logs })?;
         Ok(this)
     }
 
@@ -104,8 +103,17 @@ impl Instance {
         store.set_epoch_deadline(ticks);
         store.epoch_deadline_trap();
         let instance = module.pre().instantiate(&mut store);
-        let instance = instance.map_err(|e| UdfError { message: format!("cannot start the module: {e:#}"), logs: store.data().log.recent() })?;
-        Ok(Instance { instance, store, deadline_ticks: ticks, memory_bytes: limits.memory_bytes, timeout: limits.call_timeout })
+        let instance = instance.map_err(|e| UdfError {
+            message: format!("cannot start the module: {e:#}"),
+            logs: store.data().log.recent(),
+        })?;
+        Ok(Instance {
+            instance,
+            store,
+            deadline_ticks: ticks,
+            memory_bytes: limits.memory_bytes,
+            timeout: limits.call_timeout,
+        })
     }
 
     /// Calls into the guest with a fresh CPU deadline; maps every failure to a [`UdfError`] with the last logs.
@@ -118,7 +126,9 @@ impl Instance {
         let logs = || self.store.data().log.recent();
         match outcome {
             Ok(Ok(value)) => Ok(value),
-            Ok(Err(message)) => Err(UdfError { message: format!("the function returned an error: {message}"), logs: logs() }),
+            Ok(Err(message)) => {
+                Err(UdfError { message: format!("the function returned an error: {message}"), logs: logs() })
+            }
             Err(error) => Err(UdfError { message: self.describe(&error), logs: logs() }),
         }
     }
@@ -133,10 +143,9 @@ impl Instance {
             ),
             Some(Trap::UnreachableCodeReached) => "the function trapped (it panicked or aborted)".to_string(),
             Some(trap) => format!("the function trapped: {trap}"),
-            None if detail.contains("forcing trap when growing memory") => format!(
-                "the function exceeded its memory limit of {} MiB",
-                self.memory_bytes >> 20
-            ),
+            None if detail.contains("forcing trap when growing memory") => {
+                format!("the function exceeded its memory limit of {} MiB", self.memory_bytes >> 20)
+            }
             None => format!("the function failed: {detail}"),
         };
         match panic_message(&self.store.data().log.recent()) {
@@ -160,7 +169,11 @@ fn panic_message(lines: &[String]) -> Option<String> {
     };
     let location = after_colon.trim().trim_end_matches(':');
     let location = location.split(':').take(3).collect::<Vec<_>>().join(":");
-    Some(if message.is_empty() { format!("panicked at {location}") } else { format!("panicked at {location}: {message}") })
+    Some(if message.is_empty() {
+        format!("panicked at {location}")
+    } else {
+        format!("panicked at {location}: {message}")
+    })
 }
 
 fn strip_level(line: &str) -> &str {
@@ -181,10 +194,7 @@ mod tests {
             "[stderr] amount must be positive".to_string(),
             "[stderr] note: run with `RUST_BACKTRACE=1`".to_string(),
         ];
-        assert_eq!(
-            panic_message(&std_hook).as_deref(),
-            Some("panicked at src/lib.rs:12:5: amount must be positive")
-        );
+        assert_eq!(panic_message(&std_hook).as_deref(), Some("panicked at src/lib.rs:12:5: amount must be positive"));
         let sdk_hook = vec!["[error] panicked at src/lib.rs:3:9: boom".to_string()];
         assert_eq!(panic_message(&sdk_hook).as_deref(), Some("panicked at src/lib.rs:3:9: boom"));
         assert_eq!(panic_message(&["[info] fine".to_string()]), None);

@@ -84,7 +84,8 @@ impl Source for GeneratorSource {
                     self.scratch.clear();
                     let _ = write!(self.scratch, "{}", event.key);
                     let key_len = self.scratch.len();
-                    let _ = write!(self.scratch, r#"{{"key":{},"ts":{},"amount":{}}}"#, event.key, event.ts, event.amount);
+                    let _ =
+                        write!(self.scratch, r#"{{"key":{},"ts":{},"amount":{}}}"#, event.key, event.ts, event.amount);
                     let (key, value) = self.scratch.split_at(key_len);
                     batch.push(event.ts, Some(key), value);
                 }

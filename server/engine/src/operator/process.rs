@@ -405,7 +405,10 @@ mod tests {
                     headers: Default::default(),
                 });
                 if n > 1 {
-                    ctx.emit_side("repeat", &Record { timestamp: timer.timestamp, key: None, value: b"", headers: Default::default() });
+                    ctx.emit_side(
+                        "repeat",
+                        &Record { timestamp: timer.timestamp, key: None, value: b"", headers: Default::default() },
+                    );
                 }
             }
             Ok(())

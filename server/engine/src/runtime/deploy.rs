@@ -119,7 +119,13 @@ fn key_extractor(key: &KeySpec, env: &DeployEnv, uid: &str, subtask: u32) -> Res
     })
 }
 
-fn build_operator(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, outputs: &mut HashMap<String, Arc<OutputStream>>) -> Result<Box<dyn Operator>, TaskError> {
+fn build_operator(
+    graph: &JobGraph,
+    index: usize,
+    subtask: u32,
+    env: &DeployEnv,
+    outputs: &mut HashMap<String, Arc<OutputStream>>,
+) -> Result<Box<dyn Operator>, TaskError> {
     let node = &graph.nodes[index];
     if let Some(build) = env.overrides.get(&node.uid) {
         let cx = OverrideContext { node, subtask, max_parallelism: graph.max_parallelism, env };
@@ -160,7 +166,9 @@ fn build_operator(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv,
                 WindowFunctionSpec::Process { pre, function } => {
                     let incremental = match pre {
                         Some(PreAggregate::Aggregate(spec)) => Some(aggregate(spec)?.0),
-                        Some(PreAggregate::Reduce(udf)) => Some(Incremental::Reduce(env.functions.reduce(udf, &scope)?)),
+                        Some(PreAggregate::Reduce(udf)) => {
+                            Some(Incremental::Reduce(env.functions.reduce(udf, &scope)?))
+                        }
                         None => None,
                     };
                     (incremental, Some(env.functions.process_window(function, &scope)?), ResultFormat::Raw)
@@ -194,7 +202,14 @@ fn build_operator(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv,
     })
 }
 
-fn build_source(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, inputs: &mut HashMap<String, IngestHandle>, metrics: Arc<OperatorMetrics>) -> Result<SourceRunner, TaskError> {
+fn build_source(
+    graph: &JobGraph,
+    index: usize,
+    subtask: u32,
+    env: &DeployEnv,
+    inputs: &mut HashMap<String, IngestHandle>,
+    metrics: Arc<OperatorMetrics>,
+) -> Result<SourceRunner, TaskError> {
     let node = &graph.nodes[index];
     let OperatorKind::Source(spec) = &node.kind else {
         return Err(TaskError::internal("not a source"));
@@ -225,7 +240,12 @@ fn build_source(graph: &JobGraph, index: usize, subtask: u32, env: &DeployEnv, i
 }
 
 /// Builds subtask `subtask` of operator `uid` alone, outside any task (for operator tests).
-pub fn build_single_operator(graph: &JobGraph, uid: &str, subtask: u32, env: &DeployEnv) -> Result<Box<dyn Operator>, TaskError> {
+pub fn build_single_operator(
+    graph: &JobGraph,
+    uid: &str,
+    subtask: u32,
+    env: &DeployEnv,
+) -> Result<Box<dyn Operator>, TaskError> {
     let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
     build_operator(graph, index, subtask, env, &mut HashMap::new())
 }
@@ -278,7 +298,10 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
         for subtask in 0..head.parallelism {
-            let writers_for = |node: usize, tag: Option<&str>, senders: &mut HashMap<(usize, u32), Vec<ChannelSender>>| -> Result<Vec<EdgeWriter>, TaskError> {
+            let writers_for = |node: usize,
+                               tag: Option<&str>,
+                               senders: &mut HashMap<(usize, u32), Vec<ChannelSender>>|
+             -> Result<Vec<EdgeWriter>, TaskError> {
                 let mut writers = Vec::new();
                 for &e in &graph.nodes[node].outputs {
                     let edge = &graph.edges[e];
@@ -300,9 +323,11 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let is_source = matches!(head.kind, OperatorKind::Source(_));
             let mut links = Vec::new();
             for &n in chain.iter().skip(usize::from(is_source)) {
-                let op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(&graph.nodes[n].uid))?;
+                let op = build_operator(graph, n, subtask, &env, &mut outputs)
+                    .map_err(|e| e.in_operator(&graph.nodes[n].uid))?;
                 let mut side = Vec::new();
-                let mut tags: Vec<&str> = graph.nodes[n].outputs.iter().filter_map(|&e| graph.edges[e].tag.as_deref()).collect();
+                let mut tags: Vec<&str> =
+                    graph.nodes[n].outputs.iter().filter_map(|&e| graph.edges[e].tag.as_deref()).collect();
                 tags.dedup();
                 for tag in tags {
                     side.push((tag.to_string(), writers_for(n, Some(tag), &mut senders)?));
@@ -314,7 +339,14 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let mut task_chain = Chain::new(links, main, subtask, Arc::clone(&shared.cancel));
             let body = if is_source {
                 task_chain = task_chain.with_source_metrics(Arc::clone(&metrics[chain[0]]));
-                TaskBody::Source(build_source(graph, chain[0], subtask, &env, &mut inputs, Arc::clone(&metrics[chain[0]]))?)
+                TaskBody::Source(build_source(
+                    graph,
+                    chain[0],
+                    subtask,
+                    &env,
+                    &mut inputs,
+                    Arc::clone(&metrics[chain[0]]),
+                )?)
             } else {
                 TaskBody::Channels(Gate::new(receivers.remove(&(c, subtask)).unwrap_or_default()))
             };

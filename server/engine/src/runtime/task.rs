@@ -33,7 +33,8 @@ impl KeyExtractor {
         match self {
             KeyExtractor::Json(path) => {
                 for i in 0..batch.len() {
-                    let key = path.extract_key(batch.get(i).value).map_err(|e| TaskError::user(format!("key_by: {e}")))?;
+                    let key =
+                        path.extract_key(batch.get(i).value).map_err(|e| TaskError::user(format!("key_by: {e}")))?;
                     batch.set_key(i, Some(&key));
                 }
             }
@@ -54,7 +55,10 @@ impl KeyExtractor {
                     )));
                 }
                 for i in 0..batch.len() {
-                    let key = keys.get(i).key.ok_or_else(|| TaskError::user("a key selector returned a record without a key"))?;
+                    let key = keys
+                        .get(i)
+                        .key
+                        .ok_or_else(|| TaskError::user("a key selector returned a record without a key"))?;
                     batch.set_key(i, Some(key));
                 }
             }
@@ -350,7 +354,9 @@ impl SourceRunner {
             Timestamps::Source => {}
             Timestamps::Json(path) => {
                 for i in 0..batch.len() {
-                    let ts = path.extract_i64(batch.get(i).value).map_err(|e| TaskError::user(format!("event time: {e}")))?;
+                    let ts = path
+                        .extract_i64(batch.get(i).value)
+                        .map_err(|e| TaskError::user(format!("event time: {e}")))?;
                     batch.set_timestamp(i, ts);
                 }
             }
@@ -374,7 +380,12 @@ impl SourceRunner {
 }
 
 /// Runs a source task until the source finishes or the job is cancelled.
-pub fn run_source(mut runner: SourceRunner, mut chain: Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
+pub fn run_source(
+    mut runner: SourceRunner,
+    mut chain: Chain,
+    clock: &dyn Clock,
+    cancel: &AtomicBool,
+) -> Result<(), TaskError> {
     let uid = runner.metrics.uid.clone();
     let mut scratch = Vec::new();
     loop {

@@ -13,7 +13,8 @@ impl Millis {
         let text = text.trim();
         let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
         let (digits, unit) = text.split_at(split);
-        let amount: i64 = digits.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 5s, 1m, 2h"))?;
+        let amount: i64 =
+            digits.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 5s, 1m, 2h"))?;
         let factor = match unit.trim() {
             "" | "ms" => 1,
             "s" => 1_000,
@@ -72,7 +73,7 @@ mod tests {
         assert_eq!(Millis::parse("1h"), Ok(Millis(3_600_000)));
         assert_eq!(Millis::parse("1d"), Ok(Millis(86_400_000)));
         assert_eq!(Millis::parse("250"), Ok(Millis(250)));
-        assert!(Millis::parse("5 parsecs").unwrap_err().contains("unknown duration unit"));
+        assert!(Millis::parse("5 parsecs").expect_err("bad unit").contains("unknown duration unit"));
         assert!(Millis::parse("s").is_err());
         assert!(Millis::parse("99999999999999999d").is_err());
     }

@@ -539,11 +539,7 @@ pub struct SpecErrors(pub Vec<SpecError>);
 
 impl SpecErrors {
     pub(crate) fn push(&mut self, operator: Option<&str>, field: impl Into<String>, message: impl Into<String>) {
-        self.0.push(SpecError {
-            operator: operator.map(str::to_string),
-            field: field.into(),
-            message: message.into(),
-        });
+        self.0.push(SpecError { operator: operator.map(str::to_string), field: field.into(), message: message.into() });
     }
 
     /// Whether no problem was found.

@@ -145,11 +145,8 @@ impl Parser {
 
         // With a window, `process` names its process-window function rather than a kind of its own.
         let windowed = map.contains_key("window");
-        let kinds: Vec<&str> = KIND_FIELDS
-            .iter()
-            .copied()
-            .filter(|k| map.contains_key(*k) && !(windowed && *k == "process"))
-            .collect();
+        let kinds: Vec<&str> =
+            KIND_FIELDS.iter().copied().filter(|k| map.contains_key(*k) && !(windowed && *k == "process")).collect();
         let kind = match kinds.as_slice() {
             [] => {
                 self.err("", format!("has no kind; give one of: {}", KIND_FIELDS.join(", ")));
@@ -282,10 +279,10 @@ impl Parser {
         if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
             self.err("batch_size", format!("must be between 1 and {MAX_BATCH_SIZE}"));
         }
-        if let Some(SourceSpec::Generator(g)) = &source {
-            if g.keys == 0 {
-                self.err("source.generator.keys", "must be at least 1");
-            }
+        if let Some(SourceSpec::Generator(g)) = &source
+            && g.keys == 0
+        {
+            self.err("source.generator.keys", "must be at least 1");
         }
         Some(SourceOperator { source: source?, watermark: watermark?, batch_size })
     }
@@ -524,21 +521,18 @@ impl Parser {
 
 /// `uid`s and tags appear in URLs and file names.
 pub(crate) fn valid_uid(text: &str) -> bool {
-    !text.is_empty()
-        && text.len() <= 100
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    !text.is_empty() && text.len() <= 100 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 /// Lets `sink: { http: {} }` mean the same as `sink: http` for unit variants.
 fn normalize_tags(value: &Value) -> Value {
-    if let Value::Object(map) = value {
-        if map.len() == 1 {
-            if let Some((tag, inner)) = map.iter().next() {
-                let empty = matches!(inner, Value::Null) || matches!(inner, Value::Object(m) if m.is_empty());
-                if empty && matches!(tag.as_str(), "stdout" | "http" | "discard" | "event_time" | "processing_time") {
-                    return Value::String(tag.clone());
-                }
-            }
+    if let Value::Object(map) = value
+        && map.len() == 1
+        && let Some((tag, inner)) = map.iter().next()
+    {
+        let empty = matches!(inner, Value::Null) || matches!(inner, Value::Object(m) if m.is_empty());
+        if empty && matches!(tag.as_str(), "stdout" | "http" | "discard" | "event_time" | "processing_time") {
+            return Value::String(tag.clone());
         }
     }
     value.clone()
@@ -643,7 +637,9 @@ operators:
         let OperatorKind::Window(w) = &spec.operators[1].kind else { panic!() };
         assert_eq!(w.trigger, Some(TriggerSpec::Purging(Box::new(TriggerSpec::Count(1000)))));
         assert_eq!(w.evictor, Some(EvictorSpec { kind: EvictorKind::Time(Millis(10_000)), after: true }));
-        assert!(matches!(&w.function, WindowFunctionSpec::Process { pre: None, function } if function.config["x"] == 1));
+        assert!(
+            matches!(&w.function, WindowFunctionSpec::Process { pre: None, function } if function.config["x"] == 1)
+        );
         assert_eq!(spec.operators[1].key_by, vec![KeySpec::Record]);
     }
 

@@ -405,11 +405,8 @@ mod tests {
 
     #[test]
     fn return_expired_if_not_cleaned_up_returns_once() {
-        let lax = ttl(
-            TtlUpdate::OnCreateAndWrite,
-            TtlVisibility::ReturnExpiredIfNotCleanedUp,
-            TtlCleanup::FullSnapshot,
-        );
+        let lax =
+            ttl(TtlUpdate::OnCreateAndWrite, TtlVisibility::ReturnExpiredIfNotCleanedUp, TtlCleanup::FullSnapshot);
         let (mut s, v) = state_with(Some(lax), StateKind::Value);
         s.value_set(v, K, b"x", 0).expect("set");
         assert_eq!(s.value_get(v, K, 500).expect("get"), Some(b"x".to_vec()), "expired but not cleaned up yet");

@@ -49,7 +49,13 @@ impl KeyedStateStore for MemoryStateStore {
         (self.names.len() - 1) as StateId
     }
 
-    fn get_into(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError> {
+    fn get_into(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        ns: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
         out.clear();
         self.lookup_key(key);
         let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
@@ -70,7 +76,8 @@ impl KeyedStateStore for MemoryStateStore {
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.lookup_key(key);
-        let table = self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        let table =
+            self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
         if let Some(namespaces) = table.get_mut(self.scratch.as_slice()) {
             if let Some(existing) = namespaces.get_mut(ns) {
                 existing.clear();
@@ -176,7 +183,8 @@ impl KeyedStateStore for MemoryStateStore {
                 }
             }
         }
-        entries.sort_by(|a, b| (&a.state, a.group, &a.key, &a.namespace).cmp(&(&b.state, b.group, &b.key, &b.namespace)));
+        entries
+            .sort_by(|a, b| (&a.state, a.group, &a.key, &a.namespace).cmp(&(&b.state, b.group, &b.key, &b.namespace)));
         Ok(entries)
     }
 

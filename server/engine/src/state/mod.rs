@@ -55,7 +55,8 @@ pub trait KeyedStateStore: Send {
     /// Registers the state `name`, or returns its id if registered already.
     fn register(&mut self, name: &str) -> StateId;
     /// Copies the entry into `out` (cleared first); returns whether it exists.
-    fn get_into(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], out: &mut Vec<u8>) -> Result<bool, StateError>;
+    fn get_into(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], out: &mut Vec<u8>)
+    -> Result<bool, StateError>;
     /// Whether the entry exists.
     fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError>;
     /// Stores `value`.

@@ -70,8 +70,7 @@ impl SourceWatermarks {
                 }
             }
         }
-        let active: Vec<i64> =
-            self.splits.iter().filter(|s| !s.idle).map(|s| self.split_watermark(s)).collect();
+        let active: Vec<i64> = self.splits.iter().filter(|s| !s.idle).map(|s| self.split_watermark(s)).collect();
         let mut change = None;
         let all_idle = active.is_empty();
         if all_idle != self.idle {
@@ -172,12 +171,7 @@ impl InputWatermarks {
     }
 
     fn recompute(&mut self) -> Option<i64> {
-        let min = self
-            .channels
-            .iter()
-            .filter(|c| !c.ended && !c.idle && c.aligned)
-            .map(|c| c.watermark)
-            .min();
+        let min = self.channels.iter().filter(|c| !c.ended && !c.idle && c.aligned).map(|c| c.watermark).min();
         let combined = match min {
             Some(w) => w,
             // Every channel ended: all of them sent their final watermark.

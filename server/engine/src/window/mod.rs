@@ -1,8 +1,10 @@
 //! Windows: assigners, triggers, evictors, allowed lateness and window functions, with Flink's semantics.
 //!
 //! Window contents live in the operator's keyed state store under the window as namespace, so that checkpoints
-//! and the RocksDB backend cover them like any other state. Sliding windows store *panes* (slices of
-//! `gcd(size, slide)`) that all windows covering them share; a record costs the same as in a tumbling window.
+//! and the RocksDB backend cover them like any other state. Sliding windows with an aggregate function store
+//! *panes* (slices of `gcd(size, slide)`) that all windows covering them share, combined with the aggregate's
+//! `merge`; a record costs the same as in a tumbling window. Reduce functions keep one value per window, so that
+//! each window reduces its records in arrival order, as in Flink.
 
 mod assigner;
 pub mod builtin;

@@ -123,9 +123,16 @@ impl WindowOperator {
         };
         let trigger = Trigger::new(cfg.trigger.clone().unwrap_or(default_trigger));
         let accumulate = functions.incremental.is_some() && cfg.evictor.is_none();
-        let panes = if accumulate && !trigger.purges() { Panes::for_assigner(&cfg.assigner) } else { None };
-        let trigger_states =
-            TriggerStates { count: store.register("window-trigger-count"), next_fire: store.register("window-trigger-next") };
+        // Panes combine partial results with the aggregate's `merge`. A reduce function has no merge: Flink reduces
+        // each sliding window's records in arrival order, which pane order would change for an order-sensitive
+        // function, so reduce windows keep one accumulator per window.
+        let aggregates = matches!(functions.incremental, Some(Incremental::Aggregate(_)));
+        let panes =
+            if accumulate && aggregates && !trigger.purges() { Panes::for_assigner(&cfg.assigner) } else { None };
+        let trigger_states = TriggerStates {
+            count: store.register("window-trigger-count"),
+            next_fire: store.register("window-trigger-next"),
+        };
         Ok(WindowOperator {
             contents: store.register("window-contents"),
             merging: store.register("window-sessions"),
@@ -159,7 +166,11 @@ impl WindowOperator {
     }
 
     fn cleanup_time(&self, window: &Window) -> i64 {
-        if self.event_time() { window.max_timestamp().saturating_add(self.cfg.allowed_lateness) } else { window.max_timestamp() }
+        if self.event_time() {
+            window.max_timestamp().saturating_add(self.cfg.allowed_lateness)
+        } else {
+            window.max_timestamp()
+        }
     }
 
     fn is_window_late(&self, window: &Window, watermark: i64) -> bool {
@@ -262,18 +273,6 @@ impl WindowOperator {
         self.pending.write_back(self.store.as_mut(), self.contents, reduce)
     }
 
-    fn has_contents(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<bool, TaskError> {
-        if let Some(panes) = self.panes {
-            for pane in panes.panes_of(window) {
-                if self.store.contains(self.contents, key, &pane.namespace()).map_err(state_err)? {
-                    return Ok(true);
-                }
-            }
-            return Ok(false);
-        }
-        self.store.contains(self.contents, key, &state_window.namespace()).map_err(state_err)
-    }
-
     /// Captures the contents of a window that fires.
     fn fire(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<(), TaskError> {
         self.flush_adds()?;
@@ -331,7 +330,13 @@ impl WindowOperator {
         self.store.remove(self.contents, key, &state_window.namespace()).map_err(state_err)
     }
 
-    fn apply(&mut self, result: TriggerResult, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<(), TaskError> {
+    fn apply(
+        &mut self,
+        result: TriggerResult,
+        key: StateKey<'_>,
+        window: &Window,
+        state_window: &Window,
+    ) -> Result<(), TaskError> {
         if result.fires() {
             self.fire(key, window, state_window)?;
         }
@@ -342,7 +347,14 @@ impl WindowOperator {
     }
 
     /// Non-merging assigners; returns whether every window was late.
-    fn process_plain(&mut self, key: StateKey<'_>, ts: i64, record: &Record<'_>, wm: i64, now: i64) -> Result<bool, TaskError> {
+    fn process_plain(
+        &mut self,
+        key: StateKey<'_>,
+        ts: i64,
+        record: &Record<'_>,
+        wm: i64,
+        now: i64,
+    ) -> Result<bool, TaskError> {
         let windows = std::mem::take(&mut self.windows);
         let mut skipped = true;
         let mut pane_new = None;
@@ -375,11 +387,11 @@ impl WindowOperator {
                 },
             };
             let late_firing = self.event_time() && window.max_timestamp() <= wm;
-            if !(new_slice || late_firing || self.trigger.counts_elements()) {
+            if !(new_slice || late_firing || self.trigger.needs_every_element()) {
                 continue;
             }
             let (trigger, mut cx) = self.trigger_cx(key, wm, now);
-            let result = match trigger.on_element(ts, window, &mut cx) {
+            let result = match trigger.on_element(record.timestamp, window, &mut cx) {
                 Ok(r) => r,
                 Err(e) => {
                     outcome = Err(state_err(e));
@@ -414,7 +426,13 @@ impl WindowOperator {
     }
 
     /// Session windows; returns whether the record's session was late.
-    fn process_merging(&mut self, key: StateKey<'_>, ts: i64, record: &Record<'_>, wm: i64, now: i64) -> Result<bool, TaskError> {
+    fn process_merging(
+        &mut self,
+        key: StateKey<'_>,
+        record: &Record<'_>,
+        wm: i64,
+        now: i64,
+    ) -> Result<bool, TaskError> {
         let Some(&new_window) = self.windows.first() else { return Ok(true) };
         let mut set = self.load_sessions(key)?;
         let (actual, merges) = set.add(new_window);
@@ -429,7 +447,7 @@ impl WindowOperator {
         let state_window = set.state_window(&actual).unwrap_or(actual);
         self.add(key, &state_window.namespace(), record)?;
         let (trigger, mut cx) = self.trigger_cx(key, wm, now);
-        let result = trigger.on_element(ts, &actual, &mut cx).map_err(state_err)?;
+        let result = trigger.on_element(record.timestamp, &actual, &mut cx).map_err(state_err)?;
         self.apply(result, key, &actual, &state_window)?;
         self.register_cleanup(key, &actual);
         self.save_sessions(key, &set)?;
@@ -513,7 +531,14 @@ impl WindowOperator {
         Ok(())
     }
 
-    fn clear_all(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window, wm: i64, now: i64) -> Result<(), TaskError> {
+    fn clear_all(
+        &mut self,
+        key: StateKey<'_>,
+        window: &Window,
+        state_window: &Window,
+        wm: i64,
+        now: i64,
+    ) -> Result<(), TaskError> {
         self.flush_adds()?;
         match self.panes {
             Some(panes) => {
@@ -546,13 +571,21 @@ impl WindowOperator {
         } else {
             window
         };
-        if self.has_contents(key, &window, &state_window)? {
-            let (trigger, mut cx) = self.trigger_cx(key, wm, now);
-            let result = trigger.on_time(domain, timer.timestamp, &window, &mut cx).map_err(state_err)?;
-            self.apply(result, key, &window, &state_window)?;
-        }
+        // As in Flink, the trigger sees every timer, also of a window whose contents were purged: a continuous
+        // trigger schedules its next firing from here. Firing a window without contents emits nothing.
+        let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+        let result = trigger.on_time(domain, timer.timestamp, &window, &mut cx).map_err(state_err)?;
+        self.apply(result, key, &window, &state_window)?;
         if domain == self.time_domain() && timer.timestamp == self.cleanup_time(&window) {
             self.clear_all(key, &window, &state_window, wm, now)?;
+        }
+        Ok(())
+    }
+
+    /// Fires the timers of `domain` due at `until`, in the timer service's order (time, key, window).
+    fn fire_due(&mut self, domain: TimeDomain, until: i64, wm: i64, now: i64) -> Result<(), TaskError> {
+        while let Some(timer) = self.timers.pop_due(domain, until) {
+            self.on_timer(domain, timer, wm, now)?;
         }
         Ok(())
     }
@@ -563,7 +596,8 @@ impl WindowOperator {
             return Ok(());
         }
         let firings = std::mem::take(&mut self.firings);
-        let results = if self.accumulate { self.results_from_parts(&firings)? } else { self.results_from_elements(&firings)? };
+        let results =
+            if self.accumulate { self.results_from_parts(&firings)? } else { self.results_from_elements(&firings)? };
         if let Some(process) = &mut self.functions.process {
             let contents: Vec<WindowContents> = firings
                 .iter()
@@ -575,7 +609,10 @@ impl WindowOperator {
                         Some(r) => {
                             let mut one = Batch::new();
                             let result = r.get(i);
-                            one.push_with_key(&Record { timestamp: f.window.max_timestamp(), ..result }, f.key.as_deref());
+                            one.push_with_key(
+                                &Record { timestamp: f.window.max_timestamp(), ..result },
+                                f.key.as_deref(),
+                            );
                             one
                         }
                         None => f.elements.clone(),
@@ -592,7 +629,11 @@ impl WindowOperator {
         }
         let Some(results) = results else { return Ok(()) };
         if results.len() != firings.len() {
-            return Err(TaskError::user(format!("the window function returned {} results for {} windows", results.len(), firings.len())));
+            return Err(TaskError::user(format!(
+                "the window function returned {} results for {} windows",
+                results.len(),
+                firings.len()
+            )));
         }
         let batch = out.records();
         let mut value = Vec::new();
@@ -680,7 +721,8 @@ impl WindowOperator {
                         targets.push(i as u32);
                     }
                 }
-                let accs = if inputs.is_empty() { accs } else { f.reduce(&accs, &inputs, &targets).map_err(user_err)? };
+                let accs =
+                    if inputs.is_empty() { accs } else { f.reduce(&accs, &inputs, &targets).map_err(user_err)? };
                 Ok(Some(accs))
             }
         }
@@ -734,7 +776,9 @@ impl Operator for WindowOperator {
         for record in batch.iter() {
             let key_bytes: &[u8] = match (self.cfg.keyed, record.key) {
                 (true, Some(k)) => k,
-                (true, None) => return Err(TaskError::internal("a keyed window operator received a record without a key")),
+                (true, None) => {
+                    return Err(TaskError::internal("a keyed window operator received a record without a key"));
+                }
                 (false, _) => b"",
             };
             let group = if self.cfg.keyed { key_group(key_bytes, self.cfg.max_parallelism) } else { 0 };
@@ -744,7 +788,7 @@ impl Operator for WindowOperator {
             assign(&self.cfg.assigner, ts, &mut windows);
             self.windows = windows;
             let skipped = if self.session() {
-                self.process_merging(key, ts, &record, wm, now)?
+                self.process_merging(key, &record, wm, now)?
             } else {
                 self.process_plain(key, ts, &record, wm, now)?
             };
@@ -761,17 +805,13 @@ impl Operator for WindowOperator {
     }
 
     fn on_watermark(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
-        while let Some(timer) = self.timers.pop_due(TimeDomain::EventTime, ctx.watermark) {
-            self.on_timer(TimeDomain::EventTime, timer, ctx.watermark, ctx.now)?;
-        }
+        self.fire_due(TimeDomain::EventTime, ctx.watermark, ctx.watermark, ctx.now)?;
         self.flush_adds()?;
         self.flush_firings(ctx.out)
     }
 
     fn on_processing_time(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
-        while let Some(timer) = self.timers.pop_due(TimeDomain::ProcessingTime, ctx.now) {
-            self.on_timer(TimeDomain::ProcessingTime, timer, ctx.watermark, ctx.now)?;
-        }
+        self.fire_due(TimeDomain::ProcessingTime, ctx.now, ctx.watermark, ctx.now)?;
         self.flush_adds()?;
         self.flush_firings(ctx.out)
     }

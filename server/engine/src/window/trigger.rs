@@ -88,16 +88,18 @@ impl Trigger {
     }
 
     /// Whether calling `on_element` again for a window that already has contents can change anything besides a
-    /// late firing (count triggers count every element; the others only register a timer once).
-    pub fn counts_elements(&self) -> bool {
-        fn counts(spec: &TriggerSpec) -> bool {
+    /// late firing: count triggers count every element, and a processing-time trigger registers its timer again
+    /// (its timer may have fired already while the window lives on until its event-time cleanup). Event-time and
+    /// continuous event-time triggers keep their timer registered until the window is late or cleared.
+    pub fn needs_every_element(&self) -> bool {
+        fn needs(spec: &TriggerSpec) -> bool {
             match spec {
-                TriggerSpec::Count(_) => true,
-                TriggerSpec::Purging(inner) => counts(inner),
-                _ => false,
+                TriggerSpec::Count(_) | TriggerSpec::ProcessingTime => true,
+                TriggerSpec::Purging(inner) => needs(inner),
+                TriggerSpec::EventTime | TriggerSpec::ContinuousEventTime(_) => false,
             }
         }
-        counts(&self.spec)
+        needs(&self.spec)
     }
 
     /// Whether any firing purges.
@@ -173,7 +175,9 @@ fn on_element(
             }
             cx.register(TimeDomain::EventTime, window.max_timestamp(), window);
             if cx.read_i64(cx.states.next_fire, window)?.is_none() {
-                let start = timestamp - timestamp.rem_euclid(interval.0);
+                // Flink aligns with Java's `%`, which truncates towards zero (as Rust's does): for a negative
+                // timestamp the first firing is at the next multiple of the interval above zero, not below it.
+                let start = timestamp - timestamp % interval.0;
                 register_next_fire(start.saturating_add(interval.0), window, cx)?;
             }
             TriggerResult::Continue

@@ -19,9 +19,7 @@ fn descriptor(d: StateDescriptor, kind: StateKind) -> Descriptor {
         },
         visibility: match visibility {
             TtlVisibility::NeverReturnExpired => eddy_engine::spec::TtlVisibility::NeverReturnExpired,
-            TtlVisibility::ReturnExpiredIfNotCleanedUp => {
-                eddy_engine::spec::TtlVisibility::ReturnExpiredIfNotCleanedUp
-            }
+            TtlVisibility::ReturnExpiredIfNotCleanedUp => eddy_engine::spec::TtlVisibility::ReturnExpiredIfNotCleanedUp,
         },
         cleanup: TtlCleanup::default(),
     });

@@ -1,0 +1,274 @@
+//! Events, the bytes they hold, errors and configuration.
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Deref;
+
+/// Bytes borrowed from the input batch, or owned. Small values (up to 22 bytes) are kept inline, so replacing a
+/// value with a number or short string allocates nothing.
+#[derive(Clone)]
+pub enum Bytes<'a> {
+    /// Borrowed from the batch being processed.
+    Borrowed(&'a [u8]),
+    /// Up to 22 bytes, stored in place.
+    Inline {
+        /// Number of bytes used.
+        len: u8,
+        /// The bytes.
+        buf: [u8; 22],
+    },
+    /// Owned on the heap.
+    Owned(Vec<u8>),
+}
+
+impl Bytes<'_> {
+    /// Copies `bytes`, inline when small.
+    pub fn copy_from(bytes: &[u8]) -> Bytes<'static> {
+        if bytes.len() <= 22 {
+            let mut buf = [0u8; 22];
+            buf[..bytes.len()].copy_from_slice(bytes);
+            Bytes::Inline { len: bytes.len() as u8, buf }
+        } else {
+            Bytes::Owned(bytes.to_vec())
+        }
+    }
+
+    /// An owned copy that borrows nothing.
+    pub fn into_owned(self) -> Bytes<'static> {
+        match self {
+            Bytes::Borrowed(b) => Bytes::copy_from(b),
+            Bytes::Inline { len, buf } => Bytes::Inline { len, buf },
+            Bytes::Owned(v) => Bytes::Owned(v),
+        }
+    }
+}
+
+impl Deref for Bytes<'_> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Borrowed(b) => b,
+            Bytes::Inline { len, buf } => &buf[..*len as usize],
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+impl fmt::Debug for Bytes<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", String::from_utf8_lossy(self))
+    }
+}
+
+impl PartialEq for Bytes<'_> {
+    fn eq(&self, other: &Bytes<'_>) -> bool {
+        **self == **other
+    }
+}
+
+impl<'a> From<&'a [u8]> for Bytes<'a> {
+    fn from(b: &'a [u8]) -> Bytes<'a> {
+        Bytes::Borrowed(b)
+    }
+}
+
+impl<'a, const N: usize> From<&'a [u8; N]> for Bytes<'a> {
+    fn from(b: &'a [u8; N]) -> Bytes<'a> {
+        Bytes::Borrowed(b)
+    }
+}
+
+impl<const N: usize> From<[u8; N]> for Bytes<'_> {
+    fn from(b: [u8; N]) -> Bytes<'static> {
+        Bytes::copy_from(&b)
+    }
+}
+
+impl From<Vec<u8>> for Bytes<'_> {
+    fn from(v: Vec<u8>) -> Bytes<'static> {
+        Bytes::Owned(v)
+    }
+}
+
+impl From<String> for Bytes<'_> {
+    fn from(s: String) -> Bytes<'static> {
+        Bytes::Owned(s.into_bytes())
+    }
+}
+
+impl<'a> From<&'a str> for Bytes<'a> {
+    fn from(s: &'a str) -> Bytes<'a> {
+        Bytes::Borrowed(s.as_bytes())
+    }
+}
+
+/// A record: event time, optional key, value and headers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event<'a> {
+    /// Event time in milliseconds since the Unix epoch.
+    pub timestamp: i64,
+    /// The key, if any.
+    pub key: Option<Bytes<'a>>,
+    /// The payload.
+    pub value: Bytes<'a>,
+    /// Headers as `(name, value)` pairs.
+    pub headers: Vec<(Cow<'a, str>, Bytes<'a>)>,
+}
+
+impl<'a> Event<'a> {
+    /// A new event with no key and no headers.
+    pub fn new(timestamp: i64, value: impl Into<Bytes<'a>>) -> Event<'a> {
+        Event { timestamp, key: None, value: value.into(), headers: Vec::new() }
+    }
+
+    /// A new event whose value is `value` as JSON.
+    pub fn from_json<T: Serialize>(timestamp: i64, value: &T) -> Result<Event<'static>, Error> {
+        Ok(Event::new(timestamp, serde_json::to_vec(value)?))
+    }
+
+    /// This event with another value.
+    pub fn with_value(mut self, value: impl Into<Bytes<'a>>) -> Event<'a> {
+        self.value = value.into();
+        self
+    }
+
+    /// This event with another key.
+    pub fn with_key(mut self, key: impl Into<Bytes<'a>>) -> Event<'a> {
+        self.key = Some(key.into());
+        self
+    }
+
+    /// This event with its value replaced by `value` as JSON.
+    pub fn with_json<T: Serialize>(self, value: &T) -> Result<Event<'a>, Error> {
+        Ok(self.with_value(serde_json::to_vec(value)?))
+    }
+
+    /// The value parsed as JSON.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_slice(&self.value).map_err(|e| Error::msg(format!("value is not the expected JSON: {e}")))
+    }
+
+    /// The value as UTF-8 text.
+    pub fn text(&self) -> Result<&str, Error> {
+        std::str::from_utf8(&self.value).map_err(|_| Error::msg("value is not UTF-8 text"))
+    }
+
+    /// The first header called `name`.
+    pub fn header(&self, name: &str) -> Option<&[u8]> {
+        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
+    }
+
+    /// An owned copy that borrows nothing (to keep beyond the current call).
+    pub fn into_owned(self) -> Event<'static> {
+        Event {
+            timestamp: self.timestamp,
+            key: self.key.map(Bytes::into_owned),
+            value: self.value.into_owned(),
+            headers: self.headers.into_iter().map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned())).collect(),
+        }
+    }
+
+    pub(crate) fn from_record(record: &eddy_codec::Record<'a>) -> Event<'a> {
+        Event {
+            timestamp: record.timestamp,
+            key: record.key.map(Bytes::Borrowed),
+            value: Bytes::Borrowed(record.value),
+            headers: record.headers.iter().map(|(n, v)| (Cow::Borrowed(n), Bytes::Borrowed(v))).collect(),
+        }
+    }
+
+    pub(crate) fn push_to(&self, batch: &mut eddy_codec::Batch) {
+        if self.headers.is_empty() {
+            batch.push(self.timestamp, self.key.as_deref(), &self.value);
+        } else {
+            let headers: Vec<(&str, &[u8])> = self.headers.iter().map(|(n, v)| (&**n, &**v)).collect();
+            batch.push_with_headers(self.timestamp, self.key.as_deref(), &self.value, &headers);
+        }
+    }
+}
+
+/// An error from user code; its message reaches the job's owner.
+pub struct Error(String);
+
+impl Error {
+    /// An error with `message`.
+    pub fn msg(message: impl fmt::Display) -> Error {
+        Error(message.to_string())
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(e: E) -> Error {
+        Error(e.to_string())
+    }
+}
+
+/// The `config` an operator's spec gives its function.
+#[derive(Debug, Clone, Default)]
+pub struct Config(pub serde_json::Value);
+
+impl Config {
+    /// Field `name`, if present and of type `T`.
+    pub fn get<T: DeserializeOwned>(&self, name: &str) -> Option<T> {
+        self.0.get(name).and_then(|v| serde_json::from_value(v.clone()).ok())
+    }
+
+    /// The whole config as `T`.
+    pub fn parse<T: DeserializeOwned>(&self) -> Result<T, Error> {
+        serde_json::from_value(self.0.clone()).map_err(|e| Error::msg(format!("invalid config: {e}")))
+    }
+}
+
+/// A window a result belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// `start <= ts < end`, in milliseconds.
+    Time {
+        /// Inclusive start.
+        start: i64,
+        /// Exclusive end.
+        end: i64,
+    },
+    /// The global window.
+    Global,
+}
+
+impl Window {
+    /// The largest timestamp in the window, which results carry by default.
+    pub fn max_timestamp(&self) -> i64 {
+        match self {
+            Window::Time { end, .. } => end - 1,
+            Window::Global => i64::MAX,
+        }
+    }
+}
+
+/// A timer that fired.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
+    /// Its key.
+    pub key: Option<Vec<u8>>,
+    /// Its timestamp.
+    pub timestamp: i64,
+    /// Whether it is an event-time timer (else processing time).
+    pub event_time: bool,
+}

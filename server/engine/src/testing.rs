@@ -13,7 +13,7 @@
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator, Output};
 use eddy_codec::Batch;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 /// An operator under test.
 pub struct Harness {
@@ -128,12 +128,7 @@ impl Harness {
 
 /// One output line.
 pub fn line(side: Option<&str>, ts: i64, key: Option<&[u8]>, value: &[u8]) -> Value {
-    let value = serde_json::from_slice::<Value>(value)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(value).into_owned()));
-    let mut out = json!({ "ts": ts, "value": value });
-    if let Some(key) = key {
-        out["key"] = Value::String(String::from_utf8_lossy(key).into_owned());
-    }
+    let mut out = crate::io::record_json(ts, key, value);
     if let Some(tag) = side {
         out["side"] = Value::String(tag.to_string());
     }

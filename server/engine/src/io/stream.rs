@@ -20,6 +20,25 @@ pub struct OutputRecord {
     pub value: Vec<u8>,
 }
 
+impl OutputRecord {
+    /// The record as `{"ts":..,"key":..,"value":..}`: a value that is JSON is embedded as JSON, anything else as a
+    /// string (bytes that are not UTF-8 are replaced).
+    pub fn to_json(&self) -> serde_json::Value {
+        record_json(self.timestamp, self.key.as_deref(), &self.value)
+    }
+}
+
+/// A record as JSON, the way output streams and golden tests show it.
+pub fn record_json(timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> serde_json::Value {
+    let value = serde_json::from_slice::<serde_json::Value>(value)
+        .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(value).into_owned()));
+    let mut out = serde_json::json!({ "ts": timestamp, "value": value });
+    if let Some(key) = key {
+        out["key"] = serde_json::Value::String(String::from_utf8_lossy(key).into_owned());
+    }
+    out
+}
+
 struct Inner {
     retained: VecDeque<Arc<OutputRecord>>,
     next_seq: u64,

@@ -1,0 +1,229 @@
+//! `/jobs`: submit, list, status, cancel, and the HTTP sources and sinks of running jobs.
+
+use super::error::{ApiError, ErrorBody};
+use super::{AppState, Tenant};
+use crate::jobs::{JobSummary, JobView};
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use eddy_codec::Batch;
+use eddy_engine::io::IngestError;
+use futures::Stream;
+use serde::Deserialize;
+use std::convert::Infallible;
+use tokio::sync::broadcast::error::RecvError;
+
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(e.to_string()))?
+}
+
+/// Submits a job: the body is its spec in YAML or JSON. Every problem of the spec is reported at once.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs",
+    request_body(content = String, content_type = "application/yaml"),
+    responses(
+        (status = 201, description = "Running", body = JobView),
+        (status = 400, description = "The spec has problems; `details` lists each with operator and field", body = ErrorBody),
+        (status = 422, description = "The job could not start (for example a function's init failed)", body = ErrorBody),
+    )
+)]
+pub async fn submit(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    body: String,
+) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    let jobs = state.jobs.clone();
+    let view = blocking(move || jobs.submit(&tenant, &body)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Lists the tenant's jobs, newest first.
+#[utoipa::path(get, path = "/v1/jobs", responses((status = 200, body = Vec<JobSummary>)))]
+pub async fn list(State(state): State<AppState>, Tenant(tenant): Tenant) -> Json<Vec<JobSummary>> {
+    Json(state.jobs.list(&tenant))
+}
+
+/// Names a job.
+#[derive(Debug, Deserialize)]
+pub struct JobPath {
+    id: String,
+}
+
+/// A job's state, graph and per-operator counters.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody))
+)]
+pub async fn status(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<JobPath>,
+) -> Result<Json<JobView>, ApiError> {
+    state.jobs.status(&tenant, &path.id).map(Json)
+}
+
+/// Cancels a job.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/cancel",
+    params(("id" = String, Path)),
+    responses((status = 200, body = JobView), (status = 404, body = ErrorBody))
+)]
+pub async fn cancel(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<JobPath>,
+) -> Result<Json<JobView>, ApiError> {
+    let jobs = state.jobs.clone();
+    blocking(move || jobs.cancel(&tenant, &path.id)).await.map(Json)
+}
+
+/// Names an HTTP source or sink of a job.
+#[derive(Debug, Deserialize)]
+pub struct EndpointPath {
+    id: String,
+    uid: String,
+}
+
+/// Turns a request body into records: JSON lines, or one JSON array whose elements become records.
+fn records(body: &str) -> Result<Batch, ApiError> {
+    let mut batch = Batch::new();
+    let trimmed = body.trim_start();
+    if trimmed.starts_with('[') {
+        let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
+            .map_err(|e| ApiError::bad_request("invalid_records", format!("the body is not a JSON array: {e}")))?;
+        for item in items {
+            batch.push(0, None, item.to_string().as_bytes());
+        }
+        return Ok(batch);
+    }
+    for line in body.lines() {
+        let line = line.trim();
+        if !line.is_empty() {
+            batch.push(0, None, line.as_bytes());
+        }
+    }
+    Ok(batch)
+}
+
+/// Sends records into a running job's HTTP source: one record per line (or per element of a JSON array).
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/inputs/{uid}",
+    params(("id" = String, Path), ("uid" = String, Path, description = "The HTTP source's uid")),
+    request_body(content = String, content_type = "application/x-ndjson"),
+    responses(
+        (status = 202, description = "Accepted: `{\"accepted\": n}`"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not running or the input was closed", body = ErrorBody),
+        (status = 503, description = "The job is backpressured; retry", body = ErrorBody),
+    )
+)]
+pub async fn ingest(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<EndpointPath>,
+    body: String,
+) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
+    let batch = records(&body)?;
+    let accepted = batch.len();
+    if accepted > 0 {
+        blocking(move || handle.push(batch).map_err(ingest_error)).await?;
+    }
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": accepted }))))
+}
+
+fn ingest_error(e: IngestError) -> ApiError {
+    match e {
+        IngestError::Closed => ApiError::conflict(e.to_string()),
+        IngestError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+    }
+}
+
+/// Ends a job's HTTP source: once its records are processed, event time reaches its end and windows fire.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/inputs/{uid}/close",
+    params(("id" = String, Path), ("uid" = String, Path)),
+    responses((status = 200, description = "Closed"), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody))
+)]
+pub async fn close_input(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<EndpointPath>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
+    blocking(move || handle.close().map_err(ingest_error)).await?;
+    Ok(Json(serde_json::json!({ "closed": true })))
+}
+
+/// How to show output records.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct OutputQuery {
+    /// `json` (default): each event's data is `{"ts":..,"key":..,"value":..}`; `raw`: the value as text.
+    format: Option<String>,
+}
+
+/// Follows an HTTP sink as server-sent events: the records it kept, then new ones, then an `end` event when the
+/// job ends.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/outputs/{uid}",
+    params(("id" = String, Path), ("uid" = String, Path, description = "The HTTP sink's uid"), OutputQuery),
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody))
+)]
+pub async fn output(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<EndpointPath>,
+    Query(query): Query<OutputQuery>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let stream = state.jobs.output(&tenant, &path.id, &path.uid)?;
+    let raw = query.format.as_deref() == Some("raw");
+    let subscription = stream.subscribe();
+    let render: Render = std::sync::Arc::new(move |record: &eddy_engine::io::OutputRecord| {
+        let data = if raw { String::from_utf8_lossy(&record.value).into_owned() } else { record.to_json().to_string() };
+        Event::default().id(record.seq.to_string()).event("record").data(data)
+    });
+    Ok(Sse::new(events(subscription, render)).keep_alive(KeepAlive::default()))
+}
+
+type Render = std::sync::Arc<dyn Fn(&eddy_engine::io::OutputRecord) -> Event + Send + Sync>;
+
+/// The backlog, then live records until the stream closes (ending with an `end` event).
+fn events(
+    subscription: eddy_engine::io::Subscription,
+    render: Render,
+) -> impl Stream<Item = Result<Event, Infallible>> {
+    let backlog: Vec<Result<Event, Infallible>> = subscription.backlog.iter().map(|r| Ok(render(r))).collect();
+    let last_seq = subscription.backlog.last().map(|r| r.seq);
+    let live = futures::stream::unfold(Some((subscription.live, render)), move |state| async move {
+        let (mut rx, render) = state?;
+        loop {
+            match rx.recv().await {
+                Ok(record) if last_seq.is_some_and(|s| record.seq <= s) => continue,
+                Ok(record) => {
+                    let event = render(&record);
+                    return Some((Ok(event), Some((rx, render))));
+                }
+                Err(RecvError::Lagged(n)) => {
+                    let event = Event::default().event("lagged").data(format!("{n} records were skipped"));
+                    return Some((Ok(event), Some((rx, render))));
+                }
+                Err(RecvError::Closed) => {
+                    return Some((Ok(Event::default().event("end").data("the job ended")), None));
+                }
+            }
+        }
+    });
+    futures::stream::iter(backlog).chain(live)
+}
+
+use futures::StreamExt;

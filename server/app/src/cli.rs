@@ -1,0 +1,388 @@
+//! The `eddy` command: `serve`, and a thin client of the HTTP API (everything it does, curl can do too), plus
+//! `demo` and `bench`.
+
+use crate::client::{Client, SseEvent};
+use crate::config::{ServerConfig, token_hash};
+use clap::{Args, Parser, Subcommand};
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Parser)]
+#[command(name = "eddy", version, about = "Stream processing with user functions in WebAssembly")]
+struct Cli {
+    #[command(flatten)]
+    connection: Connection,
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// How the client reaches the server.
+#[derive(Debug, Clone, Args)]
+pub struct Connection {
+    /// The server's URL.
+    #[arg(long, global = true, env = "EDDY_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// A bearer token (not needed in open mode).
+    #[arg(long, global = true, env = "EDDY_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Act on this tenant (with the admin token).
+    #[arg(long, global = true, env = "EDDY_TENANT")]
+    pub tenant: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs the server.
+    Serve {
+        /// A TOML config file.
+        #[arg(long, env = "EDDY_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (overrides the config).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Data folder (overrides the config).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Uploads, lists and deletes modules.
+    #[command(subcommand)]
+    Module(ModuleCommand),
+    /// Submits, inspects and cancels jobs.
+    #[command(subcommand)]
+    Job(JobCommand),
+    /// Starts a server on embedded defaults, uploads the example UDFs and runs a word count.
+    Demo {
+        /// Keep the demo's data here instead of a temporary folder.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Runs a standard benchmark workload (see BENCHMARKS.md) and prints one line of figures.
+    Bench(crate::bench::BenchArgs),
+    /// Token helpers.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum ModuleCommand {
+    /// Uploads a component.
+    Push {
+        /// The .wasm file.
+        file: PathBuf,
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Its version (the next whole number when omitted).
+        #[arg(long)]
+        version: Option<String>,
+    },
+    /// Lists modules.
+    List,
+    /// Deletes `NAME@VERSION`.
+    Rm {
+        /// `name@version`.
+        module: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JobCommand {
+    /// Submits a job spec (YAML or JSON file, or - for standard input).
+    Submit {
+        /// The spec.
+        file: PathBuf,
+    },
+    /// Lists jobs.
+    List,
+    /// Shows a job's state and operators.
+    Status {
+        /// The job's id.
+        id: String,
+    },
+    /// Cancels a job.
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
+    /// Prints what an HTTP sink emits, following it until the job ends.
+    Output {
+        /// The job's id.
+        id: String,
+        /// The sink's uid (the job's only HTTP sink when omitted).
+        sink: Option<String>,
+        /// Print values as they are instead of JSON envelopes.
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Sends JSON lines from a file (or - for standard input) to an HTTP source.
+    Input {
+        /// The job's id.
+        id: String,
+        /// The source's uid.
+        source: String,
+        /// The file.
+        file: PathBuf,
+        /// Close the input afterwards.
+        #[arg(long)]
+        close: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Prints the SHA-256 of a token, for `token_sha256` in the server config.
+    Hash {
+        /// The token.
+        token: String,
+    },
+}
+
+/// Runs the command line.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("EDDY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,wasmtime=warn,cranelift=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+fn read_input(file: &PathBuf) -> anyhow::Result<String> {
+    if file.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let c = &cli.connection;
+    let client = Client::new(&c.server, c.token.clone(), c.tenant.clone());
+    match cli.command {
+        Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir).await,
+        Command::Module(command) => module(&client, command).await,
+        Command::Job(command) => job(&client, command).await,
+        Command::Demo { data_dir } => crate::demo::run(data_dir).await,
+        Command::Bench(args) => {
+            let line = tokio::task::spawn_blocking(move || crate::bench::run(&args)).await??;
+            println!("{line}");
+            Ok(())
+        }
+        Command::Token(TokenCommand::Hash { token }) => {
+            println!("{}", token_hash(&token));
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {
+    let env = |name: &str| match (name, &listen, &data_dir) {
+        ("EDDY_LISTEN", Some(l), _) => Some(l.clone()),
+        ("EDDY_DATA_DIR", _, Some(d)) => Some(d.display().to_string()),
+        _ => std::env::var(name).ok(),
+    };
+    let config = ServerConfig::load(config.as_deref(), env)
+        .map_err(|errors| anyhow::anyhow!("the configuration has problems:\n  - {}", errors.join("\n  - ")))?;
+    if config.open_mode() {
+        tracing::info!("open mode: no tokens needed; everything belongs to the tenant `default`");
+    }
+    let server = crate::server::start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down: stopping jobs (they resume on the next start)");
+    server.shutdown().await
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+fn short(hash: &str) -> &str {
+    &hash[..hash.len().min(12)]
+}
+
+async fn module(client: &Client, command: ModuleCommand) -> anyhow::Result<()> {
+    match command {
+        ModuleCommand::Push { file, name, version } => {
+            let bytes = std::fs::read(&file).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", file.display()))?;
+            let record = client.push_module(&name, version.as_deref(), bytes).await?;
+            println!(
+                "{}@{}  {}  sha256:{}",
+                record["name"].as_str().unwrap_or_default(),
+                record["version"].as_str().unwrap_or_default(),
+                kinds(&record),
+                record["hash"].as_str().unwrap_or_default()
+            );
+        }
+        ModuleCommand::List => {
+            let list = client.modules().await?;
+            println!("{:<24} {:<10} {:<18} {:>10}  SHA256", "NAME", "VERSION", "KINDS", "BYTES");
+            for m in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<24} {:<10} {:<18} {:>10}  {}",
+                    m["name"].as_str().unwrap_or_default(),
+                    m["version"].as_str().unwrap_or_default(),
+                    kinds(m),
+                    m["size"],
+                    short(m["hash"].as_str().unwrap_or_default())
+                );
+            }
+        }
+        ModuleCommand::Rm { module } => {
+            let (name, version) =
+                module.split_once('@').ok_or_else(|| anyhow::anyhow!("give the module as name@version"))?;
+            client.delete_module(name, version).await?;
+            println!("deleted {name}@{version}");
+        }
+    }
+    Ok(())
+}
+
+fn kinds(record: &Value) -> String {
+    record["kinds"]
+        .as_array()
+        .map(|k| k.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+        .unwrap_or_default()
+}
+
+async fn job(client: &Client, command: JobCommand) -> anyhow::Result<()> {
+    match command {
+        JobCommand::Submit { file } => {
+            let view = client.submit(&read_input(&file)?).await?;
+            println!("{}", view["id"].as_str().unwrap_or_default());
+            print_endpoints(&view);
+        }
+        JobCommand::List => {
+            let list = client.jobs().await?;
+            println!("{:<34} {:<10} NAME", "ID", "STATE");
+            for j in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<34} {:<10} {}",
+                    j["id"].as_str().unwrap_or_default(),
+                    j["state"].as_str().unwrap_or_default(),
+                    j["name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        JobCommand::Status { id } => print_status(&client.job(&id).await?),
+        JobCommand::Cancel { id } => {
+            let view = client.cancel(&id).await?;
+            println!("{} {}", id, view["state"].as_str().unwrap_or_default());
+        }
+        JobCommand::Output { id, sink, raw } => {
+            let sink = match sink {
+                Some(s) => s,
+                None => only_output(&client.job(&id).await?)?,
+            };
+            client
+                .follow_output(&id, &sink, raw, |event: SseEvent| match event.event.as_str() {
+                    "end" => false,
+                    "lagged" => {
+                        eprintln!("({})", event.data);
+                        true
+                    }
+                    _ => {
+                        println!("{}", event.data);
+                        true
+                    }
+                })
+                .await?;
+        }
+        JobCommand::Input { id, source, file, close } => {
+            let answer = client.ingest(&id, &source, read_input(&file)?).await?;
+            println!("accepted {}", answer["accepted"]);
+            if close {
+                client.close_input(&id, &source).await?;
+                println!("closed {source}");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn only_output(view: &Value) -> anyhow::Result<String> {
+    let outputs: Vec<&str> = view["outputs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+    match outputs.as_slice() {
+        [one] => Ok(one.to_string()),
+        [] => anyhow::bail!("the job has no HTTP sink"),
+        many => anyhow::bail!("the job has several HTTP sinks; name one of: {}", many.join(", ")),
+    }
+}
+
+fn print_endpoints(view: &Value) {
+    let id = view["id"].as_str().unwrap_or_default();
+    for input in view["inputs"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        eprintln!("  input  {input}: POST /v1/jobs/{id}/inputs/{input}   (eddy job input {id} {input} FILE)");
+    }
+    for output in view["outputs"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+        eprintln!("  output {output}: GET /v1/jobs/{id}/outputs/{output}  (eddy job output {id} {output})");
+    }
+}
+
+fn print_status(view: &Value) {
+    println!(
+        "{}  {}  {}",
+        view["id"].as_str().unwrap_or_default(),
+        view["name"].as_str().unwrap_or_default(),
+        view["state"].as_str().unwrap_or_default()
+    );
+    if let Some(error) = view.get("error").filter(|e| !e.is_null()) {
+        println!("error: {}", error["message"].as_str().unwrap_or_default());
+        if let Some(op) = error["operator"].as_str() {
+            println!("  in operator {op}");
+        }
+        for line in error["logs"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+            println!("  | {line}");
+        }
+    }
+    println!("{:<20} {:<10} {:>3} {:>12} {:>12} {:>16}  INPUT", "OPERATOR", "KIND", "P", "IN", "OUT", "WATERMARK");
+    for op in view["operators"].as_array().into_iter().flatten() {
+        let inputs: Vec<&str> = op["inputs"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let watermark = op["watermark"].as_i64().map_or("-".to_string(), |w| w.to_string());
+        println!(
+            "{:<20} {:<10} {:>3} {:>12} {:>12} {:>16}  {}",
+            op["uid"].as_str().unwrap_or_default(),
+            op["kind"].as_str().unwrap_or_default(),
+            op["parallelism"],
+            op["records_in"],
+            op["records_out"],
+            watermark,
+            inputs.join(",")
+        );
+    }
+    print_endpoints(view);
+}

@@ -1,0 +1,5 @@
+//! The `eddy` command.
+
+fn main() -> std::process::ExitCode {
+    eddy_server::cli::main()
+}

@@ -2,32 +2,34 @@
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 
-/// Bytes borrowed from the input batch, or owned. Small values (up to 22 bytes) are kept inline, so replacing a
+/// Bytes borrowed from the input batch, or owned. Small values (up to 14 bytes) are kept inline, so replacing a
 /// value with a number or short string allocates nothing.
 #[derive(Clone)]
 pub enum Bytes<'a> {
     /// Borrowed from the batch being processed.
     Borrowed(&'a [u8]),
-    /// Up to 22 bytes, stored in place.
+    /// Up to 14 bytes, stored in place (so that the whole value fits 16 bytes in WebAssembly).
     Inline {
         /// Number of bytes used.
         len: u8,
         /// The bytes.
-        buf: [u8; 22],
+        buf: [u8; INLINE],
     },
     /// Owned on the heap.
     Owned(Vec<u8>),
 }
 
+/// Bytes kept inline.
+const INLINE: usize = 14;
+
 impl Bytes<'_> {
     /// Copies `bytes`, inline when small.
     pub fn copy_from(bytes: &[u8]) -> Bytes<'static> {
-        if bytes.len() <= 22 {
-            let mut buf = [0u8; 22];
+        if bytes.len() <= INLINE {
+            let mut buf = [0u8; INLINE];
             buf[..bytes.len()].copy_from_slice(bytes);
             Bytes::Inline { len: bytes.len() as u8, buf }
         } else {
@@ -82,7 +84,14 @@ impl<'a, const N: usize> From<&'a [u8; N]> for Bytes<'a> {
 
 impl<const N: usize> From<[u8; N]> for Bytes<'_> {
     fn from(b: [u8; N]) -> Bytes<'static> {
-        Bytes::copy_from(&b)
+        if N <= INLINE {
+            // A fixed-size copy compiles to plain stores (a variable one to a host call in WebAssembly).
+            let mut buf = [0u8; INLINE];
+            buf[..N].copy_from_slice(&b);
+            Bytes::Inline { len: N as u8, buf }
+        } else {
+            Bytes::Owned(b.to_vec())
+        }
     }
 }
 
@@ -104,6 +113,13 @@ impl<'a> From<&'a str> for Bytes<'a> {
     }
 }
 
+/// Headers: still encoded as they arrived (nothing parsed until asked for), or changed by user code.
+#[derive(Debug, Clone, PartialEq)]
+enum HeaderSet<'a> {
+    Encoded(eddy_codec::Headers<'a>),
+    Owned(Vec<(String, Vec<u8>)>),
+}
+
 /// A record: event time, optional key, value and headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Event<'a> {
@@ -113,14 +129,13 @@ pub struct Event<'a> {
     pub key: Option<Bytes<'a>>,
     /// The payload.
     pub value: Bytes<'a>,
-    /// Headers as `(name, value)` pairs.
-    pub headers: Vec<(Cow<'a, str>, Bytes<'a>)>,
+    headers: HeaderSet<'a>,
 }
 
 impl<'a> Event<'a> {
     /// A new event with no key and no headers.
     pub fn new(timestamp: i64, value: impl Into<Bytes<'a>>) -> Event<'a> {
-        Event { timestamp, key: None, value: value.into(), headers: Vec::new() }
+        Event { timestamp, key: None, value: value.into(), headers: HeaderSet::Encoded(Default::default()) }
     }
 
     /// A new event whose value is `value` as JSON.
@@ -155,18 +170,53 @@ impl<'a> Event<'a> {
         std::str::from_utf8(&self.value).map_err(|_| Error::msg("value is not UTF-8 text"))
     }
 
+    /// The headers as `(name, value)` pairs.
+    pub fn headers(&self) -> Vec<(&str, &[u8])> {
+        match &self.headers {
+            HeaderSet::Encoded(h) => h.iter().collect(),
+            HeaderSet::Owned(list) => list.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect(),
+        }
+    }
+
     /// The first header called `name`.
     pub fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| &**v)
+        match &self.headers {
+            HeaderSet::Encoded(h) => h.get(name),
+            HeaderSet::Owned(list) => list.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice()),
+        }
+    }
+
+    /// Adds a header (keeping others of the same name).
+    pub fn add_header(&mut self, name: &str, value: &[u8]) {
+        let mut list: Vec<(String, Vec<u8>)> =
+            self.headers().into_iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect();
+        list.push((name.to_string(), value.to_vec()));
+        self.headers = HeaderSet::Owned(list);
+    }
+
+    /// This event with one more header.
+    pub fn with_header(mut self, name: &str, value: &[u8]) -> Event<'a> {
+        self.add_header(name, value);
+        self
+    }
+
+    /// Removes every header.
+    pub fn clear_headers(&mut self) {
+        self.headers = HeaderSet::Encoded(Default::default());
     }
 
     /// An owned copy that borrows nothing (to keep beyond the current call).
     pub fn into_owned(self) -> Event<'static> {
+        let headers = match self.headers {
+            HeaderSet::Encoded(h) if h.is_empty() => HeaderSet::Encoded(Default::default()),
+            HeaderSet::Encoded(h) => HeaderSet::Owned(h.iter().map(|(n, v)| (n.to_string(), v.to_vec())).collect()),
+            HeaderSet::Owned(list) => HeaderSet::Owned(list),
+        };
         Event {
             timestamp: self.timestamp,
             key: self.key.map(Bytes::into_owned),
             value: self.value.into_owned(),
-            headers: self.headers.into_iter().map(|(n, v)| (Cow::Owned(n.into_owned()), v.into_owned())).collect(),
+            headers,
         }
     }
 
@@ -175,16 +225,19 @@ impl<'a> Event<'a> {
             timestamp: record.timestamp,
             key: record.key.map(Bytes::Borrowed),
             value: Bytes::Borrowed(record.value),
-            headers: record.headers.iter().map(|(n, v)| (Cow::Borrowed(n), Bytes::Borrowed(v))).collect(),
+            headers: HeaderSet::Encoded(record.headers),
         }
     }
 
-    pub(crate) fn push_to(&self, batch: &mut eddy_codec::Batch) {
-        if self.headers.is_empty() {
-            batch.push(self.timestamp, self.key.as_deref(), &self.value);
-        } else {
-            let headers: Vec<(&str, &[u8])> = self.headers.iter().map(|(n, v)| (&**n, &**v)).collect();
-            batch.push_with_headers(self.timestamp, self.key.as_deref(), &self.value, &headers);
+    pub(crate) fn push_to(&self, out: &mut eddy_codec::BatchWriter) {
+        match &self.headers {
+            HeaderSet::Encoded(h) => out.push_raw(self.timestamp, self.key.as_deref(), &self.value, h.raw()),
+            HeaderSet::Owned(list) => {
+                let pairs: Vec<(&str, &[u8])> = list.iter().map(|(n, v)| (n.as_str(), v.as_slice())).collect();
+                let mut raw = Vec::new();
+                eddy_codec::Headers::encode(&pairs, &mut raw);
+                out.push_raw(self.timestamp, self.key.as_deref(), &self.value, &raw);
+            }
         }
     }
 }

@@ -22,7 +22,7 @@ pub mod __private {
     use crate::process::{Context, Process};
     use crate::window::{Output, WindowInfo};
     use crate::{Accumulator, Aggregate};
-    use eddy_codec::{Batch, BatchView};
+    use eddy_codec::{BatchView, BatchWriter};
     use std::cell::RefCell;
     pub use wit_bindgen;
 
@@ -169,8 +169,9 @@ pub mod __private {
         }
     }
 
+    /// Opens a batch from the host (trusted: rows are checked as they are read).
     fn parse(input: &[u8]) -> Result<BatchView<'_>, String> {
-        BatchView::parse(input).map_err(|e| e.to_string())
+        BatchView::open(input).map_err(|e| e.to_string())
     }
 
     fn at(i: usize, e: Error) -> String {
@@ -183,17 +184,21 @@ pub mod __private {
         mut f: impl for<'a> FnMut(Event<'a>) -> Result<Event<'a>, Error>,
     ) -> Result<Vec<u8>, String> {
         let view = parse(input)?;
-        let mut out = Batch::with_capacity(view.len(), input.len());
+        let mut out = BatchWriter::with_capacity(view.len(), input.len());
         for (i, record) in view.iter().enumerate() {
             f(Event::from_record(&record)).map_err(|e| at(i, e))?.push_to(&mut out);
         }
-        Ok(out.to_wire())
+        Ok(out.finish())
     }
 
     /// Runs a filter over a batch.
     pub fn run_filter(input: &[u8], mut f: impl FnMut(&Event<'_>) -> Result<bool, Error>) -> Result<Vec<bool>, String> {
         let view = parse(input)?;
-        view.iter().enumerate().map(|(i, r)| f(&Event::from_record(&r)).map_err(|e| at(i, e))).collect()
+        let mut keep = Vec::with_capacity(view.len());
+        for (i, record) in view.iter().enumerate() {
+            keep.push(f(&Event::from_record(&record)).map_err(|e| at(i, e))?);
+        }
+        Ok(keep)
     }
 
     /// Runs a flat-map function over a batch.
@@ -202,13 +207,13 @@ pub mod __private {
         mut f: impl for<'a> FnMut(Event<'a>) -> Result<Vec<Event<'a>>, Error>,
     ) -> Result<Vec<u8>, String> {
         let view = parse(input)?;
-        let mut out = Batch::with_capacity(view.len(), input.len());
+        let mut out = BatchWriter::with_capacity(view.len(), input.len());
         for (i, record) in view.iter().enumerate() {
             for event in f(Event::from_record(&record)).map_err(|e| at(i, e))? {
                 event.push_to(&mut out);
             }
         }
-        Ok(out.to_wire())
+        Ok(out.finish())
     }
 
     /// Runs a key selector over a batch.
@@ -217,12 +222,12 @@ pub mod __private {
         mut f: impl FnMut(&Event<'_>) -> Result<Vec<u8>, Error>,
     ) -> Result<Vec<u8>, String> {
         let view = parse(input)?;
-        let mut out = Batch::with_capacity(view.len(), view.len() * 16);
+        let mut out = BatchWriter::with_capacity(view.len(), view.len() * 16);
         for (i, record) in view.iter().enumerate() {
             let key = f(&Event::from_record(&record)).map_err(|e| at(i, e))?;
             out.push(record.timestamp, Some(&key), b"");
         }
-        Ok(out.to_wire())
+        Ok(out.finish())
     }
 
     /// Runs a timestamp assigner over a batch.
@@ -237,8 +242,8 @@ pub mod __private {
     /// Records a call emitted: the main output and side outputs, each in the batch encoding.
     pub type Emitted = (Vec<u8>, Vec<(String, Vec<u8>)>);
 
-    fn emitted(main: Batch, side: Vec<(String, Batch)>) -> Emitted {
-        (main.to_wire(), side.into_iter().map(|(tag, b)| (tag, b.to_wire())).collect())
+    fn emitted(main: BatchWriter, side: Vec<(String, BatchWriter)>) -> Emitted {
+        (main.finish(), side.into_iter().map(|(tag, b)| (tag, b.finish())).collect())
     }
 
     /// Runs a process function's `init`.
@@ -279,14 +284,14 @@ pub mod __private {
     }
 
     fn encode_all<A: Aggregate>(accs: &[A::Acc]) -> Vec<u8> {
-        let mut out = Batch::with_capacity(accs.len(), accs.len() * 16);
+        let mut out = BatchWriter::with_capacity(accs.len(), accs.len() * 16);
         let mut buf = Vec::new();
         for acc in accs {
             buf.clear();
             acc.encode(&mut buf);
             out.push(0, None, &buf);
         }
-        out.to_wire()
+        out.finish()
     }
 
     /// Runs an aggregate's `init`.
@@ -340,11 +345,11 @@ pub mod __private {
     pub fn run_get_result<A: Aggregate>(cell: &RefCell<A>, accs: &[u8]) -> Result<Vec<u8>, String> {
         let accs = accumulators::<A>(accs)?;
         let mut function = cell.borrow_mut();
-        let mut out = Batch::with_capacity(accs.len(), accs.len() * 16);
+        let mut out = BatchWriter::with_capacity(accs.len(), accs.len() * 16);
         for acc in &accs {
             out.push(0, None, &function.result(acc).map_err(|e| e.to_string())?);
         }
-        Ok(out.to_wire())
+        Ok(out.finish())
     }
 
     /// Runs a reduce function.
@@ -359,11 +364,11 @@ pub mod __private {
             let acc = accs.get_mut(target as usize).ok_or("accumulator index out of range")?;
             f(acc, &Event::from_record(&record)).map_err(|e| at(i, e))?;
         }
-        let mut out = Batch::with_capacity(accs.len(), 0);
+        let mut out = BatchWriter::with_capacity(accs.len(), 0);
         for acc in &accs {
             acc.push_to(&mut out);
         }
-        Ok(out.to_wire())
+        Ok(out.finish())
     }
 
     /// Runs a process-window function over `(key, window, elements)` of each window that fired.

@@ -2,7 +2,7 @@
 
 use crate::bindings::eddy::udf::{context as host, keyed_state};
 use crate::event::{Config, Error, Event, Timer};
-use eddy_codec::Batch;
+use eddy_codec::BatchWriter;
 
 /// A process function (or, over two inputs, a co-process function). One instance serves a subtask.
 pub trait Process: Default + 'static {
@@ -63,13 +63,13 @@ pub struct Context {
     index: u32,
     entered: Option<u32>,
     timestamp: i64,
-    pub(crate) main: Batch,
-    pub(crate) side: Vec<(String, Batch)>,
+    pub(crate) main: BatchWriter,
+    pub(crate) side: Vec<(String, BatchWriter)>,
 }
 
 impl Context {
     pub(crate) fn new(input: u32) -> Context {
-        Context { input, index: 0, entered: None, timestamp: 0, main: Batch::new(), side: Vec::new() }
+        Context { input, index: 0, entered: None, timestamp: 0, main: BatchWriter::default(), side: Vec::new() }
     }
 
     pub(crate) fn at(&mut self, index: u32, timestamp: i64) {
@@ -167,7 +167,7 @@ impl Context {
         let index = match self.side.iter().position(|(t, _)| t == tag) {
             Some(i) => i,
             None => {
-                self.side.push((tag.to_string(), Batch::new()));
+                self.side.push((tag.to_string(), BatchWriter::default()));
                 self.side.len() - 1
             }
         };

@@ -1,7 +1,7 @@
 //! Process-window functions.
 
 use crate::event::{Event, Window};
-use eddy_codec::Batch;
+use eddy_codec::BatchWriter;
 
 /// What a process-window function sees of a window.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -15,8 +15,8 @@ pub struct WindowInfo {
 /// Where a process-window function emits records.
 #[derive(Default)]
 pub struct Output {
-    pub(crate) main: Batch,
-    pub(crate) side: Vec<(String, Batch)>,
+    pub(crate) main: BatchWriter,
+    pub(crate) side: Vec<(String, BatchWriter)>,
 }
 
 impl Output {
@@ -30,7 +30,7 @@ impl Output {
         let index = match self.side.iter().position(|(t, _)| t == tag) {
             Some(i) => i,
             None => {
-                self.side.push((tag.to_string(), Batch::new()));
+                self.side.push((tag.to_string(), BatchWriter::default()));
                 self.side.len() - 1
             }
         };

@@ -125,7 +125,7 @@ impl Examples {
         }
         std::fs::create_dir_all(out.parent().unwrap_or(&self.cache))?;
         let tmp = out.with_extension("tmp.wasm");
-        let output = Command::new("sh")
+        let output = Command::new("bash")
             .arg(folder.join("build.sh"))
             .env("OUT", &tmp)
             .output()

@@ -27,8 +27,9 @@ impl eddy::Process for Fraud {
                 alert.extend_from_slice(&event.timestamp.to_le_bytes());
                 alert.extend_from_slice(&1u64.to_le_bytes());
                 alert.extend_from_slice(&amount.to_le_bytes());
-                let key = event.key.clone();
-                ctx.emit(Event { key, ..Event::new(event.timestamp, alert) });
+                let mut out = Event::new(event.timestamp, alert);
+                out.key = event.key.clone();
+                ctx.emit(out);
             }
         }
         last.set_i64(event.timestamp)?;

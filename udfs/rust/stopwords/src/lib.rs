@@ -7,7 +7,11 @@ static WORDS: OnceLock<Vec<String>> = OnceLock::new();
 const DEFAULT: &[&str] = &["a", "an", "and", "the", "of", "to", "in", "is", "it", "on", "for"];
 
 fn setup(config: &Config) -> Result<(), Error> {
-    let words = config.get::<Vec<String>>("words").unwrap_or_else(|| DEFAULT.iter().map(|w| w.to_string()).collect());
+    let words: Vec<String> = match config.0.get("words") {
+        None => DEFAULT.iter().map(|w| w.to_string()).collect(),
+        Some(words) => serde_json::from_value(words.clone())
+            .map_err(|_| Error::msg("config.words must be a list of strings"))?,
+    };
     let _ = WORDS.set(words.into_iter().map(|w| w.to_lowercase()).collect());
     Ok(())
 }

@@ -1,0 +1,9 @@
+//! Eddy's end-to-end tests: each runs a real server in-process on a free port, with a fresh data folder, and talks
+//! to it over HTTP as users do. Example UDFs are built from `udfs/` on first use (cached by source).
+
+mod api;
+mod failures;
+mod languages;
+mod restart;
+mod support;
+mod tenancy;

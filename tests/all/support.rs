@@ -1,0 +1,134 @@
+//! Starting servers, building example UDFs, and waiting for jobs.
+
+use eddy_server::client::Client;
+use eddy_server::config::ServerConfig;
+use eddy_server::examples::{Examples, Language};
+use eddy_server::server::RunningServer;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// A server for one test.
+pub struct TestServer {
+    running: Option<RunningServer>,
+    /// A client in open mode (or with the test's token).
+    pub client: Client,
+    /// The base URL.
+    pub url: String,
+    config: ServerConfig,
+    _dir: tempfile::TempDir,
+}
+
+/// Default settings for tests: loopback, a free port, a fresh data folder.
+pub fn config(dir: &tempfile::TempDir) -> ServerConfig {
+    ServerConfig {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        data_dir: dir.path().to_path_buf(),
+        ..ServerConfig::default()
+    }
+}
+
+impl TestServer {
+    /// An open-mode server.
+    pub async fn start() -> TestServer {
+        TestServer::start_with(|_| {}).await
+    }
+
+    /// A server with settings changed by `tweak`.
+    pub async fn start_with(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut config = config(&dir);
+        tweak(&mut config);
+        let running = eddy_server::server::start(config.clone()).await.expect("server starts");
+        let url = running.url();
+        TestServer { client: Client::new(&url, None, None), url, running: Some(running), config, _dir: dir }
+    }
+
+    /// Stops the server and starts a new one on the same data folder (and a new port).
+    pub async fn restart(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await.expect("clean shutdown");
+        }
+        let running = eddy_server::server::start(self.config.clone()).await.expect("server restarts");
+        self.url = running.url();
+        self.client = Client::new(&self.url, None, None);
+        self.running = Some(running);
+    }
+
+    /// A client with `token` for the server.
+    pub fn client_with(&self, token: Option<&str>, tenant: Option<&str>) -> Client {
+        Client::new(&self.url, token.map(str::to_string), tenant.map(str::to_string))
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(running) = self.running.take() {
+            // Tests that end without `restart` still stop their jobs.
+            let handle = tokio::runtime::Handle::try_current();
+            if let Ok(handle) = handle {
+                let _ = tokio::task::block_in_place(|| handle.block_on(running.shutdown()));
+            }
+        }
+    }
+}
+
+fn examples() -> &'static Examples {
+    static EXAMPLES: OnceLock<Examples> = OnceLock::new();
+    EXAMPLES.get_or_init(|| Examples::locate().expect("the repository's udfs/ folder"))
+}
+
+/// The compiled example `name` in `language` (built on first use).
+pub async fn example(language: Language, name: &'static str) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || examples().bytes(language, name))
+        .await
+        .expect("build thread")
+        .unwrap_or_else(|e| panic!("building example {name}: {e:#}"))
+}
+
+/// A hand-written component from `tests/fixtures/<name>.wat`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(format!("{name}.wat"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    wat::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Polls a job until `done` says so, or panics after `timeout`.
+pub async fn wait_job(client: &Client, id: &str, timeout: Duration, done: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let status = client.job(id).await.expect("job status");
+        if done(&status) {
+            return status;
+        }
+        assert!(started.elapsed() < timeout, "job {id} did not get there in {timeout:?}: {status:#}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the job is no longer running.
+pub async fn wait_ended(client: &Client, id: &str) -> Value {
+    wait_job(client, id, Duration::from_secs(60), |s| s["state"] != "running").await
+}
+
+/// Every record a job's HTTP sink emits until the job ends, as `{"ts","key","value"}` objects.
+pub async fn output(client: &Client, id: &str, sink: &str) -> Vec<Value> {
+    let mut records = Vec::new();
+    let follow = client.follow_output(id, sink, false, |event| {
+        if event.event == "record" {
+            records.push(serde_json::from_str(&event.data).expect("record JSON"));
+        }
+        event.event != "end"
+    });
+    tokio::time::timeout(Duration::from_secs(60), follow).await.expect("output ends").expect("output stream");
+    records
+}
+
+/// Submits a spec, panicking with the server's message if it is refused.
+pub async fn submit(client: &Client, spec: &str) -> String {
+    let view = client.submit(spec).await.unwrap_or_else(|e| panic!("submit refused: {e}"));
+    view["id"].as_str().expect("job id").to_string()
+}
+
+pub use eddy_server::examples::Language::{Js, Python, Rust};

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs what Eddy's tests need (once per machine; cached under ~/.cache) and runs them all:
+# the Rust workspace (unit, golden, property and end-to-end tests), the Python and JavaScript SDK tests.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/eddy/target}"
+tools="${EDDY_TOOLS:-$HOME/.cache/eddy-tools}"
+
+echo "==> Rust target wasm32-wasip2"
+rustup target add wasm32-wasip2 >/dev/null
+
+echo "==> Python toolchain (componentize-py)"
+if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ]; then
+  python3 -m venv "$tools/py"
+  "$tools/py/bin/pip" install --quiet componentize-py==0.25.1 pytest
+fi
+
+echo "==> JavaScript toolchain (componentize-qjs)"
+if [ ! -x "$tools/js/node_modules/.bin/componentize-qjs" ]; then
+  mkdir -p "$tools/js"
+  (cd "$tools/js" && { [ -f package.json ] || npm init -y >/dev/null; } && npm install --silent --no-fund --no-audit componentize-qjs@0.4.5)
+fi
+
+export COMPONENTIZE_PY="$tools/py/bin/componentize-py"
+export COMPONENTIZE_QJS="$tools/js/node_modules/.bin/componentize-qjs"
+
+echo "==> Rust tests"
+cargo test --workspace --all-targets
+cargo test --workspace --doc
+
+echo "==> Python SDK tests"
+(cd guest-sdk/python && "$tools/py/bin/pytest" -q)
+
+echo "==> JavaScript SDK tests"
+node --test guest-sdk/js/
+
+echo "All tests passed."

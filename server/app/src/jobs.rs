@@ -333,7 +333,7 @@ impl Jobs {
                     .collect()
             })
             .unwrap_or_default();
-        list.sort_by(|a, b| b.submitted_at.cmp(&a.submitted_at));
+        list.sort_by_key(|j| std::cmp::Reverse(j.submitted_at));
         list
     }
 

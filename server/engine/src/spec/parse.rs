@@ -93,8 +93,13 @@ impl Parser {
 
     /// Deserializes an optional field, recording an error if it is malformed.
     fn typed<T: DeserializeOwned>(&mut self, map: &Map<String, Value>, field: &str) -> Option<T> {
+        self.typed_in(map, field, "")
+    }
+
+    /// Like `typed`, for a field of a nested map whose path starts with `prefix` (e.g. `window.`).
+    fn typed_in<T: DeserializeOwned>(&mut self, map: &Map<String, Value>, field: &str, prefix: &str) -> Option<T> {
         let value = map.get(field)?;
-        self.value_as(value, field)
+        self.value_as(value, &format!("{prefix}{field}"))
     }
 
     fn value_as<T: DeserializeOwned>(&mut self, value: &Value, field: &str) -> Option<T> {
@@ -293,7 +298,7 @@ impl Parser {
             return None;
         };
         self.unknown_fields(map, &["strategy", "out_of_orderness", "idleness", "timestamp"], "watermark.");
-        let bound = self.typed::<Millis>(map, "out_of_orderness");
+        let bound = self.typed_in::<Millis>(map, "out_of_orderness", "watermark.");
         let strategy = match (map.get("strategy").map(|v| v.as_str()), bound) {
             (None, Some(b)) | (Some(Some("bounded")), Some(b)) => WatermarkStrategy::BoundedOutOfOrderness(b),
             (Some(Some("bounded")), None) => {
@@ -311,7 +316,7 @@ impl Parser {
                 WatermarkStrategy::None
             }
         };
-        let idleness = self.typed::<Millis>(map, "idleness");
+        let idleness = self.typed_in::<Millis>(map, "idleness", "watermark.");
         let timestamp = match map.get("timestamp") {
             None => TimestampSpec::Source,
             Some(Value::String(s)) if s == "source" => TimestampSpec::Source,
@@ -338,7 +343,7 @@ impl Parser {
         const ASSIGNERS: [&str; 4] = ["tumbling", "sliding", "session", "global"];
         let known = [&ASSIGNERS[..], &["offset", "time", "trigger", "evictor", "allowed_lateness", "late"]].concat();
         self.unknown_fields(w, &known, "window.");
-        let offset = self.typed::<Millis>(w, "offset").unwrap_or_default();
+        let offset = self.typed_in::<Millis>(w, "offset", "window.").unwrap_or_default();
         let present: Vec<&str> = ASSIGNERS.iter().copied().filter(|a| w.contains_key(*a)).collect();
         let assigner = match present.as_slice() {
             ["tumbling"] => self.value_as::<Millis>(&w["tumbling"], "window.tumbling").and_then(|size| {
@@ -394,8 +399,8 @@ impl Parser {
         if matches!(assigner, Some(AssignerSpec::Session { .. } | AssignerSpec::Global)) && w.contains_key("offset") {
             self.err("window.offset", "applies to tumbling and sliding windows only");
         }
-        let time = self.typed::<TimeDomain>(w, "time").unwrap_or_default();
-        let trigger = self.typed::<TriggerSpec>(w, "trigger");
+        let time = self.typed_in::<TimeDomain>(w, "time", "window.").unwrap_or_default();
+        let trigger = self.typed_in::<TriggerSpec>(w, "trigger", "window.");
         if let Some(t) = &trigger {
             self.check_trigger(t);
         }
@@ -403,7 +408,7 @@ impl Parser {
             self.err("window.trigger", "is required for a global window, which never fires on its own");
         }
         let evictor = w.get("evictor").and_then(|raw| self.evictor(raw));
-        let allowed_lateness = self.typed::<Millis>(w, "allowed_lateness").unwrap_or_default();
+        let allowed_lateness = self.typed_in::<Millis>(w, "allowed_lateness", "window.").unwrap_or_default();
         if time == TimeDomain::Processing && allowed_lateness.0 > 0 {
             self.err("window.allowed_lateness", "applies to event-time windows only");
         }

@@ -9,8 +9,9 @@ const DEFAULT: &[&str] = &["a", "an", "and", "the", "of", "to", "in", "is", "it"
 fn setup(config: &Config) -> Result<(), Error> {
     let words: Vec<String> = match config.0.get("words") {
         None => DEFAULT.iter().map(|w| w.to_string()).collect(),
-        Some(words) => serde_json::from_value(words.clone())
-            .map_err(|_| Error::msg("config.words must be a list of strings"))?,
+        Some(words) => {
+            serde_json::from_value(words.clone()).map_err(|_| Error::msg("config.words must be a list of strings"))?
+        }
     };
     let _ = WORDS.set(words.into_iter().map(|w| w.to_lowercase()).collect());
     Ok(())

@@ -20,17 +20,17 @@ impl eddy::Process for Fraud {
             return Ok(());
         }
         let last = ctx.value_state("last-large")?;
-        if let Some(previous) = last.get_i64()? {
-            if (event.timestamp - previous).abs() < WINDOW {
-                let mut alert = Vec::with_capacity(32);
-                alert.extend_from_slice(&previous.to_le_bytes());
-                alert.extend_from_slice(&event.timestamp.to_le_bytes());
-                alert.extend_from_slice(&1u64.to_le_bytes());
-                alert.extend_from_slice(&amount.to_le_bytes());
-                let mut out = Event::new(event.timestamp, alert);
-                out.key = event.key.clone();
-                ctx.emit(out);
-            }
+        if let Some(previous) = last.get_i64()?
+            && (event.timestamp - previous).abs() < WINDOW
+        {
+            let mut alert = Vec::with_capacity(32);
+            alert.extend_from_slice(&previous.to_le_bytes());
+            alert.extend_from_slice(&event.timestamp.to_le_bytes());
+            alert.extend_from_slice(&1u64.to_le_bytes());
+            alert.extend_from_slice(&amount.to_le_bytes());
+            let mut out = Event::new(event.timestamp, alert);
+            out.key = event.key.clone();
+            ctx.emit(out);
         }
         last.set_i64(event.timestamp)?;
         ctx.register_event_time_timer(event.timestamp + WINDOW)

@@ -292,8 +292,8 @@ impl ProcessOperator {
             self.ctx.begin(ctx.watermark, ctx.now);
             while fired.len() < TIMERS_PER_CALL {
                 let Some(timer) = self.ctx.timers.pop_due(domain, time) else { break };
-                self.ctx.push_scope_key(Some(&timer.key));
-                fired.push(FiredTimer { key: Some(timer.key.into_vec()), timestamp: timer.timestamp, domain });
+                self.ctx.push_scope_key(Some(timer.key()));
+                fired.push(FiredTimer { key: Some(timer.key().to_vec()), timestamp: timer.timestamp, domain });
             }
             if fired.is_empty() {
                 return Ok(());

@@ -2,9 +2,58 @@
 
 use super::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
 use indexmap::IndexMap;
-use std::collections::BTreeMap;
 
-type Namespaces = BTreeMap<Box<[u8]>, Vec<u8>>;
+/// A key's namespaces, sorted by bytes. Most keys have one or a few (a value, a window or two), so a sorted vector
+/// beats a tree: one allocation, no nodes.
+#[derive(Debug, Default)]
+struct Namespaces(Vec<(Box<[u8]>, Vec<u8>)>);
+
+impl Namespaces {
+    fn find(&self, ns: &[u8]) -> Result<usize, usize> {
+        self.0.binary_search_by(|(k, _)| (**k).cmp(ns))
+    }
+
+    fn get(&self, ns: &[u8]) -> Option<&Vec<u8>> {
+        self.find(ns).ok().map(|i| &self.0[i].1)
+    }
+
+    fn get_mut(&mut self, ns: &[u8]) -> Option<&mut Vec<u8>> {
+        self.find(ns).ok().map(|i| &mut self.0[i].1)
+    }
+
+    fn contains_key(&self, ns: &[u8]) -> bool {
+        self.find(ns).is_ok()
+    }
+
+    fn insert(&mut self, ns: Box<[u8]>, value: Vec<u8>) {
+        match self.find(&ns) {
+            Ok(i) => self.0[i].1 = value,
+            Err(i) => self.0.insert(i, (ns, value)),
+        }
+    }
+
+    fn remove(&mut self, ns: &[u8]) {
+        if let Ok(i) = self.find(ns) {
+            self.0.remove(i);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Vec<u8>)> {
+        self.0.iter().map(|(k, v)| (k, v))
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Box<[u8]>, &mut Vec<u8>) -> bool) {
+        self.0.retain_mut(|(k, v)| keep(k, v));
+    }
+}
 /// Insertion-ordered so that incremental TTL cleanup can walk it with a plain index.
 type Table = IndexMap<Box<[u8]>, Namespaces, foldhash::fast::RandomState>;
 
@@ -29,13 +78,16 @@ impl MemoryStateStore {
         self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))
     }
 
+    /// The key's namespaces, created empty if the key has none.
     fn namespaces_mut(&mut self, state: StateId, key: StateKey<'_>) -> Result<&mut Namespaces, StateError> {
-        let lookup = self.lookup_key(key).to_vec();
-        let table = self.table(state)?;
-        if !table.contains_key(lookup.as_slice()) {
-            table.insert(lookup.clone().into_boxed_slice(), Namespaces::new());
-        }
-        table.get_mut(lookup.as_slice()).ok_or_else(|| StateError("entry vanished".into()))
+        self.lookup_key(key);
+        let table =
+            self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        let index = match table.get_index_of(self.scratch.as_slice()) {
+            Some(i) => i,
+            None => table.insert_full(self.scratch.as_slice().into(), Namespaces::default()).0,
+        };
+        Ok(&mut table[index])
     }
 }
 
@@ -170,7 +222,7 @@ impl KeyedStateStore for MemoryStateStore {
         let mut entries = Vec::new();
         for (id, (name, table)) in self.names.iter().zip(&self.tables).enumerate() {
             for (lookup, namespaces) in table {
-                for (ns, value) in namespaces {
+                for (ns, value) in namespaces.iter() {
                     if keep(id as StateId, value) {
                         entries.push(SnapshotEntry {
                             state: name.clone(),
@@ -189,7 +241,7 @@ impl KeyedStateStore for MemoryStateStore {
     }
 
     fn len(&mut self, state: StateId) -> usize {
-        self.tables.get(state as usize).map_or(0, |t| t.values().map(BTreeMap::len).sum())
+        self.tables.get(state as usize).map_or(0, |t| t.values().map(Namespaces::len).sum())
     }
 }
 

@@ -43,19 +43,23 @@ pub fn decode_element<'a>(frame: &'a [u8], key: Option<&'a [u8]>) -> Option<Reco
     Some(Record { timestamp: i64::from_le_bytes(*ts), key, value, headers })
 }
 
-/// One accumulator being updated: which key and slice it belongs to.
-#[derive(Debug, Clone)]
+/// One accumulator being updated: its key group, and where its key and slice namespace are in `PendingAdds::ids`.
+#[derive(Debug, Clone, Copy)]
 struct Slot {
     group: KeyGroup,
-    key: Vec<u8>,
-    ns: Vec<u8>,
+    at: u32,
+    key_len: u32,
+    ns_len: u32,
 }
 
 /// Accumulators touched by the current batch, with the inputs still to be added to them.
 #[derive(Debug, Default)]
 pub struct PendingAdds {
     slots: Vec<Slot>,
-    index: HashMap<(Vec<u8>, Vec<u8>), usize, foldhash::fast::RandomState>,
+    /// Every slot's key and namespace, back to back (one buffer instead of two allocations per slot).
+    ids: Vec<u8>,
+    /// Slot by hash of key and namespace; a collision falls back to comparing bytes.
+    index: HashMap<u64, u32, foldhash::fast::RandomState>,
     /// Current accumulators (aggregate) or accumulated records (reduce), one per slot.
     pub accumulators: Batch,
     /// Inputs not yet added.
@@ -73,9 +77,34 @@ pub enum SlotState {
     New,
 }
 
+fn id_hash(key: &[u8], ns: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    // A fixed seed: the map lives for one batch, and equal ids must hash equally within it.
+    let mut hasher = foldhash::fast::FixedState::with_seed(0x5eed).build_hasher();
+    hasher.write(key);
+    hasher.write_u8(0xff);
+    hasher.write(ns);
+    hasher.finish()
+}
+
 impl PendingAdds {
     pub fn is_empty(&self) -> bool {
         self.slots.is_empty()
+    }
+
+    fn slot_id(&self, slot: &Slot) -> (&[u8], &[u8]) {
+        let at = slot.at as usize;
+        let key_end = at + slot.key_len as usize;
+        (&self.ids[at..key_end], &self.ids[key_end..key_end + slot.ns_len as usize])
+    }
+
+    fn find(&self, key: &[u8], ns: &[u8]) -> Option<usize> {
+        let hash = id_hash(key, ns);
+        let candidate = *self.index.get(&hash)? as usize;
+        if self.slot_id(&self.slots[candidate]) == (key, ns) {
+            return Some(candidate);
+        }
+        self.slots.iter().position(|s| self.slot_id(s) == (key, ns))
     }
 
     /// Finds the slot of `(key, ns)`, loading its accumulator from state on first use.
@@ -87,7 +116,7 @@ impl PendingAdds {
         ns: &[u8],
         reduce: bool,
     ) -> Result<SlotState, TaskError> {
-        if let Some(&i) = self.index.get(&(key.key.to_vec(), ns.to_vec())) {
+        if let Some(i) = self.find(key.key, ns) {
             return Ok(SlotState::Existing(i));
         }
         let found = store.get_into(state, key, ns, &mut self.buf).map_err(|e| TaskError::internal(e.0))?;
@@ -111,8 +140,12 @@ impl PendingAdds {
     /// Registers a new slot; the caller pushes its accumulator right after.
     pub fn register(&mut self, key: StateKey<'_>, ns: &[u8]) -> usize {
         let i = self.slots.len();
-        self.slots.push(Slot { group: key.group, key: key.key.to_vec(), ns: ns.to_vec() });
-        self.index.insert((key.key.to_vec(), ns.to_vec()), i);
+        let at = self.ids.len() as u32;
+        self.ids.extend_from_slice(key.key);
+        self.ids.extend_from_slice(ns);
+        self.slots.push(Slot { group: key.group, at, key_len: key.key.len() as u32, ns_len: ns.len() as u32 });
+        // On a hash collision the first slot keeps the entry; `find` scans for the others.
+        self.index.entry(id_hash(key.key, ns)).or_insert(i as u32);
         i
     }
 
@@ -129,19 +162,23 @@ impl PendingAdds {
         state: StateId,
         reduce: bool,
     ) -> Result<(), TaskError> {
+        let mut buf = std::mem::take(&mut self.buf);
         for (slot, acc) in self.slots.iter().zip(self.accumulators.iter()) {
-            let key = StateKey { group: slot.group, key: &slot.key };
+            let (key, ns) = self.slot_id(slot);
+            let key = StateKey { group: slot.group, key };
             let result = if reduce {
-                self.buf.clear();
-                push_element(&mut self.buf, &acc);
+                buf.clear();
+                push_element(&mut buf, &acc);
                 // Reduce accumulators are stored as one element without the list frame.
-                store.put(state, key, &slot.ns, &self.buf[4..])
+                store.put(state, key, ns, &buf[4..])
             } else {
-                store.put(state, key, &slot.ns, acc.value)
+                store.put(state, key, ns, acc.value)
             };
             result.map_err(|e| TaskError::internal(e.0))?;
         }
+        self.buf = buf;
         self.slots.clear();
+        self.ids.clear();
         self.index.clear();
         self.accumulators.clear();
         self.inputs.clear();

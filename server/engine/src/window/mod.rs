@@ -66,15 +66,15 @@ impl Window {
     }
 
     /// The window as a state namespace: 16 bytes whose byte order is time order, or empty for the global window.
-    pub fn namespace(&self) -> Vec<u8> {
+    pub fn namespace(&self) -> Namespace {
         match *self {
             Window::Time { start, end } => {
-                let mut out = Vec::with_capacity(16);
-                out.extend_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
-                out.extend_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
-                out
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&((start as u64) ^ (1 << 63)).to_be_bytes());
+                bytes[8..].copy_from_slice(&((end as u64) ^ (1 << 63)).to_be_bytes());
+                Namespace { bytes, len: 16 }
             }
-            Window::Global => Vec::new(),
+            Window::Global => Namespace { bytes: [0; 16], len: 0 },
         }
     }
 
@@ -89,6 +89,20 @@ impl Window {
     }
 }
 
+/// A window's namespace bytes, without a heap allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Namespace {
+    bytes: [u8; 16],
+    len: u8,
+}
+
+impl std::ops::Deref for Namespace {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.bytes[..self.len as usize]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,7 +110,7 @@ mod tests {
     #[test]
     fn namespaces_round_trip_and_sort_by_time() {
         let windows = [Window::time(-10, 0), Window::time(-1, 5), Window::time(0, 10), Window::time(7, 8)];
-        let mut encoded: Vec<Vec<u8>> = windows.iter().map(Window::namespace).collect();
+        let mut encoded: Vec<Vec<u8>> = windows.iter().map(|w| w.namespace().to_vec()).collect();
         for (w, ns) in windows.iter().zip(&encoded) {
             assert_eq!(Window::from_namespace(ns), Some(*w));
         }

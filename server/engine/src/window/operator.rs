@@ -559,10 +559,10 @@ impl WindowOperator {
     }
 
     fn on_timer(&mut self, domain: TimeDomain, timer: Timer, wm: i64, now: i64) -> Result<(), TaskError> {
-        let Some(window) = Window::from_namespace(&timer.namespace) else {
+        let Some(window) = Window::from_namespace(timer.namespace()) else {
             return Err(TaskError::internal("a window timer has a corrupt namespace"));
         };
-        let key = StateKey { group: timer.group, key: &timer.key };
+        let key = StateKey { group: timer.group, key: timer.key() };
         let state_window = if self.session() {
             match self.load_sessions(key)?.state_window(&window) {
                 Some(s) => s,

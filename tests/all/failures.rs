@@ -94,3 +94,21 @@ async fn a_function_whose_init_fails_does_not_start() {
     let fine = spec.replace("words: 42", "words: [a]");
     crate::support::submit(c, &fine).await;
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn guests_have_no_filesystem_or_network() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("faulty", None, example(Rust, "test-faults").await).await.expect("upload");
+    let id = submit(c, ONE_MAP).await;
+    c.ingest(&id, "src", "fs\nnet\n".into()).await.expect("ingest");
+    c.close_input(&id, "src").await.expect("close");
+    let outcomes: Vec<String> = crate::support::output(c, &id, "out")
+        .await
+        .iter()
+        .map(|r| r["value"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+    assert!(outcomes[0].starts_with("fs denied"), "no host files are visible: {outcomes:?}");
+    assert!(outcomes[1].starts_with("net denied"), "no connections can be made: {outcomes:?}");
+}

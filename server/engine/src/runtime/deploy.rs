@@ -360,13 +360,18 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
         let clock = Arc::clone(&env.clock);
         let spawned = std::thread::Builder::new().name(format!("eddy-{name}")).spawn(move || {
             let cancel = Arc::clone(&task_shared.cancel);
+            let mut chain = chain;
+            let mut gate = None;
             let result = match body {
-                TaskBody::Source(runner) => run_source(runner, chain, clock.as_ref(), &cancel),
-                TaskBody::Channels(gate) => run_task(gate, chain, clock.as_ref(), &cancel),
+                TaskBody::Source(runner) => run_source(runner, &mut chain, clock.as_ref(), &cancel),
+                TaskBody::Channels(g) => run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel),
             };
+            // Record the failure before this task's channels close: a neighbour that finds them closed first would
+            // otherwise fail the job with "an upstream task stopped" instead of the cause.
             if let Err(error) = result {
                 task_shared.fail(error);
             }
+            drop((gate, chain));
         });
         match spawned {
             Ok(handle) => threads.push(handle),

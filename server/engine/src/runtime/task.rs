@@ -382,7 +382,7 @@ impl SourceRunner {
 /// Runs a source task until the source finishes or the job is cancelled.
 pub fn run_source(
     mut runner: SourceRunner,
-    mut chain: Chain,
+    chain: &mut Chain,
     clock: &dyn Clock,
     cancel: &AtomicBool,
 ) -> Result<(), TaskError> {
@@ -392,9 +392,10 @@ pub fn run_source(
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let now = clock.now();
         let mut batch = Batch::with_capacity(runner.batch_size, runner.batch_size * 24);
         let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
+        // Polling may have waited: records are stamped and processed at the time they arrived.
+        let now = clock.now();
         match poll {
             SourcePoll::Records { split } if !batch.is_empty() => {
                 runner.stamp(&mut batch, now, &mut scratch).map_err(|e| e.in_operator(&uid))?;
@@ -473,7 +474,7 @@ impl Gate {
 }
 
 /// Runs a task fed by channels until every input ends or the job is cancelled.
-pub fn run_task(mut gate: Gate, mut chain: Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
+pub fn run_task(gate: &mut Gate, chain: &mut Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -483,7 +484,10 @@ pub fn run_task(mut gate: Gate, mut chain: Chain, clock: &dyn Clock, cancel: &At
             Some(t) => Duration::from_millis((t - now).clamp(0, POLL.as_millis() as i64) as u64),
             None => POLL,
         };
-        match gate.recv(timeout, cancel)? {
+        let message = gate.recv(timeout, cancel)?;
+        // The wait may have been long: operators see the time the message arrived.
+        let now = clock.now();
+        match message {
             Some((channel, Message::Batch(batch))) => {
                 let input = gate.channels[channel].input;
                 chain.push(0, input, batch, gate.watermarks.current(), now)?;

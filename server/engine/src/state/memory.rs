@@ -181,6 +181,28 @@ impl KeyedStateStore for MemoryStateStore {
             .unwrap_or_default())
     }
 
+    fn scan(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        self.lookup_key(key);
+        let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+        if let Some(namespaces) = table.get(self.scratch.as_slice()) {
+            let start = namespaces.find(from).unwrap_or_else(|i| i);
+            for (ns, value) in &namespaces.0[start..] {
+                if **ns >= *to {
+                    break;
+                }
+                visit(ns, value);
+            }
+        }
+        Ok(())
+    }
+
     fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError> {
         self.lookup_key(key);
         let lookup = std::mem::take(&mut self.scratch);
@@ -268,6 +290,9 @@ mod tests {
         store.put(other, key(b"a"), b"", b"other").expect("put");
         assert!(store.get_into(s, key(b"a"), b"ns1", &mut out).expect("get"));
         assert_eq!(out, b"xy");
+        let mut seen = Vec::new();
+        store.scan(s, key(b"a"), b"ns1", b"ns3", &mut |ns, v| seen.push((ns.to_vec(), v.to_vec()))).expect("scan");
+        assert_eq!(seen, vec![(b"ns1".to_vec(), b"xy".to_vec()), (b"ns2".to_vec(), b"2".to_vec())]);
         let entries = store.entries(s, key(b"a")).expect("entries");
         let names: Vec<&[u8]> = entries.iter().map(|(ns, _)| ns.as_slice()).collect();
         assert_eq!(names, [&b""[..], b"ns1", b"ns2"], "namespaces in byte order");

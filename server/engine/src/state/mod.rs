@@ -67,6 +67,15 @@ pub trait KeyedStateStore: Send {
     fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError>;
     /// Every `(namespace, value)` of `key`, in namespace byte order.
     fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError>;
+    /// Visits `(namespace, value)` of `key` for namespaces in `from..to` (byte order), in order.
+    fn scan(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError>;
     /// Removes every namespace of `key`.
     fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError>;
     /// Visits up to `limit` keys starting at `cursor`, removing entries for which `expired` holds; returns where the

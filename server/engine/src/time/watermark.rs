@@ -137,14 +137,36 @@ impl InputWatermarks {
 
     /// `channel` became idle or active; returns a new watermark and a change of this task's idleness.
     pub fn on_status(&mut self, channel: usize, idle: bool) -> (Option<i64>, Option<StatusChange>) {
+        let mut was_minimum = false;
         if let Some(ch) = self.channels.get_mut(channel) {
+            was_minimum = idle && !ch.idle && ch.watermark == self.current;
             ch.idle = idle;
             if !idle {
                 ch.aligned = ch.watermark >= self.current;
             }
         }
-        let watermark = self.recompute();
+        let mut watermark = self.recompute();
+        if was_minimum && watermark.is_none() {
+            watermark = self.flush_when_all_idle();
+        }
         (watermark, self.status_change())
+    }
+
+    /// When the channel that held the watermark back goes idle last, no channel will move the watermark any more:
+    /// like Flink's `StatusWatermarkValve`, emit the largest watermark any open channel reached.
+    fn flush_when_all_idle(&mut self) -> Option<i64> {
+        let open: Vec<&Channel> = self.channels.iter().filter(|c| !c.ended).collect();
+        if open.is_empty() || open.iter().any(|c| !c.idle) {
+            return None;
+        }
+        let max = open.iter().map(|c| c.watermark).max().filter(|&w| w > self.current)?;
+        self.current = max;
+        for ch in &mut self.channels {
+            if ch.watermark >= max {
+                ch.aligned = true;
+            }
+        }
+        Some(max)
     }
 
     /// `channel` ended (after its final watermark); returns a new combined watermark if it advanced.
@@ -249,6 +271,18 @@ mod tests {
         assert_eq!(input.on_watermark(0, 25), Some(25), "caught up: counts again");
         assert_eq!(input.on_end(0), None);
         assert_eq!(input.on_watermark(1, i64::MAX), None, "channel 1 is idle");
+    }
+
+    #[test]
+    fn when_every_channel_went_idle_the_largest_watermark_is_flushed() {
+        let mut input = InputWatermarks::new(2);
+        assert_eq!(input.on_watermark(0, 1_499), None, "channel 1 has no watermark yet");
+        assert_eq!(input.on_status(0, true), (None, None), "channel 1 still holds the watermark back");
+        let (wm, change) = input.on_status(1, true);
+        assert_eq!((wm, change), (Some(1_499), Some(StatusChange::BecameIdle)), "nothing holds it back any more");
+        let (wm, change) = input.on_status(1, false);
+        assert_eq!((wm, change), (None, Some(StatusChange::BecameActive)), "channel 1 must catch up first");
+        assert_eq!(input.on_watermark(1, 2_000), Some(2_000));
     }
 
     proptest! {

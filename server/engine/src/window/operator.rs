@@ -72,8 +72,8 @@ pub struct WindowConfig {
 struct Firing {
     key: Option<Vec<u8>>,
     window: Window,
-    /// Stored accumulators (one per slice) in accumulate mode.
-    parts: Vec<Vec<u8>>,
+    /// Its slices' accumulators in accumulate mode: a range of `WindowOperator::fired_parts`.
+    parts: std::ops::Range<usize>,
     /// Records in element mode.
     elements: Batch,
 }
@@ -94,6 +94,8 @@ pub struct WindowOperator {
     initial: Option<Vec<u8>>,
     pending: PendingAdds,
     firings: Vec<Firing>,
+    /// Stored accumulators of the slices of windows that fired, as values.
+    fired_parts: Batch,
     late_dropped: u64,
     windows: Vec<Window>,
     buf: Vec<u8>,
@@ -147,6 +149,7 @@ impl WindowOperator {
             initial: None,
             pending: PendingAdds::default(),
             firings: Vec::new(),
+            fired_parts: Batch::new(),
             late_dropped: 0,
             windows: Vec::new(),
             buf: Vec::new(),
@@ -278,18 +281,24 @@ impl WindowOperator {
         self.flush_adds()?;
         let key_out = self.cfg.keyed.then(|| key.key.to_vec());
         if self.accumulate {
-            let slices: Vec<Window> = match self.panes {
-                Some(panes) => panes.panes_of(window).collect(),
-                None => vec![*state_window],
-            };
-            let mut parts = Vec::new();
-            for slice in slices {
-                if self.store.get_into(self.contents, key, &slice.namespace(), &mut self.buf).map_err(state_err)? {
-                    parts.push(self.buf.clone());
-                }
+            let first = self.fired_parts.len();
+            let parts = &mut self.fired_parts;
+            if self.panes.is_some() {
+                // The window's panes are the slices that start inside it: one ordered scan of the key's state.
+                let (start, end) = window.bounds();
+                let (from, to) = (Window::time(start, i64::MIN).namespace(), Window::time(end, i64::MIN).namespace());
+                let mut collect = |_: &[u8], value: &[u8]| parts.push(0, None, value);
+                self.store.scan(self.contents, key, &from, &to, &mut collect).map_err(state_err)?;
+            } else if self
+                .store
+                .get_into(self.contents, key, &state_window.namespace(), &mut self.buf)
+                .map_err(state_err)?
+            {
+                parts.push(0, None, &self.buf);
             }
-            if !parts.is_empty() {
-                self.firings.push(Firing { key: key_out, window: *window, parts, elements: Batch::new() });
+            let found = first..self.fired_parts.len();
+            if !found.is_empty() {
+                self.firings.push(Firing { key: key_out, window: *window, parts: found, elements: Batch::new() });
             }
             return Ok(());
         }
@@ -321,7 +330,7 @@ impl WindowOperator {
                 result.map_err(state_err)?;
             }
         }
-        self.firings.push(Firing { key: key_out, window: *window, parts: Vec::new(), elements: for_function });
+        self.firings.push(Firing { key: key_out, window: *window, parts: 0..0, elements: for_function });
         Ok(())
     }
 
@@ -654,8 +663,10 @@ impl WindowOperator {
         let mut accs = Batch::new();
         let mut others = Batch::new();
         let mut targets = Vec::new();
+        let fired = std::mem::take(&mut self.fired_parts);
         for (i, firing) in firings.iter().enumerate() {
-            for (j, part) in firing.parts.iter().enumerate() {
+            for (j, index) in firing.parts.clone().enumerate() {
+                let part = fired.get(index).value;
                 let target = if j == 0 { &mut accs } else { &mut others };
                 if reduce {
                     let record = decode_element(part, firing.key.as_deref())

@@ -1,0 +1,217 @@
+//! The task runtime end to end, without Wasm: sources, partitioning, chaining, backpressure, cancellation and
+//! failures, with built-in operators and the native test functions.
+
+use eddy_engine::graph::JobGraph;
+use eddy_engine::operator::Operator;
+use eddy_engine::runtime::{DeployEnv, JobState, OverrideContext, RunningJob, deploy};
+use eddy_engine::spec::JobSpec;
+use eddy_engine::testing::TestFunctions;
+use eddy_engine::{Batch, TaskError};
+use serde_json::Value;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+fn start(spec: &str, env: impl FnOnce(&mut DeployEnv)) -> RunningJob {
+    let spec = JobSpec::parse(spec).unwrap_or_else(|e| panic!("{e}"));
+    let graph = JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"));
+    let mut deploy_env = DeployEnv::new("test", "test", Arc::new(TestFunctions));
+    env(&mut deploy_env);
+    deploy(&graph, deploy_env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn finish(job: &RunningJob) -> JobState {
+    let state = job.handle.wait(Duration::from_secs(60));
+    assert_ne!(state, JobState::Running, "the job ends");
+    state
+}
+
+/// Every value an HTTP sink published, as JSON.
+fn published(job: &RunningJob, sink: &str) -> Vec<Value> {
+    let stream = job.outputs.get(sink).expect("http sink");
+    stream.subscribe().backlog.iter().map(|r| serde_json::from_slice(&r.value).expect("JSON value")).collect()
+}
+
+#[test]
+fn a_file_flows_through_a_keyed_window_into_a_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    let output = dir.path().join("out/counts.jsonl");
+    let lines = [
+        r#"{"page":"home","ts":1000}"#,
+        r#"{"page":"about","ts":1500}"#,
+        r#"{"page":"home","ts":4000}"#,
+        "",
+        r#"{"page":"home","ts":6000}"#,
+    ];
+    std::fs::write(&input, lines.join("\n")).expect("write input");
+    let spec = format!(
+        r#"
+name: files
+operators:
+  - {{ uid: src, source: {{ file: {{ path: "{}" }} }}, watermark: {{ out_of_orderness: 1s, timestamp: {{ json: "$.ts" }} }} }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.page" }}, window: {{ tumbling: 5s }}, aggregate: {{ builtin: count }} }}
+  - {{ uid: out, sink: {{ file: {{ path: "{}" }} }}, input: w }}
+"#,
+        input.display(),
+        output.display()
+    );
+    let job = start(&spec, |_| {});
+    assert_eq!(finish(&job), JobState::Finished);
+    let written = std::fs::read_to_string(&output).expect("output file");
+    let mut results: Vec<Value> = written.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    results.sort_by_key(|r| (r["window_start"].as_i64(), r["key"].as_str().map(str::to_string)));
+    let summary: Vec<(String, i64, i64)> = results
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or_default().to_string(),
+                r["window_start"].as_i64().unwrap_or(-1),
+                r["count"].as_i64().unwrap_or(-1),
+            )
+        })
+        .collect();
+    assert_eq!(summary, vec![("about".into(), 0, 1), ("home".into(), 0, 2), ("home".into(), 5000, 1)]);
+    let counters = job.handle.operators();
+    assert_eq!(counters[0].1.records_out, 4, "the empty line is skipped");
+}
+
+fn counts_at(parallelism: u32) -> Vec<(String, i64, i64)> {
+    let spec = format!(
+        r#"
+name: parallel
+parallelism: {parallelism}
+operators:
+  - {{ uid: src, source: {{ generator: {{ events: 20000, keys: 50 }} }}, watermark: {{ out_of_orderness: 100ms }}, batch_size: 64 }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 1s }}, aggregate: {{ builtin: count }}, parallelism: {} }}
+  - {{ uid: out, sink: http, input: w }}
+"#,
+        parallelism + 1
+    );
+    let job = start(&spec, |env| env.output_retention = 100_000);
+    assert_eq!(finish(&job), JobState::Finished);
+    let mut counts: Vec<(String, i64, i64)> = published(&job, "out")
+        .iter()
+        .map(|r| {
+            (
+                r["key"].as_str().unwrap_or_default().to_string(),
+                r["window_start"].as_i64().unwrap_or(0),
+                r["count"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    counts.sort();
+    counts
+}
+
+#[test]
+fn results_do_not_depend_on_parallelism() {
+    let one = counts_at(1);
+    assert_eq!(one.iter().map(|c| c.2).sum::<i64>(), 20_000, "every event is counted once");
+    assert_eq!(counts_at(2), one, "2 sources, 3 windows: same counts");
+    assert_eq!(counts_at(3), one, "3 sources, 4 windows: same counts");
+}
+
+/// A sink that takes its time, to make the source wait.
+struct SlowSink(Arc<AtomicU64>);
+
+impl Operator for SlowSink {
+    fn process(
+        &mut self,
+        _: usize,
+        batch: Batch,
+        _: &mut eddy_engine::operator::OpContext<'_>,
+    ) -> Result<(), TaskError> {
+        std::thread::sleep(Duration::from_millis(5));
+        self.0.fetch_add(batch.len() as u64, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+#[test]
+fn a_slow_sink_backpressures_the_source_and_loses_nothing() {
+    let seen = Arc::new(AtomicU64::new(0));
+    let sink_seen = Arc::clone(&seen);
+    let job = start(
+        r#"
+name: slow
+operators:
+  - { uid: src, source: { generator: { events: 6400 } }, batch_size: 64 }
+  - { uid: out, sink: discard, input: src, parallelism: 2 }
+"#,
+        move |env| {
+            env.channel_capacity = 1;
+            env.overrides.insert(
+                "out".into(),
+                Arc::new(move |_: &OverrideContext<'_>| -> Result<Box<dyn Operator>, TaskError> {
+                    Ok(Box::new(SlowSink(Arc::clone(&sink_seen))))
+                }),
+            );
+        },
+    );
+    assert_eq!(finish(&job), JobState::Finished);
+    assert_eq!(seen.load(Ordering::Relaxed), 6400, "every record arrived");
+    let source = job.handle.operators()[0].1;
+    assert!(source.backpressured_ms > 0, "the source waited on full channels: {source:?}");
+}
+
+#[test]
+fn cancelling_stops_an_endless_job() {
+    let job = start(
+        "name: endless\noperators:\n  - { uid: src, source: { generator: {} } }\n  - { uid: out, sink: discard, input: src }\n",
+        |_| {},
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(job.handle.state(), JobState::Running);
+    job.handle.cancel();
+    assert_eq!(finish(&job), JobState::Canceled);
+    assert!(job.handle.operators()[1].1.records_in > 0, "it ran before it was cancelled");
+}
+
+#[test]
+fn a_record_without_the_key_field_fails_the_job_clearly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"user\":\"a\"}\n{\"name\":\"no user here\"}\n").expect("write");
+    let spec = format!(
+        "name: bad\noperators:\n  - {{ uid: src, source: {{ file: {{ path: \"{}\" }} }} }}\n  - {{ uid: p, input: src, key_by: {{ json: \"$.user\" }}, process: echo }}\n  - {{ uid: out, sink: discard, input: p }}\n",
+        input.display()
+    );
+    let job = start(&spec, |_| {});
+    assert_eq!(finish(&job), JobState::Failed);
+    let error = job.handle.error().expect("an error").to_string();
+    assert!(error.contains("key_by") && error.contains("no $.user"), "{error}");
+    assert!(error.contains("no user here"), "the error shows the record: {error}");
+}
+
+#[test]
+fn unions_and_side_outputs_route_records() {
+    let job = start(
+        r#"
+name: routes
+operators:
+  - { uid: a, source: { http: {} } }
+  - { uid: b, source: { http: {} } }
+  - { uid: both, union: {}, input: [a, b] }
+  - { uid: p, input: both, process: echo }
+  - { uid: main, sink: http, input: p }
+  - { uid: late, sink: http, input: p.late }
+"#,
+        |_| {},
+    );
+    let push = |uid: &str, values: &[&str]| {
+        let mut batch = Batch::new();
+        for v in values {
+            batch.push(0, None, v.as_bytes());
+        }
+        job.inputs[uid].push(batch).expect("push");
+        job.inputs[uid].close().expect("close");
+    };
+    push("a", &["1", "\"late\""]);
+    push("b", &["2"]);
+    assert_eq!(finish(&job), JobState::Finished);
+    let mut main = published(&job, "main");
+    main.sort_by_key(|v| v.as_i64());
+    assert_eq!(main, vec![serde_json::json!(1), serde_json::json!(2)]);
+    assert_eq!(published(&job, "late"), vec![serde_json::json!("late")], "the side output has its own sink");
+}

@@ -1,0 +1,58 @@
+//! The `eddy` command as a client of a running server.
+
+use crate::support::{Rust, TestServer, example, wait_ended};
+use std::path::Path;
+
+/// Runs `eddy <args>` against the test server.
+async fn eddy(server: &TestServer, args: &[&str]) -> anyhow::Result<()> {
+    let mut full = vec!["eddy".to_string(), "--server".to_string(), server.url.clone()];
+    full.extend(args.iter().map(|a| a.to_string()));
+    tokio::task::spawn_blocking(move || eddy_server::cli::run_args(full)).await?
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_drives_modules_and_jobs() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm = dir.path().join("lower.wasm");
+    std::fs::write(&wasm, example(Rust, "lowercase").await).expect("write");
+    let path = |p: &Path| p.display().to_string();
+    eddy(&server, &["module", "push", &path(&wasm), "--name", "lower", "--version", "7"]).await.expect("push");
+    let modules = server.client.modules().await.expect("list");
+    assert_eq!((modules[0]["name"].as_str(), modules[0]["version"].as_str()), (Some("lower"), Some("7")));
+    eddy(&server, &["module", "list"]).await.expect("list");
+
+    let spec = dir.path().join("job.yaml");
+    std::fs::write(&spec, "name: cli\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: lower@7, input: src }\n  - { uid: out, sink: http, input: m }\n").expect("write");
+    eddy(&server, &["job", "submit", &path(&spec)]).await.expect("submit");
+    let jobs = server.client.jobs().await.expect("jobs");
+    let id = jobs[0]["id"].as_str().expect("id").to_string();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "LOUD\nQuiet\n").expect("write");
+    eddy(&server, &["job", "input", &id, "src", &path(&input), "--close"]).await.expect("input");
+    eddy(&server, &["job", "output", &id]).await.expect("output follows the stream to its end");
+    assert_eq!(wait_ended(&server.client, &id).await["state"], "finished");
+    eddy(&server, &["job", "status", &id]).await.expect("status");
+    eddy(&server, &["job", "list"]).await.expect("list");
+
+    let refused = eddy(&server, &["module", "rm", "lower@8"]).await.expect_err("no such version");
+    assert!(refused.to_string().contains("404"), "{refused}");
+    eddy(&server, &["module", "rm", "lower@7"]).await.expect("deleted (the job has finished)");
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "name: bad\noperators: []\n").expect("write");
+    let invalid = eddy(&server, &["job", "submit", &path(&bad)]).await.expect_err("invalid spec");
+    assert!(invalid.to_string().contains("invalid_spec"), "{invalid}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_hashes_tokens_and_reports_an_unreachable_server() {
+    let hashed = tokio::task::spawn_blocking(|| eddy_server::cli::run_args(["eddy", "token", "hash", "secret"])).await;
+    assert!(hashed.expect("thread").is_ok());
+    let down = tokio::task::spawn_blocking(|| {
+        eddy_server::cli::run_args(["eddy", "--server", "http://127.0.0.1:9", "module", "list"])
+    })
+    .await
+    .expect("thread")
+    .expect_err("nothing listens there");
+    assert!(down.to_string().contains("cannot reach the server"), "{down}");
+}

@@ -2,8 +2,11 @@
 //! to it over HTTP as users do. Example UDFs are built from `udfs/` on first use (cached by source).
 
 mod api;
+mod cli;
 mod failures;
 mod languages;
 mod restart;
+mod seeds;
 mod support;
 mod tenancy;
+mod time;

@@ -5,6 +5,7 @@ use crate::client::{Client, SseEvent};
 use crate::config::{ServerConfig, token_hash};
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -322,10 +323,8 @@ async fn job(client: &Client, command: JobCommand) -> anyhow::Result<()> {
                         eprintln!("({})", event.data);
                         true
                     }
-                    _ => {
-                        println!("{}", event.data);
-                        true
-                    }
+                    // Stop quietly when the reader goes away (`eddy job output ... | head`).
+                    _ => writeln!(std::io::stdout(), "{}", event.data).is_ok(),
                 })
                 .await?;
         }

@@ -8,10 +8,12 @@
 //! and a bucket is sorted once, when it becomes due.
 
 use crate::keys::KeyGroup;
-use std::collections::{BTreeMap, HashSet, VecDeque};
+use hashbrown::{Equivalent, HashSet};
+use std::collections::{BTreeMap, VecDeque};
+use std::hash::{Hash, Hasher};
 
 /// A registered timer: its time, key group, and key and namespace in one allocation.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timer {
     /// When it fires.
     pub timestamp: i64,
@@ -42,6 +44,40 @@ impl Timer {
     fn firing_order(&self, other: &Timer) -> std::cmp::Ordering {
         (self.key(), self.namespace(), self.group).cmp(&(other.key(), other.namespace(), other.group))
     }
+
+    fn as_ref(&self) -> TimerRef<'_> {
+        TimerRef { timestamp: self.timestamp, group: self.group, key: self.key(), ns: self.namespace() }
+    }
+}
+
+/// A timer described by borrowed parts: looks one up without allocating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TimerRef<'a> {
+    timestamp: i64,
+    group: KeyGroup,
+    key: &'a [u8],
+    ns: &'a [u8],
+}
+
+impl Hash for TimerRef<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.timestamp.hash(state);
+        self.group.hash(state);
+        self.key.hash(state);
+        self.ns.hash(state);
+    }
+}
+
+impl Hash for Timer {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.as_ref().hash(state);
+    }
+}
+
+impl Equivalent<Timer> for TimerRef<'_> {
+    fn equivalent(&self, timer: &Timer) -> bool {
+        *self == timer.as_ref()
+    }
 }
 
 /// The clock a timer follows.
@@ -66,25 +102,33 @@ struct Queue {
 }
 
 impl Queue {
-    fn register(&mut self, timer: Timer) -> bool {
+    fn register(&mut self, timer: TimerRef<'_>) -> bool {
         if self.firing.front().is_some_and(|t| t.timestamp == timer.timestamp) {
-            return match self.firing.binary_search_by(|t| t.firing_order(&timer)) {
+            let new = Timer::new(timer.timestamp, timer.group, timer.key, timer.ns);
+            return match self.firing.binary_search_by(|t| t.firing_order(&new)) {
                 Ok(_) => false,
                 Err(at) => {
-                    self.firing.insert(at, timer);
+                    self.firing.insert(at, new);
                     self.len += 1;
                     true
                 }
             };
         }
-        let added = self.buckets.entry(timer.timestamp).or_default().insert(timer);
-        self.len += usize::from(added);
-        added
+        let bucket = self.buckets.entry(timer.timestamp).or_default();
+        // Registering an existing timer is common (a window's trigger and cleanup timers often coincide):
+        // look before allocating.
+        if bucket.contains(&timer) {
+            return false;
+        }
+        bucket.insert(Timer::new(timer.timestamp, timer.group, timer.key, timer.ns));
+        self.len += 1;
+        true
     }
 
-    fn delete(&mut self, timer: &Timer) -> bool {
+    fn delete(&mut self, timer: TimerRef<'_>) -> bool {
         if self.firing.front().is_some_and(|t| t.timestamp == timer.timestamp) {
-            if let Ok(at) = self.firing.binary_search_by(|t| t.firing_order(timer)) {
+            let probe = |t: &Timer| (t.key(), t.namespace(), t.group).cmp(&(timer.key, timer.ns, timer.group));
+            if let Ok(at) = self.firing.binary_search_by(probe) {
                 self.firing.remove(at);
                 self.len -= 1;
                 return true;
@@ -92,7 +136,7 @@ impl Queue {
             return false;
         }
         let Some(bucket) = self.buckets.get_mut(&timer.timestamp) else { return false };
-        let removed = bucket.remove(timer);
+        let removed = bucket.remove(&timer);
         if bucket.is_empty() {
             self.buckets.remove(&timer.timestamp);
         }
@@ -149,12 +193,12 @@ impl TimerService {
 
     /// Registers a timer; returns false if it existed already.
     pub fn register(&mut self, domain: TimeDomain, timestamp: i64, group: KeyGroup, key: &[u8], ns: &[u8]) -> bool {
-        self.queue(domain).register(Timer::new(timestamp, group, key, ns))
+        self.queue(domain).register(TimerRef { timestamp, group, key, ns })
     }
 
     /// Deletes a timer; returns whether it existed.
     pub fn delete(&mut self, domain: TimeDomain, timestamp: i64, group: KeyGroup, key: &[u8], ns: &[u8]) -> bool {
-        self.queue(domain).delete(&Timer::new(timestamp, group, key, ns))
+        self.queue(domain).delete(TimerRef { timestamp, group, key, ns })
     }
 
     /// Removes and returns the earliest timer of `domain` due at `time` (timestamp <= time).

@@ -206,6 +206,7 @@ impl WindowOperator {
             key,
             watermark,
             now,
+            firing: None,
         };
         (&self.trigger, cx)
     }
@@ -547,6 +548,7 @@ impl WindowOperator {
         state_window: &Window,
         wm: i64,
         now: i64,
+        firing: (TimeDomain, i64),
     ) -> Result<(), TaskError> {
         self.flush_adds()?;
         match self.panes {
@@ -558,6 +560,7 @@ impl WindowOperator {
             None => self.store.remove(self.contents, key, &state_window.namespace()).map_err(state_err)?,
         }
         let (trigger, mut cx) = self.trigger_cx(key, wm, now);
+        cx.firing = Some(firing);
         trigger.clear(window, &mut cx).map_err(state_err)?;
         if self.session() {
             let mut set = self.load_sessions(key)?;
@@ -586,7 +589,7 @@ impl WindowOperator {
         let result = trigger.on_time(domain, timer.timestamp, &window, &mut cx).map_err(state_err)?;
         self.apply(result, key, &window, &state_window)?;
         if domain == self.time_domain() && timer.timestamp == self.cleanup_time(&window) {
-            self.clear_all(key, &window, &state_window, wm, now)?;
+            self.clear_all(key, &window, &state_window, wm, now, (domain, timer.timestamp))?;
         }
         Ok(())
     }

@@ -47,6 +47,8 @@ pub(super) struct TriggerContext<'a> {
     pub key: StateKey<'a>,
     pub watermark: i64,
     pub now: i64,
+    /// The timer being handled, if any: it has left the timer service already, so deleting it is a no-op.
+    pub firing: Option<(TimeDomain, i64)>,
 }
 
 impl TriggerContext<'_> {
@@ -55,7 +57,9 @@ impl TriggerContext<'_> {
     }
 
     fn delete(&mut self, domain: TimeDomain, time: i64, window: &Window) {
-        self.timers.delete(domain, time, self.key.group, self.key.key, &window.namespace());
+        if self.firing != Some((domain, time)) {
+            self.timers.delete(domain, time, self.key.group, self.key.key, &window.namespace());
+        }
     }
 
     fn read_i64(&mut self, state: StateId, window: &Window) -> Result<Option<i64>, StateError> {

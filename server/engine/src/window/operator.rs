@@ -186,7 +186,9 @@ impl WindowOperator {
 
     fn register_cleanup(&mut self, key: StateKey<'_>, window: &Window) {
         let time = self.cleanup_time(window);
-        if time != i64::MAX {
+        // Without lateness the event-time trigger has just registered this very timer (the window's end).
+        let covered = self.event_time() && self.cfg.allowed_lateness == 0 && self.trigger.is_event_time();
+        if time != i64::MAX && !covered {
             self.timers.register(self.time_domain(), time, key.group, key.key, &window.namespace());
         }
     }

@@ -111,6 +111,12 @@ impl Trigger {
         self.spec.purges()
     }
 
+    /// Whether this is the event-time trigger, whose timer at a window's end is registered with every element
+    /// that does not fire the window at once.
+    pub fn is_event_time(&self) -> bool {
+        self.spec == TriggerSpec::EventTime
+    }
+
     pub(super) fn on_element(
         &self,
         timestamp: i64,

@@ -7,12 +7,17 @@
 //! Timers are bucketed by timestamp (a window's timers share one): registering and deleting are hash operations,
 //! and a bucket is sorted once, when it becomes due.
 
+use crate::bytes;
 use crate::keys::KeyGroup;
 use hashbrown::{Equivalent, HashSet};
+use smallvec::SmallVec;
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::{Hash, Hasher};
 
-/// A registered timer: its time, key group, and key and namespace in one allocation.
+/// Key and namespace bytes held inline up to this length: an 8-byte key and a window need no allocation.
+const INLINE_BYTES: usize = 24;
+
+/// A registered timer: its time, key group, and key and namespace end to end.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Timer {
     /// When it fires.
@@ -20,15 +25,15 @@ pub struct Timer {
     /// The key's group.
     pub group: KeyGroup,
     key_len: u32,
-    bytes: Box<[u8]>,
+    bytes: SmallVec<[u8; INLINE_BYTES]>,
 }
 
 impl Timer {
     fn new(timestamp: i64, group: KeyGroup, key: &[u8], ns: &[u8]) -> Timer {
-        let mut bytes = Vec::with_capacity(key.len() + ns.len());
+        let mut bytes = SmallVec::with_capacity(key.len() + ns.len());
         bytes.extend_from_slice(key);
         bytes.extend_from_slice(ns);
-        Timer { timestamp, group, key_len: key.len() as u32, bytes: bytes.into_boxed_slice() }
+        Timer { timestamp, group, key_len: key.len() as u32, bytes }
     }
 
     /// The key it belongs to.
@@ -42,7 +47,9 @@ impl Timer {
     }
 
     fn firing_order(&self, other: &Timer) -> std::cmp::Ordering {
-        (self.key(), self.namespace(), self.group).cmp(&(other.key(), other.namespace(), other.group))
+        bytes::cmp(self.key(), other.key())
+            .then_with(|| bytes::cmp(self.namespace(), other.namespace()))
+            .then(self.group.cmp(&other.group))
     }
 
     fn as_ref(&self) -> TimerRef<'_> {
@@ -60,11 +67,12 @@ struct TimerRef<'a> {
 }
 
 impl Hash for TimerRef<'_> {
+    /// Timers are hashed within their timestamp's bucket, so the timestamp is left out; so are the lengths, which
+    /// only equality needs.
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.timestamp.hash(state);
-        self.group.hash(state);
-        self.key.hash(state);
-        self.ns.hash(state);
+        state.write_u16(self.group);
+        state.write(self.key);
+        state.write(self.ns);
     }
 }
 
@@ -76,7 +84,11 @@ impl Hash for Timer {
 
 impl Equivalent<Timer> for TimerRef<'_> {
     fn equivalent(&self, timer: &Timer) -> bool {
-        *self == timer.as_ref()
+        let other = timer.as_ref();
+        self.timestamp == other.timestamp
+            && self.group == other.group
+            && bytes::eq(self.key, other.key)
+            && bytes::eq(self.ns, other.ns)
     }
 }
 
@@ -166,7 +178,8 @@ impl Queue {
                 return None;
             }
             let mut bucket: Vec<Timer> = self.buckets.remove(&first).unwrap_or_default().into_iter().collect();
-            bucket.sort_by(Timer::firing_order);
+            // A bucket holds no duplicates, so an unstable sort gives the same order, without a scratch buffer.
+            bucket.sort_unstable_by(Timer::firing_order);
             self.firing = bucket.into();
         }
         let due = self.firing.front().is_some_and(|t| t.timestamp <= time);

@@ -45,8 +45,14 @@ impl Output {
 
     /// A batch to append main-output records to.
     pub fn records(&mut self) -> &mut Batch {
-        if self.main.last().is_none_or(|b| b.len() >= EMIT_BATCH) {
-            self.main.push(Batch::with_capacity(64, 4096));
+        match self.main.last() {
+            // After a full batch, the next one is likely full too: size it like the last.
+            Some(last) if last.len() >= EMIT_BATCH => {
+                let bytes = last.data_len();
+                self.main.push(Batch::with_capacity(EMIT_BATCH, bytes));
+            }
+            Some(_) => {}
+            None => self.main.push(Batch::with_capacity(64, 4096)),
         }
         let last = self.main.len() - 1;
         &mut self.main[last]

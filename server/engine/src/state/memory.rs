@@ -1,23 +1,29 @@
 //! The in-memory state store: per state, a hash map from `(key group, key)` to the key's namespaces.
 
 use super::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
-use indexmap::IndexMap;
+use crate::bytes;
+use indexmap::{Equivalent, IndexMap};
+use smallvec::SmallVec;
+use std::hash::{Hash, Hasher};
+
+/// Namespace and value bytes, inline up to 16 (a window, a counter or a sum): no allocation, no pointer to follow.
+type Bytes = SmallVec<[u8; 16]>;
 
 /// A key's namespaces, sorted by bytes. Most keys have one or a few (a value, a window or two), so a sorted vector
-/// beats a tree: one allocation, no nodes.
+/// beats a tree, and one is held inline.
 #[derive(Debug, Default)]
-struct Namespaces(Vec<(Box<[u8]>, Vec<u8>)>);
+struct Namespaces(SmallVec<[(Bytes, Bytes); 1]>);
 
 impl Namespaces {
     fn find(&self, ns: &[u8]) -> Result<usize, usize> {
-        self.0.binary_search_by(|(k, _)| (**k).cmp(ns))
+        self.0.binary_search_by(|(k, _)| bytes::cmp(k, ns))
     }
 
-    fn get(&self, ns: &[u8]) -> Option<&Vec<u8>> {
-        self.find(ns).ok().map(|i| &self.0[i].1)
+    fn get(&self, ns: &[u8]) -> Option<&[u8]> {
+        self.find(ns).ok().map(|i| self.0[i].1.as_slice())
     }
 
-    fn get_mut(&mut self, ns: &[u8]) -> Option<&mut Vec<u8>> {
+    fn get_mut(&mut self, ns: &[u8]) -> Option<&mut Bytes> {
         self.find(ns).ok().map(|i| &mut self.0[i].1)
     }
 
@@ -25,10 +31,13 @@ impl Namespaces {
         self.find(ns).is_ok()
     }
 
-    fn insert(&mut self, ns: Box<[u8]>, value: Vec<u8>) {
-        match self.find(&ns) {
-            Ok(i) => self.0[i].1 = value,
-            Err(i) => self.0.insert(i, (ns, value)),
+    fn insert(&mut self, ns: &[u8], value: &[u8]) {
+        match self.find(ns) {
+            Ok(i) => {
+                self.0[i].1.clear();
+                self.0[i].1.extend_from_slice(value);
+            }
+            Err(i) => self.0.insert(i, (Bytes::from_slice(ns), Bytes::from_slice(value))),
         }
     }
 
@@ -46,16 +55,46 @@ impl Namespaces {
         self.0.len()
     }
 
-    fn iter(&self) -> impl Iterator<Item = (&Box<[u8]>, &Vec<u8>)> {
-        self.0.iter().map(|(k, v)| (k, v))
+    fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.0.iter().map(|(k, v)| (k.as_slice(), v.as_slice()))
     }
 
-    fn retain(&mut self, mut keep: impl FnMut(&Box<[u8]>, &mut Vec<u8>) -> bool) {
-        self.0.retain_mut(|(k, v)| keep(k, v));
+    fn retain(&mut self, mut keep: impl FnMut(&[u8], &[u8]) -> bool) {
+        self.0.retain(|(k, v)| keep(k, v));
     }
 }
+
+/// A stored `group ++ key`, inline up to 16 bytes. Compared with `bytes::eq`: keys are short and looked up for
+/// every record.
+#[derive(Debug)]
+struct StoredKey(Bytes);
+
+impl PartialEq for StoredKey {
+    fn eq(&self, other: &StoredKey) -> bool {
+        bytes::eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for StoredKey {}
+
+impl Hash for StoredKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
+
+/// A `group ++ key` to look up; hashes as `StoredKey` does.
+#[derive(Hash)]
+struct Lookup<'a>(&'a [u8]);
+
+impl Equivalent<StoredKey> for Lookup<'_> {
+    fn equivalent(&self, stored: &StoredKey) -> bool {
+        bytes::eq(self.0, &stored.0)
+    }
+}
+
 /// Insertion-ordered so that incremental TTL cleanup can walk it with a plain index.
-type Table = IndexMap<Box<[u8]>, Namespaces, foldhash::fast::RandomState>;
+type Table = IndexMap<StoredKey, Namespaces, foldhash::fast::RandomState>;
 
 /// Keyed state in hash maps.
 #[derive(Debug, Default)]
@@ -83,9 +122,9 @@ impl MemoryStateStore {
         self.lookup_key(key);
         let table =
             self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
-        let index = match table.get_index_of(self.scratch.as_slice()) {
+        let index = match table.get_index_of(&Lookup(&self.scratch)) {
             Some(i) => i,
-            None => table.insert_full(self.scratch.as_slice().into(), Namespaces::default()).0,
+            None => table.insert_full(StoredKey(Bytes::from_slice(&self.scratch)), Namespaces::default()).0,
         };
         Ok(&mut table[index])
     }
@@ -111,7 +150,7 @@ impl KeyedStateStore for MemoryStateStore {
         out.clear();
         self.lookup_key(key);
         let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
-        match table.get(self.scratch.as_slice()).and_then(|n| n.get(ns)) {
+        match table.get(&Lookup(&self.scratch)).and_then(|n| n.get(ns)) {
             Some(value) => {
                 out.extend_from_slice(value);
                 Ok(true)
@@ -123,23 +162,23 @@ impl KeyedStateStore for MemoryStateStore {
     fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError> {
         self.lookup_key(key);
         let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
-        Ok(table.get(self.scratch.as_slice()).is_some_and(|n| n.contains_key(ns)))
+        Ok(table.get(&Lookup(&self.scratch)).is_some_and(|n| n.contains_key(ns)))
     }
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
         self.lookup_key(key);
         let table =
             self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
-        if let Some(namespaces) = table.get_mut(self.scratch.as_slice()) {
+        if let Some(namespaces) = table.get_mut(&Lookup(&self.scratch)) {
             if let Some(existing) = namespaces.get_mut(ns) {
                 existing.clear();
                 existing.extend_from_slice(value);
             } else {
-                namespaces.insert(ns.into(), value.to_vec());
+                namespaces.insert(ns, value);
             }
             return Ok(());
         }
-        self.namespaces_mut(state, key)?.insert(ns.into(), value.to_vec());
+        self.namespaces_mut(state, key)?.insert(ns, value);
         Ok(())
     }
 
@@ -148,7 +187,7 @@ impl KeyedStateStore for MemoryStateStore {
         match namespaces.get_mut(ns) {
             Some(existing) => existing.extend_from_slice(bytes),
             None => {
-                namespaces.insert(ns.into(), bytes.to_vec());
+                namespaces.insert(ns, bytes);
             }
         }
         Ok(())
@@ -158,7 +197,7 @@ impl KeyedStateStore for MemoryStateStore {
         self.lookup_key(key);
         let lookup = std::mem::take(&mut self.scratch);
         let table = self.table(state)?;
-        let now_empty = match table.get_mut(lookup.as_slice()) {
+        let now_empty = match table.get_mut(&Lookup(&lookup)) {
             Some(namespaces) => {
                 namespaces.remove(ns);
                 namespaces.is_empty()
@@ -166,7 +205,7 @@ impl KeyedStateStore for MemoryStateStore {
             None => false,
         };
         if now_empty {
-            table.swap_remove(lookup.as_slice());
+            table.swap_remove(&Lookup(&lookup));
         }
         self.scratch = lookup;
         Ok(())
@@ -176,8 +215,8 @@ impl KeyedStateStore for MemoryStateStore {
         self.lookup_key(key);
         let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
         Ok(table
-            .get(self.scratch.as_slice())
-            .map(|n| n.iter().map(|(k, v)| (k.to_vec(), v.clone())).collect())
+            .get(&Lookup(&self.scratch))
+            .map(|n| n.iter().map(|(k, v)| (k.to_vec(), v.to_vec())).collect())
             .unwrap_or_default())
     }
 
@@ -191,10 +230,10 @@ impl KeyedStateStore for MemoryStateStore {
     ) -> Result<(), StateError> {
         self.lookup_key(key);
         let table = self.tables.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
-        if let Some(namespaces) = table.get(self.scratch.as_slice()) {
+        if let Some(namespaces) = table.get(&Lookup(&self.scratch)) {
             let start = namespaces.find(from).unwrap_or_else(|i| i);
             for (ns, value) in &namespaces.0[start..] {
-                if **ns >= *to {
+                if bytes::cmp(ns, to).is_ge() {
                     break;
                 }
                 visit(ns, value);
@@ -206,7 +245,7 @@ impl KeyedStateStore for MemoryStateStore {
     fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError> {
         self.lookup_key(key);
         let lookup = std::mem::take(&mut self.scratch);
-        self.table(state)?.swap_remove(lookup.as_slice());
+        self.table(state)?.swap_remove(&Lookup(&lookup));
         self.scratch = lookup;
         Ok(())
     }
@@ -248,10 +287,10 @@ impl KeyedStateStore for MemoryStateStore {
                     if keep(id as StateId, value) {
                         entries.push(SnapshotEntry {
                             state: name.clone(),
-                            group: u16::from_be_bytes([lookup[0], lookup[1]]),
-                            key: lookup[2..].to_vec(),
+                            group: u16::from_be_bytes([lookup.0[0], lookup.0[1]]),
+                            key: lookup.0[2..].to_vec(),
                             namespace: ns.to_vec(),
-                            value: value.clone(),
+                            value: value.to_vec(),
                         });
                     }
                 }

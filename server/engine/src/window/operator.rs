@@ -70,12 +70,43 @@ pub struct WindowConfig {
 
 /// A window that fired, with its contents captured at that moment.
 struct Firing {
-    key: Option<Vec<u8>>,
+    /// Its key: a range of `WindowOperator::fired_keys`.
+    key: Option<std::ops::Range<usize>>,
     window: Window,
     /// Its slices' accumulators in accumulate mode: a range of `WindowOperator::fired_parts`.
     parts: std::ops::Range<usize>,
     /// Records in element mode.
     elements: Batch,
+}
+
+/// What adding a record to its pane found.
+#[derive(Clone, Copy)]
+enum PaneAdded {
+    /// The pane held records already.
+    Existing,
+    /// The pane is new; the starts of the key's stored panes nearest to it on either side.
+    New { before: Option<i64>, after: Option<i64> },
+}
+
+impl PaneAdded {
+    /// Whether `window` gets its first record: none of its other panes holds any. Panes added earlier in the
+    /// same batch are not stored yet; missing them only calls the trigger once more, which it allows.
+    fn makes_new(self, window: &Window) -> bool {
+        let (start, end) = window.bounds();
+        match self {
+            PaneAdded::Existing => false,
+            PaneAdded::New { before, after } => before.is_none_or(|s| s < start) && after.is_none_or(|s| s >= end),
+        }
+    }
+}
+
+/// How many captured windows are evaluated together.
+const FLUSH_FIRINGS_AT: usize = 1024;
+
+impl Firing {
+    fn key<'a>(&self, keys: &'a [u8]) -> Option<&'a [u8]> {
+        self.key.clone().map(|range| &keys[range])
+    }
 }
 
 /// The window operator.
@@ -96,6 +127,8 @@ pub struct WindowOperator {
     firings: Vec<Firing>,
     /// Stored accumulators of the slices of windows that fired, as values.
     fired_parts: Batch,
+    /// Keys of the windows that fired, end to end: one buffer instead of an allocation per firing.
+    fired_keys: Vec<u8>,
     late_dropped: u64,
     windows: Vec<Window>,
     buf: Vec<u8>,
@@ -150,6 +183,7 @@ impl WindowOperator {
             pending: PendingAdds::default(),
             firings: Vec::new(),
             fired_parts: Batch::new(),
+            fired_keys: Vec::new(),
             late_dropped: 0,
             windows: Vec::new(),
             buf: Vec::new(),
@@ -282,7 +316,11 @@ impl WindowOperator {
     /// Captures the contents of a window that fires.
     fn fire(&mut self, key: StateKey<'_>, window: &Window, state_window: &Window) -> Result<(), TaskError> {
         self.flush_adds()?;
-        let key_out = self.cfg.keyed.then(|| key.key.to_vec());
+        let key_out = self.cfg.keyed.then(|| {
+            let start = self.fired_keys.len();
+            self.fired_keys.extend_from_slice(key.key);
+            start..self.fired_keys.len()
+        });
         if self.accumulate {
             let first = self.fired_parts.len();
             let parts = &mut self.fired_parts;
@@ -310,7 +348,7 @@ impl WindowOperator {
             return Ok(());
         }
         let mut elements = Batch::new();
-        read_elements(&self.buf, key_out.as_deref(), &mut elements);
+        read_elements(&self.buf, self.cfg.keyed.then_some(key.key), &mut elements);
         let stored = elements.len();
         let mut for_function = elements.clone();
         if let Some(evictor) = self.cfg.evictor {
@@ -368,56 +406,82 @@ impl WindowOperator {
         now: i64,
     ) -> Result<bool, TaskError> {
         let windows = std::mem::take(&mut self.windows);
+        let outcome = self.add_to_windows(&windows, key, ts, record, wm, now);
+        self.windows = windows;
+        outcome
+    }
+
+    fn add_to_windows(
+        &mut self,
+        windows: &[Window],
+        key: StateKey<'_>,
+        ts: i64,
+        record: &Record<'_>,
+        wm: i64,
+        now: i64,
+    ) -> Result<bool, TaskError> {
         let mut skipped = true;
-        let mut pane_new = None;
-        let mut outcome = Ok(());
-        for window in &windows {
+        // With panes, the record goes into one pane, added on the first window that is not late.
+        let mut pane: Option<PaneAdded> = None;
+        for window in windows {
             if self.is_window_late(window, wm) {
                 continue;
             }
             skipped = false;
-            let new_slice = match (self.panes, pane_new) {
-                (Some(_), Some(known)) => known,
-                (Some(panes), None) => {
-                    let added = self.add(key, &panes.pane_of(ts).namespace(), record);
-                    let added = match added {
-                        Ok(a) => a,
-                        Err(e) => {
-                            outcome = Err(e);
-                            break;
-                        }
+            let window_is_new = match self.panes {
+                Some(panes) => {
+                    let added = match pane {
+                        Some(added) => added,
+                        None => *pane.insert(self.add_to_pane(panes, windows, key, ts, record)?),
                     };
-                    pane_new = Some(added);
-                    added
+                    added.makes_new(window)
                 }
-                (None, _) => match self.add(key, &window.namespace(), record) {
-                    Ok(a) => a,
-                    Err(e) => {
-                        outcome = Err(e);
-                        break;
-                    }
-                },
+                None => self.add(key, &window.namespace(), record)?,
             };
             let late_firing = self.event_time() && window.max_timestamp() <= wm;
-            if !(new_slice || late_firing || self.trigger.needs_every_element()) {
+            if !(window_is_new || late_firing || self.trigger.needs_every_element()) {
                 continue;
             }
             let (trigger, mut cx) = self.trigger_cx(key, wm, now);
-            let result = match trigger.on_element(record.timestamp, window, &mut cx) {
-                Ok(r) => r,
-                Err(e) => {
-                    outcome = Err(state_err(e));
-                    break;
-                }
-            };
-            if let Err(e) = self.apply(result, key, window, window) {
-                outcome = Err(e);
-                break;
-            }
+            let result = trigger.on_element(record.timestamp, window, &mut cx).map_err(state_err)?;
+            self.apply(result, key, window, window)?;
             self.register_cleanup(key, window);
         }
-        self.windows = windows;
-        outcome.map(|()| skipped)
+        Ok(skipped)
+    }
+
+    /// Adds the record to its pane and, if the pane is new, finds the key's stored panes nearest to it within
+    /// `windows`: a window holding one of those has seen its trigger's first element already.
+    fn add_to_pane(
+        &mut self,
+        panes: Panes,
+        windows: &[Window],
+        key: StateKey<'_>,
+        ts: i64,
+        record: &Record<'_>,
+    ) -> Result<PaneAdded, TaskError> {
+        let pane = panes.pane_of(ts);
+        if !self.add(key, &pane.namespace(), record)? {
+            return Ok(PaneAdded::Existing);
+        }
+        let (first, last) = match (windows.first(), windows.last()) {
+            (Some(a), Some(b)) => (a.bounds().0.min(b.bounds().0), a.bounds().1.max(b.bounds().1)),
+            _ => return Ok(PaneAdded::New { before: None, after: None }),
+        };
+        let pane_start = pane.bounds().0;
+        let (mut before, mut after) = (None, None);
+        let (from, to) = (Window::time(first, i64::MIN).namespace(), Window::time(last, i64::MIN).namespace());
+        let mut visit = |ns: &[u8], _: &[u8]| {
+            if let Some(Window::Time { start, .. }) = Window::from_namespace(ns) {
+                if start < pane_start {
+                    before = Some(start);
+                } else if start > pane_start && after.is_none() {
+                    after = Some(start);
+                }
+            }
+        };
+        self.store.scan(self.contents, key, &from, &to, &mut visit).map_err(state_err)?;
+        Ok(PaneAdded::New { before, after })
     }
 
     fn load_sessions(&mut self, key: StateKey<'_>) -> Result<MergingSet, TaskError> {
@@ -597,11 +661,25 @@ impl WindowOperator {
     }
 
     /// Fires the timers of `domain` due at `until`, in the timer service's order (time, key, window).
-    fn fire_due(&mut self, domain: TimeDomain, until: i64, wm: i64, now: i64) -> Result<(), TaskError> {
+    /// Evaluates the captured windows every `FLUSH_FIRINGS_AT` firings, so that a watermark closing the windows of
+    /// many keys works through them in cache-sized chunks.
+    fn fire_due(
+        &mut self,
+        domain: TimeDomain,
+        until: i64,
+        wm: i64,
+        now: i64,
+        out: &mut Output,
+    ) -> Result<(), TaskError> {
         while let Some(timer) = self.timers.pop_due(domain, until) {
             self.on_timer(domain, timer, wm, now)?;
+            if self.firings.len() >= FLUSH_FIRINGS_AT {
+                self.flush_adds()?;
+                self.flush_firings(out)?;
+            }
         }
-        Ok(())
+        self.flush_adds()?;
+        self.flush_firings(out)
     }
 
     /// Evaluates the window function for every captured firing and emits the results.
@@ -609,24 +687,41 @@ impl WindowOperator {
         if self.firings.is_empty() {
             return Ok(());
         }
-        let firings = std::mem::take(&mut self.firings);
-        let results =
-            if self.accumulate { self.results_from_parts(&firings)? } else { self.results_from_elements(&firings)? };
+        let mut firings = std::mem::take(&mut self.firings);
+        let keys = std::mem::take(&mut self.fired_keys);
+        let results = if self.accumulate {
+            self.results_from_parts(&firings, &keys)?
+        } else {
+            self.results_from_elements(&firings, &keys)?
+        };
+        self.emit_results(&firings, &keys, results, out)?;
+        // Keep the buffers' capacity for the next firings.
+        firings.clear();
+        self.firings = firings;
+        self.fired_keys = keys;
+        self.fired_keys.clear();
+        Ok(())
+    }
+
+    fn emit_results(
+        &mut self,
+        firings: &[Firing],
+        keys: &[u8],
+        results: Option<Batch>,
+        out: &mut Output,
+    ) -> Result<(), TaskError> {
         if let Some(process) = &mut self.functions.process {
             let contents: Vec<WindowContents> = firings
                 .iter()
                 .enumerate()
                 .map(|(i, f)| WindowContents {
-                    key: f.key.clone(),
+                    key: f.key(keys).map(<[u8]>::to_vec),
                     window: f.window,
                     elements: match &results {
                         Some(r) => {
                             let mut one = Batch::new();
                             let result = r.get(i);
-                            one.push_with_key(
-                                &Record { timestamp: f.window.max_timestamp(), ..result },
-                                f.key.as_deref(),
-                            );
+                            one.push_with_key(&Record { timestamp: f.window.max_timestamp(), ..result }, f.key(keys));
                             one
                         }
                         None => f.elements.clone(),
@@ -652,10 +747,10 @@ impl WindowOperator {
         let batch = out.records();
         let mut value = Vec::new();
         for (firing, result) in firings.iter().zip(results.iter()) {
-            format_result(&self.cfg.format, firing, result.value, &mut value);
+            format_result(&self.cfg.format, firing.key(keys), &firing.window, result.value, &mut value);
             batch.push_record(&Record {
                 timestamp: firing.window.max_timestamp(),
-                key: firing.key.as_deref(),
+                key: firing.key(keys),
                 value: &value,
                 headers: result.headers,
             });
@@ -663,18 +758,18 @@ impl WindowOperator {
         Ok(())
     }
 
-    fn results_from_parts(&mut self, firings: &[Firing]) -> Result<Option<Batch>, TaskError> {
+    fn results_from_parts(&mut self, firings: &[Firing], keys: &[u8]) -> Result<Option<Batch>, TaskError> {
         let reduce = self.reduces();
         let mut accs = Batch::new();
         let mut others = Batch::new();
         let mut targets = Vec::new();
-        let fired = std::mem::take(&mut self.fired_parts);
+        let mut fired = std::mem::take(&mut self.fired_parts);
         for (i, firing) in firings.iter().enumerate() {
             for (j, index) in firing.parts.clone().enumerate() {
                 let part = fired.get(index).value;
                 let target = if j == 0 { &mut accs } else { &mut others };
                 if reduce {
-                    let record = decode_element(part, firing.key.as_deref())
+                    let record = decode_element(part, firing.key(keys))
                         .ok_or_else(|| TaskError::internal("a stored window element is corrupt"))?;
                     target.push_record(&record);
                 } else {
@@ -685,6 +780,8 @@ impl WindowOperator {
                 }
             }
         }
+        fired.clear();
+        self.fired_parts = fired;
         let merged = if others.is_empty() {
             accs
         } else {
@@ -701,7 +798,7 @@ impl WindowOperator {
         }
     }
 
-    fn results_from_elements(&mut self, firings: &[Firing]) -> Result<Option<Batch>, TaskError> {
+    fn results_from_elements(&mut self, firings: &[Firing], keys: &[u8]) -> Result<Option<Batch>, TaskError> {
         let initial = match &self.functions.incremental {
             Some(Incremental::Aggregate(_)) => Some(self.initial_accumulator()?),
             _ => None,
@@ -730,7 +827,7 @@ impl WindowOperator {
                     let mut records = firing.elements.iter();
                     match records.next() {
                         Some(first) => accs.push_record(&first),
-                        None => accs.push(firing.window.max_timestamp(), firing.key.as_deref(), b""),
+                        None => accs.push(firing.window.max_timestamp(), firing.key(keys), b""),
                     }
                     for record in records {
                         inputs.push_record(&record);
@@ -745,23 +842,23 @@ impl WindowOperator {
     }
 }
 
-fn format_result(format: &ResultFormat, firing: &Firing, result: &[u8], out: &mut Vec<u8>) {
+fn format_result(format: &ResultFormat, key: Option<&[u8]>, window: &Window, result: &[u8], out: &mut Vec<u8>) {
     out.clear();
     match format {
         ResultFormat::Raw => out.extend_from_slice(result),
         ResultFormat::Windowed => {
-            let (start, end) = firing.window.bounds();
+            let (start, end) = window.bounds();
             out.extend_from_slice(&start.to_le_bytes());
             out.extend_from_slice(&end.to_le_bytes());
             out.extend_from_slice(result);
         }
         ResultFormat::Json { name } => {
             let mut json = String::from("{");
-            if let Some(key) = &firing.key {
+            if let Some(key) = key {
                 let key = serde_json::Value::String(String::from_utf8_lossy(key).into_owned());
                 json.push_str(&format!("\"key\":{key},"));
             }
-            if let Window::Time { start, end } = firing.window {
+            if let Window::Time { start, end } = *window {
                 json.push_str(&format!("\"window_start\":{start},\"window_end\":{end},"));
             }
             let name = serde_json::Value::String(name.clone());
@@ -821,15 +918,11 @@ impl Operator for WindowOperator {
     }
 
     fn on_watermark(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
-        self.fire_due(TimeDomain::EventTime, ctx.watermark, ctx.watermark, ctx.now)?;
-        self.flush_adds()?;
-        self.flush_firings(ctx.out)
+        self.fire_due(TimeDomain::EventTime, ctx.watermark, ctx.watermark, ctx.now, ctx.out)
     }
 
     fn on_processing_time(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
-        self.fire_due(TimeDomain::ProcessingTime, ctx.now, ctx.watermark, ctx.now)?;
-        self.flush_adds()?;
-        self.flush_firings(ctx.out)
+        self.fire_due(TimeDomain::ProcessingTime, ctx.now, ctx.watermark, ctx.now, ctx.out)
     }
 
     fn next_processing_timer(&self) -> Option<i64> {

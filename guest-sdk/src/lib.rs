@@ -12,7 +12,7 @@ pub use eddy_guest_macros::{
     aggregate, filter, flat_map, key_selector, map, process, process_window, reduce, timestamp_assigner,
 };
 pub use event::{Bytes, Config, Error, Event, Timer, Window};
-pub use process::{Context, ListState, MapState, Process, Ttl, ValueState};
+pub use process::{AggregatingState, Context, ListState, MapState, Process, ReducingState, Ttl, ValueState};
 pub use window::{Output, WindowInfo};
 
 /// What the attributes expand to. Not part of the API.

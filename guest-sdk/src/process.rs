@@ -1,5 +1,6 @@
 //! Process functions: per-record logic with keyed state, timers and side outputs.
 
+use crate::aggregate::{Accumulator, Aggregate};
 use crate::bindings::eddy::udf::{context as host, keyed_state};
 use crate::event::{Config, Error, Event, Timer};
 use eddy_codec::BatchWriter;
@@ -131,6 +132,24 @@ impl Context {
         self.enter()?;
         let inner = keyed_state::MapState::open(&descriptor(name, None)).map_err(Error::msg)?;
         Ok(MapState { inner })
+    }
+
+    /// The reducing state `name` of the current key: each added value is folded into the stored one by `reduce`.
+    pub fn reducing_state<A: Accumulator>(
+        &mut self,
+        name: &str,
+        reduce: fn(&mut A, A),
+    ) -> Result<ReducingState<A>, Error> {
+        Ok(ReducingState::new(self.value_state(name)?, reduce))
+    }
+
+    /// The aggregating state `name` of the current key: records are added through `aggregator`.
+    pub fn aggregating_state<'a, G: Aggregate>(
+        &mut self,
+        name: &str,
+        aggregator: &'a mut G,
+    ) -> Result<AggregatingState<'a, G>, Error> {
+        Ok(AggregatingState::new(self.value_state(name)?, aggregator))
     }
 
     /// Registers an event-time timer for the current key.
@@ -288,5 +307,83 @@ impl MapState {
     /// Removes every entry.
     pub fn clear(&self) -> Result<(), Error> {
         self.inner.clear().map_err(Error::msg)
+    }
+}
+
+/// Flink's `ReducingState`: one value per key into which every added value is folded. Build it over
+/// [`Context::value_state_with_ttl`] with [`ReducingState::new`] to give it a time-to-live.
+pub struct ReducingState<A> {
+    value: ValueState,
+    reduce: fn(&mut A, A),
+}
+
+impl<A: Accumulator> ReducingState<A> {
+    /// Reduces into `value`'s entry.
+    pub fn new(value: ValueState, reduce: fn(&mut A, A)) -> ReducingState<A> {
+        ReducingState { value, reduce }
+    }
+
+    /// The reduced value, if anything was added.
+    pub fn get(&self) -> Result<Option<A>, Error> {
+        self.value.get()?.map(|bytes| A::decode(&bytes)).transpose()
+    }
+
+    /// Folds `value` into the stored one (or stores it, if there is none).
+    pub fn add(&self, value: A) -> Result<(), Error> {
+        let reduced = match self.get()? {
+            Some(mut stored) => {
+                (self.reduce)(&mut stored, value);
+                stored
+            }
+            None => value,
+        };
+        let mut bytes = Vec::new();
+        reduced.encode(&mut bytes);
+        self.value.set(&bytes)
+    }
+
+    /// Removes the value.
+    pub fn clear(&self) -> Result<(), Error> {
+        self.value.clear()
+    }
+}
+
+/// Flink's `AggregatingState`: records are added to an accumulator per key through an [`Aggregate`]; reading
+/// gives the aggregate's result. Build it over [`Context::value_state_with_ttl`] with [`AggregatingState::new`] to
+/// give it a time-to-live.
+pub struct AggregatingState<'a, G: Aggregate> {
+    value: ValueState,
+    aggregator: &'a mut G,
+}
+
+impl<'a, G: Aggregate> AggregatingState<'a, G> {
+    /// Keeps `aggregator`'s accumulator in `value`'s entry.
+    pub fn new(value: ValueState, aggregator: &'a mut G) -> AggregatingState<'a, G> {
+        AggregatingState { value, aggregator }
+    }
+
+    /// The aggregate's result, if anything was added.
+    pub fn get(&mut self) -> Result<Option<Vec<u8>>, Error> {
+        match self.value.get()? {
+            Some(bytes) => Ok(Some(self.aggregator.result(&G::Acc::decode(&bytes)?)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Adds a record to the accumulator.
+    pub fn add(&mut self, event: &Event<'_>) -> Result<(), Error> {
+        let mut acc = match self.value.get()? {
+            Some(bytes) => G::Acc::decode(&bytes)?,
+            None => self.aggregator.create(),
+        };
+        self.aggregator.add(&mut acc, event)?;
+        let mut bytes = Vec::new();
+        acc.encode(&mut bytes);
+        self.value.set(&bytes)
+    }
+
+    /// Removes the accumulator.
+    pub fn clear(&self) -> Result<(), Error> {
+        self.value.clear()
     }
 }

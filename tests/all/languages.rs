@@ -1,6 +1,7 @@
 //! User functions in Rust, Python and JavaScript, uploaded over HTTP and chained in one job fed over HTTP.
 
 use crate::support::{Js, Python, Rust, TestServer, example, output, submit};
+use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread")]
 async fn rust_python_and_javascript_functions_run_in_one_job() {
@@ -66,4 +67,42 @@ operators:
     assert!(reports[1].contains("belongs to key \"alice\""), "{reports:?}");
     assert_eq!(reports[2], "same key", "alice's own handle works for alice");
     assert!(reports.iter().all(|r| !r.contains("leaked")), "{reports:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn reducing_and_aggregating_state_fold_each_keys_records() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("key-stats", None, example(Rust, "key-stats").await).await.expect("upload");
+    let id = submit(
+        c,
+        r#"
+name: key-stats
+operators:
+  - { uid: src, source: { http: {} } }
+  - { uid: stats, key_by: { json: "$.user" }, process: key-stats, input: src, parallelism: 2 }
+  - { uid: out, sink: http, input: stats }
+"#,
+    )
+    .await;
+    let records = [("alice", 10), ("bob", 7), ("alice", 30), ("alice", 20), ("bob", 1)];
+    let body: String =
+        records.iter().map(|(user, amount)| format!("{{\"user\":\"{user}\",\"amount\":{amount}}}\n")).collect();
+    c.ingest(&id, "src", body).await.expect("ingest");
+    c.close_input(&id, "src").await.expect("close");
+    let out = output(c, &id, "out").await;
+    let of = |user: &str| -> Vec<serde_json::Value> {
+        out.iter().filter(|r| r["key"] == user).map(|r| r["value"].clone()).collect()
+    };
+    assert_eq!(
+        of("alice"),
+        [
+            json!({ "max": 10, "count": 1, "avg": 10.0 }),
+            json!({ "max": 30, "count": 2, "avg": 20.0 }),
+            json!({ "max": 30, "count": 3, "avg": 20.0 }),
+        ],
+        "alice's records, in order, never mixed with bob's"
+    );
+    assert_eq!(of("bob"), [json!({ "max": 7, "count": 1, "avg": 7.0 }), json!({ "max": 7, "count": 2, "avg": 4.0 })]);
+    assert_eq!(out.len(), records.len());
 }

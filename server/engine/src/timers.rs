@@ -127,14 +127,13 @@ impl Queue {
             };
         }
         let bucket = self.buckets.entry(timer.timestamp).or_default();
-        // Registering an existing timer is common (a window's trigger and cleanup timers often coincide):
-        // look before allocating.
-        if bucket.contains(&timer) {
-            return false;
-        }
-        bucket.insert(Timer::new(timer.timestamp, timer.group, timer.key, timer.ns));
-        self.len += 1;
-        true
+        // Registering an existing timer is common (a window's trigger and cleanup timers often coincide): one
+        // hashed lookup, and a `Timer` is built only when it is new.
+        let before = bucket.len();
+        bucket.get_or_insert_with(&timer, |t| Timer::new(t.timestamp, t.group, t.key, t.ns));
+        let added = bucket.len() > before;
+        self.len += usize::from(added);
+        added
     }
 
     fn delete(&mut self, timer: TimerRef<'_>) -> bool {

@@ -4,15 +4,14 @@
 //! timestamp order, and timers of the same timestamp in key, then namespace byte order. They are part of the
 //! operator's state.
 //!
-//! Timers are bucketed by timestamp (a window's timers share one): registering and deleting are hash operations,
-//! and a bucket is sorted once, when it becomes due.
+//! Timers are bucketed by timestamp (a window's timers share one): registering appends to the bucket, which is
+//! sorted, dropping duplicates, when it becomes due.
 
 use crate::bytes;
 use crate::keys::KeyGroup;
-use hashbrown::{Equivalent, HashSet};
 use smallvec::SmallVec;
+use std::cmp::Ordering;
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::{Hash, Hasher};
 
 /// Key and namespace bytes held inline up to this length: an 8-byte key and a window need no allocation.
 const INLINE_BYTES: usize = 24;
@@ -46,9 +45,14 @@ impl Timer {
         &self.bytes[self.key_len as usize..]
     }
 
-    fn firing_order(&self, other: &Timer) -> std::cmp::Ordering {
-        bytes::cmp(self.key(), other.key())
-            .then_with(|| bytes::cmp(self.namespace(), other.namespace()))
+    /// Order within one timestamp: key, then namespace, then key group.
+    fn firing_order(&self, other: &Timer) -> Ordering {
+        self.firing_order_to(&other.as_ref())
+    }
+
+    fn firing_order_to(&self, other: &TimerRef<'_>) -> Ordering {
+        bytes::cmp(self.key(), other.key)
+            .then_with(|| bytes::cmp(self.namespace(), other.ns))
             .then(self.group.cmp(&other.group))
     }
 
@@ -66,32 +70,6 @@ struct TimerRef<'a> {
     ns: &'a [u8],
 }
 
-impl Hash for TimerRef<'_> {
-    /// Timers are hashed within their timestamp's bucket, so the timestamp is left out; so are the lengths, which
-    /// only equality needs.
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        state.write_u16(self.group);
-        state.write(self.key);
-        state.write(self.ns);
-    }
-}
-
-impl Hash for Timer {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.as_ref().hash(state);
-    }
-}
-
-impl Equivalent<Timer> for TimerRef<'_> {
-    fn equivalent(&self, timer: &Timer) -> bool {
-        let other = timer.as_ref();
-        self.timestamp == other.timestamp
-            && self.group == other.group
-            && bytes::eq(self.key, other.key)
-            && bytes::eq(self.ns, other.ns)
-    }
-}
-
 /// The clock a timer follows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -102,7 +80,55 @@ pub enum TimeDomain {
     ProcessingTime,
 }
 
-type Bucket = HashSet<Timer, foldhash::fast::RandomState>;
+/// Timers of one timestamp. Registering appends (a window's timers arrive by the thousand, and an append touches one
+/// cache line where a hash set probes a random one); duplicates are dropped when the bucket is sorted: before it
+/// fires, before a delete, and whenever the unsorted tail outgrows the sorted part, which keeps a bucket within a few
+/// times its distinct timers however often the same timer is registered.
+#[derive(Debug, Default, Clone)]
+struct Bucket {
+    timers: Vec<Timer>,
+    /// `timers[..sorted]` is in firing order, without duplicates.
+    sorted: usize,
+}
+
+/// The unsorted tail is sorted in once it is this many times the sorted part (and at least `MIN_TAIL` long).
+const TAIL_FACTOR: usize = 4;
+const MIN_TAIL: usize = 256;
+
+impl Bucket {
+    fn push(&mut self, timer: TimerRef<'_>) {
+        self.timers.push(Timer::new(timer.timestamp, timer.group, timer.key, timer.ns));
+        if self.timers.len() - self.sorted > (self.sorted * TAIL_FACTOR).max(MIN_TAIL) {
+            self.sort();
+        }
+    }
+
+    /// Sorts and deduplicates; a stable sort merges the sorted prefix with the sorted tail instead of starting over.
+    fn sort(&mut self) {
+        if self.sorted < self.timers.len() {
+            self.timers.sort_by(Timer::firing_order);
+            self.timers.dedup_by(|a, b| a.firing_order(b).is_eq());
+            self.sorted = self.timers.len();
+        }
+    }
+
+    fn remove(&mut self, timer: TimerRef<'_>) -> bool {
+        self.sort();
+        match self.timers.binary_search_by(|t| t.firing_order_to(&timer)) {
+            Ok(at) => {
+                self.timers.remove(at);
+                self.sorted -= 1;
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    fn len(&mut self) -> usize {
+        self.sort();
+        self.timers.len()
+    }
+}
 
 /// Timers of one clock.
 #[derive(Debug, Default, Clone)]
@@ -110,48 +136,32 @@ struct Queue {
     buckets: BTreeMap<i64, Bucket>,
     /// The earliest bucket, sorted, while it is being fired.
     firing: VecDeque<Timer>,
-    len: usize,
 }
 
 impl Queue {
-    fn register(&mut self, timer: TimerRef<'_>) -> bool {
+    fn register(&mut self, timer: TimerRef<'_>) {
         if self.firing.front().is_some_and(|t| t.timestamp == timer.timestamp) {
-            let new = Timer::new(timer.timestamp, timer.group, timer.key, timer.ns);
-            return match self.firing.binary_search_by(|t| t.firing_order(&new)) {
-                Ok(_) => false,
-                Err(at) => {
-                    self.firing.insert(at, new);
-                    self.len += 1;
-                    true
-                }
-            };
+            if let Err(at) = self.firing.binary_search_by(|t| t.firing_order_to(&timer)) {
+                self.firing.insert(at, Timer::new(timer.timestamp, timer.group, timer.key, timer.ns));
+            }
+            return;
         }
-        let bucket = self.buckets.entry(timer.timestamp).or_default();
-        // Registering an existing timer is common (a window's trigger and cleanup timers often coincide): one
-        // hashed lookup, and a `Timer` is built only when it is new.
-        let before = bucket.len();
-        bucket.get_or_insert_with(&timer, |t| Timer::new(t.timestamp, t.group, t.key, t.ns));
-        let added = bucket.len() > before;
-        self.len += usize::from(added);
-        added
+        self.buckets.entry(timer.timestamp).or_default().push(timer);
     }
 
     fn delete(&mut self, timer: TimerRef<'_>) -> bool {
         if self.firing.front().is_some_and(|t| t.timestamp == timer.timestamp) {
-            let probe = |t: &Timer| (t.key(), t.namespace(), t.group).cmp(&(timer.key, timer.ns, timer.group));
-            if let Ok(at) = self.firing.binary_search_by(probe) {
+            if let Ok(at) = self.firing.binary_search_by(|t| t.firing_order_to(&timer)) {
                 self.firing.remove(at);
-                self.len -= 1;
                 return true;
             }
             return false;
         }
         let Some(bucket) = self.buckets.get_mut(&timer.timestamp) else { return false };
-        let removed = bucket.remove(&timer);
-        if bucket.is_empty() {
+        let removed = bucket.remove(timer);
+        if bucket.timers.is_empty() {
             self.buckets.remove(&timer.timestamp);
         }
-        self.len -= usize::from(removed);
         removed
     }
 
@@ -164,27 +174,36 @@ impl Queue {
     }
 
     fn pop_due(&mut self, time: i64) -> Option<Timer> {
-        // A timer registered earlier than the bucket being fired goes first: put the bucket back.
+        // A timer registered earlier than the bucket being fired goes first: put the bucket back. Its time has no
+        // bucket (registrations for it went into `firing`), and `firing` is sorted.
         if let (Some(front), Some((&first, _))) = (self.firing.front(), self.buckets.first_key_value())
             && first < front.timestamp
         {
-            let bucket = self.buckets.entry(front.timestamp).or_default();
-            bucket.extend(self.firing.drain(..));
+            let at = front.timestamp;
+            let timers: Vec<Timer> = self.firing.drain(..).collect();
+            let sorted = timers.len();
+            self.buckets.insert(at, Bucket { timers, sorted });
         }
         if self.firing.is_empty() {
             let (&first, _) = self.buckets.first_key_value()?;
             if first > time {
                 return None;
             }
-            let mut bucket: Vec<Timer> = self.buckets.remove(&first).unwrap_or_default().into_iter().collect();
-            // A bucket holds no duplicates, so an unstable sort gives the same order, without a scratch buffer.
-            bucket.sort_unstable_by(Timer::firing_order);
-            self.firing = bucket.into();
+            let mut bucket = self.buckets.remove(&first).unwrap_or_default();
+            bucket.sort();
+            self.firing = bucket.timers.into();
         }
         let due = self.firing.front().is_some_and(|t| t.timestamp <= time);
-        let timer = if due { self.firing.pop_front() } else { None };
-        self.len -= usize::from(timer.is_some());
-        timer
+        if due { self.firing.pop_front() } else { None }
+    }
+
+    fn len(&mut self) -> usize {
+        self.firing.len() + self.buckets.values_mut().map(Bucket::len).sum::<usize>()
+    }
+
+    fn is_empty(&self) -> bool {
+        // A bucket is removed when its last timer is: one that exists holds a timer.
+        self.firing.is_empty() && self.buckets.is_empty()
     }
 }
 
@@ -203,8 +222,8 @@ impl TimerService {
         }
     }
 
-    /// Registers a timer; returns false if it existed already.
-    pub fn register(&mut self, domain: TimeDomain, timestamp: i64, group: KeyGroup, key: &[u8], ns: &[u8]) -> bool {
+    /// Registers a timer; registering one that exists changes nothing.
+    pub fn register(&mut self, domain: TimeDomain, timestamp: i64, group: KeyGroup, key: &[u8], ns: &[u8]) {
         self.queue(domain).register(TimerRef { timestamp, group, key, ns })
     }
 
@@ -224,16 +243,13 @@ impl TimerService {
     }
 
     /// Number of registered timers of `domain`.
-    pub fn len(&self, domain: TimeDomain) -> usize {
-        match domain {
-            TimeDomain::EventTime => self.event.len,
-            TimeDomain::ProcessingTime => self.processing.len,
-        }
+    pub fn len(&mut self, domain: TimeDomain) -> usize {
+        self.queue(domain).len()
     }
 
     /// Whether no timer is registered.
     pub fn is_empty(&self) -> bool {
-        self.event.len == 0 && self.processing.len == 0
+        self.event.is_empty() && self.processing.is_empty()
     }
 }
 
@@ -245,12 +261,12 @@ mod tests {
     #[test]
     fn fires_in_order_once_per_key_and_time() {
         let mut timers = TimerService::default();
-        assert!(timers.register(TimeDomain::EventTime, 20, 0, b"b", b""));
-        assert!(timers.register(TimeDomain::EventTime, 10, 0, b"a", b""));
-        assert!(!timers.register(TimeDomain::EventTime, 10, 0, b"a", b""), "a duplicate is ignored");
-        assert!(timers.register(TimeDomain::EventTime, 10, 0, b"c", b""));
-        assert!(timers.register(TimeDomain::ProcessingTime, 5, 0, b"a", b""));
-        assert_eq!(timers.len(TimeDomain::EventTime), 3);
+        timers.register(TimeDomain::EventTime, 20, 0, b"b", b"");
+        timers.register(TimeDomain::EventTime, 10, 0, b"a", b"");
+        timers.register(TimeDomain::EventTime, 10, 0, b"a", b"");
+        timers.register(TimeDomain::EventTime, 10, 0, b"c", b"");
+        timers.register(TimeDomain::ProcessingTime, 5, 0, b"a", b"");
+        assert_eq!(timers.len(TimeDomain::EventTime), 3, "a duplicate is ignored");
         assert!(timers.delete(TimeDomain::EventTime, 10, 0, b"c", b""));
         assert!(!timers.delete(TimeDomain::EventTime, 10, 0, b"c", b""));
         assert_eq!(timers.pop_due(TimeDomain::EventTime, 9), None);
@@ -270,10 +286,26 @@ mod tests {
         }
         assert_eq!(timers.pop_due(TimeDomain::EventTime, 10).map(|t| t.key().to_vec()), Some(b"a".to_vec()));
         assert!(timers.delete(TimeDomain::EventTime, 10, 0, b"b", b""), "deleting a timer of the firing time");
-        assert!(timers.register(TimeDomain::EventTime, 10, 0, b"bb", b""), "adding one to the firing time");
+        timers.register(TimeDomain::EventTime, 10, 0, b"bb", b"");
+        timers.register(TimeDomain::EventTime, 10, 0, b"bb", b"");
+        assert_eq!(timers.len(TimeDomain::EventTime), 2, "one added to the firing time, once");
         let rest: Vec<Vec<u8>> =
             std::iter::from_fn(|| timers.pop_due(TimeDomain::EventTime, 10)).map(|t| t.key().to_vec()).collect();
         assert_eq!(rest, vec![b"bb".to_vec(), b"c".to_vec()]);
+    }
+
+    #[test]
+    fn registering_one_timer_over_and_over_keeps_one() {
+        let mut timers = TimerService::default();
+        for _ in 0..100_000 {
+            timers.register(TimeDomain::EventTime, 10, 3, b"key", b"window");
+        }
+        let bucket = &timers.event.buckets[&10];
+        assert!(bucket.timers.len() <= MIN_TAIL + 1, "duplicates are dropped as they pile up: {}", bucket.timers.len());
+        assert_eq!(timers.len(TimeDomain::EventTime), 1);
+        let fired = timers.pop_due(TimeDomain::EventTime, 10).expect("due");
+        assert_eq!((fired.group, fired.key(), fired.namespace()), (3, &b"key"[..], &b"window"[..]));
+        assert!(timers.is_empty());
     }
 
     proptest! {
@@ -306,8 +338,9 @@ mod tests {
                         }
                     }
                 }
-                prop_assert_eq!(timers.len(TimeDomain::EventTime), model.len());
             }
+            // Counting sorts every bucket: only at the end, so that firing and deleting meet unsorted ones.
+            prop_assert_eq!(timers.len(TimeDomain::EventTime), model.len());
             while let Some(t) = timers.pop_due(TimeDomain::EventTime, i64::MAX) {
                 fired.push((t.timestamp, t.key()[0]));
             }

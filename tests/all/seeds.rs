@@ -2,10 +2,9 @@
 //! file, feeds its sample input and checks the exact output, derived by hand from Flink's semantics. Sample inputs
 //! start at 2024-01-01T00:00:00Z (`T0`).
 
-use crate::support::{Rust, TestServer, example, output, submit, wait_ended, wait_job};
+use crate::support::{Rust, TestServer, example, examples, output, submit, wait_ended, wait_job};
 use eddy_server::client::Client;
 use serde_json::{Value, json};
-use std::path::PathBuf;
 use std::time::Duration;
 
 const T0: i64 = 1_704_067_200_000;
@@ -14,7 +13,7 @@ const MIN: i64 = 60 * SEC;
 
 /// A file of `udfs/jobs/`.
 fn job_file(file: &str) -> String {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../udfs/jobs").join(file);
+    let path = examples().repo().join("udfs/jobs").join(file);
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 

@@ -5,7 +5,6 @@ use eddy_server::config::ServerConfig;
 use eddy_server::examples::{Examples, Language};
 use eddy_server::server::RunningServer;
 use serde_json::Value;
-use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -74,7 +73,7 @@ impl Drop for TestServer {
     }
 }
 
-fn examples() -> &'static Examples {
+pub fn examples() -> &'static Examples {
     static EXAMPLES: OnceLock<Examples> = OnceLock::new();
     EXAMPLES.get_or_init(|| Examples::locate().expect("the repository's udfs/ folder"))
 }
@@ -89,7 +88,7 @@ pub async fn example(language: Language, name: &'static str) -> Vec<u8> {
 
 /// A hand-written component from `tests/fixtures/<name>.wat`.
 pub fn fixture(name: &str) -> Vec<u8> {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures").join(format!("{name}.wat"));
+    let path = examples().repo().join("tests/fixtures").join(format!("{name}.wat"));
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     wat::parse_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }

@@ -40,14 +40,20 @@ static BUILD_LOCK: Mutex<()> = Mutex::new(());
 static RUST_BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
 
 impl Examples {
-    /// Finds the repository: `$EDDY_REPO`, else the checkout this binary was built from.
+    /// Finds the repository: `$EDDY_REPO`, else the checkout that `cargo run` or `cargo test` runs in, else one
+    /// around the current folder, else the checkout this binary was built from.
     pub fn locate() -> anyhow::Result<Examples> {
-        let candidates = [
+        let starts = [
             std::env::var_os("EDDY_REPO").map(PathBuf::from),
-            Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")),
+            // Set by cargo when it runs a binary or test: right even when the build came from another checkout
+            // sharing the target folder.
+            std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
             std::env::current_dir().ok(),
+            Some(PathBuf::from(env!("CARGO_MANIFEST_DIR"))),
         ];
-        for repo in candidates.into_iter().flatten() {
+        let candidates =
+            starts.into_iter().flatten().flat_map(|start| start.ancestors().map(Path::to_path_buf).collect::<Vec<_>>());
+        for repo in candidates {
             if repo.join("udfs/Cargo.toml").exists() && repo.join("wit/udf.wit").exists() {
                 let repo = repo.canonicalize().unwrap_or(repo);
                 return Ok(Examples { repo, cache: cache_dir() });

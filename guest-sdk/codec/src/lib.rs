@@ -218,6 +218,9 @@ pub struct Batch {
     data: Vec<u8>,
     /// Where the data area starts in `data` (non-zero after [`Batch::from_wire`], which keeps the wire buffer).
     base: usize,
+    /// `data` is still the wire encoding this batch was decoded from, and no record has changed since: the batch
+    /// can be handed on (say, from one Wasm function to the next) without encoding it again.
+    intact: bool,
 }
 
 impl PartialEq for Batch {
@@ -242,7 +245,7 @@ impl Batch {
 
     /// An empty batch with room for `records` records and `bytes` bytes of keys and values.
     pub fn with_capacity(records: usize, bytes: usize) -> Batch {
-        Batch { rows: Vec::with_capacity(records), data: Vec::with_capacity(bytes), base: 0 }
+        Batch { rows: Vec::with_capacity(records), data: Vec::with_capacity(bytes), base: 0, intact: false }
     }
 
     /// Number of records.
@@ -265,10 +268,12 @@ impl Batch {
         self.rows.clear();
         self.data.clear();
         self.base = 0;
+        self.intact = false;
     }
 
     #[inline]
     fn append(&mut self, bytes: &[u8]) -> Span {
+        self.intact = false;
         let off = (self.data.len() - self.base) as u32;
         self.data.extend_from_slice(bytes);
         Span { off, len: bytes.len() as u32 }
@@ -341,6 +346,7 @@ impl Batch {
 
     /// Changes the timestamp of record `index`.
     pub fn set_timestamp(&mut self, index: usize, timestamp: i64) {
+        self.intact = false;
         self.rows[index].timestamp = timestamp;
     }
 
@@ -353,12 +359,14 @@ impl Batch {
     /// Keeps the records whose flag is `true`. `keep` must have one flag per record.
     pub fn retain_by(&mut self, keep: &[bool]) {
         assert_eq!(keep.len(), self.rows.len(), "one flag per record");
+        self.intact = false;
         let mut flags = keep.iter();
         self.rows.retain(|_| flags.next().copied().unwrap_or(false));
     }
 
     /// Appends every record of `other`.
     pub fn extend_from(&mut self, other: &Batch) {
+        self.intact = false;
         let shift = (self.data.len() - self.base) as u32;
         self.data.extend_from_slice(&other.data[other.base..]);
         self.rows.extend(other.rows.iter().map(|row| {
@@ -389,6 +397,16 @@ impl Batch {
         out.extend_from_slice(&self.data[self.base..]);
     }
 
+    /// The wire encoding: the buffer the batch was decoded from while no record has changed, else written into
+    /// `scratch`.
+    pub fn wire<'a>(&'a self, scratch: &'a mut Vec<u8>) -> &'a Vec<u8> {
+        if self.intact {
+            return &self.data;
+        }
+        self.write_wire(scratch);
+        scratch
+    }
+
     /// The wire encoding as a new vector.
     pub fn to_wire(&self) -> Vec<u8> {
         let mut out = Vec::new();
@@ -410,7 +428,7 @@ impl Batch {
             }
             rows.push(row);
         }
-        Ok(Batch { rows, data: wire, base: data_start })
+        Ok(Batch { rows, data: wire, base: data_start, intact: true })
     }
 }
 
@@ -611,6 +629,32 @@ mod tests {
         assert_eq!(third.key, Some(&b""[..]), "an empty key is not a missing key");
         assert_eq!(third.headers.iter().collect::<Vec<_>>(), vec![("trace", &b"abc"[..]), ("n", &b""[..])]);
         assert_eq!(third.headers.get("trace"), Some(&b"abc"[..]));
+    }
+
+    #[test]
+    fn a_decoded_batch_hands_on_its_wire_until_a_record_changes() {
+        let wire = sample().to_wire();
+        let mut scratch = Vec::new();
+        let changes: [fn(&mut Batch); 5] = [
+            |b| b.set_timestamp(0, 99),
+            |b| b.set_key(1, Some(b"new")),
+            |b| b.retain_by(&[true, false, true]),
+            |b| b.push(1, None, b"more"),
+            |b| b.extend_from(&sample()),
+        ];
+        for change in changes {
+            let mut batch = Batch::from_wire(wire.clone()).expect("valid");
+            assert!(std::ptr::eq(batch.wire(&mut scratch), &batch.data), "intact: the decoded buffer itself");
+            let mut expected = batch.clone();
+            change(&mut batch);
+            change(&mut expected);
+            let handed_on = batch.wire(&mut scratch).clone();
+            assert_ne!(handed_on, wire, "a changed batch is encoded again");
+            assert_eq!(Batch::from_wire(handed_on).expect("valid"), expected);
+        }
+        let mut cleared = Batch::from_wire(wire).expect("valid");
+        cleared.clear();
+        assert_eq!(*cleared.wire(&mut scratch), Batch::new().to_wire());
     }
 
     #[test]

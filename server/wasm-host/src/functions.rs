@@ -69,8 +69,7 @@ struct Map {
 
 impl MapFunction for Map {
     fn map(&mut self, input: &Batch) -> Result<Batch, UdfError> {
-        input.write_wire(&mut self.wire);
-        let (guest, wire) = (&self.guest, &self.wire);
+        let (guest, wire) = (&self.guest, input.wire(&mut self.wire));
         let out = self.instance.call(|s| guest.call_map_batch(s, wire))?;
         Batch::from_wire(out).map_err(returned("records"))
     }
@@ -84,8 +83,7 @@ struct Filter {
 
 impl FilterFunction for Filter {
     fn filter(&mut self, input: &Batch, keep: &mut Vec<bool>) -> Result<(), UdfError> {
-        input.write_wire(&mut self.wire);
-        let (guest, wire) = (&self.guest, &self.wire);
+        let (guest, wire) = (&self.guest, input.wire(&mut self.wire));
         *keep = self.instance.call(|s| guest.call_filter_batch(s, wire))?;
         Ok(())
     }
@@ -99,8 +97,7 @@ struct FlatMap {
 
 impl FlatMapFunction for FlatMap {
     fn flat_map(&mut self, input: &Batch) -> Result<Batch, UdfError> {
-        input.write_wire(&mut self.wire);
-        let (guest, wire) = (&self.guest, &self.wire);
+        let (guest, wire) = (&self.guest, input.wire(&mut self.wire));
         let out = self.instance.call(|s| guest.call_flat_map_batch(s, wire))?;
         Batch::from_wire(out).map_err(returned("records"))
     }
@@ -114,8 +111,7 @@ struct KeySelector {
 
 impl KeySelectorFunction for KeySelector {
     fn select_keys(&mut self, input: &Batch, keys: &mut Batch) -> Result<(), UdfError> {
-        input.write_wire(&mut self.wire);
-        let (guest, wire) = (&self.guest, &self.wire);
+        let (guest, wire) = (&self.guest, input.wire(&mut self.wire));
         let out = self.instance.call(|s| guest.call_select_keys(s, wire))?;
         *keys = Batch::from_wire(out).map_err(returned("keys"))?;
         Ok(())
@@ -130,8 +126,7 @@ struct TimestampAssigner {
 
 impl TimestampAssignerFunction for TimestampAssigner {
     fn timestamps(&mut self, input: &Batch, timestamps: &mut Vec<i64>) -> Result<(), UdfError> {
-        input.write_wire(&mut self.wire);
-        let (guest, wire) = (&self.guest, &self.wire);
+        let (guest, wire) = (&self.guest, input.wire(&mut self.wire));
         *timestamps = self.instance.call(|s| guest.call_extract_timestamps(s, wire))?;
         Ok(())
     }
@@ -217,24 +212,21 @@ impl AggregateFunction for Aggregate {
     }
 
     fn add(&mut self, accumulators: &Batch, inputs: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
-        accumulators.write_wire(&mut self.wires[0]);
-        inputs.write_wire(&mut self.wires[1]);
-        let (guest, [accs, ins]) = (&self.guest, &self.wires);
+        let [accs, ins] = &mut self.wires;
+        let (guest, accs, ins) = (&self.guest, accumulators.wire(accs), inputs.wire(ins));
         let out = self.instance.call(|s| guest.call_add(s, accs, ins, targets))?;
         Batch::from_wire(out).map_err(returned("accumulators"))
     }
 
     fn merge(&mut self, accumulators: &Batch, others: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
-        accumulators.write_wire(&mut self.wires[0]);
-        others.write_wire(&mut self.wires[1]);
-        let (guest, [accs, others]) = (&self.guest, &self.wires);
+        let [accs, scratch] = &mut self.wires;
+        let (guest, accs, others) = (&self.guest, accumulators.wire(accs), others.wire(scratch));
         let out = self.instance.call(|s| guest.call_merge(s, accs, others, targets))?;
         Batch::from_wire(out).map_err(returned("accumulators"))
     }
 
     fn get_result(&mut self, accumulators: &Batch) -> Result<Batch, UdfError> {
-        accumulators.write_wire(&mut self.wires[0]);
-        let (guest, [accs, _]) = (&self.guest, &self.wires);
+        let (guest, accs) = (&self.guest, accumulators.wire(&mut self.wires[0]));
         let out = self.instance.call(|s| guest.call_get_result(s, accs))?;
         Batch::from_wire(out).map_err(returned("results"))
     }
@@ -248,9 +240,8 @@ struct Reduce {
 
 impl ReduceFunction for Reduce {
     fn reduce(&mut self, accumulators: &Batch, inputs: &Batch, targets: &[u32]) -> Result<Batch, UdfError> {
-        accumulators.write_wire(&mut self.wires[0]);
-        inputs.write_wire(&mut self.wires[1]);
-        let (guest, [accs, ins]) = (&self.guest, &self.wires);
+        let [accs, ins] = &mut self.wires;
+        let (guest, accs, ins) = (&self.guest, accumulators.wire(accs), inputs.wire(ins));
         let out = self.instance.call(|s| guest.call_reduce(s, accs, ins, targets))?;
         Batch::from_wire(out).map_err(returned("records"))
     }

@@ -186,7 +186,9 @@ pub mod __private {
         let view = parse(input)?;
         let mut out = BatchWriter::with_capacity(view.len(), input.len());
         for (i, record) in view.iter().enumerate() {
-            f(Event::from_record(&record)).map_err(|e| at(i, e))?.push_to(&mut out);
+            let event = f(Event::from_record(&record)).map_err(|e| at(i, e))?;
+            event.push_to(&mut out);
+            event.release();
         }
         Ok(out.finish())
     }
@@ -211,6 +213,7 @@ pub mod __private {
         for (i, record) in view.iter().enumerate() {
             for event in f(Event::from_record(&record)).map_err(|e| at(i, e))? {
                 event.push_to(&mut out);
+                event.release();
             }
         }
         Ok(out.finish())

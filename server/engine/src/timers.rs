@@ -103,7 +103,8 @@ impl Bucket {
         }
     }
 
-    /// Sorts and deduplicates; a stable sort merges the sorted prefix with the sorted tail instead of starting over.
+    /// Sorts and deduplicates; a stable sort finds the sorted prefix and merges the tail into it instead of starting
+    /// over.
     fn sort(&mut self) {
         if self.sorted < self.timers.len() {
             self.timers.sort_by(Timer::firing_order);

@@ -116,11 +116,12 @@ impl Examples {
 
     fn scripted(&self, language: &str, name: &str) -> anyhow::Result<PathBuf> {
         let folder = self.repo.join("udfs").join(language).join(name);
-        if !folder.join("build.sh").exists() {
+        if !folder.is_dir() {
             bail!("there is no {language} example `{name}` in udfs/{language}");
         }
         let helper = self.repo.join("guest-sdk").join(language);
-        let hash = hash_sources(&[&folder, &helper, &self.repo.join("wit")])?;
+        let script = self.repo.join("udfs").join(language).join("build.sh");
+        let hash = hash_sources(&[&folder, &helper, &self.repo.join("wit"), &script])?;
         let out = self.cache.join("udfs").join(format!("{language}-{name}-{}.wasm", &hash[..16]));
         if out.exists() {
             return Ok(out);
@@ -132,10 +133,11 @@ impl Examples {
         std::fs::create_dir_all(out.parent().unwrap_or(&self.cache))?;
         let tmp = out.with_extension("tmp.wasm");
         let output = Command::new("bash")
-            .arg(folder.join("build.sh"))
+            .arg(&script)
+            .arg(name)
             .env("OUT", &tmp)
             .output()
-            .with_context(|| format!("cannot run udfs/{language}/{name}/build.sh"))?;
+            .with_context(|| format!("cannot run udfs/{language}/build.sh"))?;
         if !output.status.success() {
             bail!(
                 "building udfs/{language}/{name} failed ({}); is the {language} toolchain installed (tests/run.sh installs it)?\n{}{}",
@@ -164,7 +166,7 @@ pub fn ensure_wasm_target() -> anyhow::Result<()> {
     }
 }
 
-/// SHA-256 over every file (name and contents) under `roots`, skipping build outputs.
+/// SHA-256 over every file (name and contents) under `roots` (folders or single files), skipping build outputs.
 fn hash_sources(roots: &[&Path]) -> anyhow::Result<String> {
     let mut hasher = Sha256::new();
     for root in roots {
@@ -181,6 +183,10 @@ fn hash_sources(roots: &[&Path]) -> anyhow::Result<String> {
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    if dir.is_file() {
+        out.push(dir.to_path_buf());
+        return Ok(());
+    }
     if !dir.exists() {
         return Ok(());
     }

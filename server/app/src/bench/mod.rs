@@ -253,17 +253,7 @@ fn windowed_results(cx: &OverrideContext<'_>) -> Result<Box<dyn Operator>, TaskE
         subtask: cx.subtask,
     };
     let aggregate = cx.env.functions.aggregate(udf, &scope)?;
-    let config = WindowConfig {
-        assigner: window.assigner,
-        time: window.time,
-        trigger: window.trigger.clone(),
-        evictor: window.evictor,
-        allowed_lateness: window.allowed_lateness.0,
-        late_output: window.late_output.clone(),
-        format: ResultFormat::Windowed,
-        keyed: cx.node.keyed,
-        max_parallelism: cx.max_parallelism,
-    };
+    let config = WindowConfig::new(window, ResultFormat::Windowed, cx.node.keyed, cx.max_parallelism);
     let store = cx.env.state.create_store(&cx.node.uid, cx.subtask).map_err(|e| TaskError::internal(e.0))?;
     let functions = WindowFunctions { incremental: Some(Incremental::Aggregate(aggregate)), process: None };
     Ok(Box::new(WindowOperator::new(config, functions, store)?))

@@ -174,17 +174,7 @@ fn build_operator(
                     (incremental, Some(env.functions.process_window(function, &scope)?), ResultFormat::Raw)
                 }
             };
-            let config = WindowConfig {
-                assigner: window.assigner,
-                time: window.time,
-                trigger: window.trigger.clone(),
-                evictor: window.evictor,
-                allowed_lateness: window.allowed_lateness.0,
-                late_output: window.late_output.clone(),
-                format,
-                keyed: node.keyed,
-                max_parallelism: graph.max_parallelism,
-            };
+            let config = WindowConfig::new(window, format, node.keyed, graph.max_parallelism);
             Box::new(WindowOperator::new(config, WindowFunctions { incremental, process }, store()?)?)
         }
         OperatorKind::Sink(sink) => match sink {

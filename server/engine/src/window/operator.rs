@@ -10,7 +10,9 @@ use crate::error::{TaskError, UdfError};
 use crate::function::{AggregateFunction, Outputs, ProcessWindowFunction, ReduceFunction, WindowContents};
 use crate::keys::key_group;
 use crate::operator::{OpContext, Operator, Output};
-use crate::spec::{AssignerSpec, EvictorKind, EvictorSpec, TimeDomain as WindowTime, TriggerSpec};
+use crate::spec::{
+    AssignerSpec, EvictorKind, EvictorSpec, TimeDomain as WindowTime, TriggerSpec, WindowOperator as WindowSpec,
+};
 use crate::state::{KeyedStateStore, StateError, StateId, StateKey};
 use crate::timers::{TimeDomain, Timer, TimerService};
 use eddy_codec::{Batch, Record};
@@ -66,6 +68,23 @@ pub struct WindowConfig {
     pub keyed: bool,
     /// Number of key groups.
     pub max_parallelism: u32,
+}
+
+impl WindowConfig {
+    /// The settings of the window operator `spec` describes, with its results encoded as `format`.
+    pub fn new(spec: &WindowSpec, format: ResultFormat, keyed: bool, max_parallelism: u32) -> WindowConfig {
+        WindowConfig {
+            assigner: spec.assigner,
+            time: spec.time,
+            trigger: spec.trigger.clone(),
+            evictor: spec.evictor,
+            allowed_lateness: spec.allowed_lateness.0,
+            late_output: spec.late_output.clone(),
+            format,
+            keyed,
+            max_parallelism,
+        }
+    }
 }
 
 /// A window that fired, with its contents captured at that moment.

@@ -48,7 +48,7 @@ impl Window {
     /// The largest timestamp inside the window (`end - 1`), which results carry.
     pub fn max_timestamp(&self) -> i64 {
         match *self {
-            Window::Time { end, .. } => end - 1,
+            Window::Time { end, .. } => end.saturating_sub(1),
             Window::Global => i64::MAX,
         }
     }

@@ -161,6 +161,32 @@ fn user_err(e: UdfError) -> TaskError {
     TaskError::from(e)
 }
 
+/// Visits the key's stored slices that start in `[start, end)`, and with `cut_at_end` also the one starting at
+/// `i64::MAX` (a window cut short at the end of the time line holds it, though its clamped end excludes it).
+fn scan_slices(
+    store: &mut dyn KeyedStateStore,
+    state: StateId,
+    key: StateKey<'_>,
+    (start, end): (i64, i64),
+    cut_at_end: bool,
+    visit: &mut dyn FnMut(&[u8], &[u8]),
+) -> Result<(), TaskError> {
+    let (from, to) = (Window::time(start, i64::MIN).namespace(), Window::time(end, i64::MIN).namespace());
+    // Past every 16-byte namespace.
+    let to: &[u8] = if cut_at_end { &[0xff; 17] } else { &to };
+    store.scan(state, key, &from, to, visit).map_err(state_err)
+}
+
+/// A window function must return one result per window it was given: a guest that does not is at fault, and
+/// indexing its results unchecked would panic the task thread.
+fn check_count(function: &str, got: usize, expected: usize) -> Result<(), TaskError> {
+    if got == expected {
+        return Ok(());
+    }
+    let windows = if expected == 1 { "window" } else { "windows" };
+    Err(TaskError::user(format!("the {function} function returned {got} results for {expected} {windows}")))
+}
+
 impl WindowOperator {
     /// A window operator over `store`.
     pub fn new(
@@ -219,6 +245,15 @@ impl WindowOperator {
 
     fn reduces(&self) -> bool {
         matches!(self.functions.incremental, Some(Incremental::Reduce(_)))
+    }
+
+    /// The incremental function's kind, for error messages.
+    fn incremental_name(&self) -> &'static str {
+        match self.functions.incremental {
+            Some(Incremental::Aggregate(_)) => "aggregate",
+            Some(Incremental::Reduce(_)) => "reduce",
+            None => "window",
+        }
     }
 
     fn cleanup_time(&self, window: &Window) -> i64 {
@@ -319,13 +354,7 @@ impl WindowOperator {
                 None => return Err(TaskError::internal("accumulating without an incremental function")),
             }
             .map_err(user_err)?;
-            if updated.len() != accs.len() {
-                return Err(TaskError::user(format!(
-                    "the window function returned {} accumulators for {}",
-                    updated.len(),
-                    accs.len()
-                )));
-            }
+            check_count(self.incremental_name(), updated.len(), accs.len())?;
             self.pending.accumulators = updated;
         }
         let reduce = self.reduces();
@@ -343,12 +372,11 @@ impl WindowOperator {
         if self.accumulate {
             let first = self.fired_parts.len();
             let parts = &mut self.fired_parts;
-            if self.panes.is_some() {
+            if let Some(panes) = self.panes {
                 // The window's panes are the slices that start inside it: one ordered scan of the key's state.
-                let (start, end) = window.bounds();
-                let (from, to) = (Window::time(start, i64::MIN).namespace(), Window::time(end, i64::MIN).namespace());
                 let mut collect = |_: &[u8], value: &[u8]| parts.push(0, None, value);
-                self.store.scan(self.contents, key, &from, &to, &mut collect).map_err(state_err)?;
+                let cut = panes.is_cut_at_end(window);
+                scan_slices(self.store.as_mut(), self.contents, key, window.bounds(), cut, &mut collect)?;
             } else if self
                 .store
                 .get_into(self.contents, key, &state_window.namespace(), &mut self.buf)
@@ -489,7 +517,6 @@ impl WindowOperator {
         };
         let pane_start = pane.bounds().0;
         let (mut before, mut after) = (None, None);
-        let (from, to) = (Window::time(first, i64::MIN).namespace(), Window::time(last, i64::MIN).namespace());
         let mut visit = |ns: &[u8], _: &[u8]| {
             if let Some(Window::Time { start, .. }) = Window::from_namespace(ns) {
                 if start < pane_start {
@@ -499,7 +526,8 @@ impl WindowOperator {
                 }
             }
         };
-        self.store.scan(self.contents, key, &from, &to, &mut visit).map_err(state_err)?;
+        let cut = windows.iter().any(|w| panes.is_cut_at_end(w));
+        scan_slices(self.store.as_mut(), self.contents, key, (first, last), cut, &mut visit)?;
         Ok(PaneAdded::New { before, after })
     }
 
@@ -612,9 +640,7 @@ impl WindowOperator {
             }
             .map_err(user_err)?
         };
-        if merged.len() != 1 {
-            return Err(TaskError::user(format!("merging returned {} accumulators for 1", merged.len())));
-        }
+        check_count(self.incremental_name(), merged.len(), 1)?;
         self.buf.clear();
         if reduce {
             push_element(&mut self.buf, &merged.get(0));
@@ -638,7 +664,18 @@ impl WindowOperator {
         self.flush_adds()?;
         match self.panes {
             Some(panes) => {
-                for pane in panes.panes_of(window).filter(|p| panes.is_last_window_of(p, window)) {
+                // Only the panes stored: a window may span millions of possible panes (`gcd(size, slide)` apart).
+                let mut done: Vec<Window> = Vec::new();
+                let mut visit = |ns: &[u8], _: &[u8]| {
+                    if let Some(pane) = Window::from_namespace(ns)
+                        && panes.is_last_window_of(&pane, window)
+                    {
+                        done.push(pane);
+                    }
+                };
+                let cut = panes.is_cut_at_end(window);
+                scan_slices(self.store.as_mut(), self.contents, key, window.bounds(), cut, &mut visit)?;
+                for pane in done {
                     self.store.remove(self.contents, key, &pane.namespace()).map_err(state_err)?;
                 }
             }
@@ -729,6 +766,9 @@ impl WindowOperator {
         results: Option<Batch>,
         out: &mut Output,
     ) -> Result<(), TaskError> {
+        if let Some(results) = &results {
+            check_count(self.incremental_name(), results.len(), firings.len())?;
+        }
         if let Some(process) = &mut self.functions.process {
             let contents: Vec<WindowContents> = firings
                 .iter()
@@ -756,13 +796,6 @@ impl WindowOperator {
             return Ok(());
         }
         let Some(results) = results else { return Ok(()) };
-        if results.len() != firings.len() {
-            return Err(TaskError::user(format!(
-                "the window function returned {} results for {} windows",
-                results.len(),
-                firings.len()
-            )));
-        }
         let batch = out.records();
         let mut value = Vec::new();
         for (firing, result) in firings.iter().zip(results.iter()) {
@@ -804,12 +837,15 @@ impl WindowOperator {
         let merged = if others.is_empty() {
             accs
         } else {
-            match &mut self.functions.incremental {
+            let expected = accs.len();
+            let merged = match &mut self.functions.incremental {
                 Some(Incremental::Aggregate(f)) => f.merge(&accs, &others, &targets),
                 Some(Incremental::Reduce(f)) => f.reduce(&accs, &others, &targets),
                 None => return Ok(None),
             }
-            .map_err(user_err)?
+            .map_err(user_err)?;
+            check_count(self.incremental_name(), merged.len(), expected)?;
+            merged
         };
         match &mut self.functions.incremental {
             Some(Incremental::Aggregate(f)) => f.get_result(&merged).map(Some).map_err(user_err),
@@ -836,6 +872,7 @@ impl WindowOperator {
                     }
                 }
                 let accs = if inputs.is_empty() { accs } else { f.add(&accs, &inputs, &targets).map_err(user_err)? };
+                check_count("aggregate", accs.len(), firings.len())?;
                 f.get_result(&accs).map(Some).map_err(user_err)
             }
             Some(Incremental::Reduce(f)) => {
@@ -896,8 +933,11 @@ fn evict(kind: EvictorKind, elements: &Batch) -> Batch {
         }
         EvictorKind::Time(span) => {
             let Some(newest) = elements.iter().map(|r| r.timestamp).max() else { return Batch::new() };
-            let cutoff = newest - span.0;
-            elements.iter().filter(|r| r.timestamp > cutoff).collect()
+            // Near `i64::MIN` the span reaches past the time line: every record is within it.
+            match newest.checked_sub(span.0) {
+                Some(cutoff) => elements.iter().filter(|r| r.timestamp > cutoff).collect(),
+                None => elements.clone(),
+            }
         }
     }
 }

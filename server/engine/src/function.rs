@@ -148,7 +148,7 @@ pub trait ProcessWindowFunction: Send {
 }
 
 /// Where a function instance runs, for log labels and error messages.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct FunctionScope {
     /// The job's id.
     pub job: String,
@@ -158,6 +158,8 @@ pub struct FunctionScope {
     pub operator: String,
     /// The subtask index.
     pub subtask: u32,
+    /// Set when the job stops (cancelled, failed, or the server shutting down): a running call is interrupted.
+    pub stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Creates function instances for a job's subtasks (one instance per subtask and function).

@@ -208,8 +208,8 @@ fn parallelism_of(op: &OperatorSpec, spec: &JobSpec) -> u32 {
 /// Operators that run as one subtask whatever the job's default parallelism.
 fn single_subtask(op: &OperatorSpec) -> bool {
     match &op.kind {
-        OperatorKind::Source(s) => matches!(s.source, SourceSpec::File { .. } | SourceSpec::Http),
-        OperatorKind::Sink(SinkSpec::File { .. }) => true,
+        OperatorKind::Source(s) => matches!(s.source, SourceSpec::File(_) | SourceSpec::Http),
+        OperatorKind::Sink(SinkSpec::File(_)) => true,
         OperatorKind::Window(_) => op.key_by.is_empty(),
         _ => false,
     }
@@ -235,11 +235,12 @@ fn check_operator(op: &OperatorSpec, spec: &JobSpec, errors: &mut SpecErrors) {
         errors.push(uid, "parallelism", format!("{why} runs as one subtask"));
     }
     let parallelism = op.parallelism.unwrap_or(spec.parallelism);
-    if !op.key_by.is_empty() && parallelism > spec.max_parallelism {
+    // As in Flink, max_parallelism bounds every operator, keyed or not.
+    if !single_subtask(op) && parallelism > spec.max_parallelism {
         errors.push(
             uid,
             "parallelism",
-            format!("{parallelism} exceeds max_parallelism {} of keyed operators", spec.max_parallelism),
+            format!("{parallelism} exceeds the job's max_parallelism {}", spec.max_parallelism),
         );
     }
     match (&op.kind, op.key_by.len()) {
@@ -461,5 +462,19 @@ operators:
         .expect("valid");
         assert!(matches!(graph.edges[0].partitioning, Partitioning::Hash(KeySpec::Json(_))));
         assert!(graph.nodes[1].keyed);
+    }
+
+    #[test]
+    fn parallelism_is_bounded_by_max_parallelism_for_every_operator() {
+        let errors = build(
+            "name: j\nparallelism: 1000000000\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: upper@1, input: src }\n  - { uid: out, sink: discard, input: m }",
+        )
+        .expect_err("too parallel");
+        let joined = errors.join("\n");
+        assert!(
+            joined.contains("operator `m`, field `parallelism`: 1000000000 exceeds the job's max_parallelism 128"),
+            "{joined}"
+        );
+        assert!(!joined.contains("operator `src`"), "single-subtask operators take one subtask: {joined}");
     }
 }

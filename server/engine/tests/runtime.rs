@@ -2,6 +2,7 @@
 //! failures, with built-in operators and the native test functions.
 
 use eddy_engine::graph::JobGraph;
+use eddy_engine::io::FileRoots;
 use eddy_engine::operator::Operator;
 use eddy_engine::runtime::{DeployEnv, JobState, OverrideContext, RunningJob, deploy};
 use eddy_engine::spec::JobSpec;
@@ -29,7 +30,7 @@ fn finish(job: &RunningJob) -> JobState {
 /// Every value an HTTP sink published, as JSON.
 fn published(job: &RunningJob, sink: &str) -> Vec<Value> {
     let stream = job.outputs.get(sink).expect("http sink");
-    stream.subscribe().backlog.iter().map(|r| serde_json::from_slice(&r.value).expect("JSON value")).collect()
+    stream.retained().iter().map(|r| serde_json::from_slice(&r.value).expect("JSON value")).collect()
 }
 
 #[test]
@@ -45,18 +46,14 @@ fn a_file_flows_through_a_keyed_window_into_a_file() {
         r#"{"page":"home","ts":6000}"#,
     ];
     std::fs::write(&input, lines.join("\n")).expect("write input");
-    let spec = format!(
-        r#"
+    let spec = r#"
 name: files
 operators:
-  - {{ uid: src, source: {{ file: {{ path: "{}" }} }}, watermark: {{ out_of_orderness: 1s, timestamp: {{ json: "$.ts" }} }} }}
-  - {{ uid: w, input: src, key_by: {{ json: "$.page" }}, window: {{ tumbling: 5s }}, aggregate: {{ builtin: count }} }}
-  - {{ uid: out, sink: {{ file: {{ path: "{}" }} }}, input: w }}
-"#,
-        input.display(),
-        output.display()
-    );
-    let job = start(&spec, |_| {});
+  - { uid: src, source: { file: { path: in.jsonl } }, watermark: { out_of_orderness: 1s, timestamp: { json: "$.ts" } } }
+  - { uid: w, input: src, key_by: { json: "$.page" }, window: { tumbling: 5s }, aggregate: { builtin: count } }
+  - { uid: out, sink: { file: { path: out/counts.jsonl } }, input: w }
+"#;
+    let job = start(spec, |env| env.files = FileRoots::new(dir.path()));
     assert_eq!(finish(&job), JobState::Finished);
     let written = std::fs::read_to_string(&output).expect("output file");
     let mut results: Vec<Value> = written.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
@@ -88,7 +85,8 @@ operators:
 "#,
         parallelism + 1
     );
-    let job = start(&spec, |env| env.output_retention = 100_000);
+    let job =
+        start(&spec, |env| env.output_retention = eddy_engine::io::Retention { records: 100_000, bytes: 1 << 30 });
     assert_eq!(finish(&job), JobState::Finished);
     let mut counts: Vec<(String, i64, i64)> = published(&job, "out")
         .iter()
@@ -173,11 +171,8 @@ fn a_record_without_the_key_field_fails_the_job_clearly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.jsonl");
     std::fs::write(&input, "{\"user\":\"a\"}\n{\"name\":\"no user here\"}\n").expect("write");
-    let spec = format!(
-        "name: bad\noperators:\n  - {{ uid: src, source: {{ file: {{ path: \"{}\" }} }} }}\n  - {{ uid: p, input: src, key_by: {{ json: \"$.user\" }}, process: echo }}\n  - {{ uid: out, sink: discard, input: p }}\n",
-        input.display()
-    );
-    let job = start(&spec, |_| {});
+    let spec = "name: bad\noperators:\n  - { uid: src, source: { file: { path: in.jsonl } } }\n  - { uid: p, input: src, key_by: { json: \"$.user\" }, process: echo }\n  - { uid: out, sink: discard, input: p }\n";
+    let job = start(spec, |env| env.files = FileRoots::new(dir.path()));
     assert_eq!(finish(&job), JobState::Failed);
     let error = job.handle.error().expect("an error").to_string();
     assert!(error.contains("key_by") && error.contains("no $.user"), "{error}");

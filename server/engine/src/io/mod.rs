@@ -7,11 +7,11 @@ mod ingest;
 mod sinks;
 mod stream;
 
-pub use file::{FileSink, FileSource};
+pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestSource};
 pub use sinks::{DiscardSink, HttpSink, StdoutSink};
-pub use stream::{OutputRecord, OutputStream, Subscription, record_json};
+pub use stream::{Chunk, OutputRecord, OutputStream, Retention, Subscription, record_json};
 
 use crate::error::TaskError;
 use eddy_codec::Batch;

@@ -1,11 +1,14 @@
-//! Output streams: records a job publishes for HTTP clients. A stream keeps its most recent records, so a client
-//! that connects late (or after the job finished) still sees them, then follows new ones live.
+//! Output streams: records a job publishes for HTTP clients. A stream keeps its most recent records, bounded in
+//! count and in bytes, so a client that connects late (or after the job finished) still sees them, then follows
+//! new ones live. The records are kept once, however many clients read: each client holds only a cursor (the next
+//! sequence number it wants), so a client that never reads costs nothing but that number. A client that falls
+//! behind what is kept is told how many records it missed.
 
 use eddy_codec::Batch;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::Arc;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 
 /// One published record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +29,11 @@ impl OutputRecord {
     pub fn to_json(&self) -> serde_json::Value {
         record_json(self.timestamp, self.key.as_deref(), &self.value)
     }
+
+    /// Bytes the record holds, as counted against a stream's byte budget.
+    fn weight(&self) -> usize {
+        self.value.len() + self.key.as_ref().map_or(0, Vec::len) + 64
+    }
 }
 
 /// A record as JSON, the way output streams and golden tests show it.
@@ -39,39 +47,88 @@ pub fn record_json(timestamp: i64, key: Option<&[u8]>, value: &[u8]) -> serde_js
     out
 }
 
+/// How much of its output a stream keeps for clients: whichever bound is reached first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    /// Most records kept.
+    pub records: usize,
+    /// Most bytes kept (values, keys and a fixed overhead per record). The newest record is kept even if it alone
+    /// is larger.
+    pub bytes: usize,
+}
+
+impl Default for Retention {
+    fn default() -> Retention {
+        Retention { records: 10_000, bytes: 16 << 20 }
+    }
+}
+
 struct Inner {
     retained: VecDeque<Arc<OutputRecord>>,
+    bytes: usize,
     next_seq: u64,
-    sender: Option<broadcast::Sender<Arc<OutputRecord>>>,
 }
 
 /// A job's output stream.
 pub struct OutputStream {
     inner: Mutex<Inner>,
-    capacity: usize,
+    retention: Retention,
+    /// The next sequence number to be published, and whether the stream has ended.
+    progress: watch::Sender<(u64, bool)>,
 }
 
 impl std::fmt::Debug for OutputStream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("OutputStream").field("capacity", &self.capacity).finish()
+        f.debug_struct("OutputStream").field("retention", &self.retention).finish()
     }
 }
 
-/// What a new client receives: the retained records, then live ones until the stream closes.
+/// What a client gets from one read.
+#[derive(Debug)]
+pub enum Chunk {
+    /// Records in order; `skipped` records before them were dropped from the stream before this client read them.
+    Records {
+        /// Records no longer kept that this client did not see.
+        skipped: u64,
+        /// The records, oldest first.
+        records: Vec<Arc<OutputRecord>>,
+    },
+    /// Nothing new yet: wait with [`Subscription::changed`].
+    Pending,
+    /// The stream has ended and this client has seen all of it.
+    Ended,
+}
+
+/// A client's position in a stream: the oldest kept record when it connected, then onwards.
 pub struct Subscription {
-    /// Records published before the client connected (the most recent ones).
-    pub backlog: Vec<Arc<OutputRecord>>,
-    /// Records published from now on; closed when the job ends.
-    pub live: broadcast::Receiver<Arc<OutputRecord>>,
+    stream: Arc<OutputStream>,
+    next: u64,
+    progress: watch::Receiver<(u64, bool)>,
+}
+
+impl Subscription {
+    /// Up to `max` records from the client's position on.
+    pub fn read(&mut self, max: usize) -> Chunk {
+        let (chunk, next) = self.stream.read_from(self.next, max);
+        self.next = next;
+        chunk
+    }
+
+    /// Waits until something is published or the stream ends.
+    pub async fn changed(&mut self) {
+        // An error means the stream is gone, which `read` then reports as ended.
+        let _ = self.progress.changed().await;
+    }
 }
 
 impl OutputStream {
-    /// A stream retaining the last `capacity` records.
-    pub fn new(capacity: usize) -> OutputStream {
-        let (sender, _) = broadcast::channel(capacity.clamp(16, 65_536));
+    /// A stream keeping what `retention` allows.
+    pub fn new(retention: Retention) -> OutputStream {
+        let (progress, _) = watch::channel((0, false));
         OutputStream {
-            inner: Mutex::new(Inner { retained: VecDeque::new(), next_seq: 0, sender: Some(sender) }),
-            capacity,
+            inner: Mutex::new(Inner { retained: VecDeque::new(), bytes: 0, next_seq: 0 }),
+            retention,
+            progress,
         }
     }
 
@@ -86,36 +143,58 @@ impl OutputStream {
                 value: record.value.to_vec(),
             });
             inner.next_seq += 1;
-            if let Some(sender) = &inner.sender {
-                // No receiver is not an error: the record is retained for later clients.
-                let _ = sender.send(Arc::clone(&record));
-            }
-            if inner.retained.len() == self.capacity {
-                inner.retained.pop_front();
-            }
+            inner.bytes += record.weight();
             inner.retained.push_back(record);
+            while inner.retained.len() > 1
+                && (inner.retained.len() > self.retention.records || inner.bytes > self.retention.bytes)
+            {
+                if let Some(old) = inner.retained.pop_front() {
+                    inner.bytes -= old.weight();
+                }
+            }
         }
+        let next = inner.next_seq;
+        drop(inner);
+        self.progress.send_modify(|p| p.0 = next);
     }
 
     /// Ends the stream: clients get the end after the records before it.
     pub fn close(&self) {
-        self.inner.lock().sender = None;
+        self.progress.send_modify(|p| p.1 = true);
     }
 
-    /// Connects a client.
-    pub fn subscribe(&self) -> Subscription {
-        let inner = self.inner.lock();
-        let backlog = inner.retained.iter().cloned().collect();
-        let live = match &inner.sender {
-            Some(sender) => sender.subscribe(),
-            None => broadcast::channel(1).1,
+    /// Connects a client at the oldest record kept.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let next = {
+            let inner = self.inner.lock();
+            inner.retained.front().map_or(inner.next_seq, |r| r.seq)
         };
-        Subscription { backlog, live }
+        Subscription { stream: Arc::clone(self), next, progress: self.progress.subscribe() }
+    }
+
+    /// The records kept now, oldest first.
+    pub fn retained(&self) -> Vec<Arc<OutputRecord>> {
+        self.inner.lock().retained.iter().cloned().collect()
     }
 
     /// Number of records published so far.
     pub fn published(&self) -> u64 {
         self.inner.lock().next_seq
+    }
+
+    fn read_from(&self, next: u64, max: usize) -> (Chunk, u64) {
+        // Read `closed` before the records: a record published before the close is then always seen first.
+        let closed = self.progress.borrow().1;
+        let inner = self.inner.lock();
+        let oldest = inner.retained.front().map_or(inner.next_seq, |r| r.seq);
+        let start = next.max(oldest);
+        if start >= inner.next_seq {
+            return (if closed { Chunk::Ended } else { Chunk::Pending }, start);
+        }
+        let skip = (start - oldest) as usize;
+        let records: Vec<Arc<OutputRecord>> = inner.retained.iter().skip(skip).take(max.max(1)).cloned().collect();
+        let after = records.last().map_or(start, |r| r.seq + 1);
+        (Chunk::Records { skipped: start - next, records }, after)
     }
 }
 
@@ -123,23 +202,89 @@ impl OutputStream {
 mod tests {
     use super::*;
 
+    fn batch(values: &[&str]) -> Batch {
+        let mut batch = Batch::new();
+        for (i, v) in values.iter().enumerate() {
+            batch.push(i as i64, None, v.as_bytes());
+        }
+        batch
+    }
+
+    fn seqs(chunk: Chunk) -> (u64, Vec<u64>) {
+        match chunk {
+            Chunk::Records { skipped, records } => (skipped, records.iter().map(|r| r.seq).collect()),
+            other => panic!("expected records, got {other:?}"),
+        }
+    }
+
     #[test]
     fn late_clients_get_the_backlog_then_live_records() {
-        let stream = OutputStream::new(2);
-        let mut batch = Batch::new();
-        for i in 0..3 {
-            batch.push(i, None, format!("v{i}").as_bytes());
-        }
-        stream.publish(&batch);
-        let mut sub = stream.subscribe();
-        let backlog: Vec<u64> = sub.backlog.iter().map(|r| r.seq).collect();
-        assert_eq!(backlog, vec![1, 2], "the last two records are retained");
-        stream.publish(&batch);
-        assert_eq!(sub.live.try_recv().map(|r| r.seq), Ok(3));
+        let stream = Arc::new(OutputStream::new(Retention { records: 2, bytes: 1 << 20 }));
+        stream.publish(&batch(&["v0", "v1", "v2"]));
+        let mut client = stream.subscribe();
+        assert_eq!(seqs(client.read(10)), (0, vec![1, 2]), "the last two records are retained");
+        assert!(matches!(client.read(10), Chunk::Pending));
+        stream.publish(&batch(&["v3", "v4", "v5"]));
+        assert_eq!(seqs(client.read(1)), (1, vec![4]), "record 3 is no longer kept; reads are bounded by `max`");
         stream.close();
+        assert_eq!(seqs(client.read(10)), (0, vec![5]), "records before the end come first");
+        assert!(matches!(client.read(10), Chunk::Ended));
         let mut after = stream.subscribe();
-        assert_eq!(after.backlog.len(), 2);
-        assert!(matches!(after.live.try_recv(), Err(broadcast::error::TryRecvError::Closed)));
+        assert_eq!(seqs(after.read(10)), (0, vec![4, 5]));
+        assert!(matches!(after.read(10), Chunk::Ended));
         assert_eq!(stream.published(), 6);
+    }
+
+    #[test]
+    fn retention_is_bounded_in_bytes_and_slow_clients_learn_what_they_missed() {
+        let big = "x".repeat(1000);
+        let stream = Arc::new(OutputStream::new(Retention { records: 1_000_000, bytes: 10_000 }));
+        let mut slow = stream.subscribe();
+        for _ in 0..100 {
+            stream.publish(&batch(&[big.as_str()]));
+        }
+        let kept = stream.retained();
+        let bytes: usize = kept.iter().map(|r| r.weight()).sum();
+        assert!(bytes <= 10_000 && kept.len() == 9, "kept {} records, {bytes} bytes", kept.len());
+        let (skipped, records) = seqs(slow.read(100));
+        assert_eq!(skipped, 91, "the client is told how many records it missed");
+        assert_eq!(records.first(), Some(&91));
+        // One record larger than the whole budget is still delivered.
+        let huge = "y".repeat(20_000);
+        stream.publish(&batch(&[huge.as_str()]));
+        assert_eq!(stream.retained().len(), 1);
+    }
+
+    #[test]
+    fn clients_hold_no_copies() {
+        let stream = Arc::new(OutputStream::new(Retention::default()));
+        stream.publish(&batch(&["a", "b"]));
+        let idle: Vec<Subscription> = (0..1000).map(|_| stream.subscribe()).collect();
+        let record = stream.retained().remove(0);
+        // The stream's copy, the one just taken: a thousand idle clients add none.
+        assert_eq!(Arc::strong_count(&record), 2);
+        drop(idle);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_client_wakes_on_publish_and_on_close() {
+        let stream = Arc::new(OutputStream::new(Retention::default()));
+        let mut client = stream.subscribe();
+        assert!(matches!(client.read(10), Chunk::Pending));
+        let publisher = Arc::clone(&stream);
+        let task = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            loop {
+                match client.read(10) {
+                    Chunk::Records { records, .. } => seen.extend(records.iter().map(|r| r.seq)),
+                    Chunk::Pending => client.changed().await,
+                    Chunk::Ended => return seen,
+                }
+            }
+        });
+        publisher.publish(&batch(&["a"]));
+        publisher.publish(&batch(&["b", "c"]));
+        publisher.close();
+        assert_eq!(task.await.expect("reader"), vec![0, 1, 2]);
     }
 }

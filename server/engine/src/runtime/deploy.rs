@@ -8,8 +8,8 @@ use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
 use crate::io::{
-    DiscardSink, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputStream, Source,
-    StdoutSink,
+    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputStream,
+    Retention, Source, StdoutSink,
 };
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
@@ -22,6 +22,7 @@ use crate::window::builtin::Builtin;
 use crate::window::{Incremental, ResultFormat, WindowConfig, WindowFunctions, WindowOperator};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Builds an operator in place of the one the spec describes (benchmarks use it for instrumented sinks).
 pub type OperatorOverride = Arc<dyn Fn(&OverrideContext<'_>) -> Result<Box<dyn Operator>, TaskError> + Send + Sync>;
@@ -52,10 +53,14 @@ pub struct DeployEnv {
     pub clock: Arc<dyn Clock>,
     /// Batches a channel holds before its sender blocks.
     pub channel_capacity: usize,
-    /// Records an HTTP output stream keeps for late clients.
-    pub output_retention: usize,
+    /// What an HTTP output stream keeps for late clients.
+    pub output_retention: Retention,
+    /// The folders file sources and sinks may use.
+    pub files: FileRoots,
     /// Operators built by the caller instead of from the spec, by uid.
     pub overrides: HashMap<String, OperatorOverride>,
+    /// Set when the job stops; function instances watch it to interrupt a running call.
+    stop: Arc<AtomicBool>,
 }
 
 impl DeployEnv {
@@ -68,13 +73,22 @@ impl DeployEnv {
             state: Arc::new(MemoryBackend),
             clock: Arc::new(SystemClock),
             channel_capacity: 16,
-            output_retention: 10_000,
+            output_retention: Retention::default(),
+            files: FileRoots::none(),
             overrides: HashMap::new(),
+            stop: Arc::new(AtomicBool::new(false)),
         }
     }
 
-    fn scope(&self, uid: &str, subtask: u32) -> FunctionScope {
-        FunctionScope { job: self.job_id.clone(), tenant: self.tenant.clone(), operator: uid.to_string(), subtask }
+    /// Who a function instance of operator `uid`, subtask `subtask`, works for.
+    pub fn scope(&self, uid: &str, subtask: u32) -> FunctionScope {
+        FunctionScope {
+            job: self.job_id.clone(),
+            tenant: self.tenant.clone(),
+            operator: uid.to_string(),
+            subtask,
+            stop: Arc::clone(&self.stop),
+        }
     }
 }
 
@@ -179,7 +193,7 @@ fn build_operator(
         }
         OperatorKind::Sink(sink) => match sink {
             SinkSpec::Stdout => Box::new(StdoutSink),
-            SinkSpec::File { path } => Box::new(FileSink::create(path)?),
+            SinkSpec::File(location) => Box::new(FileSink::create(&env.files, location)?),
             SinkSpec::Discard => Box::new(DiscardSink::new()),
             SinkSpec::Http => {
                 let stream = outputs
@@ -206,7 +220,9 @@ fn build_source(
     };
     let source: Box<dyn Source> = match &spec.source {
         SourceSpec::Generator(g) => Box::new(GeneratorSource::new(g.clone(), subtask, node.parallelism)),
-        SourceSpec::File { path } => Box::new(FileSource::open(path).map_err(|e| e.in_operator(&node.uid))?),
+        SourceSpec::File(location) => {
+            Box::new(FileSource::open(&env.files, location).map_err(|e| e.in_operator(&node.uid))?)
+        }
         SourceSpec::Http => {
             let (handle, source) = IngestSource::new();
             inputs.insert(node.uid.clone(), handle);
@@ -281,7 +297,7 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
         }
     }
 
-    let shared = Arc::new(Shared::new());
+    let shared = Arc::new(Shared::new(Arc::clone(&env.stop)));
     let mut inputs = HashMap::new();
     let mut outputs = HashMap::new();
     let mut tasks: Vec<(String, TaskBody, Chain)> = Vec::new();

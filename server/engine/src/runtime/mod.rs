@@ -49,11 +49,12 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    fn new() -> Shared {
+    /// A job's shared state; `cancel` is the flag its tasks and function instances watch.
+    fn new(cancel: Arc<AtomicBool>) -> Shared {
         Shared {
             outcome: Mutex::new(Outcome { state: JobState::Running, error: None }),
             done: Condvar::new(),
-            cancel: Arc::new(AtomicBool::new(false)),
+            cancel,
             cancel_requested: AtomicBool::new(false),
         }
     }

@@ -9,6 +9,7 @@ mod duration;
 mod parse;
 
 pub use duration::Millis;
+pub use parse::{MAX_PANES_PER_WINDOW, MAX_SPEC_BYTES, MAX_WINDOWS_PER_RECORD};
 
 use crate::json::JsonPath;
 use serde::Deserialize;
@@ -252,13 +253,63 @@ pub struct SourceOperator {
 pub enum SourceSpec {
     /// Deterministic generated events.
     Generator(GeneratorSpec),
-    /// A file of JSON lines, one record per line.
-    File {
-        /// Path of the file on the server.
-        path: String,
-    },
+    /// A file of JSON lines, one record per line, in one of the tenant's file folders.
+    File(FileLocation),
     /// Records POSTed to `/v1/jobs/{id}/inputs/{uid}` while the job runs.
     Http,
+}
+
+/// A file of a tenant's: a path relative to one of its file folders (its own, or a root the server's admin gave
+/// it). The path is checked here for its form; the folder confines it when the file is opened.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLocation {
+    /// Path inside the folder: relative, without `..`.
+    pub path: RelativePath,
+    /// The named root to read or write in; the tenant's own folder when omitted.
+    #[serde(default)]
+    pub root: Option<String>,
+}
+
+/// A relative path that stays inside the folder it is resolved against: not absolute, no `..`, no empty or
+/// `.` components, no NUL, at most 1024 bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelativePath(pub(crate) String);
+
+impl RelativePath {
+    /// Checks `text`'s form.
+    pub fn new(text: &str) -> Result<RelativePath, String> {
+        if text.is_empty() || text.len() > 1024 || text.contains('\0') {
+            return Err("must be a path of 1 to 1024 bytes".into());
+        }
+        if text.starts_with('/') || text.contains('\\') {
+            return Err(format!(
+                "`{text}` must be relative to the tenant's file folder (no leading `/`, no backslashes)"
+            ));
+        }
+        if text.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+            return Err(format!("`{text}` may not contain `..`, `.` or empty components"));
+        }
+        Ok(RelativePath(text.to_string()))
+    }
+
+    /// The path as written.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for RelativePath {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RelativePath, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        RelativePath::new(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+impl std::fmt::Display for RelativePath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
 }
 
 /// The built-in generator of `BENCHMARKS.md`.
@@ -502,11 +553,8 @@ impl BuiltinAggregate {
 pub enum SinkSpec {
     /// The server's standard output, one value per line.
     Stdout,
-    /// A file on the server, one value per line.
-    File {
-        /// Path of the file.
-        path: String,
-    },
+    /// A file in one of the tenant's file folders, one value per line.
+    File(FileLocation),
     /// A stream clients read at `/v1/jobs/{id}/outputs/{uid}` (server-sent events).
     Http,
     /// Counts and drops records.

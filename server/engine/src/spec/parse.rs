@@ -4,6 +4,37 @@ use super::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
+/// Largest job spec accepted, in bytes.
+pub const MAX_SPEC_BYTES: usize = 1 << 20;
+
+/// YAML parsing within budgets fit for a job spec, so that a small hostile document (deep nesting, alias bombs)
+/// costs little to refuse.
+fn yaml_options() -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_reader_input_bytes = Some(MAX_SPEC_BYTES);
+    budget.max_depth = 32;
+    budget.flow_nesting_limit = 32;
+    budget.max_nodes = 100_000;
+    budget.max_events = 250_000;
+    budget.max_aliases = 1_000;
+    budget.max_anchors = 1_000;
+    budget.max_documents = 1;
+    budget.max_total_scalar_bytes = MAX_SPEC_BYTES;
+    let mut options = serde_saphyr::Options::default();
+    options.budget = Some(budget);
+    options.with_snippet = false;
+    options
+}
+
+/// Most sliding windows one record may belong to (size / slide).
+pub const MAX_WINDOWS_PER_RECORD: u64 = 10_000;
+/// Most panes of gcd(size, slide) a sliding window may span.
+pub const MAX_PANES_PER_WINDOW: u64 = 100_000;
+
+fn gcd(a: i64, b: i64) -> i64 {
+    if b == 0 { a } else { gcd(b, a % b) }
+}
+
 const TOP_FIELDS: &[&str] = &["name", "parallelism", "max_parallelism", "state", "operators"];
 const KIND_FIELDS: &[&str] = &["source", "map", "filter", "flat_map", "process", "connect", "union", "window", "sink"];
 const OTHER_FIELDS: &[&str] =
@@ -13,10 +44,18 @@ const MAX_BATCH_SIZE: usize = 65_536;
 
 pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
     let mut errors = SpecErrors::default();
+    if text.len() > MAX_SPEC_BYTES {
+        errors.push(
+            None,
+            "",
+            format!("a job spec may have at most {MAX_SPEC_BYTES} bytes; this one has {}", text.len()),
+        );
+        return Err(errors);
+    }
     let document: Result<Value, String> = if text.trim_start().starts_with('{') {
         serde_json::from_str(text).map_err(|e| e.to_string())
     } else {
-        serde_yaml::from_str(text).map_err(|e| e.to_string())
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| e.to_string())
     };
     let document = match document {
         Ok(Value::Object(map)) => map,
@@ -32,9 +71,9 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
     let mut p = Parser { errors, op: None };
     p.unknown_fields(&document, TOP_FIELDS, "");
     let name = match document.get("name") {
-        Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 200 => s.trim().to_string(),
         Some(_) => {
-            p.err("name", "must be a non-empty string");
+            p.err("name", "must be a non-empty string of at most 200 bytes");
             String::new()
         }
         None => {
@@ -365,6 +404,30 @@ impl Parser {
                         self.err("window.sliding", "size and slide must be positive");
                         return None;
                     }
+                    // Each record belongs to size/slide windows, and a window spans size/gcd(size, slide) panes:
+                    // bound both, so that one record cannot allocate millions of them.
+                    let per_record = (s.size.0 as u64).div_ceil(s.slide.0 as u64);
+                    if per_record > MAX_WINDOWS_PER_RECORD {
+                        self.err(
+                            "window.sliding",
+                            format!(
+                                "size / slide = {per_record} windows per record; at most {MAX_WINDOWS_PER_RECORD} are \
+                                 allowed (make the slide longer)"
+                            ),
+                        );
+                        return None;
+                    }
+                    let panes = s.size.0 / gcd(s.size.0, s.slide.0);
+                    if panes as u64 > MAX_PANES_PER_WINDOW {
+                        self.err(
+                            "window.sliding",
+                            format!(
+                                "a window of this size and slide spans {panes} panes of gcd(size, slide); at most \
+                                 {MAX_PANES_PER_WINDOW} are allowed (make size a multiple of a longer slide)"
+                            ),
+                        );
+                        return None;
+                    }
                     Some(AssignerSpec::Sliding { size: s.size, slide: s.slide, offset })
                 })
             }
@@ -655,5 +718,53 @@ operators:
         )
         .join("\n");
         assert!(joined.contains("window.trigger"), "{joined}");
+    }
+
+    #[test]
+    fn bounds_sliding_windows_per_record_and_panes_per_window() {
+        let window = |w: &str| {
+            format!(
+                "name: s\noperators:\n  - {{ uid: s, source: {{ http: {{}} }} }}\n  - {{ uid: w, input: s, key_by: record, \
+                 window: {{ sliding: {w} }}, aggregate: {{ builtin: count }} }}"
+            )
+        };
+        let joined = errors(&window("{ size: 3000000d, slide: 1ms }")).join("\n");
+        assert!(joined.contains("windows per record"), "{joined}");
+        let joined = errors(&window("{ size: 1d, slide: 1ms }")).join("\n");
+        assert!(joined.contains("windows per record"), "{joined}");
+        let joined = errors(&window("{ size: 1d, slide: 86399999ms }")).join("\n");
+        assert!(joined.contains("panes"), "{joined}");
+        assert!(JobSpec::parse(&window("{ size: 1h, slide: 1s }")).is_ok(), "3600 windows per record are fine");
+    }
+
+    #[test]
+    fn file_paths_stay_relative() {
+        for bad in ["/etc/passwd", "../other/jobs/x.json", "a/../../b", "./a", "a//b", ""] {
+            let spec = format!(
+                "name: f\noperators:\n  - {{ uid: s, source: {{ file: {{ path: \"{bad}\" }} }} }}\n  - {{ uid: o, sink: stdout, input: s }}"
+            );
+            let joined = errors(&spec).join("\n");
+            assert!(joined.contains("operator `s`, field `source`"), "{bad}: {joined}");
+        }
+        let spec = "name: f\noperators:\n  - { uid: s, source: { file: { path: in/a.jsonl, root: shared } } }\n  - { uid: o, sink: { file: { path: out.jsonl } }, input: s }";
+        let parsed = JobSpec::parse(spec).expect("relative paths are fine");
+        let OperatorKind::Source(source) = &parsed.operators[0].kind else { panic!("source expected") };
+        let SourceSpec::File(location) = &source.source else { panic!("file expected") };
+        assert_eq!((location.path.as_str(), location.root.as_deref()), ("in/a.jsonl", Some("shared")));
+    }
+
+    #[test]
+    fn hostile_documents_are_refused_cheaply() {
+        let deep = format!("name: d\noperators: {}{}", "[".repeat(100_000), "]".repeat(100_000));
+        let joined = errors(&deep).join("\n");
+        assert!(joined.contains("not valid YAML"), "{joined}");
+        let deep_maps = format!("name: d\nx: {}1{}", "{a: ".repeat(50_000), "}".repeat(50_000));
+        assert!(errors(&deep_maps).join("\n").contains("not valid YAML"));
+        let laughs = "name: l\na: &a [x, x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\nc: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\ne: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n";
+        assert!(errors(laughs).join("\n").contains("not valid YAML"), "an alias bomb is refused");
+        let long_name = format!("name: {}\noperators: []", "x".repeat(201));
+        assert!(errors(&long_name).join("\n").contains("at most 200 bytes"));
+        let huge = format!("name: {}\noperators: []", "x".repeat(MAX_SPEC_BYTES));
+        assert!(errors(&huge).join("\n").contains("at most 1048576 bytes"));
     }
 }

@@ -7,7 +7,8 @@ use crate::bindings::{
     aggregator, filter, flat_mapper, key_selector, lifecycle, mapper, processor, reducer, timestamp_assigner,
     window_processor,
 };
-use crate::instance::{EPOCH_TICK, HostState, Instance, Limits};
+use crate::instance::{Accounts, EPOCH_TICK, HostState, Instance};
+use crate::limits::Limits;
 use eddy_engine::function::{FunctionScope, UdfKind};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -86,6 +87,9 @@ pub enum ModuleError {
     /// No compiled code and no bytes to compile.
     #[error("module sha256:{0} is not loaded and its bytes are missing")]
     Missing(String),
+    /// The stored bytes are not the ones uploaded.
+    #[error("the stored bytes of module sha256:{0} do not match their hash; upload the module again")]
+    Corrupt(String),
 }
 
 /// Export indices of every function kind a component provides.
@@ -106,6 +110,9 @@ pub(crate) struct Exports {
 pub struct CompiledModule {
     /// Hex sha256 of the uploaded bytes.
     pub hash: String,
+    /// Hex sha256 of its compiled code in the disk cache, if it was cached: keep it with the module's record and
+    /// pass it to [`WasmRuntime::load`], which loads cached code only if it still has this digest.
+    pub artifact: Option<String>,
     /// The function kinds it exports.
     pub kinds: Vec<UdfKind>,
     pre: InstancePre<HostState>,
@@ -135,6 +142,7 @@ pub struct WasmRuntime {
     linker: Linker<HostState>,
     cache_dir: Option<PathBuf>,
     engine_tag: String,
+    check_limits: Limits,
     modules: Mutex<HashMap<String, Arc<CompiledModule>>>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -156,8 +164,9 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 impl WasmRuntime {
-    /// A runtime caching compiled code in `cache_dir` (none: no disk cache).
-    pub fn new(cache_dir: Option<PathBuf>) -> Result<Arc<WasmRuntime>, String> {
+    /// A runtime caching compiled code in `cache_dir` (none: no disk cache); uploads are checked by instantiating
+    /// them under `check_limits`, the limits their jobs will have.
+    pub fn new(cache_dir: Option<PathBuf>, check_limits: Limits) -> Result<Arc<WasmRuntime>, String> {
         let mut config = Config::new();
         config.wasm_component_model(true);
         config.epoch_interruption(true);
@@ -183,6 +192,7 @@ impl WasmRuntime {
             linker,
             cache_dir,
             engine_tag,
+            check_limits,
             modules: Mutex::new(HashMap::new()),
             stop_ticker: Arc::clone(&stop_ticker),
         });
@@ -203,42 +213,48 @@ impl WasmRuntime {
         self.cache_dir.as_ref().map(|d| d.join(format!("{hash}-{}.cwasm", self.engine_tag)))
     }
 
-    /// Validates and compiles uploaded bytes (or finds them compiled already).
+    /// Validates and compiles uploaded bytes (or finds them loaded already). Compiled code on disk is never trusted
+    /// here: only [`WasmRuntime::load`] with its recorded digest reads it.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<CompiledModule>, ModuleError> {
         check_header(bytes)?;
         let hash = sha256_hex(bytes);
         if let Some(module) = self.modules.lock().get(&hash) {
             return Ok(Arc::clone(module));
         }
-        let component = match self.cached(&hash) {
-            Some(component) => component,
-            None => {
-                let component =
-                    Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
-                self.store_cache(&hash, &component);
-                component
-            }
-        };
-        let module = Arc::new(self.analyze(hash.clone(), component)?);
+        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let mut module = self.analyze(hash.clone(), component)?;
+        // Cache only what passed every check, so a refused upload leaves nothing on disk.
+        module.artifact = self.store_cache(&hash, &module.pre);
+        let module = Arc::new(module);
         self.modules.lock().insert(hash, Arc::clone(&module));
         Ok(module)
     }
 
-    /// The module with `hash`: loaded already, from the disk cache, or compiled from `bytes()`.
+    /// The module with `hash`: loaded already, from the disk cache if its compiled code still has the digest
+    /// `artifact` recorded when it was compiled, or else compiled again from `bytes()` (whose hash must match).
+    /// The result's `artifact` is the digest to record from now on.
     pub fn load(
         &self,
         hash: &str,
+        artifact: Option<&str>,
         bytes: impl FnOnce() -> Option<Vec<u8>>,
     ) -> Result<Arc<CompiledModule>, ModuleError> {
         if let Some(module) = self.get(hash) {
             return Ok(module);
         }
-        if let Some(component) = self.cached(hash) {
-            let module = Arc::new(self.analyze(hash.to_string(), component)?);
+        if let Some(digest) = artifact
+            && let Some(component) = self.cached(hash, digest)
+        {
+            let mut module = self.analyze(hash.to_string(), component)?;
+            module.artifact = Some(digest.to_string());
+            let module = Arc::new(module);
             self.modules.lock().insert(hash.to_string(), Arc::clone(&module));
             return Ok(module);
         }
         let bytes = bytes().ok_or_else(|| ModuleError::Missing(hash.to_string()))?;
+        if sha256_hex(&bytes) != hash {
+            return Err(ModuleError::Corrupt(hash.to_string()));
+        }
         self.compile(&bytes)
     }
 
@@ -255,14 +271,18 @@ impl WasmRuntime {
         }
     }
 
-    fn cached(&self, hash: &str) -> Option<Component> {
+    /// Compiled code from the disk cache, if its bytes have the digest recorded when they were written.
+    fn cached(&self, hash: &str, digest: &str) -> Option<Component> {
         let path = self.cache_path(hash)?;
-        if !path.exists() {
+        let bytes = std::fs::read(&path).ok()?;
+        if sha256_hex(&bytes) != digest {
+            tracing::warn!("compiled code {} is not what was cached; compiling again", path.display());
             return None;
         }
-        // SAFETY: the file was written by `store_cache` of this engine configuration (its name carries the
-        // engine's compatibility hash) into the server's own data folder; wasmtime still checks its header.
-        match unsafe { Component::deserialize_file(&self.engine, &path) } {
+        // SAFETY: these are the exact bytes `store_cache` serialized from this engine (their digest was recorded in
+        // the control plane when they were written, and the file name carries the engine's compatibility hash), so
+        // they are code wasmtime produced, not bytes anyone else could have placed there.
+        match unsafe { Component::deserialize(&self.engine, &bytes) } {
             Ok(component) => Some(component),
             Err(e) => {
                 tracing::warn!("ignoring unusable compiled module {}: {e:#}", path.display());
@@ -271,12 +291,19 @@ impl WasmRuntime {
         }
     }
 
-    fn store_cache(&self, hash: &str, component: &Component) {
-        let Some(path) = self.cache_path(hash) else { return };
-        let written =
-            component.serialize().map_err(|e| e.to_string()).and_then(|bytes| write_atomically(&path, &bytes));
-        if let Err(e) = written {
-            tracing::warn!("cannot cache compiled module {}: {e}", path.display());
+    /// Writes compiled code to the cache; its digest, or none if it could not be cached.
+    fn store_cache(&self, hash: &str, pre: &InstancePre<HostState>) -> Option<String> {
+        let path = self.cache_path(hash)?;
+        let written = pre.component().serialize().map_err(|e| e.to_string()).and_then(|bytes| {
+            write_atomically(&path, &bytes)?;
+            Ok(sha256_hex(&bytes))
+        });
+        match written {
+            Ok(digest) => Some(digest),
+            Err(e) => {
+                tracing::warn!("cannot cache compiled module {}: {e}", path.display());
+                None
+            }
         }
     }
 
@@ -328,16 +355,23 @@ impl WasmRuntime {
                 }
             }
         }
-        let module = CompiledModule { hash, kinds, pre, lifecycle, exports: found };
-        type_check(&module)?;
+        let module = CompiledModule { hash, artifact: None, kinds, pre, lifecycle, exports: found };
+        type_check(&module, &self.check_limits)?;
         Ok(module)
     }
 }
 
-/// Instantiates once (without `init`) and loads every export with its typed signature.
-fn type_check(module: &CompiledModule) -> Result<(), ModuleError> {
-    let scope = FunctionScope { job: "upload".into(), tenant: String::new(), operator: "check".into(), subtask: 0 };
-    let mut instance = Instance::bare(module, &Limits::default(), &scope).map_err(|e| ModuleError::Start(e.message))?;
+/// Instantiates once (without `init`) under `limits` and loads every export with its typed signature.
+fn type_check(module: &CompiledModule, limits: &Limits) -> Result<(), ModuleError> {
+    let scope = FunctionScope {
+        job: "upload".into(),
+        tenant: String::new(),
+        operator: "check".into(),
+        subtask: 0,
+        stop: Arc::default(),
+    };
+    let mut instance =
+        Instance::bare(module, limits, &Accounts::default(), &scope).map_err(|e| ModuleError::Start(e.message))?;
     let (store, inst) = (&mut instance.store, &instance.instance);
     let mismatch = |kind: UdfKind| {
         move |e: wasmtime::Error| ModuleError::Mismatch {
@@ -390,7 +424,24 @@ fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {
 }
 
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    std::fs::write(&tmp, bytes).map_err(|e| e.to_string())?;
-    std::fs::rename(&tmp, path).map_err(|e| e.to_string())
+    // A name no concurrent writer shares: two uploads of one module must not write into each other's file.
+    let tmp = path.with_extension(format!("tmp-{}", uuid_like()));
+    let written = std::fs::File::create(&tmp)
+        .and_then(|mut file| {
+            std::io::Write::write_all(&mut file, bytes)?;
+            file.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written.map_err(|e| e.to_string())
+}
+
+/// A name unique to this process and call.
+fn uuid_like() -> String {
+    use std::sync::atomic::AtomicU64;
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    format!("{}-{}-{nanos}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }

@@ -6,7 +6,8 @@ use crate::bindings::{
     window_processor,
 };
 use crate::compile::{CompiledModule, WasmRuntime};
-use crate::instance::{Instance, Limits};
+use crate::instance::{Accounts, Instance};
+use crate::limits::Limits;
 use eddy_codec::Batch;
 use eddy_engine::function::*;
 use eddy_engine::operator::process::{FiredTimer, ProcessContext};
@@ -21,12 +22,19 @@ use std::sync::Arc;
 pub struct WasmFunctions {
     runtime: Arc<WasmRuntime>,
     limits: Limits,
+    accounts: Accounts,
 }
 
 impl WasmFunctions {
     /// Functions from modules loaded into `runtime`, each instance limited by `limits`.
     pub fn new(runtime: Arc<WasmRuntime>, limits: Limits) -> WasmFunctions {
-        WasmFunctions { runtime, limits }
+        WasmFunctions { runtime, limits, accounts: Accounts::default() }
+    }
+
+    /// Accounts every instance's memory and CPU time to `accounts` (a job's budget, its tenant's meter).
+    pub fn with_accounts(mut self, accounts: Accounts) -> WasmFunctions {
+        self.accounts = accounts;
+        self
     }
 
     fn instance(
@@ -43,7 +51,7 @@ impl WasmFunctions {
         if !module.kinds.contains(&kind) {
             return Err(TaskError::user(format!("module sha256:{hash} does not export a {} function", kind.name())));
         }
-        let instance = Instance::new(&module, &self.limits, scope, &udf.config)
+        let instance = Instance::new(&module, &self.limits, &self.accounts, scope, &udf.config)
             .map_err(|e| TaskError::from(e).in_operator(&scope.operator))?;
         Ok((module, instance))
     }

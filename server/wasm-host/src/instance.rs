@@ -2,41 +2,59 @@
 //! errors the user can act on.
 
 use crate::compile::CompiledModule;
+use crate::limits::{
+    GuestUsage, InstanceLimiter, Limits, MAX_RESOURCES, MemoryBudget, MemoryLimitExceeded, thread_cpu_time,
+};
 use crate::logs::{LogBuffer, LogPipe};
 use eddy_engine::UdfError;
 use eddy_engine::function::FunctionScope;
 use eddy_engine::operator::process::ProcessContext;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use wasmtime::component::ResourceTable;
-use wasmtime::{Store, StoreLimits, StoreLimitsBuilder, Trap};
+use wasmtime::{Store, Trap, UpdateDeadline};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
-/// How often the epoch advances: the granularity of CPU deadlines.
+/// How often the epoch advances: how often a running call's CPU time and its job's stop flag are checked.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 
-/// Resource limits of each instance.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Largest linear memory an instance may grow to.
-    pub memory_bytes: usize,
-    /// Longest a single call may run.
-    pub call_timeout: Duration,
+/// What a function instance is accounted against: its memory budget (its job's, inside its tenant's) and its
+/// tenant's usage meter.
+#[derive(Debug, Clone, Default)]
+pub struct Accounts {
+    /// Charged for every byte of memory and tables.
+    pub memory: Option<Arc<MemoryBudget>>,
+    /// Charged for every call's CPU time.
+    pub usage: Option<Arc<GuestUsage>>,
 }
 
-impl Default for Limits {
-    fn default() -> Limits {
-        Limits { memory_bytes: 256 << 20, call_timeout: Duration::from_secs(10) }
+/// A call interrupted because its job is stopping (cancelled, failed elsewhere, or the server shutting down).
+#[derive(Debug)]
+struct Stopped;
+
+impl std::fmt::Display for Stopped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the call was interrupted because the job is stopping")
     }
+}
+
+/// The running call's CPU clock, read by the epoch callback.
+struct CallClock {
+    started: Duration,
+    limit: Duration,
+    stop: Arc<AtomicBool>,
 }
 
 /// What a store holds for its instance.
 pub struct HostState {
     wasi: WasiCtx,
     pub(crate) table: ResourceTable,
-    limits: StoreLimits,
+    limiter: InstanceLimiter,
     pub(crate) log: LogBuffer,
     /// The process-function context, swapped in for the duration of a call.
     pub(crate) process: ProcessContext,
+    clock: CallClock,
 }
 
 impl WasiView for HostState {
@@ -49,20 +67,20 @@ impl WasiView for HostState {
 pub struct Instance {
     pub(crate) store: Store<HostState>,
     pub(crate) instance: wasmtime::component::Instance,
-    deadline_ticks: u64,
-    memory_bytes: usize,
     timeout: Duration,
+    usage: Option<Arc<GuestUsage>>,
 }
 
 impl Instance {
-    /// Instantiates `module` for `scope` and calls its `init` with `config`.
+    /// Instantiates `module` for `scope`, accounted to `accounts`, and calls its `init` with `config`.
     pub fn new(
         module: &CompiledModule,
         limits: &Limits,
+        accounts: &Accounts,
         scope: &FunctionScope,
         config: &serde_json::Value,
     ) -> Result<Instance, UdfError> {
-        let mut this = Instance::bare(module, limits, scope)?;
+        let mut this = Instance::bare(module, limits, accounts, scope)?;
         let lifecycle =
             module.lifecycle.load(&mut this.store, &this.instance).map_err(|e| UdfError::new(format!("{e:#}")))?;
         let config = config.to_string();
@@ -72,7 +90,12 @@ impl Instance {
     }
 
     /// Instantiates `module` without calling `init`.
-    pub fn bare(module: &CompiledModule, limits: &Limits, scope: &FunctionScope) -> Result<Instance, UdfError> {
+    pub fn bare(
+        module: &CompiledModule,
+        limits: &Limits,
+        accounts: &Accounts,
+        scope: &FunctionScope,
+    ) -> Result<Instance, UdfError> {
         let label = format!("{}/{}/{}#{}", scope.tenant, scope.job, scope.operator, scope.subtask);
         let log = LogBuffer::new(&label);
         // No preopened folders and no network: guests see WASI, but it leads nowhere.
@@ -83,37 +106,37 @@ impl Instance {
             .allow_tcp(false)
             .allow_udp(false)
             .build();
-        let store_limits = StoreLimitsBuilder::new()
-            .memory_size(limits.memory_bytes)
-            .trap_on_grow_failure(true)
-            .instances(64)
-            .tables(64)
-            .memories(16)
-            .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let state = HostState {
             wasi,
-            table: ResourceTable::new(),
-            limits: store_limits,
+            table,
+            limiter: InstanceLimiter::new(limits, accounts.memory.clone()),
             log,
             process: ProcessContext::default(),
+            clock: CallClock { started: thread_cpu_time(), limit: limits.call_timeout, stop: Arc::clone(&scope.stop) },
         };
         let mut store = Store::new(module.engine(), state);
-        store.limiter(|s| &mut s.limits);
-        let ticks = (limits.call_timeout.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64;
-        store.set_epoch_deadline(ticks);
-        store.epoch_deadline_trap();
+        store.limiter(|s| &mut s.limiter);
+        // At every tick: stop at once if the job is stopping, and only when the call has used its CPU time (a
+        // call that waits for the CPU while other work runs is not charged for the wait).
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(|context| {
+            let clock = &context.data().clock;
+            if clock.stop.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::msg(Stopped));
+            }
+            if thread_cpu_time().saturating_sub(clock.started) >= clock.limit {
+                return Ok(UpdateDeadline::Interrupt);
+            }
+            Ok(UpdateDeadline::Continue(1))
+        });
         let instance = module.pre().instantiate(&mut store);
         let instance = instance.map_err(|e| UdfError {
             message: format!("cannot start the module: {e:#}"),
             logs: store.data().log.recent(),
         })?;
-        Ok(Instance {
-            instance,
-            store,
-            deadline_ticks: ticks,
-            memory_bytes: limits.memory_bytes,
-            timeout: limits.call_timeout,
-        })
+        Ok(Instance { instance, store, timeout: limits.call_timeout, usage: accounts.usage.clone() })
     }
 
     /// Calls into the guest with a fresh CPU deadline; maps every failure to a [`UdfError`] with the last logs.
@@ -121,8 +144,13 @@ impl Instance {
         &mut self,
         call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, UdfError> {
-        self.store.set_epoch_deadline(self.deadline_ticks);
+        let started = thread_cpu_time();
+        self.store.data_mut().clock.started = started;
+        self.store.set_epoch_deadline(1);
         let outcome = call(&mut self.store);
+        if let Some(usage) = &self.usage {
+            usage.add_cpu(thread_cpu_time().saturating_sub(started));
+        }
         let logs = || self.store.data().log.recent();
         match outcome {
             Ok(Ok(value)) => Ok(value),
@@ -142,9 +170,13 @@ impl Instance {
                 self.timeout.as_millis()
             ),
             Some(Trap::UnreachableCodeReached) => "the function trapped (it panicked or aborted)".to_string(),
+            _ if error.downcast_ref::<Stopped>().is_some() => Stopped.to_string(),
             Some(trap) => format!("the function trapped: {trap}"),
-            None if detail.contains("forcing trap when growing memory") => {
-                format!("the function exceeded its memory limit of {} MiB", self.memory_bytes >> 20)
+            None if error.downcast_ref::<MemoryLimitExceeded>().is_some() || detail.contains("memory budget") => {
+                match error.downcast_ref::<MemoryLimitExceeded>() {
+                    Some(exceeded) => exceeded.to_string(),
+                    None => format!("the function could not grow its memory: {detail}"),
+                }
             }
             None => format!("the function failed: {detail}"),
         };

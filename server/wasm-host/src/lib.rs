@@ -11,8 +11,10 @@ mod compile;
 mod functions;
 mod host;
 mod instance;
+mod limits;
 mod logs;
 
 pub use compile::{CompiledModule, ModuleError, WasmRuntime, interface_name};
 pub use functions::WasmFunctions;
-pub use instance::Limits;
+pub use instance::Accounts;
+pub use limits::{GuestUsage, Limits, MemoryBudget};

@@ -45,7 +45,7 @@ impl LogBuffer {
 
     /// Records one complete line.
     pub fn line(&self, level: &str, text: &str) {
-        let mut text = text.trim_end().to_string();
+        let mut text = printable(text.trim_end());
         if text.len() > MAX_LINE {
             let mut cut = MAX_LINE;
             while !text.is_char_boundary(cut) {
@@ -110,6 +110,19 @@ impl LogBuffer {
         }
         lines
     }
+}
+
+/// `text` with control characters escaped, so that a guest cannot start a forged line of the server's log.
+fn printable(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// A guest's stdout or stderr, feeding a [`LogBuffer`].
@@ -207,5 +220,15 @@ mod tests {
         let log = LogBuffer::new("test");
         log.write("stderr", b"a\nb\n");
         assert_eq!(log.recent(), vec!["[stderr] a", "[stderr] b"]);
+    }
+
+    #[test]
+    fn guests_cannot_forge_server_log_lines() {
+        let log = LogBuffer::new("t/j/op#0");
+        log.line("info", "fine\n2026-01-01T00:00:00Z  INFO eddy_server: admin token accepted\r\x1b[2K");
+        let kept = log.recent();
+        assert_eq!(kept.len(), 1);
+        assert!(!kept[0].contains(['\n', '\r', '\x1b']), "{kept:?}");
+        assert!(kept[0].contains("fine\\n2026"), "escaped, not dropped: {kept:?}");
     }
 }

@@ -167,5 +167,26 @@ async fn serves_health_and_the_openapi_document() {
         ["/v1/modules", "/v1/jobs", "/v1/jobs/{id}", "/v1/jobs/{id}/inputs/{uid}", "/v1/jobs/{id}/outputs/{uid}"]
     {
         assert!(doc["paths"].get(path).is_some(), "OpenAPI document lacks {path}");
+        let tenant_path = path.replace("/v1/", "/v1/tenants/{tenant}/");
+        assert!(doc["paths"].get(&tenant_path).is_some(), "OpenAPI document lacks {tenant_path}");
     }
+    assert!(doc["paths"]["/v1/jobs"]["post"]["responses"].get("401").is_some(), "401s are documented");
+    assert!(doc["paths"]["/v1/jobs/{id}/outputs/{uid}"]["get"]["responses"].get("409").is_some());
+    let params = &doc["paths"]["/v1/tenants/{tenant}/jobs"]["get"]["parameters"];
+    assert_eq!(params[0]["name"], "tenant", "{params:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn axums_own_rejections_come_back_as_json_errors() {
+    let server = TestServer::start().await;
+    let http = reqwest::Client::new();
+    let no_name = http.post(format!("{}/v1/modules", server.url)).body("x").send().await.expect("request");
+    assert_eq!(no_name.status(), 400);
+    let body: Value = no_name.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert!(body["error"]["message"].as_str().is_some_and(|m| m.contains("name")), "{body:#}");
+    let wrong_method = http.put(format!("{}/v1/jobs", server.url)).send().await.expect("request");
+    assert_eq!(wrong_method.status(), 405);
+    let body: Value = wrong_method.json().await.expect("a JSON body");
+    assert_eq!(body["error"]["code"], "method_not_allowed");
 }

@@ -2,6 +2,7 @@
 //! to it over HTTP as users do. Example UDFs are built from `udfs/` on first use (cached by source).
 
 mod api;
+mod attacks;
 mod cli;
 mod failures;
 mod languages;

@@ -55,6 +55,11 @@ impl TestServer {
         self.running = Some(running);
     }
 
+    /// The server's data folder.
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.config.data_dir
+    }
+
     /// A client with `token` for the server.
     pub fn client_with(&self, token: Option<&str>, tenant: Option<&str>) -> Client {
         Client::new(&self.url, token.map(str::to_string), tenant.map(str::to_string))
@@ -70,6 +75,54 @@ impl Drop for TestServer {
                 let _ = tokio::task::block_in_place(|| handle.block_on(running.shutdown()));
             }
         }
+    }
+}
+
+/// The `eddy` binary as a separate process, for tests that kill it as the kernel would.
+pub struct ServerProcess {
+    child: std::process::Child,
+    /// A client in open mode.
+    pub client: Client,
+    /// The base URL.
+    pub url: String,
+}
+
+impl ServerProcess {
+    /// Starts `eddy serve` on a free loopback port with `data_dir`, and waits until it answers.
+    pub async fn start(data_dir: &std::path::Path) -> ServerProcess {
+        // The test binary lives in <target>/<profile>/deps; cargo builds `eddy` one folder up.
+        let exe = std::env::current_exe().expect("test binary");
+        let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
+        assert!(eddy.exists(), "{} is missing: build the workspace's binaries first", eddy.display());
+        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+        let child = std::process::Command::new(&eddy)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .env("EDDY_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("eddy starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let client = Client::new(&url, None, None);
+        let started = Instant::now();
+        while client.health().await.is_err() {
+            assert!(started.elapsed() < Duration::from_secs(60), "eddy did not answer on {url}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        ServerProcess { child, client, url }
+    }
+
+    /// Kills the process with SIGKILL: no shutdown code runs.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

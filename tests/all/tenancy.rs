@@ -6,8 +6,8 @@ use eddy_server::config::{TenantConfig, token_hash};
 async fn two_tenants() -> TestServer {
     TestServer::start_with(|c| {
         c.tenants = vec![
-            TenantConfig { name: "acme".into(), token_sha256: token_hash("acme-secret") },
-            TenantConfig { name: "globex".into(), token_sha256: token_hash("globex-secret") },
+            TenantConfig::new("acme", &token_hash("acme-secret")),
+            TenantConfig::new("globex", &token_hash("globex-secret")),
         ];
         c.admin_token_sha256 = Some(token_hash("admin-secret"));
     })

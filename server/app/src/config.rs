@@ -2,18 +2,82 @@
 //! is reported at once. The config says how the host provides for jobs; what a job wants is in its spec.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// A tenant and the hash of its API token.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+/// A tenant: its token, the folders its jobs' files may live in, and its quotas.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantConfig {
     /// The tenant's name, as it appears in routes (`/v1/tenants/{name}/...`).
     pub name: String,
     /// Hex SHA-256 of the tenant's bearer token (`eddy token hash <token>` prints it). Tokens are never stored.
     pub token_sha256: String,
+    /// Further folders the tenant's file sources and sinks may use, by the name a spec gives as `root`.
+    #[serde(default)]
+    pub file_roots: BTreeMap<String, PathBuf>,
+    /// Quotas that differ from the server's defaults.
+    #[serde(default)]
+    pub quota: QuotaOverrides,
+}
+
+impl TenantConfig {
+    /// A tenant with a token hash, no further file roots and the default quotas.
+    pub fn new(name: &str, token_sha256: &str) -> TenantConfig {
+        TenantConfig { name: name.to_string(), token_sha256: token_sha256.to_string(), ..TenantConfig::default() }
+    }
+}
+
+/// What one tenant may use at once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Running jobs.
+    pub jobs: u32,
+    /// Subtasks over all its running jobs (each operator counts its parallelism).
+    pub parallelism: u32,
+    /// Guest memory over all its function instances, in MiB.
+    pub memory_mb: usize,
+    /// Guest memory over all function instances of one job, in MiB.
+    pub job_memory_mb: usize,
+    /// Bytes of all its uploaded modules together.
+    pub module_bytes: u64,
+}
+
+impl Default for Quota {
+    fn default() -> Quota {
+        Quota { jobs: 100, parallelism: 256, memory_mb: 4096, job_memory_mb: 2048, module_bytes: 4 << 30 }
+    }
+}
+
+/// Quota fields a tenant (or the server's default) sets; the rest come from the layer below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotaOverrides {
+    /// See [`Quota::jobs`].
+    pub jobs: Option<u32>,
+    /// See [`Quota::parallelism`].
+    pub parallelism: Option<u32>,
+    /// See [`Quota::memory_mb`].
+    pub memory_mb: Option<usize>,
+    /// See [`Quota::job_memory_mb`].
+    pub job_memory_mb: Option<usize>,
+    /// See [`Quota::module_bytes`].
+    pub module_bytes: Option<u64>,
+}
+
+impl QuotaOverrides {
+    /// `base` with these fields set over it.
+    pub fn over(&self, base: Quota) -> Quota {
+        Quota {
+            jobs: self.jobs.unwrap_or(base.jobs),
+            parallelism: self.parallelism.unwrap_or(base.parallelism),
+            memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
+            job_memory_mb: self.job_memory_mb.unwrap_or(base.job_memory_mb),
+            module_bytes: self.module_bytes.unwrap_or(base.module_bytes),
+        }
+    }
 }
 
 /// How the server runs.
@@ -23,12 +87,22 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     /// Where modules, job definitions and compiled code live.
     pub data_dir: PathBuf,
+    /// Where tenants' files live, a folder per tenant; `<data_dir>/files` when not set.
+    pub files_dir: Option<PathBuf>,
     /// Largest module upload, in bytes.
     pub max_module_bytes: usize,
     /// Linear-memory limit of each function instance, in MiB.
     pub instance_memory_mb: usize,
     /// CPU time limit of each call into a function.
     pub call_timeout: Duration,
+    /// Guest memory of all function instances of all tenants together, in MiB.
+    pub guest_memory_mb: usize,
+    /// Uploads read and compiled at once; more are refused with 503 until one finishes.
+    pub max_concurrent_uploads: usize,
+    /// Quotas of tenants that set none of their own.
+    pub quota: Quota,
+    /// Limits on HTTP clients: connections, timeouts, requests per tenant.
+    pub http: crate::api::serve::HttpLimits,
     /// Tenants and their tokens; none means the open single-tenant mode (loopback only).
     pub tenants: Vec<TenantConfig>,
     /// Hex SHA-256 of the admin token, which may act on any tenant.
@@ -43,9 +117,14 @@ impl Default for ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from(".eddy"),
+            files_dir: None,
             max_module_bytes: 64 << 20,
             instance_memory_mb: 256,
             call_timeout: Duration::from_secs(10),
+            guest_memory_mb: 8192,
+            max_concurrent_uploads: 4,
+            quota: Quota::default(),
+            http: crate::api::serve::HttpLimits::default(),
             tenants: Vec::new(),
             admin_token_sha256: None,
         }
@@ -57,9 +136,19 @@ impl Default for ServerConfig {
 struct FileConfig {
     listen: Option<String>,
     data_dir: Option<PathBuf>,
+    files_dir: Option<PathBuf>,
     max_module_bytes: Option<usize>,
     instance_memory_mb: Option<usize>,
     call_timeout_ms: Option<u64>,
+    guest_memory_mb: Option<usize>,
+    max_concurrent_uploads: Option<usize>,
+    #[serde(default)]
+    quota: QuotaOverrides,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
+    header_timeout_ms: Option<u64>,
+    body_idle_timeout_ms: Option<u64>,
+    tenant_concurrency: Option<usize>,
     #[serde(default)]
     tenants: Vec<TenantConfig>,
     admin_token_sha256: Option<String>,
@@ -90,6 +179,8 @@ impl ServerConfig {
         if let Some(dir) = env("EDDY_DATA_DIR").map(PathBuf::from).or(raw.data_dir) {
             config.data_dir = dir;
         }
+        config.files_dir = env("EDDY_FILES_DIR").map(PathBuf::from).or(raw.files_dir);
+        config.quota = raw.quota.over(Quota::default());
         let mut number = |name: &str, field: &str, from_file: Option<u64>, min: u64| -> Option<u64> {
             match env(name) {
                 Some(text) => match text.parse::<u64>() {
@@ -121,13 +212,44 @@ impl ServerConfig {
         if let Some(n) = number("EDDY_CALL_TIMEOUT_MS", "call_timeout_ms", raw.call_timeout_ms, 10) {
             config.call_timeout = Duration::from_millis(n);
         }
+        if let Some(n) = number("EDDY_GUEST_MEMORY_MB", "guest_memory_mb", raw.guest_memory_mb.map(|n| n as u64), 1) {
+            config.guest_memory_mb = n as usize;
+        }
+        if let Some(n) = number(
+            "EDDY_MAX_CONCURRENT_UPLOADS",
+            "max_concurrent_uploads",
+            raw.max_concurrent_uploads.map(|n| n as u64),
+            1,
+        ) {
+            config.max_concurrent_uploads = n as usize;
+        }
+        let http = &mut config.http;
+        let as_u64 = |n: Option<usize>| n.map(|n| n as u64);
+        if let Some(n) = number("EDDY_MAX_CONNECTIONS", "max_connections", as_u64(raw.max_connections), 1) {
+            http.max_connections = n as usize;
+        }
+        if let Some(n) = number(
+            "EDDY_MAX_CONNECTIONS_PER_ADDRESS",
+            "max_connections_per_address",
+            as_u64(raw.max_connections_per_address),
+            1,
+        ) {
+            http.max_connections_per_address = n as usize;
+        }
+        if let Some(n) = number("EDDY_HEADER_TIMEOUT_MS", "header_timeout_ms", raw.header_timeout_ms, 100) {
+            http.header_timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = number("EDDY_BODY_IDLE_TIMEOUT_MS", "body_idle_timeout_ms", raw.body_idle_timeout_ms, 100) {
+            http.body_idle_timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = number("EDDY_TENANT_CONCURRENCY", "tenant_concurrency", as_u64(raw.tenant_concurrency), 1) {
+            http.tenant_concurrency = n as usize;
+        }
         config.tenants = raw.tenants;
         if let Some(list) = env("EDDY_TENANTS") {
             for entry in list.split(',').filter(|e| !e.trim().is_empty()) {
                 match entry.split_once(':') {
-                    Some((name, hash)) => config
-                        .tenants
-                        .push(TenantConfig { name: name.trim().to_string(), token_sha256: hash.trim().to_string() }),
+                    Some((name, hash)) => config.tenants.push(TenantConfig::new(name.trim(), hash.trim())),
                     None => errors.push(format!("EDDY_TENANTS: `{entry}` is not name:token_sha256")),
                 }
             }
@@ -152,15 +274,34 @@ impl ServerConfig {
                 ));
             }
         }
+        for tenant in &self.tenants {
+            for (root, folder) in &tenant.file_roots {
+                if !eddy_name_ok(root) {
+                    errors.push(format!("tenant `{}`: file root names are letters, digits, '-' or '_'", tenant.name));
+                }
+                if let Some(problem) = self.root_problem(folder) {
+                    errors.push(format!("tenant `{}`, file root `{root}`: {problem}", tenant.name));
+                }
+            }
+        }
         let mut names: Vec<&str> = self.tenants.iter().map(|t| t.name.as_str()).collect();
         names.sort_unstable();
         if names.windows(2).any(|w| w[0] == w[1]) {
             errors.push("two tenants have the same name".to_string());
         }
-        if let Some(admin) = &self.admin_token_sha256
-            && !is_hash(admin)
-        {
-            errors.push("admin_token_sha256 must be 64 hex digits".to_string());
+        if let Some(admin) = &self.admin_token_sha256 {
+            if !is_hash(admin) {
+                errors.push("admin_token_sha256 must be 64 hex digits".to_string());
+            }
+            // One token for two roles would make a tenant the admin.
+            if let Some(tenant) = self.tenants.iter().find(|t| t.token_sha256.eq_ignore_ascii_case(admin)) {
+                errors.push(format!("tenant `{}` has the admin token; give the admin a token of its own", tenant.name));
+            }
+        }
+        let mut hashes: Vec<String> = self.tenants.iter().map(|t| t.token_sha256.to_ascii_lowercase()).collect();
+        hashes.sort_unstable();
+        if hashes.windows(2).any(|w| w[0] == w[1]) {
+            errors.push("two tenants have the same token".to_string());
         }
         if self.open_mode() && !self.listen.ip().is_loopback() {
             errors.push(format!(
@@ -170,6 +311,44 @@ impl ServerConfig {
             ));
         }
         errors
+    }
+
+    /// The limits of each function instance.
+    pub fn instance_limits(&self) -> eddy_wasm_host::Limits {
+        eddy_wasm_host::Limits { memory_bytes: self.instance_memory_mb << 20, call_timeout: self.call_timeout }
+    }
+
+    /// Where tenants' folders live.
+    pub fn files_dir(&self) -> PathBuf {
+        self.files_dir.clone().unwrap_or_else(|| self.data_dir.join("files"))
+    }
+
+    /// A tenant's quotas.
+    pub fn quota_of(&self, tenant: &str) -> Quota {
+        self.tenants.iter().find(|t| t.name == tenant).map_or(self.quota, |t| t.quota.over(self.quota))
+    }
+
+    /// A tenant's further file roots.
+    pub fn file_roots_of(&self, tenant: &str) -> BTreeMap<String, PathBuf> {
+        self.tenants.iter().find(|t| t.name == tenant).map(|t| t.file_roots.clone()).unwrap_or_default()
+    }
+
+    /// Why `folder` cannot be a tenant's file root: it must be absolute and share nothing with the data folder,
+    /// whose control files (job definitions, compiled code) no tenant may reach.
+    fn root_problem(&self, folder: &Path) -> Option<String> {
+        if !folder.is_absolute() {
+            return Some(format!("{} must be an absolute path", folder.display()));
+        }
+        let resolve = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let (root, data) = (resolve(folder), resolve(&self.data_dir));
+        if root.starts_with(&data) || data.starts_with(&root) {
+            return Some(format!(
+                "{} overlaps the data folder {}; tenants' roots must lie outside it",
+                folder.display(),
+                self.data_dir.display()
+            ));
+        }
+        None
     }
 
     /// Whether the server runs without tokens, as the single tenant `default`.

@@ -2,15 +2,17 @@
 //! jobs when the server starts again.
 
 use crate::api::error::ApiError;
+use crate::config::ServerConfig;
 use crate::modules::Modules;
 use crate::store::{Desired, JobRecord, Store};
 use axum::http::StatusCode;
 use eddy_engine::graph::{JobGraph, Partitioning};
+use eddy_engine::io::FileRoots;
 use eddy_engine::io::{IngestHandle, OutputStream};
 use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
 use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
 use eddy_engine::{ErrorDomain, TaskError};
-use eddy_wasm_host::{Limits, WasmFunctions};
+use eddy_wasm_host::{Accounts, GuestUsage, MemoryBudget, WasmFunctions};
 use parking_lot::Mutex;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -116,10 +118,22 @@ struct Entry {
 struct Inner {
     store: Store,
     modules: Arc<Modules>,
-    limits: Limits,
+    config: Arc<ServerConfig>,
     entries: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    /// Guest memory of all tenants, and of each tenant inside it.
+    server_memory: Arc<MemoryBudget>,
+    tenant_memory: Mutex<HashMap<String, Arc<MemoryBudget>>>,
+    /// What each tenant's guests have used.
+    usage: Mutex<HashMap<String, Arc<GuestUsage>>>,
+    /// Serializes writes of job records.
+    persisting: Mutex<()>,
     shutting_down: AtomicBool,
 }
+
+/// Starts in a row that ended with the server down after which a job is held instead of resumed.
+pub const MAX_CRASH_STREAK: u32 = 3;
+/// How long a job must run for its start to count as survived (the server did not go down with it).
+const HEALTHY_AFTER: Duration = Duration::from_secs(300);
 
 /// All jobs of all tenants.
 #[derive(Clone)]
@@ -156,20 +170,45 @@ fn now_ms() -> i64 {
 }
 
 impl Jobs {
-    /// Loads every stored job and starts again those that should run.
-    pub fn open(store: Store, modules: Arc<Modules>, limits: Limits) -> Jobs {
+    /// Loads every stored job and starts again those that should run, except those that took the server down
+    /// at each of their last starts: those are held, with the reason in their status.
+    pub fn open(store: Store, modules: Arc<Modules>, config: Arc<ServerConfig>) -> Jobs {
+        let server_memory = MemoryBudget::new("the server", config.guest_memory_mb << 20, None);
         let jobs = Jobs {
             inner: Arc::new(Inner {
                 store: store.clone(),
                 modules,
-                limits,
+                config,
                 entries: Mutex::new(HashMap::new()),
+                server_memory,
+                tenant_memory: Mutex::new(HashMap::new()),
+                usage: Mutex::new(HashMap::new()),
+                persisting: Mutex::new(()),
                 shutting_down: AtomicBool::new(false),
             }),
         };
         for tenant in store.tenants() {
-            for record in store.jobs(&tenant) {
-                let resume = record.desired == Desired::Running;
+            for mut record in store.jobs(&tenant) {
+                let mut resume = record.desired == Desired::Running;
+                if resume && record.crash_streak >= MAX_CRASH_STREAK {
+                    resume = false;
+                    record.desired = Desired::Stopped;
+                    record.state = JobState::Failed;
+                    record.error = Some(format!(
+                        "held: the server went down during each of this job's last {} starts, so it was not started \
+                         again; look at what it does, then submit it anew",
+                        record.crash_streak
+                    ));
+                    tracing::warn!(
+                        tenant,
+                        job = record.id,
+                        "holding a job that took the server down {} times",
+                        record.crash_streak
+                    );
+                    if let Err(e) = store.put_job(&tenant, &record) {
+                        tracing::error!(tenant, job = record.id, "cannot save job: {e}");
+                    }
+                }
                 let id = record.id.clone();
                 jobs.inner
                     .entries
@@ -192,6 +231,8 @@ impl Jobs {
     pub fn submit(&self, tenant: &str, text: &str) -> Result<JobView, ApiError> {
         let spec = JobSpec::parse(text).map_err(spec_error)?;
         let graph = JobGraph::build(&spec, &self.inner.modules.catalog(tenant, None)).map_err(spec_error)?;
+        let mut entries = self.inner.entries.lock();
+        self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
             id: uuid::Uuid::new_v4().simple().to_string(),
             name: spec.name.clone(),
@@ -201,18 +242,22 @@ impl Jobs {
             desired: Desired::Running,
             state: JobState::Running,
             error: None,
+            crash_streak: 0,
         };
         let id = record.id.clone();
-        self.inner
-            .entries
-            .lock()
+        // Inserted under the same lock as the quota check, so concurrent submissions cannot both pass it.
+        entries
             .entry(tenant.to_string())
             .or_default()
             .insert(id.clone(), Entry { record, graph: Some(graph), running: None });
+        drop(entries);
         if let Err(e) = self.start(tenant, &id) {
             // Nothing ran: forget the job.
             if let Some(jobs) = self.inner.entries.lock().get_mut(tenant) {
                 jobs.remove(&id);
+            }
+            if let Err(e) = self.inner.store.remove_job(tenant, &id) {
+                tracing::warn!(tenant, job = id, "cannot remove a job that did not start: {e}");
             }
             return Err(e);
         }
@@ -220,14 +265,103 @@ impl Jobs {
         self.status(tenant, &id)
     }
 
-    /// Builds (if needed) and deploys a stored job.
+    /// Refuses a job that would take `tenant` past its quota of running jobs or subtasks.
+    fn check_quota(
+        &self,
+        tenant: &str,
+        graph: &JobGraph,
+        jobs: Option<&HashMap<String, Entry>>,
+    ) -> Result<(), ApiError> {
+        let quota = self.inner.config.quota_of(tenant);
+        let active: Vec<&Entry> = jobs
+            .map(|jobs| jobs.values().filter(|e| e.record.desired == Desired::Running && is_active(e)).collect())
+            .unwrap_or_default();
+        if active.len() as u32 >= quota.jobs {
+            return Err(ApiError::quota("jobs", quota.jobs.into(), active.len() as u64, "one more running job"));
+        }
+        let in_use: u64 = active.iter().filter_map(|e| e.graph.as_ref()).map(subtasks).sum();
+        let asked = subtasks(graph);
+        if in_use + asked > u64::from(quota.parallelism) {
+            return Err(ApiError::quota(
+                "parallelism",
+                quota.parallelism.into(),
+                in_use,
+                format!("this job has {asked} subtasks"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The memory budget of a new job of `tenant`, inside the tenant's.
+    fn job_memory(&self, tenant: &str, id: &str) -> Arc<MemoryBudget> {
+        let quota = self.inner.config.quota_of(tenant);
+        let tenant_budget =
+            Arc::clone(self.inner.tenant_memory.lock().entry(tenant.to_string()).or_insert_with(|| {
+                MemoryBudget::new(
+                    format!("tenant {tenant}"),
+                    quota.memory_mb << 20,
+                    Some(Arc::clone(&self.inner.server_memory)),
+                )
+            }));
+        MemoryBudget::new(format!("job {id}"), quota.job_memory_mb << 20, Some(tenant_budget))
+    }
+
+    /// What `tenant` uses now and has used since the server started.
+    pub fn tenant_use(&self, tenant: &str) -> TenantUse {
+        let entries = self.inner.entries.lock();
+        let mut usage = TenantUse {
+            jobs: 0,
+            parallelism: 0,
+            memory_bytes: self.inner.tenant_memory.lock().get(tenant).map_or(0, |b| b.used() as u64),
+            guest_cpu_seconds: self.usage(tenant).cpu().as_secs_f64(),
+            records_in: 0,
+            records_out: 0,
+        };
+        for entry in entries.get(tenant).into_iter().flat_map(HashMap::values) {
+            if entry.record.desired == Desired::Running && is_active(entry) {
+                usage.jobs += 1;
+                usage.parallelism += entry.graph.as_ref().map_or(0, subtasks);
+            }
+            let (Some(running), Some(graph)) = (&entry.running, &entry.graph) else { continue };
+            for (uid, counters) in running.handle.operators() {
+                match graph.node(&uid).map(|(_, node)| &node.kind) {
+                    Some(OperatorKind::Source(_)) => usage.records_in += counters.records_out,
+                    Some(OperatorKind::Sink(_)) => usage.records_out += counters.records_in,
+                    _ => {}
+                }
+            }
+        }
+        usage
+    }
+
+    /// What `tenant`'s guests have used.
+    pub fn usage(&self, tenant: &str) -> Arc<GuestUsage> {
+        Arc::clone(self.inner.usage.lock().entry(tenant.to_string()).or_default())
+    }
+
+    /// The folders a tenant's file sources and sinks may use.
+    fn file_roots(&self, tenant: &str) -> FileRoots {
+        let config = &self.inner.config;
+        let mut roots = FileRoots::new(config.files_dir().join(tenant));
+        for (name, folder) in config.file_roots_of(tenant) {
+            roots = roots.with_root(&name, folder);
+        }
+        roots
+    }
+
+    /// Builds (if needed) and deploys a stored job. The start is counted before anything runs, so a start that
+    /// takes the server down is remembered.
     fn start(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
         let (graph, record) = {
-            let entries = self.inner.entries.lock();
-            let entry =
-                entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found("no such job"))?;
+            let mut entries = self.inner.entries.lock();
+            let entry = entries
+                .get_mut(tenant)
+                .and_then(|j| j.get_mut(id))
+                .ok_or_else(|| ApiError::not_found("no such job"))?;
+            entry.record.crash_streak += 1;
             (entry.graph.clone(), entry.record.clone())
         };
+        self.persist(tenant, id);
         let result = self.deploy(tenant, &record, graph);
         let mut entries = self.inner.entries.lock();
         let Some(entry) = entries.get_mut(tenant).and_then(|j| j.get_mut(id)) else {
@@ -275,8 +409,14 @@ impl Jobs {
                 .load(hash)
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", e.to_string()))?;
         }
-        let functions = Arc::new(WasmFunctions::new(Arc::clone(self.inner.modules.runtime()), self.inner.limits));
-        let env = DeployEnv::new(&record.id, tenant, functions);
+        let functions =
+            WasmFunctions::new(Arc::clone(self.inner.modules.runtime()), self.inner.config.instance_limits())
+                .with_accounts(Accounts {
+                    memory: Some(self.job_memory(tenant, &record.id)),
+                    usage: Some(self.usage(tenant)),
+                });
+        let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
+        env.files = self.file_roots(tenant);
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])
@@ -289,6 +429,10 @@ impl Jobs {
         let jobs = self.clone();
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let spawned = std::thread::Builder::new().name(format!("eddy-watch-{id}")).spawn(move || {
+            if handle.wait(HEALTHY_AFTER) == JobState::Running {
+                // The server survived this start.
+                jobs.reset_crash_streak(&tenant, &id);
+            }
             while handle.wait(Duration::from_secs(3600)) == JobState::Running {}
             let state = handle.state();
             {
@@ -296,6 +440,7 @@ impl Jobs {
                 let Some(entry) = entries.get_mut(&tenant).and_then(|j| j.get_mut(&id)) else { return };
                 entry.record.state = state;
                 entry.record.error = handle.error().map(|e| e.to_string());
+                entry.record.crash_streak = 0;
                 // A shutdown stops jobs that should run again after the restart.
                 if !jobs.inner.shutting_down.load(Ordering::SeqCst) {
                     entry.record.desired = Desired::Stopped;
@@ -308,7 +453,16 @@ impl Jobs {
         }
     }
 
+    fn reset_crash_streak(&self, tenant: &str, id: &str) {
+        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
+            entry.record.crash_streak = 0;
+        }
+        self.persist(tenant, id);
+    }
+
     fn persist(&self, tenant: &str, id: &str) {
+        // The record is copied inside this lock, so the last write always stores the newest state.
+        let _serial = self.inner.persisting.lock();
         let record = self.inner.entries.lock().get(tenant).and_then(|j| j.get(id)).map(|e| e.record.clone());
         if let Some(record) = record
             && let Err(e) = self.inner.store.put_job(tenant, &record)
@@ -440,6 +594,15 @@ impl Jobs {
         self.status(tenant, id)
     }
 
+    /// Cancels a job if it runs, then forgets it: its definition, status and output streams are gone.
+    pub fn delete(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        self.cancel(tenant, id)?;
+        if let Some(jobs) = self.inner.entries.lock().get_mut(tenant) {
+            jobs.remove(id);
+        }
+        self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
+    }
+
     /// The HTTP source `uid` of a running job.
     pub fn input(&self, tenant: &str, id: &str, uid: &str) -> Result<IngestHandle, ApiError> {
         let entries = self.inner.entries.lock();
@@ -497,6 +660,33 @@ impl Jobs {
         // Give watchers a moment to record the final states.
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// What a tenant uses now, as its quotas count it, and what its jobs have done since the server started.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct TenantUse {
+    /// Running jobs.
+    pub jobs: u64,
+    /// Subtasks of the running jobs.
+    pub parallelism: u64,
+    /// Guest memory its function instances hold, in bytes.
+    pub memory_bytes: u64,
+    /// CPU time its functions have used, in seconds.
+    pub guest_cpu_seconds: f64,
+    /// Records its jobs' sources have read.
+    pub records_in: u64,
+    /// Records its jobs' sinks have written.
+    pub records_out: u64,
+}
+
+/// Whether a job holds resources: running, or about to start.
+fn is_active(entry: &Entry) -> bool {
+    entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+}
+
+/// Subtasks a job runs: each operator's parallelism.
+fn subtasks(graph: &JobGraph) -> u64 {
+    graph.nodes.iter().map(|n| u64::from(n.parallelism)).sum()
 }
 
 fn spec_error(errors: eddy_engine::spec::SpecErrors) -> ApiError {

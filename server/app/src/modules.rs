@@ -1,7 +1,7 @@
 //! Modules: upload (validate, compile, store), list, look up, delete; and resolving the modules a job spec names.
 
 use crate::api::error::ApiError;
-use crate::config::eddy_name_ok;
+use crate::config::{ServerConfig, eddy_name_ok};
 use crate::store::{ModuleRecord, Store};
 use axum::http::StatusCode;
 use eddy_engine::function::UdfKind;
@@ -16,7 +16,7 @@ use std::sync::Arc;
 pub struct Modules {
     store: Store,
     runtime: Arc<WasmRuntime>,
-    max_bytes: usize,
+    config: Arc<ServerConfig>,
     by_tenant: RwLock<HashMap<String, Vec<ModuleRecord>>>,
 }
 
@@ -32,9 +32,9 @@ fn now_ms() -> i64 {
 
 impl Modules {
     /// Loads every tenant's module list from `store`.
-    pub fn open(store: Store, runtime: Arc<WasmRuntime>, max_bytes: usize) -> Modules {
+    pub fn open(store: Store, runtime: Arc<WasmRuntime>, config: Arc<ServerConfig>) -> Modules {
         let by_tenant = store.tenants().into_iter().map(|t| (t.clone(), store.modules(&t))).collect();
-        Modules { store, runtime, max_bytes, by_tenant: RwLock::new(by_tenant) }
+        Modules { store, runtime, config, by_tenant: RwLock::new(by_tenant) }
     }
 
     /// The Wasm runtime.
@@ -62,15 +62,27 @@ impl Modules {
         {
             return Err(ApiError::bad_request("invalid_version", "versions are letters, digits, '.', '-' or '_'"));
         }
-        if bytes.len() > self.max_bytes {
+        let max_bytes = self.config.max_module_bytes;
+        if bytes.len() > max_bytes {
             return Err(ApiError::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "module_too_large",
-                format!("the module has {} bytes; this server accepts at most {}", bytes.len(), self.max_bytes),
+                format!("the module has {} bytes; this server accepts at most {max_bytes}", bytes.len()),
+            ));
+        }
+        let existing = self.list(tenant);
+        let quota = self.config.quota_of(tenant).module_bytes;
+        let stored: u64 = existing.iter().map(|m| m.size).sum();
+        if stored + bytes.len() as u64 > quota {
+            return Err(ApiError::quota(
+                "module_bytes",
+                quota,
+                stored,
+                format!("the tenant's modules would take {} bytes", stored + bytes.len() as u64),
             ));
         }
         let compiled: Arc<CompiledModule> = self.runtime.compile(bytes).map_err(invalid_module)?;
-        let existing = self.list(tenant);
+        let version_picked = version.is_none();
         let version = match version {
             Some(v) => v.to_string(),
             None => next_version(&existing, name),
@@ -83,18 +95,46 @@ impl Modules {
                 "module {name}@{version} exists with other contents; versions are immutable, upload a new version"
             )));
         }
-        let record = ModuleRecord {
+        let mut record = ModuleRecord {
             name: name.to_string(),
             version,
             hash: compiled.hash.clone(),
             size: bytes.len() as u64,
             kinds: compiled.kinds.clone(),
             uploaded_at: now_ms(),
+            compiled_sha256: compiled.artifact.clone(),
         };
         self.store
             .put_blob(&record.hash, bytes)
             .map_err(|e| ApiError::internal(format!("cannot store module: {e}")))?;
-        self.store.put_module(tenant, &record).map_err(|e| ApiError::internal(format!("cannot store module: {e}")))?;
+        // The store decides races: of concurrent uploads of one version, exactly one creates it; the others are
+        // answered as if it had been there before. A version picked here (none given) is picked again.
+        for attempt in 1.. {
+            let created = self
+                .store
+                .create_module(tenant, &record)
+                .map_err(|e| ApiError::internal(format!("cannot store module: {e}")))?;
+            if created {
+                break;
+            }
+            let stored = self.store.modules(tenant);
+            match stored.iter().find(|m| m.name == name && m.version == record.version) {
+                Some(found) if found.hash == record.hash => return Ok((found.clone(), false)),
+                Some(_) if version_picked && attempt < 8 => record.version = next_version(&stored, name),
+                Some(_) => {
+                    return Err(ApiError::conflict(format!(
+                        "module {name}@{} exists with other contents; versions are immutable, upload a new version",
+                        record.version
+                    )));
+                }
+                None => {
+                    return Err(ApiError::conflict(format!(
+                        "module {name}@{} changed during the upload; try again",
+                        record.version
+                    )));
+                }
+            }
+        }
         self.by_tenant.write().entry(tenant.to_string()).or_default().push(record.clone());
         Ok((record, true))
     }
@@ -145,9 +185,24 @@ impl Modules {
         Ok(())
     }
 
-    /// Makes sure a module is compiled and loaded (from the cache, or from its stored bytes).
+    /// Makes sure a module is compiled and loaded: from the cache if the compiled code there still has the digest
+    /// its records hold, else compiled again from its stored bytes (and the new digest recorded).
     pub fn load(&self, hash: &str) -> Result<Arc<CompiledModule>, ModuleError> {
-        self.runtime.load(hash, || self.store.blob(hash))
+        let recorded =
+            self.by_tenant.read().values().flatten().find(|m| m.hash == hash).and_then(|m| m.compiled_sha256.clone());
+        let module = self.runtime.load(hash, recorded.as_deref(), || self.store.blob(hash))?;
+        if module.artifact != recorded {
+            let mut all = self.by_tenant.write();
+            for (tenant, records) in all.iter_mut() {
+                for record in records.iter_mut().filter(|m| m.hash == hash) {
+                    record.compiled_sha256 = module.artifact.clone();
+                    if let Err(e) = self.store.put_module(tenant, record) {
+                        tracing::warn!("cannot record the compiled code of {}@{}: {e}", record.name, record.version);
+                    }
+                }
+            }
+        }
+        Ok(module)
     }
 
     /// A catalog resolving a tenant's module references, honouring `pins` (reference -> hash) when given.
@@ -167,7 +222,7 @@ fn invalid_module(e: ModuleError) -> ApiError {
         ModuleError::UnknownWorld(_) | ModuleError::MissingLifecycle | ModuleError::Mismatch { .. } => "wrong_world",
         ModuleError::Imports { .. } => "unsupported_imports",
         ModuleError::Start(_) => "module_fails_to_start",
-        ModuleError::Missing(_) => "internal",
+        ModuleError::Missing(_) | ModuleError::Corrupt(_) => "internal",
     };
     ApiError::bad_request(code, e.to_string())
 }

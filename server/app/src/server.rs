@@ -1,14 +1,16 @@
 //! Starting and stopping a server: the data folder, the Wasm runtime, jobs resumed, the API on its address.
 
+use crate::api::serve::{TenantSlots, serve};
 use crate::api::{AppState, router};
 use crate::config::ServerConfig;
 use crate::jobs::Jobs;
 use crate::modules::Modules;
 use crate::store::Store;
 use anyhow::Context;
-use eddy_wasm_host::{Limits, WasmRuntime};
+use eddy_wasm_host::WasmRuntime;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::oneshot;
 
 /// A server that is running.
@@ -43,24 +45,22 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot use data folder {}", config.data_dir.display()))?;
-    let runtime = WasmRuntime::new(Some(store.cache_dir())).map_err(anyhow::Error::msg)?;
-    let modules = Arc::new(Modules::open(store.clone(), runtime, config.max_module_bytes));
-    let limits = Limits { memory_bytes: config.instance_memory_mb << 20, call_timeout: config.call_timeout };
-    let (jobs_store, jobs_modules) = (store.clone(), Arc::clone(&modules));
-    let jobs = tokio::task::spawn_blocking(move || Jobs::open(jobs_store, jobs_modules, limits)).await?;
+    let runtime = WasmRuntime::new(Some(store.cache_dir()), config.instance_limits()).map_err(anyhow::Error::msg)?;
+    let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config)));
+    let (jobs_store, jobs_modules, jobs_config) = (store.clone(), Arc::clone(&modules), Arc::clone(&config));
+    let jobs = tokio::task::spawn_blocking(move || Jobs::open(jobs_store, jobs_modules, jobs_config)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let app = router(AppState { config: Arc::clone(&config), modules, jobs: jobs.clone() });
+    let uploads = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads));
+    let tenant_slots = Arc::new(TenantSlots::new(config.http.tenant_concurrency, Duration::from_secs(10)));
+    let app = router(AppState { config: Arc::clone(&config), modules, jobs: jobs.clone(), uploads, tenant_slots });
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stopped.await;
-            })
-            .await
-    });
+    let stopped = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(serve(listener, app, config.http, stopped, Duration::from_secs(10)));
     tracing::info!("Eddy listening on http://{addr} (data in {})", config.data_dir.display());
     Ok(RunningServer { addr, jobs, stop: Some(stop), task })
 }

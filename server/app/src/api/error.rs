@@ -63,6 +63,23 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
 
+    /// 403 `quota_exceeded`: a request that would take a tenant past `quota`, whose limit and current use are named
+    /// in the message and in `details`.
+    pub fn quota(quota: &'static str, limit: u64, in_use: u64, asked: impl Into<String>) -> ApiError {
+        let asked = asked.into();
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "quota_exceeded",
+            format!("over the tenant's `{quota}` quota of {limit} ({in_use} in use): {asked}"),
+        )
+        .with_details(vec![serde_json::json!({ "quota": quota, "limit": limit, "in_use": in_use })])
+    }
+
+    /// 503 `busy`: the server is at a limit of concurrent work; try again shortly.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
+    }
+
     /// The same error with details.
     pub fn with_details(mut self, details: Vec<serde_json::Value>) -> ApiError {
         self.details = details;

@@ -12,13 +12,6 @@ use eddy_engine::io::IngestError;
 use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
-use tokio::sync::broadcast::error::RecvError;
-
-async fn blocking<T: Send + 'static>(
-    work: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(work).await.map_err(|e| ApiError::internal(e.to_string()))?
-}
 
 /// Submits a job: the body is its spec in YAML or JSON. Every problem of the spec is reported at once.
 #[utoipa::path(
@@ -28,6 +21,7 @@ async fn blocking<T: Send + 'static>(
     responses(
         (status = 201, description = "Running", body = JobView),
         (status = 400, description = "The spec has problems; `details` lists each with operator and field", body = ErrorBody),
+        (status = 403, description = "Over one of the tenant's quotas (`jobs`, `parallelism`); `details` names it", body = ErrorBody),
         (status = 422, description = "The job could not start (for example a function's init failed)", body = ErrorBody),
     )
 )]
@@ -37,7 +31,7 @@ pub async fn submit(
     body: String,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let jobs = state.jobs.clone();
-    let view = blocking(move || jobs.submit(&tenant, &body)).await?;
+    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.submit(&tenant, &body)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -81,7 +75,24 @@ pub async fn cancel(
     Path(path): Path<JobPath>,
 ) -> Result<Json<JobView>, ApiError> {
     let jobs = state.jobs.clone();
-    blocking(move || jobs.cancel(&tenant, &path.id)).await.map(Json)
+    state.tenant_slots.run(&tenant.clone(), move || jobs.cancel(&tenant, &path.id)).await.map(Json)
+}
+
+/// Deletes a job: cancels it if it runs, then forgets its definition and status.
+#[utoipa::path(
+    delete,
+    path = "/v1/jobs/{id}",
+    params(("id" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody))
+)]
+pub async fn delete(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<JobPath>,
+) -> Result<StatusCode, ApiError> {
+    let jobs = state.jobs.clone();
+    state.tenant_slots.run(&tenant.clone(), move || jobs.delete(&tenant, &path.id)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Names an HTTP source or sink of a job.
@@ -135,7 +146,7 @@ pub async fn ingest(
     let batch = records(&body)?;
     let accepted = batch.len();
     if accepted > 0 {
-        blocking(move || handle.push(batch).map_err(ingest_error)).await?;
+        state.tenant_slots.run(&tenant, move || handle.push(batch).map_err(ingest_error)).await?;
     }
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": accepted }))))
 }
@@ -160,7 +171,7 @@ pub async fn close_input(
     Path(path): Path<EndpointPath>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
-    blocking(move || handle.close().map_err(ingest_error)).await?;
+    state.tenant_slots.run(&tenant, move || handle.close().map_err(ingest_error)).await?;
     Ok(Json(serde_json::json!({ "closed": true })))
 }
 
@@ -177,7 +188,11 @@ pub struct OutputQuery {
     get,
     path = "/v1/jobs/{id}/outputs/{uid}",
     params(("id" = String, Path), ("uid" = String, Path, description = "The HTTP sink's uid"), OutputQuery),
-    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody))
+    responses(
+        (status = 200, description = "text/event-stream"),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job has not run since the server started", body = ErrorBody),
+    )
 )]
 pub async fn output(
     State(state): State<AppState>,
@@ -197,33 +212,42 @@ pub async fn output(
 
 type Render = std::sync::Arc<dyn Fn(&eddy_engine::io::OutputRecord) -> Event + Send + Sync>;
 
-/// The backlog, then live records until the stream closes (ending with an `end` event).
+/// Records a client is sent per read of the stream: what one connection holds at most beyond its cursor.
+const RECORDS_PER_READ: usize = 64;
+
+/// The retained records, then live ones until the stream closes (ending with an `end` event). Records are
+/// rendered as the connection takes them, so a client that does not read holds nothing but its position.
 fn events(
     subscription: eddy_engine::io::Subscription,
     render: Render,
 ) -> impl Stream<Item = Result<Event, Infallible>> {
-    let backlog: Vec<Result<Event, Infallible>> = subscription.backlog.iter().map(|r| Ok(render(r))).collect();
-    let last_seq = subscription.backlog.last().map(|r| r.seq);
-    let live = futures::stream::unfold(Some((subscription.live, render)), move |state| async move {
-        let (mut rx, render) = state?;
-        loop {
-            match rx.recv().await {
-                Ok(record) if last_seq.is_some_and(|s| record.seq <= s) => continue,
-                Ok(record) => {
-                    let event = render(&record);
-                    return Some((Ok(event), Some((rx, render))));
-                }
-                Err(RecvError::Lagged(n)) => {
-                    let event = Event::default().event("lagged").data(format!("{n} records were skipped"));
-                    return Some((Ok(event), Some((rx, render))));
-                }
-                Err(RecvError::Closed) => {
-                    return Some((Ok(Event::default().event("end").data("the job ended")), None));
+    use eddy_engine::io::Chunk;
+    futures::stream::unfold(Some(subscription), move |state| {
+        let render = std::sync::Arc::clone(&render);
+        async move {
+            let mut subscription = state?;
+            loop {
+                match subscription.read(RECORDS_PER_READ) {
+                    Chunk::Records { skipped, records } => {
+                        let mut events = Vec::with_capacity(records.len() + 1);
+                        if skipped > 0 {
+                            let lagged =
+                                Event::default().event("lagged").data(format!("{skipped} records were skipped"));
+                            events.push(Ok(lagged));
+                        }
+                        events.extend(records.iter().map(|r| Ok(render(r))));
+                        return Some((futures::stream::iter(events), Some(subscription)));
+                    }
+                    Chunk::Pending => subscription.changed().await,
+                    Chunk::Ended => {
+                        let end = vec![Ok(Event::default().event("end").data("the job ended"))];
+                        return Some((futures::stream::iter(end), None));
+                    }
                 }
             }
         }
-    });
-    futures::stream::iter(backlog).chain(live)
+    })
+    .flatten()
 }
 
 use futures::StreamExt;

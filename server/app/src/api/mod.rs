@@ -5,6 +5,8 @@
 pub mod error;
 mod jobs;
 mod modules;
+pub mod serve;
+mod usage;
 
 use crate::config::{DEFAULT_TENANT, ServerConfig, token_hash};
 use crate::jobs::Jobs;
@@ -29,6 +31,10 @@ pub struct AppState {
     pub modules: Arc<Modules>,
     /// Jobs.
     pub jobs: Jobs,
+    /// Permits for uploads read and compiled at once.
+    pub uploads: Arc<tokio::sync::Semaphore>,
+    /// Bounds each tenant's requests that wait on the engine.
+    pub tenant_slots: Arc<serve::TenantSlots>,
 }
 
 /// The tenant a request acts for, after authentication.
@@ -98,12 +104,18 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/modules", post(modules::upload).get(modules::list))
         .route("/modules/{name}", get(modules::versions))
         .route("/modules/{name}/{version}", get(modules::get_one).delete(modules::delete))
-        .route("/jobs", post(jobs::submit).get(jobs::list))
-        .route("/jobs/{id}", get(jobs::status))
+        .route(
+            "/jobs",
+            post(jobs::submit)
+                .layer(axum::extract::DefaultBodyLimit::max(eddy_engine::spec::MAX_SPEC_BYTES))
+                .get(jobs::list),
+        )
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::delete))
         .route("/jobs/{id}/cancel", post(jobs::cancel))
         .route("/jobs/{id}/inputs/{uid}", post(jobs::ingest))
         .route("/jobs/{id}/inputs/{uid}/close", post(jobs::close_input))
         .route("/jobs/{id}/outputs/{uid}", get(jobs::output))
+        .route("/usage", get(usage::usage))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_module_bytes.max(16 << 20)))
 }
 
@@ -116,7 +128,37 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1/tenants/{tenant}", tenant.clone())
         .nest("/v1", tenant)
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(axum::middleware::map_response(json_errors))
         .with_state(state)
+}
+
+/// Gives axum's own rejections (a bad query string, a wrong method, a body over the limit, ...) the JSON error
+/// body of every other error, with a code derived from the status.
+async fn json_errors(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/event-stream"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let text = match axum::body::to_bytes(response.into_body(), 16 << 10).await {
+        Ok(bytes) => String::from_utf8_lossy(&bytes).trim().to_string(),
+        Err(_) => String::new(),
+    };
+    let code = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "method_not_allowed",
+        StatusCode::PAYLOAD_TOO_LARGE => "too_large",
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => "unsupported_media_type",
+        StatusCode::NOT_FOUND => "not_found",
+        s if s.is_server_error() => "internal",
+        _ => "bad_request",
+    };
+    let message = if text.is_empty() { status.canonical_reason().unwrap_or("error").to_string() } else { text };
+    ApiError::new(status, code, message).into_response()
 }
 
 /// Health check.
@@ -148,9 +190,11 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::list,
         jobs::status,
         jobs::cancel,
+        jobs::delete,
         jobs::ingest,
         jobs::close_input,
         jobs::output,
+        usage::usage,
     ),
     components(schemas(
         error::ErrorBody,
@@ -161,8 +205,11 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         crate::jobs::OperatorView,
         crate::jobs::EdgeView,
         crate::jobs::FailureView,
+        crate::jobs::TenantUse,
+        usage::UsageView,
+        usage::QuotaView,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &TenantRoutes),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -177,5 +224,45 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// Every `/v1/...` route also exists as `/v1/tenants/{tenant}/...`, and every one of them answers 401 without a
+/// valid token: both are stated once here rather than on each handler.
+struct TenantRoutes;
+
+impl utoipa::Modify for TenantRoutes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
+        let unauthorized = ResponseBuilder::new()
+            .description("No token, or a token that is not valid (tenants configured)")
+            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
+            .build();
+        let tenant = ParameterBuilder::new()
+            .name("tenant")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some("The tenant acted for (the admin token may name any)"))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build();
+        let mut named = Vec::new();
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let Some(rest) = path.strip_prefix("/v1/") else { continue };
+            let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
+            for operation in operations.into_iter().flatten() {
+                operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+            }
+            let mut copy = item.clone();
+            for operation in
+                [&mut copy.get, &mut copy.post, &mut copy.put, &mut copy.delete, &mut copy.patch].into_iter().flatten()
+            {
+                operation.parameters.get_or_insert_with(Vec::new).insert(0, tenant.clone());
+                operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_for_tenant"));
+            }
+            named.push((format!("/v1/tenants/{{tenant}}/{rest}"), copy));
+        }
+        openapi.paths.paths.extend(named);
     }
 }

@@ -4,11 +4,12 @@ use super::error::{ApiError, ErrorBody};
 use super::{AppState, Tenant};
 use crate::store::ModuleRecord;
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::header::CONTENT_LENGTH;
+use axum::http::{HeaderMap, StatusCode};
 use serde::Deserialize;
+use std::sync::Arc;
 
 /// Where an upload goes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -30,30 +31,51 @@ pub struct UploadQuery {
         (status = 200, description = "The same bytes were stored under this version already", body = ModuleRecord),
         (status = 400, description = "Not a component for one of Eddy's worlds", body = ErrorBody),
         (status = 409, description = "The version exists with other contents", body = ErrorBody),
+        (status = 403, description = "Over the tenant's `module_bytes` quota", body = ErrorBody),
         (status = 413, description = "Larger than the server accepts", body = ErrorBody),
+        (status = 503, description = "Too many uploads at once; try again", body = ErrorBody),
     )
 )]
 pub async fn upload(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Query(query): Query<UploadQuery>,
-    body: Result<Bytes, BytesRejection>,
+    headers: HeaderMap,
+    body: Body,
 ) -> Result<(StatusCode, Json<ModuleRecord>), ApiError> {
-    let bytes = body.map_err(|e| {
-        let status = e.status();
-        let code = if status == StatusCode::PAYLOAD_TOO_LARGE { "module_too_large" } else { "bad_body" };
-        let message = if status == StatusCode::PAYLOAD_TOO_LARGE {
-            format!("the module is larger than this server accepts ({} bytes)", state.config.max_module_bytes)
+    let max = state.config.max_module_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "module_too_large",
+            format!("the module is larger than this server accepts ({max} bytes)"),
+        )
+    };
+    // Refuse what announces itself too large before reading a byte of it.
+    let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > max as u64) {
+        return Err(too_large());
+    }
+    // Reading and compiling take memory and CPU: only so many at once, the rest are told to come back.
+    let _permit = Arc::clone(&state.uploads).try_acquire_owned().map_err(|_| {
+        ApiError::busy(format!(
+            "{} uploads are being read and compiled; try again in a moment",
+            state.config.max_concurrent_uploads
+        ))
+    })?;
+    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
+        let cause = e.into_inner();
+        if cause.is::<http_body_util::LengthLimitError>() {
+            too_large()
         } else {
-            e.body_text()
-        };
-        ApiError::new(status, code, message)
+            ApiError::bad_request("bad_body", format!("cannot read the upload: {cause}"))
+        }
     })?;
     let modules = state.modules.clone();
-    let (record, created) =
-        tokio::task::spawn_blocking(move || modules.upload(&tenant, &query.name, query.version.as_deref(), &bytes))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))??;
+    let slots = Arc::clone(&state.tenant_slots);
+    let (record, created) = slots
+        .run(&tenant.clone(), move || modules.upload(&tenant, &query.name, query.version.as_deref(), &bytes))
+        .await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
 }
 

@@ -11,7 +11,7 @@ use crate::examples::{Examples, Language};
 use anyhow::{Context, bail};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
-use eddy_engine::function::{FunctionFactory, FunctionScope, UdfKind};
+use eddy_engine::function::{FunctionFactory, UdfKind};
 use eddy_engine::graph::{JobGraph, ModuleCatalog};
 use eddy_engine::io::DiscardSink;
 use eddy_engine::keys::mix64;
@@ -246,13 +246,7 @@ fn windowed_results(cx: &OverrideContext<'_>) -> Result<Box<dyn Operator>, TaskE
     let WindowFunctionSpec::Aggregate(AggregateSpec::Module(udf)) = &window.function else {
         return Err(TaskError::internal("the benchmark window needs an aggregate module"));
     };
-    let scope = FunctionScope {
-        job: "bench".into(),
-        tenant: "bench".into(),
-        operator: cx.node.uid.clone(),
-        subtask: cx.subtask,
-    };
-    let aggregate = cx.env.functions.aggregate(udf, &scope)?;
+    let aggregate = cx.env.functions.aggregate(udf, &cx.env.scope(&cx.node.uid, cx.subtask))?;
     let config = WindowConfig::new(window, ResultFormat::Windowed, cx.node.keyed, cx.max_parallelism);
     let store = cx.env.state.create_store(&cx.node.uid, cx.subtask).map_err(|e| TaskError::internal(e.0))?;
     let functions = WindowFunctions { incremental: Some(Incremental::Aggregate(aggregate)), process: None };
@@ -269,15 +263,26 @@ fn wasm_functions(workload: Workload, language: &str) -> anyhow::Result<(Arc<dyn
         bail!("{workload:?} has no {language} form (BENCHMARKS.md runs W1 and W5 in Python and JavaScript)");
     }
     let examples = Examples::locate()?;
-    let runtime =
-        WasmRuntime::new(Some(crate::examples::cache_dir().join("bench-compiled"))).map_err(anyhow::Error::msg)?;
+    let limits = Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(60) };
+    let compiled = crate::examples::cache_dir().join("bench-compiled");
+    let runtime = WasmRuntime::new(Some(compiled.clone()), limits).map_err(anyhow::Error::msg)?;
     let mut names = HashMap::new();
     for (name, kind) in workload.modules() {
         let bytes = examples.bytes(lang, name)?;
-        let module = runtime.compile(&bytes).with_context(|| format!("compiling {language} {name}"))?;
+        // The benchmark's own record of what it compiled, so that a later run loads it instead of compiling again.
+        let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes));
+        let digest_file = compiled.join(format!("{hash}.digest"));
+        let recorded = std::fs::read_to_string(&digest_file).ok();
+        let module = runtime
+            .load(&hash, recorded.as_deref(), || Some(bytes))
+            .with_context(|| format!("compiling {language} {name}"))?;
+        if let Some(digest) = &module.artifact
+            && recorded.as_deref() != Some(digest.as_str())
+        {
+            let _ = std::fs::write(&digest_file, digest);
+        }
         names.insert(name.to_string(), (module.hash.clone(), *kind));
     }
-    let functions =
-        WasmFunctions::new(runtime, Limits { memory_bytes: 1 << 30, call_timeout: Duration::from_secs(60) });
+    let functions = WasmFunctions::new(runtime, limits);
     Ok((Arc::new(functions), Catalog(names)))
 }

@@ -1,0 +1,320 @@
+//! A hostile tenant's attacks, each run against a real server: every one must be refused or contained, and the
+//! server must keep answering. (Findings of the hostile-tenants review, in its order.)
+
+use crate::support::{TestServer, fixture, submit, wait_ended, wait_job};
+use eddy_server::config::{QuotaOverrides, TenantConfig, token_hash};
+use std::time::Duration;
+
+const ACME: &str = "acme-secret";
+const GLOBEX: &str = "globex-secret";
+
+async fn two_tenants(tweak: impl FnOnce(&mut eddy_server::config::ServerConfig)) -> TestServer {
+    TestServer::start_with(|c| {
+        c.tenants =
+            vec![TenantConfig::new("acme", &token_hash(ACME)), TenantConfig::new("globex", &token_hash(GLOBEX))];
+        tweak(c);
+    })
+    .await
+}
+
+fn file_job(source: &str, sink: &str) -> String {
+    format!(
+        "name: files\noperators:\n  - {{ uid: src, source: {{ file: {source} }} }}\n  - {{ uid: out, sink: {{ file: {sink} }}, input: src }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn file_sources_and_sinks_cannot_leave_the_tenants_folder() {
+    let server = two_tenants(|_| {}).await;
+    let acme = server.client_with(Some(ACME), None);
+    let data = server.data_dir();
+    let config_like = data.join("secret.toml");
+    std::fs::write(&config_like, "admin_token_sha256 = \"...\"").expect("write");
+    for (source, sink) in [
+        ("{ path: /etc/passwd }", "{ path: out.jsonl }"),
+        ("{ path: ../../secret.toml }", "{ path: out.jsonl }"),
+        ("{ path: in.jsonl }", "{ path: ../globex/planted.jsonl }"),
+        ("{ path: in.jsonl }", "{ path: ../../tenants/globex/jobs/planted.json }"),
+        ("{ path: in.jsonl }", "{ path: /tmp/planted.json }"),
+    ] {
+        let refused = acme.submit(&file_job(source, sink)).await.expect_err("refused");
+        assert_eq!(
+            (refused.status, refused.code.as_str()),
+            (Some(400), "invalid_spec"),
+            "{source} -> {sink}: {refused}"
+        );
+        assert!(refused.message.contains("relative") || refused.message.contains(".."), "{refused}");
+    }
+    let unknown_root = acme.submit(&file_job("{ path: passwd, root: etc }", "{ path: out.jsonl }")).await;
+    let unknown_root = unknown_root.expect_err("no such root");
+    assert!(unknown_root.message.contains("no file root `etc`"), "{unknown_root}");
+
+    // Inside its own folder a tenant's files work, and land in that folder only.
+    let own = data.join("files/acme");
+    std::fs::create_dir_all(&own).expect("mkdir");
+    std::fs::write(own.join("in.jsonl"), "{\"n\":1}\n{\"n\":2}\n").expect("write");
+    let id = submit(&acme, &file_job("{ path: in.jsonl }", "{ path: results/out.jsonl }")).await;
+    assert_eq!(wait_ended(&acme, &id).await["state"], "finished");
+    let written = std::fs::read_to_string(own.join("results/out.jsonl")).expect("output in acme's folder");
+    assert_eq!(written.lines().count(), 2, "{written}");
+    assert!(!data.join("files/globex").exists(), "nothing was written for another tenant");
+    assert_eq!(std::fs::read_to_string(&config_like).expect("read"), "admin_token_sha256 = \"...\"");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn admins_roots_are_named_and_the_data_folder_is_never_one() {
+    let shared = tempfile::tempdir().expect("tempdir");
+    std::fs::write(shared.path().join("in.jsonl"), "{\"n\":1}\n").expect("write");
+    let shared_path = shared.path().to_path_buf();
+    let server = two_tenants(move |c| {
+        c.tenants[0].file_roots.insert("shared".into(), shared_path);
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    let id = submit(&acme, &file_job("{ path: in.jsonl, root: shared }", "{ path: copy.jsonl }")).await;
+    assert_eq!(wait_ended(&acme, &id).await["state"], "finished");
+    let globex = server.client_with(Some(GLOBEX), None);
+    let refused = globex.submit(&file_job("{ path: in.jsonl, root: shared }", "{ path: copy.jsonl }")).await;
+    assert!(refused.expect_err("acme's root only").message.contains("no file root `shared`"));
+
+    let mut config =
+        eddy_server::config::ServerConfig { data_dir: server.data_dir().to_path_buf(), ..Default::default() };
+    let mut tenant = TenantConfig::new("acme", &token_hash(ACME));
+    tenant.file_roots.insert("data".into(), server.data_dir().join("tenants"));
+    config.tenants = vec![tenant];
+    let problems = config.check().join("\n");
+    assert!(problems.contains("overlaps the data folder"), "{problems}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn replaced_compiled_code_is_never_loaded() {
+    let mut server = TestServer::start().await;
+    let c = &server.client;
+    let echo = c.push_module("m", None, fixture("echo")).await.expect("upload");
+    let trap = c.push_module("t", None, fixture("trap")).await.expect("upload");
+    let cache = server.data_dir().join("cache");
+    let file_of = |hash: &serde_json::Value| {
+        let hash = hash.as_str().expect("hash").to_string();
+        std::fs::read_dir(&cache)
+            .expect("cache")
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with(&hash)))
+            .expect("compiled file")
+    };
+    // Native code planted in place of echo's compiled code (here: the trap's, valid code of this very engine).
+    std::fs::copy(file_of(&trap["hash"]), file_of(&echo["hash"])).expect("overwrite");
+    server.restart().await;
+    let c = &server.client;
+    let spec = "name: e\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: m, input: src }\n  - { uid: out, sink: http, input: m }\n";
+    let id = submit(c, spec).await;
+    c.ingest(&id, "src", "{\"n\":7}\n".into()).await.expect("ingest");
+    c.close_input(&id, "src").await.expect("close");
+    let records = crate::support::output(c, &id, "out").await;
+    assert_eq!(records.len(), 1, "the module ran as uploaded (echo), not the planted code");
+    assert_eq!(records[0]["value"]["n"], 7);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cheap_specs_that_would_exhaust_memory_are_refused() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let parallel = "name: p\nparallelism: 1000000000\noperators:\n  - { uid: src, source: { generator: {} } }\n  - { uid: out, sink: discard, input: src }\n";
+    let refused = c.submit(parallel).await.expect_err("too parallel");
+    assert_eq!(refused.status, Some(400));
+    assert!(refused.message.contains("exceeds the job's max_parallelism 128"), "{refused}");
+    for (window, why) in [
+        ("{ size: 3000000d, slide: 1ms }", "windows per record"),
+        ("{ size: 1d, slide: 1ms }", "windows per record"),
+        ("{ size: 1d, slide: 86399999ms }", "panes"),
+    ] {
+        let spec = format!(
+            "name: w\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: w, input: src, key_by: record, window: {{ sliding: {window} }}, aggregate: {{ builtin: count }} }}\n  - {{ uid: out, sink: http, input: w }}\n"
+        );
+        let refused = c.submit(&spec).await.expect_err("too many windows");
+        assert!(refused.message.contains(why), "{window}: {refused}");
+    }
+    assert_eq!(c.health().await.expect("health")["status"], "ok");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn components_that_grow_tables_or_many_memories_are_refused_at_upload() {
+    let server = TestServer::start_with(|c| c.instance_memory_mb = 16).await;
+    let c = &server.client;
+    for name in ["table-bomb-at-start", "many-memories"] {
+        let refused = c.push_module("bomb", None, fixture(name)).await.expect_err("refused");
+        assert_eq!((refused.status, refused.code.as_str()), (Some(400), "module_fails_to_start"), "{name}: {refused}");
+        assert!(refused.message.contains("memory limit of 16 MiB"), "{name}: {refused}");
+    }
+    assert_eq!(c.modules().await.expect("list").as_array().map(Vec::len), Some(0));
+    let leftovers = std::fs::read_dir(server.data_dir().join("cache")).expect("cache").count();
+    assert_eq!(leftovers, 0, "refused uploads leave no compiled code behind");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn many_instances_each_within_its_limit_meet_the_job_and_tenant_budgets() {
+    // An echo instance holds one 64 KiB page: 16 fit in a MiB.
+    let server = two_tenants(|c| {
+        c.tenants[0].quota = QuotaOverrides { memory_mb: Some(1), job_memory_mb: Some(1), ..QuotaOverrides::default() };
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    acme.push_module("echo", None, fixture("echo")).await.expect("upload");
+    let job = |p: u32| {
+        format!(
+            "name: wide\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: m, map: echo, input: src, parallelism: {p} }}\n  - {{ uid: out, sink: discard, input: m }}\n"
+        )
+    };
+    let refused = acme.submit(&job(20)).await.expect_err("20 instances do not fit 1 MiB");
+    assert_eq!((refused.status, refused.code.as_str()), (Some(422), "cannot_start"), "{refused}");
+    assert!(refused.message.contains("guest memory budget of 1 MiB"), "{refused}");
+    submit(&acme, &job(10)).await;
+    let refused = acme.submit(&job(10)).await.expect_err("the tenant's MiB is half used");
+    assert!(refused.message.contains("tenant acme's guest memory budget"), "{refused}");
+    // Another tenant is not affected.
+    let globex = server.client_with(Some(GLOBEX), None);
+    globex.push_module("echo", None, fixture("echo")).await.expect("upload");
+    submit(&globex, &job(20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn quotas_on_jobs_and_parallelism_name_the_quota_and_the_use() {
+    let server = two_tenants(|c| {
+        c.tenants[0].quota = QuotaOverrides { jobs: Some(2), parallelism: Some(6), ..QuotaOverrides::default() };
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    let job = |p: u32| {
+        format!(
+            "name: q\nparallelism: {p}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: out, sink: discard, input: src }}\n"
+        )
+    };
+    // A source over HTTP runs one subtask, the sink `p`.
+    let first = submit(&acme, &job(2)).await;
+    let refused = acme.submit(&job(4)).await.expect_err("3 + 5 > 6");
+    assert_eq!((refused.status, refused.code.as_str()), (Some(403), "quota_exceeded"), "{refused}");
+    assert!(refused.message.contains("`parallelism` quota of 6 (3 in use)"), "{refused}");
+    assert_eq!(refused.details[0]["quota"], "parallelism");
+    submit(&acme, &job(1)).await;
+    let refused = acme.submit(&job(1)).await.expect_err("two jobs run");
+    assert!(refused.message.contains("`jobs` quota of 2 (2 in use)"), "{refused}");
+    let usage: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/usage", server.url))
+        .bearer_auth(ACME)
+        .send()
+        .await
+        .expect("usage")
+        .json()
+        .await
+        .expect("JSON");
+    assert_eq!((usage["used"]["jobs"].as_u64(), usage["used"]["parallelism"].as_u64()), (Some(2), Some(5)), "{usage:#}");
+    assert_eq!((usage["quota"]["jobs"].as_u64(), usage["quota"]["parallelism"].as_u64()), (Some(2), Some(6)));
+    acme.cancel(&first).await.expect("cancel");
+    submit(&acme, &job(1)).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_bounded_before_they_are_read() {
+    let server = TestServer::start_with(|c| {
+        c.max_module_bytes = 4096;
+        c.max_concurrent_uploads = 1;
+    })
+    .await;
+    let url = format!("{}/v1/modules?name=big", server.url);
+    let http = reqwest::Client::new();
+    let too_large = http.post(&url).body(vec![0u8; 8192]).send().await.expect("request");
+    assert_eq!(too_large.status(), 413);
+    let body: serde_json::Value = too_large.json().await.expect("JSON error");
+    assert_eq!(body["error"]["code"], "module_too_large");
+
+    // One upload that trickles in holds the only permit: the next is told to come back, not queued in memory.
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let slow = tokio::spawn({
+        let (http, url) = (http.clone(), url.clone());
+        async move {
+            let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+            http.post(&url).body(body).send().await.map(|r| r.status().as_u16())
+        }
+    });
+    tx.send(Ok(b"\0asm".to_vec())).await.expect("first bytes");
+    let busy = wait_for_status(&http, &url, 503).await;
+    assert!(busy.contains("\"busy\""), "{busy}");
+    drop(tx);
+    assert_eq!(slow.await.expect("task").expect("response"), 400, "the slow upload is judged once complete");
+    let after = http.post(&url).body(fixture("echo")).send().await.expect("request");
+    assert_eq!(after.status(), 201, "the permit is free again");
+}
+
+/// Posts a small body until the server answers `status` (the slow upload may not have reached it yet).
+async fn wait_for_status(http: &reqwest::Client, url: &str, status: u16) -> String {
+    for _ in 0..100 {
+        let response = http.post(url).body(b"\0asm".to_vec()).send().await.expect("request");
+        if response.status().as_u16() == status {
+            return response.text().await.unwrap_or_default();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the server never answered {status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_that_keeps_taking_the_server_down_is_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec =
+        "name: doomed\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";
+    let mut id = String::new();
+    // Each start is followed by kill -9, as an out-of-memory kill would end it.
+    for start in 1..=eddy_server::jobs::MAX_CRASH_STREAK {
+        let server = crate::support::ServerProcess::start(dir.path()).await;
+        if start == 1 {
+            id = submit(&server.client, spec).await;
+        }
+        wait_job(&server.client, &id, Duration::from_secs(20), |s| s["state"] == "running").await;
+        server.kill();
+    }
+    let server = crate::support::ServerProcess::start(dir.path()).await;
+    let status = server.client.job(&id).await.expect("status");
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let message = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("held") && message.contains("3 starts"), "{message}");
+    assert_eq!(server.client.health().await.expect("health")["status"], "ok");
+    // Deleting it forgets it.
+    let http = reqwest::Client::new();
+    let deleted = http.delete(format!("{}/v1/jobs/{id}", server.url)).send().await.expect("delete");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(server.client.job(&id).await.expect_err("gone").status, Some(404));
+    server.kill();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_connections_cannot_lock_other_clients_out() {
+    use tokio::io::AsyncReadExt;
+    let server = TestServer::start_with(|c| {
+        c.http.max_connections_per_address = 8;
+        c.http.header_timeout = Duration::from_millis(500);
+    })
+    .await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut idle = Vec::new();
+    for _ in 0..8 {
+        idle.push(tokio::net::TcpStream::connect(&address).await.expect("connect"));
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+    let health = format!("{}/health", server.url);
+    assert!(fresh.get(&health).send().await.is_err(), "a ninth connection from the address is turned away");
+    // Sockets that never send a request are closed at the header deadline, and the server answers again.
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), idle[0].read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle socket was closed: {closed:?}");
+    drop(idle);
+    let mut answered = false;
+    for _ in 0..50 {
+        if fresh.get(&health).send().await.is_ok_and(|r| r.status() == 200) {
+            answered = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(answered, "the server answers once the idle sockets are gone");
+}

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Eddy's tests need (once per machine; cached under ~/.cache) and runs them all:
-# the Rust workspace (unit, golden, property and end-to-end tests), the Python and JavaScript SDK tests.
+# the Rust workspace (unit, golden, property and end-to-end tests), the Python and JavaScript SDK tests, and the
+# HTTP API fuzzed from its own OpenAPI document.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -11,9 +12,9 @@ echo "==> Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null
 
 echo "==> Python toolchain (componentize-py)"
-if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ]; then
+if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ] || [ ! -x "$tools/py/bin/st" ]; then
   python3 -m venv "$tools/py"
-  "$tools/py/bin/pip" install --quiet componentize-py==0.25.1 pytest
+  "$tools/py/bin/pip" install --quiet componentize-py==0.25.1 pytest schemathesis==4.32.5
 fi
 
 echo "==> JavaScript toolchain (componentize-qjs)"
@@ -34,5 +35,8 @@ echo "==> Python SDK tests"
 
 echo "==> JavaScript SDK tests"
 node --test guest-sdk/js/
+
+echo "==> The HTTP API fuzzed from its OpenAPI document"
+tests/fuzz-api.sh "$tools/py/bin/st" 60
 
 echo "All tests passed."

@@ -207,7 +207,11 @@ async fn quotas_on_jobs_and_parallelism_name_the_quota_and_the_use() {
         .json()
         .await
         .expect("JSON");
-    assert_eq!((usage["used"]["jobs"].as_u64(), usage["used"]["parallelism"].as_u64()), (Some(2), Some(5)), "{usage:#}");
+    assert_eq!(
+        (usage["used"]["jobs"].as_u64(), usage["used"]["parallelism"].as_u64()),
+        (Some(2), Some(5)),
+        "{usage:#}"
+    );
     assert_eq!((usage["quota"]["jobs"].as_u64(), usage["quota"]["parallelism"].as_u64()), (Some(2), Some(6)));
     acme.cancel(&first).await.expect("cancel");
     submit(&acme, &job(1)).await;

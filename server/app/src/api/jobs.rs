@@ -128,7 +128,11 @@ fn records(body: &str) -> Result<Batch, ApiError> {
     post,
     path = "/v1/jobs/{id}/inputs/{uid}",
     params(("id" = String, Path), ("uid" = String, Path, description = "The HTTP source's uid")),
-    request_body(content = String, content_type = "application/x-ndjson"),
+    request_body(content(
+        (String = "application/x-ndjson"),
+        (String = "application/json"),
+        (String = "text/plain"),
+    )),
     responses(
         (status = 202, description = "Accepted: `{\"accepted\": n}`"),
         (status = 404, body = ErrorBody),

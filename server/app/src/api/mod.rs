@@ -228,7 +228,8 @@ impl utoipa::Modify for BearerAuth {
 }
 
 /// Every `/v1/...` route also exists as `/v1/tenants/{tenant}/...`, and every one of them answers 401 without a
-/// valid token: both are stated once here rather than on each handler.
+/// valid token and 400 to a request whose parts cannot be read: these are stated once here rather than on each
+/// handler.
 struct TenantRoutes;
 
 impl utoipa::Modify for TenantRoutes {
@@ -236,10 +237,19 @@ impl utoipa::Modify for TenantRoutes {
         use utoipa::openapi::path::{ParameterBuilder, ParameterIn};
         use utoipa::openapi::schema::{ObjectBuilder, Type};
         use utoipa::openapi::{ContentBuilder, Ref, Required, ResponseBuilder};
-        let unauthorized = ResponseBuilder::new()
-            .description("No token, or a token that is not valid (tenants configured)")
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
-            .build();
+        let error = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build(),
+                )
+                .build()
+        };
+        let unauthorized = error("No token, or a token that is not valid (tenants configured)");
+        let forbidden = error("The token belongs to another tenant");
+        let no_tenant = error("No such tenant");
+        let malformed = error("The request is malformed (its path, query or body cannot be read)");
         let tenant = ParameterBuilder::new()
             .name("tenant")
             .parameter_in(ParameterIn::Path)
@@ -253,12 +263,15 @@ impl utoipa::Modify for TenantRoutes {
             let operations = [&mut item.get, &mut item.post, &mut item.put, &mut item.delete, &mut item.patch];
             for operation in operations.into_iter().flatten() {
                 operation.responses.responses.insert("401".into(), unauthorized.clone().into());
+                operation.responses.responses.entry("400".into()).or_insert_with(|| malformed.clone().into());
             }
             let mut copy = item.clone();
             for operation in
                 [&mut copy.get, &mut copy.post, &mut copy.put, &mut copy.delete, &mut copy.patch].into_iter().flatten()
             {
                 operation.parameters.get_or_insert_with(Vec::new).insert(0, tenant.clone());
+                operation.responses.responses.insert("403".into(), forbidden.clone().into());
+                operation.responses.responses.entry("404".into()).or_insert_with(|| no_tenant.clone().into());
                 operation.operation_id = operation.operation_id.as_ref().map(|id| format!("{id}_for_tenant"));
             }
             named.push((format!("/v1/tenants/{{tenant}}/{rest}"), copy));

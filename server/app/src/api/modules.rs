@@ -25,7 +25,7 @@ pub struct UploadQuery {
     post,
     path = "/v1/modules",
     params(UploadQuery),
-    request_body(content = Vec<u8>, content_type = "application/wasm"),
+    request_body(content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses(
         (status = 201, description = "Stored and compiled", body = ModuleRecord),
         (status = 200, description = "The same bytes were stored under this version already", body = ModuleRecord),

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Fuzzes Eddy's HTTP API from its own OpenAPI document: starts a server (the `eddy` binary of the last build) on a
+# free loopback port with a fresh data folder, lets schemathesis generate requests for every operation, and fails
+# on any 5xx, any status code or content type the document does not declare, and any response that breaks its
+# schema. Usage: tests/fuzz-api.sh PATH-TO-st [SECONDS]
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+st="$1"
+seconds="${2:-60}"
+eddy="${CARGO_TARGET_DIR:-target}/debug/eddy"
+data="$(mktemp -d)"
+port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+
+"$eddy" serve --listen "127.0.0.1:$port" --data-dir "$data" >"$data/server.log" 2>&1 &
+server=$!
+stop() {
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -rf "$data"
+}
+trap stop EXIT
+
+for _ in $(seq 1 100); do
+  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
+  sleep 0.1
+done
+
+"$st" run "http://127.0.0.1:$port/openapi.json" \
+  --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+  --phases examples,coverage,fuzzing --max-examples 20 --seed 1 --max-time "$seconds" \
+  --warnings off --request-timeout 10

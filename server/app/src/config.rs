@@ -43,11 +43,20 @@ pub struct Quota {
     pub job_memory_mb: usize,
     /// Bytes of all its uploaded modules together.
     pub module_bytes: u64,
+    /// Its share of the CPU relative to other tenants' when they compete (1: an equal share).
+    pub cpu_weight: u32,
 }
 
 impl Default for Quota {
     fn default() -> Quota {
-        Quota { jobs: 100, parallelism: 256, memory_mb: 4096, job_memory_mb: 2048, module_bytes: 4 << 30 }
+        Quota {
+            jobs: 100,
+            parallelism: 256,
+            memory_mb: 4096,
+            job_memory_mb: 2048,
+            module_bytes: 4 << 30,
+            cpu_weight: 1,
+        }
     }
 }
 
@@ -65,6 +74,8 @@ pub struct QuotaOverrides {
     pub job_memory_mb: Option<usize>,
     /// See [`Quota::module_bytes`].
     pub module_bytes: Option<u64>,
+    /// See [`Quota::cpu_weight`].
+    pub cpu_weight: Option<u32>,
 }
 
 impl QuotaOverrides {
@@ -76,6 +87,7 @@ impl QuotaOverrides {
             memory_mb: self.memory_mb.unwrap_or(base.memory_mb),
             job_memory_mb: self.job_memory_mb.unwrap_or(base.job_memory_mb),
             module_bytes: self.module_bytes.unwrap_or(base.module_bytes),
+            cpu_weight: self.cpu_weight.unwrap_or(base.cpu_weight).max(1),
         }
     }
 }

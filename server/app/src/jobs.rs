@@ -9,6 +9,7 @@ use axum::http::StatusCode;
 use eddy_engine::graph::{JobGraph, Partitioning};
 use eddy_engine::io::FileRoots;
 use eddy_engine::io::{IngestHandle, OutputStream};
+use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
 use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
 use eddy_engine::{ErrorDomain, TaskError};
@@ -127,6 +128,8 @@ struct Inner {
     usage: Mutex<HashMap<String, Arc<GuestUsage>>>,
     /// Serializes writes of job records.
     persisting: Mutex<()>,
+    /// Shares the CPU between tenants.
+    governor: Arc<CpuGovernor>,
     shutting_down: AtomicBool,
 }
 
@@ -184,6 +187,7 @@ impl Jobs {
                 tenant_memory: Mutex::new(HashMap::new()),
                 usage: Mutex::new(HashMap::new()),
                 persisting: Mutex::new(()),
+                governor: CpuGovernor::for_this_machine(),
                 shutting_down: AtomicBool::new(false),
             }),
         };
@@ -417,6 +421,8 @@ impl Jobs {
                 });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
         env.files = self.file_roots(tenant);
+        self.inner.governor.set_weight(tenant, self.inner.config.quota_of(tenant).cpu_weight);
+        env.governor = Some(Arc::clone(&self.inner.governor));
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])

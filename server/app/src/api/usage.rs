@@ -32,6 +32,8 @@ pub struct QuotaView {
     pub job_memory_mb: usize,
     /// Bytes of all uploaded modules.
     pub module_bytes: u64,
+    /// Share of the CPU relative to other tenants' when they compete.
+    pub cpu_weight: u32,
 }
 
 /// The tenant's quotas and its use of them.
@@ -47,6 +49,7 @@ pub async fn usage(State(state): State<AppState>, Tenant(tenant): Tenant) -> Jso
             memory_mb: quota.memory_mb,
             job_memory_mb: quota.job_memory_mb,
             module_bytes: quota.module_bytes,
+            cpu_weight: quota.cpu_weight,
         },
         module_bytes,
         tenant,

@@ -5,6 +5,8 @@
 //! order-independent fingerprint (`fp`), so runs of one workload must print the same three figures at every
 //! parallelism and in every form.
 
+mod fair;
+mod idle;
 mod native;
 
 use crate::examples::{Examples, Language};
@@ -28,8 +30,11 @@ use std::time::{Duration, Instant};
 /// Options of `eddy bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The workload: W1, W2, W2CP, W3, W4 or W5.
+    /// The workload: W1, W2, W2CP, W3, W4 or W5; `idle`, what idle jobs cost; `fair`, CPU shares between tenants.
     pub workload: String,
+    /// Jobs to deploy (`idle` only).
+    #[arg(long, default_value_t = 1000)]
+    pub jobs: u32,
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
@@ -178,6 +183,12 @@ fn peak_rss_mb() -> u64 {
 
 /// Runs one benchmark and returns its line.
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
+    if args.workload.eq_ignore_ascii_case("idle") {
+        return idle::run(args.jobs);
+    }
+    if args.workload.eq_ignore_ascii_case("fair") {
+        return fair::run(args.parallelism, args.events.unwrap_or(200_000_000), args.udf != "off");
+    }
     let workload = Workload::parse(&args.workload)?;
     if args.backend != "memory" {
         bail!("backend `{}` is not available yet: this build keeps state in memory (--backend memory)", args.backend);

@@ -6,7 +6,7 @@ use crate::keys::mix64;
 use crate::spec::{EventEncoding, GeneratorSpec};
 use eddy_codec::Batch;
 use std::io::Write;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Event time of event 0.
 pub const BENCH_BASE_TS: i64 = 1_700_000_000_000;
@@ -65,7 +65,6 @@ impl Source for GeneratorSource {
         if let Some(rate) = self.spec.rate.filter(|r| *r > 0) {
             let due = (self.started.elapsed().as_secs_f64() * rate as f64) as u64;
             if due <= self.emitted {
-                std::thread::sleep(Duration::from_millis(5));
                 return Ok(SourcePoll::Pending);
             }
             room = room.min((due - self.emitted) as usize);

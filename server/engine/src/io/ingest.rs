@@ -1,8 +1,8 @@
 //! Records POSTed into a running job over HTTP.
 
-use super::{Source, SourcePoll};
+use super::{Source, SourcePoll, Wake};
 use crate::error::TaskError;
-use crossbeam_channel::{Receiver, RecvTimeoutError, SendTimeoutError, Sender};
+use crossbeam_channel::{Receiver, Select, SendTimeoutError, Sender, TryRecvError};
 use eddy_codec::Batch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -81,13 +81,24 @@ impl Source for IngestSource {
     }
 
     fn poll(&mut self, batch: &mut Batch, _max: usize) -> Result<SourcePoll, TaskError> {
-        match self.rx.recv_timeout(Duration::from_millis(20)) {
+        match self.rx.try_recv() {
             Ok(Ingest::Records(records)) => {
                 batch.extend_from(&records);
                 Ok(SourcePoll::Records { split: 0 })
             }
-            Ok(Ingest::Close) | Err(RecvTimeoutError::Disconnected) => Ok(SourcePoll::Finished),
-            Err(RecvTimeoutError::Timeout) => Ok(SourcePoll::Pending),
+            Ok(Ingest::Close) | Err(TryRecvError::Disconnected) => Ok(SourcePoll::Finished),
+            Err(TryRecvError::Empty) => Ok(SourcePoll::Pending),
         }
+    }
+
+    fn wait(&mut self, wake: &Receiver<Wake>, timeout: Option<Duration>) {
+        // Sleeps until a POST arrives (or the task is woken): an idle HTTP source costs nothing.
+        let mut select = Select::new();
+        select.recv(&self.rx);
+        select.recv(wake);
+        let _ = match timeout {
+            Some(timeout) => select.ready_timeout(timeout).ok(),
+            None => Some(select.ready()),
+        };
     }
 }

@@ -42,6 +42,19 @@ pub trait Source: Send {
         false
     }
 
-    /// Appends up to `max` records of one split to `batch`.
+    /// Appends up to `max` records of one split to `batch`, without waiting.
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError>;
+
+    /// After a `Pending` poll: waits until records may be there, `timeout` passes (none: no limit) or `wake` becomes
+    /// ready (it is not received from). Sources whose records arrive from elsewhere wait on that; the default,
+    /// for sources that are pending only briefly (a paced generator), naps for at most a few milliseconds.
+    fn wait(&mut self, wake: &crossbeam_channel::Receiver<Wake>, timeout: Option<std::time::Duration>) {
+        let nap = std::time::Duration::from_millis(5);
+        let mut select = crossbeam_channel::Select::new();
+        select.recv(wake);
+        let _ = select.ready_timeout(timeout.map_or(nap, |t| t.min(nap)));
+    }
 }
+
+/// What wakes a waiting source besides its own records: the task's control messages.
+pub type Wake = crate::runtime::Control;

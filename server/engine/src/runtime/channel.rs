@@ -19,6 +19,19 @@ pub enum Message {
     End,
 }
 
+/// What a job tells its tasks outside the data stream. A task waits on its control receiver together with its
+/// inputs, so it hears a control message however idle or blocked its inputs are.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Control {
+    /// The job is stopping: leave the task loop.
+    Stop,
+}
+
+/// A task's control receiver and the job's sender for it.
+pub fn control() -> (Sender<Control>, Receiver<Control>) {
+    crossbeam_channel::unbounded()
+}
+
 /// How often a blocked sender checks whether the job was cancelled.
 const CANCEL_CHECK: Duration = Duration::from_millis(50);
 
@@ -46,21 +59,31 @@ pub fn channel(capacity: usize, input: usize) -> (ChannelSender, InputChannel) {
 impl ChannelSender {
     /// Sends, waiting while the channel is full; returns how long it waited. Fails when the job is cancelled or
     /// the receiver is gone.
-    pub fn send(&self, mut message: Message, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+    pub fn send(&self, message: Message, cancel: &AtomicBool) -> Result<Duration, TaskError> {
         let started = std::time::Instant::now();
-        loop {
-            match self.tx.send_timeout(message, CANCEL_CHECK) {
-                Ok(()) => return Ok(started.elapsed()),
-                Err(SendTimeoutError::Timeout(m)) => {
-                    if cancel.load(Ordering::Relaxed) {
-                        return Err(TaskError::internal("cancelled"));
+        let mut message = match self.tx.try_send(message) {
+            Ok(()) => return Ok(Duration::ZERO),
+            Err(crossbeam_channel::TrySendError::Disconnected(_)) => {
+                return Err(TaskError::internal("a downstream task stopped"));
+            }
+            Err(crossbeam_channel::TrySendError::Full(message)) => message,
+        };
+        // Backpressure: wait without holding the tenant's run slot, so the task downstream can take it and drain.
+        super::govern::blocking(|| {
+            loop {
+                match self.tx.send_timeout(message, CANCEL_CHECK) {
+                    Ok(()) => return Ok(started.elapsed()),
+                    Err(SendTimeoutError::Timeout(m)) => {
+                        if cancel.load(Ordering::Relaxed) {
+                            return Err(TaskError::internal("cancelled"));
+                        }
+                        message = m;
                     }
-                    message = m;
-                }
-                Err(SendTimeoutError::Disconnected(_)) => {
-                    return Err(TaskError::internal("a downstream task stopped"));
+                    Err(SendTimeoutError::Disconnected(_)) => {
+                        return Err(TaskError::internal("a downstream task stopped"));
+                    }
                 }
             }
-        }
+        })
     }
 }

@@ -1,6 +1,7 @@
 //! From a validated graph to running threads.
 
 use super::channel::{ChannelSender, InputChannel, channel};
+use super::govern::CpuGovernor;
 use super::metrics::OperatorMetrics;
 use super::task::{Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, Timestamps, run_source, run_task};
 use super::{JobHandle, RunningJob, Shared};
@@ -61,6 +62,8 @@ pub struct DeployEnv {
     pub overrides: HashMap<String, OperatorOverride>,
     /// Set when the job stops; function instances watch it to interrupt a running call.
     stop: Arc<AtomicBool>,
+    /// Shares CPU between tenants; none: tasks run as the operating system schedules them.
+    pub governor: Option<Arc<CpuGovernor>>,
 }
 
 impl DeployEnv {
@@ -77,6 +80,7 @@ impl DeployEnv {
             files: FileRoots::none(),
             overrides: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
+            governor: None,
         }
     }
 
@@ -364,16 +368,23 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
     for (name, body, chain) in tasks {
         let task_shared = Arc::clone(&shared);
         let clock = Arc::clone(&env.clock);
+        let governor = env.governor.clone().map(|g| (g, env.tenant.clone()));
+        let (control_tx, control) = super::channel::control();
+        shared.controls.lock().push(control_tx);
         let spawned = std::thread::Builder::new().name(format!("eddy-{name}")).spawn(move || {
+            if let Some((governor, tenant)) = governor {
+                super::govern::bind(governor, &tenant);
+            }
             let cancel = Arc::clone(&task_shared.cancel);
             let mut chain = chain;
             let mut gate = None;
             let result = match body {
-                TaskBody::Source(runner) => run_source(runner, &mut chain, clock.as_ref(), &cancel),
-                TaskBody::Channels(g) => run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel),
+                TaskBody::Source(runner) => run_source(runner, &mut chain, clock.as_ref(), &cancel, &control),
+                TaskBody::Channels(g) => run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel, &control),
             };
             // Record the failure before this task's channels close: a neighbour that finds them closed first would
             // otherwise fail the job with "an upstream task stopped" instead of the cause.
+            super::govern::leave();
             if let Err(error) = result {
                 task_shared.fail(error);
             }

@@ -7,9 +7,11 @@
 
 mod channel;
 mod deploy;
+pub mod govern;
 mod metrics;
 mod task;
 
+pub use channel::Control;
 pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, build_single_operator, deploy};
 pub use metrics::{OperatorCounters, OperatorMetrics};
 
@@ -46,6 +48,8 @@ pub(crate) struct Shared {
     done: Condvar,
     cancel: Arc<AtomicBool>,
     cancel_requested: AtomicBool,
+    /// Every task's control sender, to wake tasks that wait for input.
+    controls: Mutex<Vec<crossbeam_channel::Sender<channel::Control>>>,
 }
 
 impl Shared {
@@ -56,6 +60,16 @@ impl Shared {
             done: Condvar::new(),
             cancel,
             cancel_requested: AtomicBool::new(false),
+            controls: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Raises the stop flag and wakes every task, wherever it waits.
+    fn stop_all(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+        for control in self.controls.lock().iter() {
+            // A task that has ended has dropped its receiver; nothing to wake.
+            let _ = control.send(channel::Control::Stop);
         }
     }
 
@@ -65,7 +79,8 @@ impl Shared {
         if outcome.error.is_none() && !self.cancel.load(Ordering::SeqCst) {
             outcome.error = Some(error);
         }
-        self.cancel.store(true, Ordering::SeqCst);
+        drop(outcome);
+        self.stop_all();
     }
 
     fn complete(&self) {
@@ -113,7 +128,7 @@ impl JobHandle {
     /// Stops every task; the job ends as cancelled.
     pub fn cancel(&self) {
         self.shared.cancel_requested.store(true, Ordering::SeqCst);
-        self.shared.cancel.store(true, Ordering::SeqCst);
+        self.shared.stop_all();
     }
 
     /// Waits until the job ends or `timeout` passes; returns the state then.

@@ -1,6 +1,7 @@
 //! The task loop: one thread runs a chain of operators for one subtask, fed by a source or by input channels.
 
-use super::channel::{ChannelSender, InputChannel, Message};
+use super::channel::{ChannelSender, Control, InputChannel, Message};
+use super::govern;
 use super::metrics::OperatorMetrics;
 use crate::error::TaskError;
 use crate::function::{KeySelectorFunction, TimestampAssignerFunction};
@@ -9,14 +10,16 @@ use crate::json::JsonPath;
 use crate::keys::{key_group, subtask_of};
 use crate::operator::{OpContext, Operator, Output};
 use crate::time::{Clock, InputWatermarks, MAX_WATERMARK, SourceWatermarks, StatusChange};
-use crossbeam_channel::{RecvTimeoutError, Select};
+use crossbeam_channel::{Receiver, Select};
 use eddy_codec::Batch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// The longest a task waits for input before checking timers and cancellation.
-const POLL: Duration = Duration::from_millis(50);
+/// How long to wait from `now` until processing time `at` (none: no deadline).
+fn until(at: Option<i64>, now: i64) -> Option<Duration> {
+    at.map(|t| Duration::from_millis(t.saturating_sub(now).max(0) as u64))
+}
 
 /// How records get their key before a keyed edge.
 pub enum KeyExtractor {
@@ -379,19 +382,23 @@ impl SourceRunner {
     }
 }
 
-/// Runs a source task until the source finishes or the job is cancelled.
+/// Runs a source task until the source finishes or the job is cancelled. While its source has nothing, the task
+/// sleeps until records arrive, a timer or a split's idleness is due, or a control message comes.
 pub fn run_source(
     mut runner: SourceRunner,
     chain: &mut Chain,
     clock: &dyn Clock,
     cancel: &AtomicBool,
+    control: &Receiver<Control>,
 ) -> Result<(), TaskError> {
     let uid = runner.metrics.uid.clone();
     let mut scratch = Vec::new();
+    govern::enter();
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
+        govern::tick();
         let mut batch = Batch::with_capacity(runner.batch_size, runner.batch_size * 24);
         let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
         // Polling may have waited: records are stamped and processed at the time they arrived.
@@ -405,8 +412,10 @@ pub fn run_source(
                 chain.push(0, 0, batch, runner.watermarks.current(), now)?;
             }
             SourcePoll::Records { .. } | SourcePoll::Pending => {
-                let wait = chain.next_processing_timer().map_or(5, |t| (t - now).clamp(0, 5));
-                std::thread::sleep(Duration::from_millis(wait as u64));
+                let due = [chain.next_processing_timer(), runner.watermarks.next_idle_at()].into_iter().flatten().min();
+                govern::blocking(|| runner.source.wait(control, until(due, now)));
+                // Control messages only wake the task; what they ask for is in the job's shared state.
+                while control.try_recv().is_ok() {}
             }
             SourcePoll::Finished => break,
         }
@@ -444,7 +453,14 @@ impl Gate {
         Gate { channels, open: vec![true; count], watermarks: InputWatermarks::new(count) }
     }
 
-    fn recv(&mut self, timeout: Duration, cancel: &AtomicBool) -> Result<Option<(usize, Message)>, TaskError> {
+    /// The next message of an open input, waiting up to `timeout` (none: until one comes). A control message
+    /// ends the wait early with nothing.
+    fn recv(
+        &mut self,
+        timeout: Option<Duration>,
+        cancel: &AtomicBool,
+        control: &Receiver<Control>,
+    ) -> Result<Option<(usize, Message)>, TaskError> {
         let open: Vec<usize> = (0..self.channels.len()).filter(|&i| self.open[i]).collect();
         let disconnected = || {
             if cancel.load(Ordering::Relaxed) {
@@ -453,18 +469,27 @@ impl Gate {
                 TaskError::internal("an upstream task stopped without finishing")
             }
         };
-        if let [only] = open.as_slice() {
-            return match self.channels[*only].rx.recv_timeout(timeout) {
-                Ok(message) => Ok(Some((*only, message))),
-                Err(RecvTimeoutError::Timeout) => Ok(None),
-                Err(RecvTimeoutError::Disconnected) => Err(disconnected()),
-            };
-        }
         let mut select = Select::new();
         for &i in &open {
             select.recv(&self.channels[i].rx);
         }
-        let Ok(operation) = select.select_timeout(timeout) else { return Ok(None) };
+        let control_index = select.recv(control);
+        // A task with input waiting keeps its run slot; one that must wait gives it back meanwhile.
+        let operation = match select.try_select() {
+            Ok(operation) => operation,
+            Err(_) => match govern::blocking(|| match timeout {
+                Some(timeout) => select.select_timeout(timeout).ok(),
+                None => Some(select.select()),
+            }) {
+                Some(operation) => operation,
+                None => return Ok(None),
+            },
+        };
+        if operation.index() == control_index {
+            // Only a wake-up: what it asks for is in the job's shared state, read by the loop.
+            let _ = operation.recv(control);
+            return Ok(None);
+        }
         let channel = open[operation.index()];
         match operation.recv(&self.channels[channel].rx) {
             Ok(message) => Ok(Some((channel, message))),
@@ -473,18 +498,23 @@ impl Gate {
     }
 }
 
-/// Runs a task fed by channels until every input ends or the job is cancelled.
-pub fn run_task(gate: &mut Gate, chain: &mut Chain, clock: &dyn Clock, cancel: &AtomicBool) -> Result<(), TaskError> {
+/// Runs a task fed by channels until every input ends or the job is cancelled. It sleeps until a message, a
+/// processing-time timer or a control message wakes it.
+pub fn run_task(
+    gate: &mut Gate,
+    chain: &mut Chain,
+    clock: &dyn Clock,
+    cancel: &AtomicBool,
+    control: &Receiver<Control>,
+) -> Result<(), TaskError> {
+    govern::enter();
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
+        govern::tick();
         let now = clock.now();
-        let timeout = match chain.next_processing_timer() {
-            Some(t) => Duration::from_millis((t - now).clamp(0, POLL.as_millis() as i64) as u64),
-            None => POLL,
-        };
-        let message = gate.recv(timeout, cancel)?;
+        let message = gate.recv(until(chain.next_processing_timer(), now), cancel, control)?;
         // The wait may have been long: operators see the time the message arrived.
         let now = clock.now();
         match message {

@@ -88,6 +88,13 @@ impl SourceWatermarks {
     pub fn current(&self) -> i64 {
         self.emitted
     }
+
+    /// The processing time at which an active split would become idle, if idleness is on: a source task that
+    /// waits for records wakes then to say so.
+    pub fn next_idle_at(&self) -> Option<i64> {
+        let timeout = self.idleness?;
+        self.splits.iter().filter(|s| !s.idle).map(|s| s.last_record.saturating_add(timeout)).min()
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -112,3 +112,25 @@ async fn guests_have_no_filesystem_or_network() {
     assert!(outcomes[0].starts_with("fs denied"), "no host files are visible: {outcomes:?}");
     assert!(outcomes[1].starts_with("net denied"), "no connections can be made: {outcomes:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cancelling_wakes_a_guest_that_sleeps() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("faulty", None, example(Rust, "test-faults").await).await.expect("upload");
+    let id = submit(c, ONE_MAP).await;
+    c.ingest(&id, "src", "sleep".into()).await.expect("ingest");
+    crate::support::wait_job(c, &id, Duration::from_secs(20), |s| s["operators"][1]["records_in"] == 1).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Cancel waits (up to ten seconds) for the job to stop: a sleeping guest that went unnoticed would keep it running.
+    let status = c.cancel(&id).await.expect("cancel");
+    assert_eq!(status["state"], "canceled", "{status:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_may_not_sleep_past_its_time_limit() {
+    let server = TestServer::start_with(|c| c.call_timeout = Duration::from_millis(500)).await;
+    let status = run_faulty(&server, example(Rust, "test-faults").await, "sleep").await;
+    let message = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("waited (sleep or poll) longer than its time limit of 500 ms"), "{message}");
+}

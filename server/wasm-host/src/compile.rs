@@ -180,6 +180,7 @@ impl WasmRuntime {
             |s| s,
         )
         .map_err(|e| format!("cannot link Eddy's imports: {e:#}"))?;
+        crate::host::clocks::add_to_linker(&mut linker).map_err(|e| format!("cannot link the guest timers: {e:#}"))?;
         if let Some(dir) = &cache_dir {
             std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }

@@ -39,11 +39,45 @@ impl std::fmt::Display for Stopped {
     }
 }
 
-/// The running call's CPU clock, read by the epoch callback.
-struct CallClock {
-    started: Duration,
+/// A call that waited (slept, polled a timer) longer in all than its time limit.
+#[derive(Debug)]
+struct WaitedTooLong {
     limit: Duration,
-    stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Display for WaitedTooLong {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the function waited (sleep or poll) longer than its time limit of {} ms for one call",
+            self.limit.as_millis()
+        )
+    }
+}
+
+/// The running call's clocks, read by the epoch callback and the timer functions.
+struct CallClock {
+    /// CPU time of the thread when the call began.
+    started: Duration,
+    /// Wall time when the call began: waiting is bounded by the limit too.
+    started_at: std::time::Instant,
+    limit: Duration,
+}
+
+/// The guest's monotonic clock: nanoseconds since the instance was created, shared with the timer functions.
+#[derive(Clone, Copy)]
+struct GuestMonotonicClock {
+    origin: std::time::Instant,
+}
+
+impl wasmtime_wasi::HostMonotonicClock for GuestMonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        self.origin.elapsed().as_nanos() as u64
+    }
 }
 
 /// What a store holds for its instance.
@@ -55,6 +89,23 @@ pub struct HostState {
     /// The process-function context, swapped in for the duration of a call.
     pub(crate) process: ProcessContext,
     clock: CallClock,
+    monotonic: GuestMonotonicClock,
+    /// The job's stop flag.
+    pub(crate) stop: Arc<AtomicBool>,
+    /// Set when a timer of the current call was cut short at the call's waiting allowance.
+    pub(crate) waited_too_long: Arc<AtomicBool>,
+}
+
+impl HostState {
+    /// How much longer the current call may wait.
+    pub(crate) fn waiting_allowance(&self) -> Duration {
+        self.clock.limit.saturating_sub(self.clock.started_at.elapsed())
+    }
+
+    /// The guest's monotonic clock now.
+    pub(crate) fn monotonic_now(&self) -> u64 {
+        wasmtime_wasi::HostMonotonicClock::now(&self.monotonic)
+    }
 }
 
 impl WasiView for HostState {
@@ -99,7 +150,9 @@ impl Instance {
         let label = format!("{}/{}/{}#{}", scope.tenant, scope.job, scope.operator, scope.subtask);
         let log = LogBuffer::new(&label);
         // No preopened folders and no network: guests see WASI, but it leads nowhere.
+        let monotonic = GuestMonotonicClock { origin: std::time::Instant::now() };
         let wasi = WasiCtx::builder()
+            .monotonic_clock(monotonic)
             .stdout(LogPipe::new("stdout", log.clone()))
             .stderr(LogPipe::new("stderr", log.clone()))
             .allow_ip_name_lookup(false)
@@ -114,7 +167,14 @@ impl Instance {
             limiter: InstanceLimiter::new(limits, accounts.memory.clone()),
             log,
             process: ProcessContext::default(),
-            clock: CallClock { started: thread_cpu_time(), limit: limits.call_timeout, stop: Arc::clone(&scope.stop) },
+            clock: CallClock {
+                started: thread_cpu_time(),
+                started_at: std::time::Instant::now(),
+                limit: limits.call_timeout,
+            },
+            monotonic,
+            stop: Arc::clone(&scope.stop),
+            waited_too_long: Arc::new(AtomicBool::new(false)),
         };
         let mut store = Store::new(module.engine(), state);
         store.limiter(|s| &mut s.limiter);
@@ -122,10 +182,14 @@ impl Instance {
         // call that waits for the CPU while other work runs is not charged for the wait).
         store.set_epoch_deadline(1);
         store.epoch_deadline_callback(|context| {
-            let clock = &context.data().clock;
-            if clock.stop.load(Ordering::Relaxed) {
+            let state = context.data();
+            if state.stop.load(Ordering::Relaxed) {
                 return Err(wasmtime::Error::msg(Stopped));
             }
+            if state.waited_too_long.load(Ordering::Relaxed) {
+                return Err(wasmtime::Error::msg(WaitedTooLong { limit: state.clock.limit }));
+            }
+            let clock = &state.clock;
             if thread_cpu_time().saturating_sub(clock.started) >= clock.limit {
                 return Ok(UpdateDeadline::Interrupt);
             }
@@ -145,7 +209,10 @@ impl Instance {
         call: impl FnOnce(&mut Store<HostState>) -> wasmtime::Result<Result<R, String>>,
     ) -> Result<R, UdfError> {
         let started = thread_cpu_time();
-        self.store.data_mut().clock.started = started;
+        let state = self.store.data_mut();
+        state.clock.started = started;
+        state.clock.started_at = std::time::Instant::now();
+        state.waited_too_long.store(false, Ordering::Relaxed);
         self.store.set_epoch_deadline(1);
         let outcome = call(&mut self.store);
         if let Some(usage) = &self.usage {
@@ -171,6 +238,7 @@ impl Instance {
             ),
             Some(Trap::UnreachableCodeReached) => "the function trapped (it panicked or aborted)".to_string(),
             _ if error.downcast_ref::<Stopped>().is_some() => Stopped.to_string(),
+            _ if error.downcast_ref::<WaitedTooLong>().is_some() => WaitedTooLong { limit: self.timeout }.to_string(),
             Some(trap) => format!("the function trapped: {trap}"),
             None if error.downcast_ref::<MemoryLimitExceeded>().is_some() || detail.contains("memory budget") => {
                 match error.downcast_ref::<MemoryLimitExceeded>() {

@@ -4,6 +4,7 @@
 //!
 //! [`ProcessContext`]: eddy_engine::operator::process::ProcessContext
 
+pub(crate) mod clocks;
 mod context;
 mod log;
 mod state;

@@ -13,6 +13,11 @@ fn faults(event: Event) -> Result<Event, Error> {
         b"loop" => loop {
             std::hint::spin_loop();
         },
+        // Waits without using CPU: only a stop or the call's waiting allowance ends it.
+        b"sleep" => {
+            std::thread::sleep(std::time::Duration::from_secs(600));
+            Ok(event.with_value("woke up"))
+        }
         b"oom" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {

@@ -322,3 +322,31 @@ async fn idle_connections_cannot_lock_other_clients_out() {
     }
     assert!(answered, "the server answers once the idle sockets are gone");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn usage_is_metered_per_tenant_in_the_metrics_for_the_admin_only() {
+    let server = two_tenants(|c| c.admin_token_sha256 = Some(token_hash("admin-secret"))).await;
+    let acme = server.client_with(Some(ACME), None);
+    acme.push_module("echo", None, fixture("echo")).await.expect("upload");
+    let spec = "name: m\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: echo, input: src }\n  - { uid: out, sink: http, input: m }\n";
+    let id = submit(&acme, spec).await;
+    acme.ingest(&id, "src", "{\"n\":1}\n{\"n\":2}\n{\"n\":3}\n".into()).await.expect("ingest");
+    acme.close_input(&id, "src").await.expect("close");
+    wait_ended(&acme, &id).await;
+    let http = reqwest::Client::new();
+    let url = format!("{}/metrics", server.url);
+    let refused = http.get(&url).bearer_auth(ACME).send().await.expect("request");
+    assert_eq!(refused.status(), 401, "a tenant's token does not read every tenant's metrics");
+    let text = http.get(&url).bearer_auth("admin-secret").send().await.expect("request").text().await.expect("text");
+    for expected in [
+        "eddy_tenant_records_in_total{tenant=\"acme\"} 3",
+        "eddy_tenant_records_out_total{tenant=\"acme\"} 3",
+        "eddy_tenant_records_in_total{tenant=\"globex\"} 0",
+        "eddy_tenant_module_bytes{tenant=\"globex\"} 0",
+        "eddy_tenant_guest_cpu_seconds_total{tenant=\"acme\"}",
+        &format!("eddy_operator_num_records_in_total{{tenant=\"acme\",job=\"{id}\",operator=\"m\"}} 3"),
+    ] {
+        assert!(text.contains(expected), "missing `{expected}` in:\n{text}");
+    }
+    assert!(!text.contains("eddy_tenant_module_bytes{tenant=\"acme\"} 0"), "acme's module is counted:\n{text}");
+}

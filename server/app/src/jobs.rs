@@ -338,6 +338,18 @@ impl Jobs {
         usage
     }
 
+    /// Counters of every operator of `tenant`'s jobs that have run since the server started: (job, operator, counters).
+    pub fn operator_counters(&self, tenant: &str) -> Vec<(String, String, eddy_engine::runtime::OperatorCounters)> {
+        let entries = self.inner.entries.lock();
+        let mut all = Vec::new();
+        for (id, entry) in entries.get(tenant).into_iter().flatten() {
+            if let Some(running) = &entry.running {
+                all.extend(running.handle.operators().into_iter().map(|(uid, c)| (id.clone(), uid, c)));
+            }
+        }
+        all
+    }
+
     /// What `tenant`'s guests have used.
     pub fn usage(&self, tenant: &str) -> Arc<GuestUsage> {
         Arc::clone(self.inner.usage.lock().entry(tenant.to_string()).or_default())

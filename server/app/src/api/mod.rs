@@ -4,6 +4,7 @@
 
 pub mod error;
 mod jobs;
+mod metrics;
 mod modules;
 pub mod serve;
 mod usage;
@@ -125,6 +126,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health))
         .route("/openapi.json", get(openapi))
+        .route("/metrics", get(metrics::metrics))
         .nest("/v1/tenants/{tenant}", tenant.clone())
         .nest("/v1", tenant)
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
@@ -181,6 +183,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     ),
     paths(
         health,
+        metrics::metrics,
         modules::upload,
         modules::list,
         modules::versions,

@@ -1,0 +1,108 @@
+//! `GET /metrics`: Prometheus text exposition of what each tenant uses and what each job's operators do. In open
+//! mode anyone on the loopback may read it; with tenants configured it takes the admin token, since it names every
+//! tenant.
+
+use super::error::ApiError;
+use super::{AppState, bearer, same_hash};
+use crate::config::{DEFAULT_TENANT, token_hash};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+type ByTenant = Vec<(String, String)>;
+
+fn tenant_label(tenant: &str) -> ByTenant {
+    vec![("tenant".to_string(), tenant.to_string())]
+}
+
+/// The server's metrics in Prometheus' text format: each tenant's use, each operator's counters.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    responses(
+        (status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, description = "Tenants are configured and this is not the admin token", body = super::error::ErrorBody),
+    )
+)]
+pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
+    let config = &state.config;
+    if !config.open_mode() {
+        let admin = bearer(&headers).map(token_hash);
+        let allowed = match (&config.admin_token_sha256, admin) {
+            (Some(expected), Some(given)) => same_hash(expected, &given),
+            _ => false,
+        };
+        if !allowed {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "/metrics takes the admin token"));
+        }
+    }
+    let mut tenants: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
+    if config.open_mode() {
+        tenants.push(DEFAULT_TENANT.to_string());
+    }
+
+    let jobs = Family::<ByTenant, Gauge>::default();
+    let subtasks = Family::<ByTenant, Gauge>::default();
+    let memory = Family::<ByTenant, Gauge>::default();
+    let module_bytes = Family::<ByTenant, Gauge>::default();
+    let cpu = Family::<ByTenant, Counter<f64, AtomicU64>>::default();
+    let records_in = Family::<ByTenant, Counter>::default();
+    let records_out = Family::<ByTenant, Counter>::default();
+    for tenant in &tenants {
+        let used = state.jobs.tenant_use(tenant);
+        let label = tenant_label(tenant);
+        jobs.get_or_create(&label).set(used.jobs as i64);
+        subtasks.get_or_create(&label).set(used.parallelism as i64);
+        memory.get_or_create(&label).set(used.memory_bytes as i64);
+        let modules: u64 = state.modules.list(tenant).iter().map(|m| m.size).sum();
+        module_bytes.get_or_create(&label).set(modules as i64);
+        cpu.get_or_create(&label).inc_by(used.guest_cpu_seconds);
+        records_in.get_or_create(&label).inc_by(used.records_in);
+        records_out.get_or_create(&label).inc_by(used.records_out);
+    }
+
+    let operator_in = Family::<ByTenant, Counter>::default();
+    let operator_out = Family::<ByTenant, Counter>::default();
+    let late = Family::<ByTenant, Counter>::default();
+    let backpressured = Family::<ByTenant, Counter>::default();
+    let watermark = Family::<ByTenant, Gauge>::default();
+    for tenant in &tenants {
+        for (job, operator, counters) in state.jobs.operator_counters(tenant) {
+            let labels = vec![
+                ("tenant".to_string(), tenant.clone()),
+                ("job".to_string(), job),
+                ("operator".to_string(), operator),
+            ];
+            operator_in.get_or_create(&labels).inc_by(counters.records_in);
+            operator_out.get_or_create(&labels).inc_by(counters.records_out);
+            late.get_or_create(&labels).inc_by(counters.late_records_dropped);
+            backpressured.get_or_create(&labels).inc_by(counters.backpressured_ms);
+            if let Some(w) = counters.watermark {
+                watermark.get_or_create(&labels).set(w);
+            }
+        }
+    }
+
+    let mut registry = Registry::with_prefix("eddy");
+    registry.register("tenant_jobs", "Running jobs of a tenant", jobs);
+    registry.register("tenant_subtasks", "Subtasks of a tenant's running jobs", subtasks);
+    registry.register("tenant_guest_memory_bytes", "Guest memory a tenant's function instances hold", memory);
+    registry.register("tenant_module_bytes", "Bytes of a tenant's uploaded modules", module_bytes);
+    registry.register("tenant_guest_cpu_seconds", "CPU time a tenant's functions have used", cpu);
+    registry.register("tenant_records_in", "Records a tenant's sources have read", records_in);
+    registry.register("tenant_records_out", "Records a tenant's sinks have written", records_out);
+    registry.register("operator_num_records_in", "Records into an operator (Flink's numRecordsIn)", operator_in);
+    registry.register("operator_num_records_out", "Records out of an operator (Flink's numRecordsOut)", operator_out);
+    registry.register("operator_late_records_dropped", "Late records a window dropped", late);
+    registry.register("operator_back_pressured_time_ms", "Time spent waiting on full output channels", backpressured);
+    registry.register("operator_current_watermark", "An operator's event-time watermark (ms)", watermark);
+    let mut text = String::new();
+    encode(&mut text, &registry).map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
+    Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))
+}

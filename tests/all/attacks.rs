@@ -350,3 +350,28 @@ async fn usage_is_metered_per_tenant_in_the_metrics_for_the_admin_only() {
     }
     assert!(!text.contains("eddy_tenant_module_bytes{tenant=\"acme\"} 0"), "acme's module is counted:\n{text}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_admin_sets_quotas_over_the_api_and_they_survive_a_restart() {
+    let mut server = two_tenants(|c| c.admin_token_sha256 = Some(token_hash("admin-secret"))).await;
+    let http = reqwest::Client::new();
+    let quota_url = |server: &TestServer| format!("{}/v1/tenants/acme/quota", server.url);
+    let by_tenant = http.put(quota_url(&server)).bearer_auth(ACME).json(&serde_json::json!({ "jobs": 50 }));
+    assert_eq!(by_tenant.send().await.expect("request").status(), 403, "a tenant cannot raise its own quota");
+    let set = http.put(quota_url(&server)).bearer_auth("admin-secret").json(&serde_json::json!({ "jobs": 1 }));
+    let response = set.send().await.expect("request");
+    assert_eq!(response.status(), 200);
+    let quota: serde_json::Value = response.json().await.expect("JSON");
+    assert_eq!((quota["jobs"].as_u64(), quota["parallelism"].as_u64()), (Some(1), Some(256)), "{quota:#}");
+    let unknown = http.put(quota_url(&server)).bearer_auth("admin-secret").json(&serde_json::json!({ "jobz": 1 }));
+    assert_eq!(unknown.send().await.expect("request").status(), 400, "unknown quota fields are refused");
+
+    server.restart().await;
+    let acme = server.client_with(Some(ACME), None);
+    let spec =
+        "name: q\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: discard, input: src }\n";
+    submit(&acme, spec).await;
+    let refused = acme.submit(spec).await.expect_err("the quota set over the API holds after the restart");
+    assert!(refused.message.contains("`jobs` quota of 1 (1 in use)"), "{refused}");
+    submit(&server.client_with(Some(GLOBEX), None), spec).await;
+}

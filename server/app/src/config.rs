@@ -60,8 +60,9 @@ impl Default for Quota {
     }
 }
 
-/// Quota fields a tenant (or the server's default) sets; the rest come from the layer below.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+/// Quota fields a tenant (or the server's default, or an admin over the API) sets; the rest come from the layer
+/// below.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaOverrides {
     /// See [`Quota::jobs`].

@@ -276,7 +276,7 @@ impl Jobs {
         graph: &JobGraph,
         jobs: Option<&HashMap<String, Entry>>,
     ) -> Result<(), ApiError> {
-        let quota = self.inner.config.quota_of(tenant);
+        let quota = self.inner.modules.quotas().of(tenant);
         let active: Vec<&Entry> = jobs
             .map(|jobs| jobs.values().filter(|e| e.record.desired == Desired::Running && is_active(e)).collect())
             .unwrap_or_default();
@@ -298,7 +298,7 @@ impl Jobs {
 
     /// The memory budget of a new job of `tenant`, inside the tenant's.
     fn job_memory(&self, tenant: &str, id: &str) -> Arc<MemoryBudget> {
-        let quota = self.inner.config.quota_of(tenant);
+        let quota = self.inner.modules.quotas().of(tenant);
         let tenant_budget =
             Arc::clone(self.inner.tenant_memory.lock().entry(tenant.to_string()).or_insert_with(|| {
                 MemoryBudget::new(
@@ -307,6 +307,8 @@ impl Jobs {
                     Some(Arc::clone(&self.inner.server_memory)),
                 )
             }));
+        // The quota may have changed since the tenant's first job.
+        tenant_budget.set_limit(quota.memory_mb << 20);
         MemoryBudget::new(format!("job {id}"), quota.job_memory_mb << 20, Some(tenant_budget))
     }
 
@@ -433,7 +435,7 @@ impl Jobs {
                 });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
         env.files = self.file_roots(tenant);
-        self.inner.governor.set_weight(tenant, self.inner.config.quota_of(tenant).cpu_weight);
+        self.inner.governor.set_weight(tenant, self.inner.modules.quotas().of(tenant).cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))

@@ -14,5 +14,6 @@ pub mod demo;
 pub mod examples;
 pub mod jobs;
 pub mod modules;
+pub mod quotas;
 pub mod server;
 pub mod store;

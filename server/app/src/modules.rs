@@ -2,6 +2,7 @@
 
 use crate::api::error::ApiError;
 use crate::config::{ServerConfig, eddy_name_ok};
+use crate::quotas::Quotas;
 use crate::store::{ModuleRecord, Store};
 use axum::http::StatusCode;
 use eddy_engine::function::UdfKind;
@@ -17,6 +18,7 @@ pub struct Modules {
     store: Store,
     runtime: Arc<WasmRuntime>,
     config: Arc<ServerConfig>,
+    quotas: Arc<Quotas>,
     by_tenant: RwLock<HashMap<String, Vec<ModuleRecord>>>,
 }
 
@@ -32,9 +34,14 @@ fn now_ms() -> i64 {
 
 impl Modules {
     /// Loads every tenant's module list from `store`.
-    pub fn open(store: Store, runtime: Arc<WasmRuntime>, config: Arc<ServerConfig>) -> Modules {
+    pub fn open(store: Store, runtime: Arc<WasmRuntime>, config: Arc<ServerConfig>, quotas: Arc<Quotas>) -> Modules {
         let by_tenant = store.tenants().into_iter().map(|t| (t.clone(), store.modules(&t))).collect();
-        Modules { store, runtime, config, by_tenant: RwLock::new(by_tenant) }
+        Modules { store, runtime, config, quotas, by_tenant: RwLock::new(by_tenant) }
+    }
+
+    /// The quotas in force.
+    pub fn quotas(&self) -> &Arc<Quotas> {
+        &self.quotas
     }
 
     /// The Wasm runtime.
@@ -71,7 +78,7 @@ impl Modules {
             ));
         }
         let existing = self.list(tenant);
-        let quota = self.config.quota_of(tenant).module_bytes;
+        let quota = self.quotas.of(tenant).module_bytes;
         let stored: u64 = existing.iter().map(|m| m.size).sum();
         if stored + bytes.len() as u64 > quota {
             return Err(ApiError::quota(

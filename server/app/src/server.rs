@@ -5,6 +5,7 @@ use crate::api::{AppState, router};
 use crate::config::ServerConfig;
 use crate::jobs::Jobs;
 use crate::modules::Modules;
+use crate::quotas::Quotas;
 use crate::store::Store;
 use anyhow::Context;
 use eddy_wasm_host::WasmRuntime;
@@ -46,7 +47,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot use data folder {}", config.data_dir.display()))?;
     let runtime = WasmRuntime::new(Some(store.cache_dir()), config.instance_limits()).map_err(anyhow::Error::msg)?;
-    let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config)));
+    let quotas = Arc::new(Quotas::open(Arc::clone(&config), store.clone()));
+    let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config), quotas));
     let (jobs_store, jobs_modules, jobs_config) = (store.clone(), Arc::clone(&modules), Arc::clone(&config));
     let jobs = tokio::task::spawn_blocking(move || Jobs::open(jobs_store, jobs_modules, jobs_config)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)

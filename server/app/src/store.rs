@@ -15,6 +15,7 @@
 //! added to a record needs no schema change. Blobs stay files: each is written under a unique temporary name,
 //! synced, renamed into place, and its folder synced.
 
+use crate::config::QuotaOverrides;
 use eddy_engine::function::UdfKind;
 use eddy_engine::runtime::JobState;
 use parking_lot::Mutex;
@@ -102,7 +103,7 @@ impl std::fmt::Debug for Store {
 }
 
 /// The schema version this code writes, kept in `PRAGMA user_version`.
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE modules (
@@ -121,6 +122,14 @@ CREATE TABLE jobs (
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
+);
+";
+
+/// What version 2 adds: quotas an admin set over the API.
+const SCHEMA_2: &str = "
+CREATE TABLE quotas (
+    tenant     TEXT PRIMARY KEY,
+    overrides  TEXT NOT NULL -- QuotaOverrides as JSON
 );
 ";
 
@@ -209,7 +218,8 @@ fn open_db(path: &Path) -> io::Result<Connection> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate).map_err(db)?;
     let version: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0)).map_err(db)?;
     match version {
-        0 => tx.execute_batch(&format!("{SCHEMA} PRAGMA user_version = {SCHEMA_VERSION};")).map_err(db)?,
+        0 => tx.execute_batch(&format!("{SCHEMA} {SCHEMA_2} PRAGMA user_version = {SCHEMA_VERSION};")).map_err(db)?,
+        1 => tx.execute_batch(&format!("{SCHEMA_2} PRAGMA user_version = {SCHEMA_VERSION};")).map_err(db)?,
         SCHEMA_VERSION => {}
         newer => {
             return Err(io::Error::other(format!(
@@ -455,6 +465,44 @@ impl Store {
             .execute("DELETE FROM jobs WHERE tenant = ?1 AND id = ?2", params![tenant, id])
             .map_err(db)?;
         Ok(())
+    }
+
+    /// Saves the quotas an admin set for `tenant`, replacing earlier ones.
+    pub fn put_quota(&self, tenant: &str, overrides: &QuotaOverrides) -> io::Result<()> {
+        let json = to_json(overrides)?;
+        self.inner
+            .db
+            .lock()
+            .execute(
+                "INSERT INTO quotas (tenant, overrides) VALUES (?1, ?2)
+                 ON CONFLICT (tenant) DO UPDATE SET overrides = excluded.overrides",
+                params![tenant, json],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// Every tenant's quotas an admin set.
+    pub fn quotas(&self) -> Vec<(String, QuotaOverrides)> {
+        let conn = self.inner.db.lock();
+        let read = || -> io::Result<Vec<(String, QuotaOverrides)>> {
+            let mut statement = conn.prepare("SELECT tenant, overrides FROM quotas").map_err(db)?;
+            let rows =
+                statement.query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))).map_err(db)?;
+            let mut all = Vec::new();
+            for row in rows {
+                let (tenant, json) = row.map_err(db)?;
+                match serde_json::from_str(&json) {
+                    Ok(overrides) => all.push((tenant, overrides)),
+                    Err(e) => tracing::error!(tenant, "ignoring unreadable quotas: {e}"),
+                }
+            }
+            Ok(all)
+        };
+        read().unwrap_or_else(|e| {
+            tracing::error!("cannot read quotas: {e}");
+            Vec::new()
+        })
     }
 
     /// A tenant's jobs, in the order they were first saved.
@@ -714,6 +762,20 @@ mod tests {
         store.remove_blob(&hash).expect("removing a missing blob is fine");
         assert_eq!(store.blob(&hash), None);
         assert!(store.put_blob("../../etc/x", b"x").is_err(), "a hash names nothing outside the blobs folder");
+    }
+
+    #[test]
+    fn a_first_version_database_gains_the_quotas_table() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        drop(Store::open(dir.path()).expect("open"));
+        let conn = Connection::open(dir.path().join("eddy.db")).expect("db");
+        conn.execute_batch("DROP TABLE quotas; PRAGMA user_version = 1;").expect("back to version 1");
+        drop(conn);
+        let store = Store::open(dir.path()).expect("upgraded on open");
+        let overrides = QuotaOverrides { jobs: Some(3), ..QuotaOverrides::default() };
+        store.put_quota("acme", &overrides).expect("put");
+        drop(store);
+        assert_eq!(Store::open(dir.path()).expect("reopen").quotas(), vec![("acme".to_string(), overrides)]);
     }
 
     #[test]

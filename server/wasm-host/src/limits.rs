@@ -62,7 +62,7 @@ pub(crate) const MAX_RESOURCES: usize = 10_000;
 #[derive(Debug)]
 pub struct MemoryBudget {
     name: String,
-    limit: usize,
+    limit: AtomicUsize,
     used: AtomicUsize,
     parent: Option<Arc<MemoryBudget>>,
     /// Serializes charges so a check and its increment up the chain are one step.
@@ -72,6 +72,7 @@ pub struct MemoryBudget {
 impl MemoryBudget {
     /// A budget of `limit` bytes, called `name` in errors (e.g. "tenant acme"), inside `parent` if given.
     pub fn new(name: impl Into<String>, limit: usize, parent: Option<Arc<MemoryBudget>>) -> Arc<MemoryBudget> {
+        let limit = AtomicUsize::new(limit);
         Arc::new(MemoryBudget { name: name.into(), limit, used: AtomicUsize::new(0), parent, charging: Mutex::new(()) })
     }
 
@@ -82,17 +83,23 @@ impl MemoryBudget {
 
     /// The limit in bytes.
     pub fn limit(&self) -> usize {
-        self.limit
+        self.limit.load(Ordering::Relaxed)
+    }
+
+    /// Changes the limit; memory held beyond it stays, but no more is granted until use falls below it.
+    pub fn set_limit(&self, limit: usize) {
+        self.limit.store(limit, Ordering::Relaxed);
     }
 
     fn try_charge(&self, bytes: usize) -> Result<(), String> {
         let _serial = self.charging.lock();
         let used = self.used();
-        if used.saturating_add(bytes) > self.limit {
+        let limit = self.limit();
+        if used.saturating_add(bytes) > limit {
             return Err(format!(
                 "{}'s guest memory budget of {} MiB is used up ({} MiB in use, {} MiB more asked)",
                 self.name,
-                self.limit >> 20,
+                limit >> 20,
                 used >> 20,
                 bytes.div_ceil(1 << 20)
             ));

@@ -117,6 +117,7 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/jobs/{id}/inputs/{uid}/close", post(jobs::close_input))
         .route("/jobs/{id}/outputs/{uid}", get(jobs::output))
         .route("/usage", get(usage::usage))
+        .route("/quota", axum::routing::put(usage::set_quota))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_module_bytes.max(16 << 20)))
 }
 
@@ -198,6 +199,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::close_input,
         jobs::output,
         usage::usage,
+        usage::set_quota,
     ),
     components(schemas(
         error::ErrorBody,
@@ -211,6 +213,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         crate::jobs::TenantUse,
         usage::UsageView,
         usage::QuotaView,
+        crate::config::QuotaOverrides,
     )),
     modifiers(&BearerAuth, &TenantRoutes),
     security(("bearer" = []))

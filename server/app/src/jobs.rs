@@ -42,6 +42,8 @@ pub struct OperatorView {
     pub late_records_dropped: u64,
     /// Milliseconds spent waiting on full output channels.
     pub backpressured_ms: u64,
+    /// Records a source set aside (`on_error: skip`) because their event time or key could not be read.
+    pub unreadable_records: u64,
     /// Current event-time watermark.
     pub watermark: Option<i64>,
 }
@@ -567,6 +569,7 @@ impl Jobs {
                     records_out: counters.map_or(0, |c| c.records_out),
                     late_records_dropped: counters.map_or(0, |c| c.late_records_dropped),
                     backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
+                    unreadable_records: counters.map_or(0, |c| c.unreadable_records),
                     watermark: counters.and_then(|c| c.watermark),
                 });
                 match &node.kind {

@@ -3,8 +3,8 @@
 
 use crate::function::UdfKind;
 use crate::spec::{
-    AggregateSpec, JobSpec, KeySpec, ModuleRef, OperatorKind, OperatorSpec, PreAggregate, SinkSpec, SourceSpec,
-    SpecErrors, TimestampSpec, UdfSpec, WindowFunctionSpec,
+    AggregateSpec, JobSpec, KeySpec, ModuleRef, OnError, OperatorKind, OperatorSpec, PreAggregate, SinkSpec,
+    SourceSpec, SpecErrors, TimestampSpec, UdfSpec, WindowFunctionSpec,
 };
 use std::collections::{BTreeMap, HashMap};
 
@@ -257,6 +257,7 @@ fn check_operator(op: &OperatorSpec, spec: &JobSpec, errors: &mut SpecErrors) {
 fn emits_side_output(op: &OperatorSpec, tag: &str) -> bool {
     match &op.kind {
         OperatorKind::Process(_) | OperatorKind::Connect(_) => true,
+        OperatorKind::Source(s) => s.on_error == OnError::SideOutput(tag.to_string()),
         OperatorKind::Window(w) => {
             w.late_output.as_deref() == Some(tag) || matches!(w.function, WindowFunctionSpec::Process { .. })
         }

@@ -210,3 +210,42 @@ operators:
     assert_eq!(main, vec![serde_json::json!(1), serde_json::json!(2)]);
     assert_eq!(published(&job, "late"), vec![serde_json::json!("late")], "the side output has its own sink");
 }
+
+#[test]
+fn unreadable_records_are_skipped_or_set_aside_as_the_source_says() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = [
+        "{\"user\":\"a\",\"ts\":1}",
+        "not json at all",
+        "{\"user\":\"b\",\"ts\":2}",
+        "{\"name\":\"no user\",\"ts\":3}",
+        "{\"user\":\"a\"}",
+    ];
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n")).expect("write");
+    let spec = |on_error: &str| {
+        format!(
+            "name: e\noperators:\n  - {{ uid: src, source: {{ file: {{ path: in.jsonl }} }}, on_error: {on_error}, watermark: {{ out_of_orderness: 1s, timestamp: {{ json: \"$.ts\" }} }} }}\n  - {{ uid: p, input: src, key_by: {{ json: \"$.user\" }}, process: echo }}\n  - {{ uid: out, sink: http, input: p }}\n  - {{ uid: bad, sink: http, input: src.unreadable }}\n"
+        )
+    };
+    // Skip: the three readable records go on; the job finishes; the source counts what it dropped.
+    let skip = spec("skip").replace("  - { uid: bad, sink: http, input: src.unreadable }\n", "");
+    let job = start(&skip, |env| env.files = FileRoots::new(dir.path()));
+    assert_eq!(finish(&job), JobState::Finished, "{:?}", job.handle.error());
+    assert_eq!(published(&job, "out").len(), 2);
+    let source = job.handle.operators().into_iter().find(|(uid, _)| uid == "src").expect("src").1;
+    assert_eq!(source.unreadable_records, 3, "no key, not JSON, no event time");
+    // A side output: the unreadable records arrive there as they came.
+    let job = start(&spec("unreadable"), |env| env.files = FileRoots::new(dir.path()));
+    assert_eq!(finish(&job), JobState::Finished, "{:?}", job.handle.error());
+    assert_eq!(published(&job, "out").len(), 2);
+    let stream = job.outputs.get("bad").expect("bad sink");
+    let mut set_aside: Vec<String> =
+        stream.retained().iter().map(|r| String::from_utf8_lossy(&r.value).into_owned()).collect();
+    set_aside.sort();
+    assert_eq!(set_aside, vec!["not json at all", "{\"name\":\"no user\",\"ts\":3}", "{\"user\":\"a\"}"]);
+    // Fail, the default: the first unreadable record fails the job, naming it.
+    let job = start(&spec("fail").replace("  - { uid: bad, sink: http, input: src.unreadable }\n", ""), |env| {
+        env.files = FileRoots::new(dir.path())
+    });
+    assert_eq!(finish(&job), JobState::Failed);
+}

@@ -3,7 +3,9 @@
 use super::channel::{ChannelSender, InputChannel, channel};
 use super::govern::CpuGovernor;
 use super::metrics::OperatorMetrics;
-use super::task::{Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, Timestamps, run_source, run_task};
+use super::task::{
+    Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, Timestamps, Unreadable, run_source, run_task,
+};
 use super::{JobHandle, RunningJob, Shared};
 use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
@@ -15,7 +17,8 @@ use crate::io::{
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
 use crate::spec::{
-    AggregateSpec, KeySpec, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec, WindowFunctionSpec,
+    AggregateSpec, KeySpec, OnError, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec,
+    WindowFunctionSpec,
 };
 use crate::state::{KeyedState, MemoryBackend, StateBackend};
 use crate::time::{Clock, SourceWatermarks, SystemClock};
@@ -349,6 +352,16 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let mut task_chain = Chain::new(links, main, subtask, Arc::clone(&shared.cancel));
             let body = if is_source {
                 task_chain = task_chain.with_source_metrics(Arc::clone(&metrics[chain[0]]));
+                if let OperatorKind::Source(source) = &head.kind {
+                    match &source.on_error {
+                        OnError::Fail => {}
+                        OnError::Skip => task_chain = task_chain.with_unreadable(Unreadable::Skip),
+                        OnError::SideOutput(tag) => {
+                            let writers = writers_for(chain[0], Some(tag), &mut senders)?;
+                            task_chain = task_chain.with_unreadable(Unreadable::SideOutput(writers));
+                        }
+                    }
+                }
                 TaskBody::Source(build_source(
                     graph,
                     chain[0],

@@ -15,6 +15,8 @@ pub struct OperatorMetrics {
     pub late_records_dropped: AtomicU64,
     /// Time the operator's task waited on full output channels, in microseconds.
     pub backpressured_us: AtomicU64,
+    /// Records a source skipped because their event time or key could not be read.
+    pub unreadable_records: AtomicU64,
     /// The operator's input watermark per subtask.
     watermarks: Vec<AtomicI64>,
 }
@@ -28,6 +30,7 @@ impl OperatorMetrics {
             records_out: AtomicU64::new(0),
             late_records_dropped: AtomicU64::new(0),
             backpressured_us: AtomicU64::new(0),
+            unreadable_records: AtomicU64::new(0),
             watermarks: (0..parallelism).map(|_| AtomicI64::new(i64::MIN)).collect(),
         }
     }
@@ -52,6 +55,7 @@ impl OperatorMetrics {
             records_out: self.records_out.load(Ordering::Relaxed),
             late_records_dropped: self.late_records_dropped.load(Ordering::Relaxed),
             backpressured_ms: self.backpressured_us.load(Ordering::Relaxed) / 1000,
+            unreadable_records: self.unreadable_records.load(Ordering::Relaxed),
             watermark: self.watermark(),
         }
     }
@@ -62,6 +66,8 @@ impl OperatorMetrics {
 pub struct OperatorCounters {
     /// Records in.
     pub records_in: u64,
+    /// Records a source skipped because their event time or key could not be read.
+    pub unreadable_records: u64,
     /// Records out.
     pub records_out: u64,
     /// Late records dropped.

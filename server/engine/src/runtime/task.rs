@@ -32,19 +32,35 @@ pub enum KeyExtractor {
 }
 
 impl KeyExtractor {
-    fn apply(&mut self, batch: &mut Batch, keys: &mut Batch) -> Result<(), TaskError> {
+    /// Sets each record's key. A record whose key cannot be read fails the call, unless `lenient`: then its index
+    /// goes to `unreadable`.
+    fn apply(
+        &mut self,
+        batch: &mut Batch,
+        keys: &mut Batch,
+        lenient: bool,
+        unreadable: &mut Vec<usize>,
+    ) -> Result<(), TaskError> {
         match self {
             KeyExtractor::Json(path) => {
                 for i in 0..batch.len() {
-                    let key =
-                        path.extract_key(batch.get(i).value).map_err(|e| TaskError::user(format!("key_by: {e}")))?;
-                    batch.set_key(i, Some(&key));
+                    match path.extract_key(batch.get(i).value) {
+                        Ok(key) => batch.set_key(i, Some(&key)),
+                        Err(_) if lenient => unreadable.push(i),
+                        Err(e) => return Err(TaskError::user(format!("key_by: {e}"))),
+                    }
                 }
             }
             KeyExtractor::Record => {
-                if let Some(i) = batch.iter().position(|r| r.key.is_none()) {
-                    let value = crate::json::preview(batch.get(i).value);
-                    return Err(TaskError::user(format!("key_by record: a record has no key: {value}")));
+                for i in 0..batch.len() {
+                    if batch.get(i).key.is_some() {
+                        continue;
+                    }
+                    if !lenient {
+                        let value = crate::json::preview(batch.get(i).value);
+                        return Err(TaskError::user(format!("key_by record: a record has no key: {value}")));
+                    }
+                    unreadable.push(i);
                 }
             }
             KeyExtractor::Module(selector) => {
@@ -94,15 +110,25 @@ pub struct EdgeWriter {
     route: Route,
     parts: Vec<Batch>,
     keys: Batch,
+    /// Whether a record whose key cannot be read is handed back rather than failing the task.
+    lenient: bool,
+    unreadable: Vec<usize>,
 }
 
 impl EdgeWriter {
     /// A writer over `senders` (one per receiving subtask, or the single forward receiver).
     pub fn new(senders: Vec<ChannelSender>, route: Route) -> EdgeWriter {
-        EdgeWriter { senders, route, parts: Vec::new(), keys: Batch::new() }
+        EdgeWriter { senders, route, parts: Vec::new(), keys: Batch::new(), lenient: false, unreadable: Vec::new() }
     }
 
-    fn write(&mut self, mut batch: Batch, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+    /// Hands records whose key cannot be read back to the caller instead of failing.
+    pub fn lenient(mut self) -> EdgeWriter {
+        self.lenient = true;
+        self
+    }
+
+    /// Writes `batch`; records whose key cannot be read go to `rejected` (lenient writers only).
+    fn write(&mut self, mut batch: Batch, cancel: &AtomicBool, rejected: &mut Batch) -> Result<Duration, TaskError> {
         let mut waited = Duration::ZERO;
         match &mut self.route {
             Route::Forward => waited += self.senders[0].send(Message::Batch(batch), cancel)?,
@@ -112,7 +138,21 @@ impl EdgeWriter {
                 waited += self.senders[target].send(Message::Batch(batch), cancel)?;
             }
             Route::Hash { key, max_parallelism } => {
-                key.apply(&mut batch, &mut self.keys)?;
+                self.unreadable.clear();
+                key.apply(&mut batch, &mut self.keys, self.lenient, &mut self.unreadable)?;
+                if !self.unreadable.is_empty() {
+                    let mut readable = Batch::with_capacity(batch.len(), 0);
+                    let mut bad = self.unreadable.iter().peekable();
+                    for (i, record) in batch.iter().enumerate() {
+                        if bad.peek() == Some(&&i) {
+                            bad.next();
+                            rejected.push_record(&record);
+                        } else {
+                            readable.push_record(&record);
+                        }
+                    }
+                    batch = readable;
+                }
                 let receivers = self.senders.len() as u32;
                 if receivers == 1 {
                     return self.senders[0].send(Message::Batch(batch), cancel);
@@ -141,16 +181,30 @@ impl EdgeWriter {
     }
 }
 
-/// Sends a batch over several edges: copies for all but the last, which gets the batch itself.
-fn fan_out(writers: &mut [EdgeWriter], batch: Batch, cancel: &AtomicBool) -> Result<Duration, TaskError> {
+/// Sends a batch over several edges: copies for all but the last, which gets the batch itself. Records a lenient
+/// writer cannot key go to `rejected`.
+fn fan_out(
+    writers: &mut [EdgeWriter],
+    batch: Batch,
+    cancel: &AtomicBool,
+    rejected: &mut Batch,
+) -> Result<Duration, TaskError> {
     let mut waited = Duration::ZERO;
     let mut batch = Some(batch);
     let count = writers.len();
     for (i, writer) in writers.iter_mut().enumerate() {
         let part = if i + 1 == count { batch.take().unwrap_or_default() } else { batch.clone().unwrap_or_default() };
-        waited += writer.write(part, cancel)?;
+        waited += writer.write(part, cancel, rejected)?;
     }
     Ok(waited)
+}
+
+/// Where a source task sends records it cannot read, as its `on_error` says.
+pub enum Unreadable {
+    /// Count and drop them.
+    Skip,
+    /// Send them to the source's side output.
+    SideOutput(Vec<EdgeWriter>),
 }
 
 /// One operator of a chain with where its outputs go.
@@ -177,6 +231,8 @@ pub struct Chain {
     main: Vec<EdgeWriter>,
     /// Counts what leaves the chain head when it is a source.
     source_metrics: Option<Arc<OperatorMetrics>>,
+    /// Where records the source's task cannot read go (none: they fail the task).
+    unreadable: Option<Unreadable>,
     subtask: u32,
     cancel: Arc<AtomicBool>,
 }
@@ -184,7 +240,43 @@ pub struct Chain {
 impl Chain {
     /// A chain of `links` whose last main output goes to `main`.
     pub fn new(links: Vec<Link>, main: Vec<EdgeWriter>, subtask: u32, cancel: Arc<AtomicBool>) -> Chain {
-        Chain { links, main, source_metrics: None, subtask, cancel }
+        Chain { links, main, source_metrics: None, unreadable: None, subtask, cancel }
+    }
+
+    /// Records of the source that cannot be read (event time, or a key on the way out) go where `unreadable` says
+    /// instead of failing the task.
+    pub fn with_unreadable(mut self, unreadable: Unreadable) -> Chain {
+        for writer in std::mem::take(&mut self.main) {
+            self.main.push(writer.lenient());
+        }
+        self.unreadable = Some(unreadable);
+        self
+    }
+
+    /// Whether records that cannot be read are set aside rather than failing the task.
+    pub fn sets_aside_unreadable(&self) -> bool {
+        self.unreadable.is_some()
+    }
+
+    /// Sets aside records the source's task could not read.
+    pub fn set_aside(&mut self, records: Batch) -> Result<(), TaskError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let Some(metrics) = &self.source_metrics else { return Ok(()) };
+        match &mut self.unreadable {
+            None => Ok(()),
+            Some(Unreadable::Skip) => {
+                metrics.unreadable_records.fetch_add(records.len() as u64, Ordering::Relaxed);
+                Ok(())
+            }
+            Some(Unreadable::SideOutput(writers)) => {
+                metrics.records_out.fetch_add(records.len() as u64, Ordering::Relaxed);
+                let waited = fan_out(writers, records, &self.cancel, &mut Batch::new())?;
+                self.backpressured(0, waited);
+                Ok(())
+            }
+        }
     }
 
     /// Counts records entering the chain against the source that produced them.
@@ -193,8 +285,16 @@ impl Chain {
         self
     }
 
+    /// Every edge leaving the task: watermarks, idleness and the end go to all of them.
     fn network_writers(&self) -> impl Iterator<Item = &EdgeWriter> {
-        self.main.iter().chain(self.links.iter().flat_map(|l| l.side.iter().flat_map(|(_, w)| w.iter())))
+        let set_aside = match &self.unreadable {
+            Some(Unreadable::SideOutput(writers)) => writers.as_slice(),
+            _ => &[],
+        };
+        self.main
+            .iter()
+            .chain(self.links.iter().flat_map(|l| l.side.iter().flat_map(|(_, w)| w.iter())))
+            .chain(set_aside)
     }
 
     fn backpressured(&self, at: usize, waited: Duration) {
@@ -214,9 +314,10 @@ impl Chain {
     /// Feeds `batch` to link `at` (or to the network when `at` is past the last link).
     pub fn push(&mut self, at: usize, input: usize, batch: Batch, watermark: i64, now: i64) -> Result<(), TaskError> {
         if at >= self.links.len() {
-            let waited = fan_out(&mut self.main, batch, &self.cancel)?;
+            let mut rejected = Batch::new();
+            let waited = fan_out(&mut self.main, batch, &self.cancel, &mut rejected)?;
             self.backpressured(at, waited);
-            return Ok(());
+            return self.set_aside(rejected);
         }
         let link = &mut self.links[at];
         link.metrics.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
@@ -241,7 +342,7 @@ impl Chain {
         for (tag, batch) in out.take_side() {
             link.metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
             if let Some((_, writers)) = link.side.iter_mut().find(|(t, _)| *t == tag) {
-                waited += fan_out(writers, batch, &self.cancel)?;
+                waited += fan_out(writers, batch, &self.cancel, &mut Batch::new())?;
             }
         }
         self.backpressured(at + 1, waited);
@@ -347,7 +448,16 @@ pub struct SourceRunner {
 }
 
 impl SourceRunner {
-    fn stamp(&mut self, batch: &mut Batch, now: i64, scratch: &mut Vec<i64>) -> Result<(), TaskError> {
+    /// Sets each record's event time. Records whose event time cannot be read fail the task, or, with `lenient`,
+    /// move from `batch` to `unreadable`.
+    fn stamp(
+        &mut self,
+        batch: &mut Batch,
+        now: i64,
+        scratch: &mut Vec<i64>,
+        lenient: bool,
+        unreadable: &mut Batch,
+    ) -> Result<(), TaskError> {
         match &mut self.timestamps {
             Timestamps::Source if self.source.uses_arrival_time() => {
                 for i in 0..batch.len() {
@@ -356,11 +466,24 @@ impl SourceRunner {
             }
             Timestamps::Source => {}
             Timestamps::Json(path) => {
+                let mut bad = Vec::new();
                 for i in 0..batch.len() {
-                    let ts = path
-                        .extract_i64(batch.get(i).value)
-                        .map_err(|e| TaskError::user(format!("event time: {e}")))?;
-                    batch.set_timestamp(i, ts);
+                    match path.extract_i64(batch.get(i).value) {
+                        Ok(ts) => batch.set_timestamp(i, ts),
+                        Err(_) if lenient => bad.push(i),
+                        Err(e) => return Err(TaskError::user(format!("event time: {e}"))),
+                    }
+                }
+                if !bad.is_empty() {
+                    let mut readable = Batch::with_capacity(batch.len(), 0);
+                    for (i, record) in batch.iter().enumerate() {
+                        if bad.binary_search(&i).is_ok() {
+                            unreadable.push_record(&record);
+                        } else {
+                            readable.push_record(&record);
+                        }
+                    }
+                    *batch = readable;
                 }
             }
             Timestamps::Module(assigner) => {
@@ -405,7 +528,18 @@ pub fn run_source(
         let now = clock.now();
         match poll {
             SourcePoll::Records { split } if !batch.is_empty() => {
-                runner.stamp(&mut batch, now, &mut scratch).map_err(|e| e.in_operator(&uid))?;
+                let mut unreadable = Batch::new();
+                let lenient = chain.sets_aside_unreadable();
+                runner
+                    .stamp(&mut batch, now, &mut scratch, lenient, &mut unreadable)
+                    .map_err(|e| e.in_operator(&uid))?;
+                for i in 0..unreadable.len() {
+                    unreadable.set_timestamp(i, now);
+                }
+                chain.set_aside(unreadable)?;
+                if batch.is_empty() {
+                    continue;
+                }
                 let max_ts = batch.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
                 runner.watermarks.on_records(split, max_ts, now);
                 runner.metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);

@@ -245,6 +245,20 @@ pub struct SourceOperator {
     pub watermark: WatermarkSpec,
     /// Records per batch the source emits.
     pub batch_size: usize,
+    /// What becomes of a record whose event time or key cannot be read.
+    pub on_error: OnError,
+}
+
+/// What a source does with a record the job cannot read (its event time or its key is missing or malformed).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum OnError {
+    /// Fail the job, naming the record (the default).
+    #[default]
+    Fail,
+    /// Drop the record and count it (`unreadable_records` in the source's status).
+    Skip,
+    /// Send the record, as it came, to this side output of the source (`input: <source>.<tag>`).
+    SideOutput(String),
 }
 
 /// Where a source reads.

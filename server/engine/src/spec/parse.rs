@@ -38,7 +38,7 @@ fn gcd(a: i64, b: i64) -> i64 {
 const TOP_FIELDS: &[&str] = &["name", "parallelism", "max_parallelism", "state", "operators"];
 const KIND_FIELDS: &[&str] = &["source", "map", "filter", "flat_map", "process", "connect", "union", "window", "sink"];
 const OTHER_FIELDS: &[&str] =
-    &["uid", "input", "parallelism", "key_by", "watermark", "batch_size", "aggregate", "reduce"];
+    &["uid", "input", "parallelism", "key_by", "watermark", "batch_size", "on_error", "aggregate", "reduce"];
 const DEFAULT_BATCH_SIZE: usize = 512;
 const MAX_BATCH_SIZE: usize = 65_536;
 
@@ -203,7 +203,7 @@ impl Parser {
             }
         };
         if !matches!(kind, Some(OperatorKind::Source(_))) {
-            for field in ["watermark", "batch_size"] {
+            for field in ["watermark", "batch_size", "on_error"] {
                 if map.contains_key(field) {
                     self.err(field, "belongs to source operators only");
                 }
@@ -328,7 +328,17 @@ impl Parser {
         {
             self.err("source.generator.keys", "must be at least 1");
         }
-        Some(SourceOperator { source: source?, watermark: watermark?, batch_size })
+        let on_error = match map.get("on_error") {
+            None => OnError::Fail,
+            Some(Value::String(s)) if s == "fail" => OnError::Fail,
+            Some(Value::String(s)) if s == "skip" => OnError::Skip,
+            Some(Value::String(tag)) if valid_uid(tag) => OnError::SideOutput(tag.clone()),
+            Some(_) => {
+                self.err("on_error", "must be fail, skip, or the name of a side output for unreadable records");
+                OnError::Fail
+            }
+        };
+        Some(SourceOperator { source: source?, watermark: watermark?, batch_size, on_error })
     }
 
     fn watermark(&mut self, raw: &Value) -> Option<WatermarkSpec> {
@@ -766,5 +776,19 @@ operators:
         assert!(errors(&long_name).join("\n").contains("at most 200 bytes"));
         let huge = format!("name: {}\noperators: []", "x".repeat(MAX_SPEC_BYTES));
         assert!(errors(&huge).join("\n").contains("at most 1048576 bytes"));
+    }
+
+    #[test]
+    fn on_error_belongs_to_sources() {
+        let joined = errors(
+            "name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: [x] }\n  - { uid: m, map: x, input: s, on_error: skip }",
+        )
+        .join("\n");
+        assert!(joined.contains("operator `s`, field `on_error`: must be fail, skip"), "{joined}");
+        assert!(joined.contains("operator `m`, field `on_error`: belongs to source operators only"), "{joined}");
+        let spec =
+            JobSpec::parse("name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: bad }").expect("valid");
+        let OperatorKind::Source(source) = &spec.operators[0].kind else { panic!("source expected") };
+        assert_eq!(source.on_error, OnError::SideOutput("bad".into()));
     }
 }

@@ -394,3 +394,32 @@ async fn a_malformed_record_goes_to_the_sources_side_output_instead_of_failing_t
     assert_eq!(bad.len(), 1, "{bad:?}");
     assert_eq!(bad[0]["value"], "{\"user\":");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_output_rate_quota_slows_a_tenants_sinks_and_loses_nothing() {
+    let server = two_tenants(|c| {
+        c.tenants[0].quota = QuotaOverrides { output_rate: Some(20), ..QuotaOverrides::default() };
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    let spec =
+        "name: r\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";
+    let id = submit(&acme, spec).await;
+    let lines: String = (0..60).map(|i| format!("{{\"n\":{i}}}\n")).collect();
+    acme.ingest(&id, "src", lines).await.expect("ingest");
+    // At 20 records a second (a second's worth at once), 60 records cannot all be out within half a second.
+    let seen = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = std::sync::Arc::clone(&seen);
+    let follow = acme.follow_output(&id, "out", false, move |event| {
+        if event.event == "record" {
+            counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+        true
+    });
+    let _ = tokio::time::timeout(Duration::from_millis(500), follow).await;
+    let early = seen.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(early < 60, "the sink was held to its rate: {early} records out after 0.5 s");
+    acme.close_input(&id, "src").await.expect("close");
+    let records = crate::support::output(&acme, &id, "out").await;
+    assert_eq!(records.len(), 60, "slowed, nothing lost");
+}

@@ -45,6 +45,8 @@ pub struct Quota {
     pub module_bytes: u64,
     /// Its share of the CPU relative to other tenants' when they compete (1: an equal share).
     pub cpu_weight: u32,
+    /// Records per second its sinks may write together (0: no limit); faster jobs are slowed, not failed.
+    pub output_rate: u64,
 }
 
 impl Default for Quota {
@@ -56,6 +58,7 @@ impl Default for Quota {
             job_memory_mb: 2048,
             module_bytes: 4 << 30,
             cpu_weight: 1,
+            output_rate: 0,
         }
     }
 }
@@ -77,6 +80,8 @@ pub struct QuotaOverrides {
     pub module_bytes: Option<u64>,
     /// See [`Quota::cpu_weight`].
     pub cpu_weight: Option<u32>,
+    /// See [`Quota::output_rate`].
+    pub output_rate: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -89,6 +94,7 @@ impl QuotaOverrides {
             job_memory_mb: self.job_memory_mb.unwrap_or(base.job_memory_mb),
             module_bytes: self.module_bytes.unwrap_or(base.module_bytes),
             cpu_weight: self.cpu_weight.unwrap_or(base.cpu_weight).max(1),
+            output_rate: self.output_rate.unwrap_or(base.output_rate),
         }
     }
 }

@@ -7,7 +7,7 @@ use crate::modules::Modules;
 use crate::store::{Desired, JobRecord, Store};
 use axum::http::StatusCode;
 use eddy_engine::graph::{JobGraph, Partitioning};
-use eddy_engine::io::FileRoots;
+use eddy_engine::io::{FileRoots, OutputRate};
 use eddy_engine::io::{IngestHandle, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
@@ -132,6 +132,8 @@ struct Inner {
     persisting: Mutex<()>,
     /// Shares the CPU between tenants.
     governor: Arc<CpuGovernor>,
+    /// Each tenant's output rate bucket, with the rate it was made for.
+    output_rates: Mutex<HashMap<String, (u64, Arc<OutputRate>)>>,
     shutting_down: AtomicBool,
 }
 
@@ -190,6 +192,7 @@ impl Jobs {
                 usage: Mutex::new(HashMap::new()),
                 persisting: Mutex::new(()),
                 governor: CpuGovernor::for_this_machine(),
+                output_rates: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
             }),
         };
@@ -354,6 +357,20 @@ impl Jobs {
         all
     }
 
+    /// The bucket `tenant`'s sinks share, if its quota limits its output rate.
+    fn output_rate(&self, tenant: &str) -> Option<Arc<OutputRate>> {
+        let rate = self.inner.modules.quotas().of(tenant).output_rate;
+        if rate == 0 {
+            return None;
+        }
+        let mut rates = self.inner.output_rates.lock();
+        let entry = rates.entry(tenant.to_string()).or_insert_with(|| (rate, OutputRate::new(rate)));
+        if entry.0 != rate {
+            *entry = (rate, OutputRate::new(rate));
+        }
+        Some(Arc::clone(&entry.1))
+    }
+
     /// What `tenant`'s guests have used.
     pub fn usage(&self, tenant: &str) -> Arc<GuestUsage> {
         Arc::clone(self.inner.usage.lock().entry(tenant.to_string()).or_default())
@@ -439,6 +456,7 @@ impl Jobs {
         env.files = self.file_roots(tenant);
         self.inner.governor.set_weight(tenant, self.inner.modules.quotas().of(tenant).cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
+        env.output_rate = self.output_rate(tenant);
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])

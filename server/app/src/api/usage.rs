@@ -38,6 +38,8 @@ pub struct QuotaView {
     pub module_bytes: u64,
     /// Share of the CPU relative to other tenants' when they compete.
     pub cpu_weight: u32,
+    /// Records per second its sinks may write together (0: no limit).
+    pub output_rate: u64,
 }
 
 impl From<Quota> for QuotaView {
@@ -49,6 +51,7 @@ impl From<Quota> for QuotaView {
             job_memory_mb: quota.job_memory_mb,
             module_bytes: quota.module_bytes,
             cpu_weight: quota.cpu_weight,
+            output_rate: quota.output_rate,
         }
     }
 }

@@ -10,7 +10,7 @@ mod stream;
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestSource};
-pub use sinks::{DiscardSink, HttpSink, StdoutSink};
+pub use sinks::{DiscardSink, HttpSink, OutputRate, RateLimited, StdoutSink};
 pub use stream::{Chunk, OutputRecord, OutputStream, Retention, Subscription, record_json};
 
 use crate::error::TaskError;

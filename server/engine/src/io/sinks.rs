@@ -72,3 +72,107 @@ impl Operator for DiscardSink {
         Ok(())
     }
 }
+
+/// Records per second a tenant's sinks may write together: a token bucket that holds up to one second's worth.
+/// A sink that finds it empty waits (its task backpressures upstream), so nothing is lost.
+#[derive(Debug)]
+pub struct OutputRate {
+    per_second: f64,
+    bucket: parking_lot::Mutex<(f64, std::time::Instant)>,
+}
+
+impl OutputRate {
+    /// A bucket refilled at `per_second` records per second, full at the start.
+    pub fn new(per_second: u64) -> Arc<OutputRate> {
+        let per_second = per_second.max(1) as f64;
+        Arc::new(OutputRate { per_second, bucket: parking_lot::Mutex::new((per_second, std::time::Instant::now())) })
+    }
+
+    /// Takes `records` tokens as of `now`; returns how long the writer must wait before writing them (the tokens
+    /// may go into debt, so a batch larger than the bucket waits its whole share).
+    pub fn take_at(&self, records: usize, now: std::time::Instant) -> std::time::Duration {
+        let mut bucket = self.bucket.lock();
+        let (tokens, last) = *bucket;
+        let refilled =
+            (tokens + now.saturating_duration_since(last).as_secs_f64() * self.per_second).min(self.per_second);
+        let left = refilled - records as f64;
+        *bucket = (left, now);
+        if left >= 0.0 {
+            std::time::Duration::ZERO
+        } else {
+            std::time::Duration::from_secs_f64(-left / self.per_second)
+        }
+    }
+}
+
+/// A sink whose writes are held to its tenant's output rate.
+pub struct RateLimited {
+    inner: Box<dyn Operator>,
+    rate: Arc<OutputRate>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl RateLimited {
+    /// `inner`, writing no faster than `rate` allows; waits end early when `stop` is raised.
+    pub fn new(
+        inner: Box<dyn Operator>,
+        rate: Arc<OutputRate>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+    ) -> RateLimited {
+        RateLimited { inner, rate, stop }
+    }
+}
+
+impl Operator for RateLimited {
+    fn process(&mut self, input: usize, batch: Batch, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        let wait = self.rate.take_at(batch.len(), std::time::Instant::now());
+        if !wait.is_zero() {
+            let until = std::time::Instant::now() + wait;
+            crate::runtime::govern::blocking(|| {
+                while !self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let left = until.saturating_duration_since(std::time::Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    std::thread::sleep(left.min(std::time::Duration::from_millis(50)));
+                }
+            });
+        }
+        self.inner.process(input, batch, ctx)
+    }
+
+    fn on_watermark(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        self.inner.on_watermark(ctx)
+    }
+
+    fn on_processing_time(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        self.inner.on_processing_time(ctx)
+    }
+
+    fn next_processing_timer(&self) -> Option<i64> {
+        self.inner.next_processing_timer()
+    }
+
+    fn finish(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
+        self.inner.finish(ctx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn the_output_rate_allows_a_second_of_burst_then_paces() {
+        let rate = OutputRate::new(100);
+        let start = Instant::now();
+        assert_eq!(rate.take_at(100, start), Duration::ZERO, "a full second's worth at once");
+        assert_eq!(rate.take_at(50, start), Duration::from_millis(500), "then half a second for 50 more");
+        // A second later the bucket has refilled 100 tokens, 50 of which pay the debt.
+        assert_eq!(rate.take_at(50, start + Duration::from_secs(1)), Duration::ZERO);
+        assert_eq!(rate.take_at(1, start + Duration::from_secs(1)), Duration::from_millis(10));
+        // Idle time refills no more than one second's worth.
+        assert_eq!(rate.take_at(101, start + Duration::from_secs(60)), Duration::from_millis(10));
+    }
+}

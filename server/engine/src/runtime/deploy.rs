@@ -11,8 +11,8 @@ use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
 use crate::io::{
-    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputStream,
-    Retention, Source, StdoutSink,
+    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputRate,
+    OutputStream, RateLimited, Retention, Source, StdoutSink,
 };
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
@@ -67,6 +67,8 @@ pub struct DeployEnv {
     stop: Arc<AtomicBool>,
     /// Shares CPU between tenants; none: tasks run as the operating system schedules them.
     pub governor: Option<Arc<CpuGovernor>>,
+    /// Records per second the tenant's sinks may write together; none: no limit.
+    pub output_rate: Option<Arc<OutputRate>>,
 }
 
 impl DeployEnv {
@@ -84,6 +86,7 @@ impl DeployEnv {
             overrides: HashMap::new(),
             stop: Arc::new(AtomicBool::new(false)),
             governor: None,
+            output_rate: None,
         }
     }
 
@@ -198,17 +201,23 @@ fn build_operator(
             let config = WindowConfig::new(window, format, node.keyed, graph.max_parallelism);
             Box::new(WindowOperator::new(config, WindowFunctions { incremental, process }, store()?)?)
         }
-        OperatorKind::Sink(sink) => match sink {
-            SinkSpec::Stdout => Box::new(StdoutSink),
-            SinkSpec::File(location) => Box::new(FileSink::create(&env.files, location)?),
-            SinkSpec::Discard => Box::new(DiscardSink::new()),
-            SinkSpec::Http => {
-                let stream = outputs
-                    .entry(node.uid.clone())
-                    .or_insert_with(|| Arc::new(OutputStream::new(env.output_retention)));
-                Box::new(HttpSink::new(Arc::clone(stream)))
+        OperatorKind::Sink(sink) => {
+            let sink: Box<dyn Operator> = match sink {
+                SinkSpec::Stdout => Box::new(StdoutSink),
+                SinkSpec::File(location) => Box::new(FileSink::create(&env.files, location)?),
+                SinkSpec::Discard => Box::new(DiscardSink::new()),
+                SinkSpec::Http => {
+                    let stream = outputs
+                        .entry(node.uid.clone())
+                        .or_insert_with(|| Arc::new(OutputStream::new(env.output_retention)));
+                    Box::new(HttpSink::new(Arc::clone(stream)))
+                }
+            };
+            match &env.output_rate {
+                Some(rate) => Box::new(RateLimited::new(sink, Arc::clone(rate), Arc::clone(&env.stop))),
+                None => sink,
             }
-        },
+        }
         OperatorKind::Source(_) => return Err(TaskError::internal("a source cannot be chained after an operator")),
     })
 }

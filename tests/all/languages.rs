@@ -106,3 +106,25 @@ operators:
     assert_eq!(of("bob"), [json!({ "max": 7, "count": 1, "avg": 7.0 }), json!({ "max": 7, "count": 2, "avg": 4.0 })]);
     assert_eq!(out.len(), records.len());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_guest_cannot_hoard_state_handles_without_end() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("escape", None, example(Rust, "test-state-escape").await).await.expect("upload");
+    let spec = "name: hoard\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: p, key_by: { json: \"$.user\" }, process: escape, input: src }\n  - { uid: out, sink: http, input: p }\n";
+    let id = submit(c, spec).await;
+    c.ingest(&id, "src", "{\"user\":\"alice\",\"hoard\":true}\n".into()).await.expect("ingest");
+    c.close_input(&id, "src").await.expect("close");
+    let reports: Vec<String> =
+        output(c, &id, "out").await.iter().map(|r| r["value"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(reports.len(), 1, "{reports:?}");
+    let report = &reports[0];
+    let held: usize = report
+        .strip_prefix("refused after ")
+        .and_then(|rest| rest.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the host refused more handles: {report}"));
+    assert!((9_000..=10_000).contains(&held), "{report}");
+    assert_eq!(crate::support::wait_ended(c, &id).await["state"], "finished", "the job carries on");
+}

@@ -1,4 +1,6 @@
-//! Keeps the first key's state handle and tries to read it while other keys are current.
+//! Keeps the first key's state handle and tries to read it while other keys are current; on a record that says
+//! `hoard`,
+//! opens state handles without ever dropping one, to find where the host stops it.
 
 use eddy::{Context, Error, Event, ValueState};
 
@@ -11,6 +13,20 @@ struct Escape {
 impl eddy::Process for Escape {
     fn process(&mut self, event: Event, ctx: &mut Context) -> Result<(), Error> {
         let key = event.key.as_deref().unwrap_or_default().to_vec();
+        if event.value.windows(5).any(|w| w == b"hoard") {
+            let mut hoard = Vec::new();
+            let report = loop {
+                match ctx.value_state("hoarded") {
+                    Ok(handle) => hoard.push(handle),
+                    Err(e) => break format!("refused after {}: {e}", hoard.len()),
+                }
+                if hoard.len() > 1_000_000 {
+                    break "never refused".to_string();
+                }
+            };
+            ctx.emit(Event::new(event.timestamp, report).with_key(key));
+            return Ok(());
+        }
         let own = ctx.value_state("secret")?;
         own.set(format!("secret of {}", String::from_utf8_lossy(&key)).as_bytes())?;
         let report = match &self.first {

@@ -90,6 +90,11 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts `eddy serve` on a free loopback port with `data_dir`, and waits until it answers.
     pub async fn start(data_dir: &std::path::Path) -> ServerProcess {
+        ServerProcess::start_with_env(data_dir, &[]).await
+    }
+
+    /// Like `start`, with `env` (`EDDY_*` settings) added to the process's environment.
+    pub async fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
         // The test binary lives in <target>/<profile>/deps; cargo builds `eddy` one folder up.
         let exe = std::env::current_exe().expect("test binary");
         let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
@@ -99,6 +104,7 @@ impl ServerProcess {
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(data_dir)
             .env("EDDY_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .spawn()
             .expect("eddy starts");

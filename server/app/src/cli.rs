@@ -63,6 +63,12 @@ enum Command {
     /// Token helpers.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Compiles the component on standard input for a server (the server starts it; not for people).
+    #[command(hide = true)]
+    CompileWorker {
+        /// Most memory the worker may use, in bytes.
+        memory_bytes: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +167,10 @@ where
         let _ = e.print();
         anyhow::anyhow!("{}", e.kind())
     })?;
+    if let Command::CompileWorker { memory_bytes } = &cli.command {
+        // No runtime and no logging: a worker compiles, writes, and exits.
+        return eddy_wasm_host::run_worker(*memory_bytes).map_err(anyhow::Error::msg);
+    }
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(run(cli))
@@ -198,6 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", token_hash(&token));
             Ok(())
         }
+        Command::CompileWorker { memory_bytes } => eddy_wasm_host::run_worker(memory_bytes).map_err(anyhow::Error::msg),
     }
 }
 
@@ -207,8 +218,10 @@ async fn serve(config: Option<PathBuf>, listen: Option<String>, data_dir: Option
         ("EDDY_DATA_DIR", _, Some(d)) => Some(d.display().to_string()),
         _ => std::env::var(name).ok(),
     };
-    let config = ServerConfig::load(config.as_deref(), env)
+    let mut config = ServerConfig::load(config.as_deref(), env)
         .map_err(|errors| anyhow::anyhow!("the configuration has problems:\n  - {}", errors.join("\n  - ")))?;
+    // Uploads compile in workers that run this binary, bounded in time and memory.
+    config.compile_worker = std::env::current_exe().ok();
     if config.open_mode() {
         tracing::info!("open mode: no tokens needed; everything belongs to the tenant `default`");
     }

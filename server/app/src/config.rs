@@ -118,6 +118,13 @@ pub struct ServerConfig {
     pub guest_memory_mb: usize,
     /// Uploads read and compiled at once; more are refused with 503 until one finishes.
     pub max_concurrent_uploads: usize,
+    /// Longest one upload's compile may take.
+    pub compile_timeout: Duration,
+    /// Most memory one upload's compile may use, in MiB.
+    pub compile_memory_mb: u64,
+    /// The program whose `compile-worker` command compiles uploads in a process of its own (the `eddy` binary sets
+    /// itself); none: uploads compile inside the server, without the two limits above.
+    pub compile_worker: Option<PathBuf>,
     /// Quotas of tenants that set none of their own.
     pub quota: Quota,
     /// Limits on HTTP clients: connections, timeouts, requests per tenant.
@@ -142,6 +149,9 @@ impl Default for ServerConfig {
             call_timeout: Duration::from_secs(10),
             guest_memory_mb: 8192,
             max_concurrent_uploads: 4,
+            compile_timeout: Duration::from_secs(120),
+            compile_memory_mb: 4096,
+            compile_worker: None,
             quota: Quota::default(),
             http: crate::api::serve::HttpLimits::default(),
             tenants: Vec::new(),
@@ -161,6 +171,8 @@ struct FileConfig {
     call_timeout_ms: Option<u64>,
     guest_memory_mb: Option<usize>,
     max_concurrent_uploads: Option<usize>,
+    compile_timeout_ms: Option<u64>,
+    compile_memory_mb: Option<u64>,
     #[serde(default)]
     quota: QuotaOverrides,
     max_connections: Option<usize>,
@@ -241,6 +253,12 @@ impl ServerConfig {
             1,
         ) {
             config.max_concurrent_uploads = n as usize;
+        }
+        if let Some(n) = number("EDDY_COMPILE_TIMEOUT_MS", "compile_timeout_ms", raw.compile_timeout_ms, 1) {
+            config.compile_timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = number("EDDY_COMPILE_MEMORY_MB", "compile_memory_mb", raw.compile_memory_mb, 16) {
+            config.compile_memory_mb = n;
         }
         let http = &mut config.http;
         let as_u64 = |n: Option<usize>| n.map(|n| n as u64);

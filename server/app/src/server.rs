@@ -8,7 +8,7 @@ use crate::modules::Modules;
 use crate::quotas::Quotas;
 use crate::store::Store;
 use anyhow::Context;
-use eddy_wasm_host::WasmRuntime;
+use eddy_wasm_host::{CompileWorker, WasmRuntime};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +47,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot use data folder {}", config.data_dir.display()))?;
     let runtime = WasmRuntime::new(Some(store.cache_dir()), config.instance_limits()).map_err(anyhow::Error::msg)?;
+    if let Some(program) = &config.compile_worker {
+        runtime.compile_in_workers(CompileWorker {
+            program: program.clone(),
+            args: vec!["compile-worker".into()],
+            timeout: config.compile_timeout,
+            memory_bytes: config.compile_memory_mb << 20,
+        });
+    }
     let quotas = Arc::new(Quotas::open(Arc::clone(&config), store.clone()));
     let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config), quotas));
     let (jobs_store, jobs_modules, jobs_config) = (store.clone(), Arc::clone(&modules), Arc::clone(&config));

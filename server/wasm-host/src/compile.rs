@@ -9,6 +9,7 @@ use crate::bindings::{
 };
 use crate::instance::{Accounts, EPOCH_TICK, HostState, Instance};
 use crate::limits::Limits;
+use crate::worker::CompileWorker;
 use eddy_engine::function::{FunctionScope, UdfKind};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
@@ -143,6 +144,8 @@ pub struct WasmRuntime {
     cache_dir: Option<PathBuf>,
     engine_tag: String,
     check_limits: Limits,
+    /// Compiles in a separate, limited process when set.
+    worker: std::sync::OnceLock<CompileWorker>,
     modules: Mutex<HashMap<String, Arc<CompiledModule>>>,
     stop_ticker: Arc<AtomicBool>,
 }
@@ -167,12 +170,7 @@ impl WasmRuntime {
     /// A runtime caching compiled code in `cache_dir` (none: no disk cache); uploads are checked by instantiating
     /// them under `check_limits`, the limits their jobs will have.
     pub fn new(cache_dir: Option<PathBuf>, check_limits: Limits) -> Result<Arc<WasmRuntime>, String> {
-        let mut config = Config::new();
-        config.wasm_component_model(true);
-        config.epoch_interruption(true);
-        config.cranelift_opt_level(OptLevel::Speed);
-        config.parallel_compilation(true);
-        let engine = Engine::new(&config).map_err(|e| format!("cannot configure wasmtime: {e:#}"))?;
+        let engine = Engine::new(&engine_config()).map_err(|e| format!("cannot configure wasmtime: {e:#}"))?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(|e| format!("cannot link WASI: {e:#}"))?;
         crate::bindings::UdfHost::add_to_linker::<HostState, wasmtime::component::HasSelf<HostState>>(
@@ -194,6 +192,7 @@ impl WasmRuntime {
             cache_dir,
             engine_tag,
             check_limits,
+            worker: std::sync::OnceLock::new(),
             modules: Mutex::new(HashMap::new()),
             stop_ticker: Arc::clone(&stop_ticker),
         });
@@ -222,7 +221,16 @@ impl WasmRuntime {
         if let Some(module) = self.modules.lock().get(&hash) {
             return Ok(Arc::clone(module));
         }
-        let component = Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?;
+        let component = match self.worker.get() {
+            Some(worker) => {
+                let compiled = crate::worker::compile(worker, bytes).map_err(ModuleError::Invalid)?;
+                // SAFETY: the bytes are what `precompile_component` produced in a worker running this very binary
+                // with `engine_config()`, read straight from its standard output.
+                unsafe { Component::deserialize(&self.engine, &compiled) }
+                    .map_err(|e| ModuleError::Invalid(format!("{e:#}")))?
+            }
+            None => Component::new(&self.engine, bytes).map_err(|e| ModuleError::Invalid(format!("{e:#}")))?,
+        };
         let mut module = self.analyze(hash.clone(), component)?;
         // Cache only what passed every check, so a refused upload leaves nothing on disk.
         module.artifact = self.store_cache(&hash, &module.pre);
@@ -257,6 +265,11 @@ impl WasmRuntime {
             return Err(ModuleError::Corrupt(hash.to_string()));
         }
         self.compile(&bytes)
+    }
+
+    /// Compiles every later upload in a separate process run as `worker` says (once; later calls change nothing).
+    pub fn compile_in_workers(&self, worker: CompileWorker) {
+        let _ = self.worker.set(worker);
     }
 
     /// A loaded module.
@@ -413,6 +426,17 @@ fn type_check(module: &CompiledModule, limits: &Limits) -> Result<(), ModuleErro
         i.load(&mut *store, inst).map_err(mismatch(UdfKind::ProcessWindow))?;
     }
     Ok(())
+}
+
+/// The wasmtime configuration of Eddy's engine, shared by the server and its compile workers (compiled code is only
+/// usable by an engine configured alike).
+pub(crate) fn engine_config() -> Config {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.epoch_interruption(true);
+    config.cranelift_opt_level(OptLevel::Speed);
+    config.parallel_compilation(true);
+    config
 }
 
 fn check_header(bytes: &[u8]) -> Result<(), ModuleError> {

@@ -13,8 +13,10 @@ mod host;
 mod instance;
 mod limits;
 mod logs;
+mod worker;
 
 pub use compile::{CompiledModule, ModuleError, WasmRuntime, interface_name};
 pub use functions::WasmFunctions;
 pub use instance::Accounts;
 pub use limits::{GuestUsage, Limits, MemoryBudget};
+pub use worker::{CompileWorker, run_worker};

@@ -206,8 +206,8 @@ fn the_deadline_counts_cpu_time_so_a_busy_server_does_not_fail_healthy_calls() {
     let alone = started.elapsed();
     let cpu_alone = usage.cpu();
     assert!(cpu_alone > Duration::ZERO, "the tenant's meter counts the call's CPU time");
-    // A limit a little over the call's own CPU time, but under its wall time while the machine is busy.
-    let limit = cpu_alone * 3 / 2 + Duration::from_millis(20);
+    // A limit over the call's own CPU time (with room for a busy machine's cache misses), under its wall time there.
+    let limit = cpu_alone * 5 / 2 + Duration::from_millis(30);
     let tight = WasmFunctions::new(Arc::clone(&runtime), Limits { call_timeout: limit, ..limits() });
     let mut map = tight.map(&udf(&module.hash), &scope()).expect("instantiates");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

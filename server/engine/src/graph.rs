@@ -61,6 +61,8 @@ pub struct Node {
     pub kind: OperatorKind,
     /// Whether its input is keyed (keyed state and timers available).
     pub keyed: bool,
+    /// What becomes of a record it cannot read.
+    pub on_error: OnError,
     /// Indices of incoming edges, in input order.
     pub inputs: Vec<usize>,
     /// Indices of outgoing edges.
@@ -157,6 +159,7 @@ impl JobGraph {
                     parallelism: parallelism_of(op, spec),
                     kind: op.kind.clone(),
                     keyed: !op.key_by.is_empty(),
+                    on_error: op.on_error.clone(),
                     inputs: Vec::new(),
                     outputs: Vec::new(),
                 }
@@ -257,7 +260,7 @@ fn check_operator(op: &OperatorSpec, spec: &JobSpec, errors: &mut SpecErrors) {
 fn emits_side_output(op: &OperatorSpec, tag: &str) -> bool {
     match &op.kind {
         OperatorKind::Process(_) | OperatorKind::Connect(_) => true,
-        OperatorKind::Source(s) => s.on_error == OnError::SideOutput(tag.to_string()),
+        OperatorKind::Source(_) => op.on_error == OnError::SideOutput(tag.to_string()),
         OperatorKind::Window(w) => {
             w.late_output.as_deref() == Some(tag) || matches!(w.function, WindowFunctionSpec::Process { .. })
         }

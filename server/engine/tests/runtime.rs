@@ -249,3 +249,16 @@ fn unreadable_records_are_skipped_or_set_aside_as_the_source_says() {
     });
     assert_eq!(finish(&job), JobState::Failed);
 }
+
+#[test]
+fn a_keyed_operator_down_the_job_skips_records_it_cannot_key() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines = ["{\"user\":\"a\",\"region\":\"eu\"}", "{\"user\":\"b\"}", "{\"user\":\"c\",\"region\":\"us\"}"];
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n")).expect("write");
+    let spec = "name: k\noperators:\n  - { uid: src, source: { file: { path: in.jsonl } } }\n  - { uid: by-user, input: src, key_by: { json: \"$.user\" }, process: echo }\n  - { uid: by-region, input: by-user, key_by: { json: \"$.region\" }, process: echo, on_error: skip }\n  - { uid: out, sink: http, input: by-region }\n";
+    let job = start(spec, |env| env.files = FileRoots::new(dir.path()));
+    assert_eq!(finish(&job), JobState::Finished, "{:?}", job.handle.error());
+    assert_eq!(published(&job, "out").len(), 2);
+    let region = job.handle.operators().into_iter().find(|(uid, _)| uid == "by-region").expect("operator").1;
+    assert_eq!(region.unreadable_records, 1, "the record without a region was skipped and counted");
+}

@@ -338,7 +338,13 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
                             max_parallelism: graph.max_parallelism,
                         },
                     };
-                    writers.push(EdgeWriter::new(senders.remove(&(e, subtask)).unwrap_or_default(), route));
+                    let mut writer = EdgeWriter::new(senders.remove(&(e, subtask)).unwrap_or_default(), route);
+                    if matches!(edge.partitioning, Partitioning::Hash(_))
+                        && graph.nodes[edge.to].on_error == OnError::Skip
+                    {
+                        writer = writer.skipping_unreadable(Arc::clone(&metrics[edge.to]));
+                    }
+                    writers.push(writer);
                 }
                 Ok(writers)
             };
@@ -361,14 +367,12 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let mut task_chain = Chain::new(links, main, subtask, Arc::clone(&shared.cancel));
             let body = if is_source {
                 task_chain = task_chain.with_source_metrics(Arc::clone(&metrics[chain[0]]));
-                if let OperatorKind::Source(source) = &head.kind {
-                    match &source.on_error {
-                        OnError::Fail => {}
-                        OnError::Skip => task_chain = task_chain.with_unreadable(Unreadable::Skip),
-                        OnError::SideOutput(tag) => {
-                            let writers = writers_for(chain[0], Some(tag), &mut senders)?;
-                            task_chain = task_chain.with_unreadable(Unreadable::SideOutput(writers));
-                        }
+                match &head.on_error {
+                    OnError::Fail => {}
+                    OnError::Skip => task_chain = task_chain.with_unreadable(Unreadable::Skip),
+                    OnError::SideOutput(tag) => {
+                        let writers = writers_for(chain[0], Some(tag.as_str()), &mut senders)?;
+                        task_chain = task_chain.with_unreadable(Unreadable::SideOutput(writers));
                     }
                 }
                 TaskBody::Source(build_source(

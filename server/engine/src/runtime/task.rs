@@ -112,13 +112,30 @@ pub struct EdgeWriter {
     keys: Batch,
     /// Whether a record whose key cannot be read is handed back rather than failing the task.
     lenient: bool,
+    /// Set when the receiving operator skips records it cannot key: they are counted there and dropped.
+    skipped_by: Option<Arc<OperatorMetrics>>,
     unreadable: Vec<usize>,
 }
 
 impl EdgeWriter {
     /// A writer over `senders` (one per receiving subtask, or the single forward receiver).
     pub fn new(senders: Vec<ChannelSender>, route: Route) -> EdgeWriter {
-        EdgeWriter { senders, route, parts: Vec::new(), keys: Batch::new(), lenient: false, unreadable: Vec::new() }
+        EdgeWriter {
+            senders,
+            route,
+            parts: Vec::new(),
+            keys: Batch::new(),
+            lenient: false,
+            skipped_by: None,
+            unreadable: Vec::new(),
+        }
+    }
+
+    /// Drops records whose key cannot be read, counting them against the receiving operator (`on_error: skip`).
+    pub fn skipping_unreadable(mut self, receiver: Arc<OperatorMetrics>) -> EdgeWriter {
+        self.lenient = true;
+        self.skipped_by = Some(receiver);
+        self
     }
 
     /// Hands records whose key cannot be read back to the caller instead of failing.
@@ -146,10 +163,15 @@ impl EdgeWriter {
                     for (i, record) in batch.iter().enumerate() {
                         if bad.peek() == Some(&&i) {
                             bad.next();
-                            rejected.push_record(&record);
+                            if self.skipped_by.is_none() {
+                                rejected.push_record(&record);
+                            }
                         } else {
                             readable.push_record(&record);
                         }
+                    }
+                    if let Some(receiver) = &self.skipped_by {
+                        receiver.unreadable_records.fetch_add(self.unreadable.len() as u64, Ordering::Relaxed);
                     }
                     batch = readable;
                 }

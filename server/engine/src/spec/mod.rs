@@ -111,6 +111,9 @@ pub struct OperatorSpec {
     pub key_by: Vec<KeySpec>,
     /// What the operator does.
     pub kind: OperatorKind,
+    /// What becomes of a record the operator's input cannot read: on a source, its event time or its key at the
+    /// first keyed exchange; on a keyed operator, its key.
+    pub on_error: OnError,
 }
 
 /// A reference to an upstream operator's main output or one of its side outputs (`uid` or `uid.tag`).
@@ -245,19 +248,17 @@ pub struct SourceOperator {
     pub watermark: WatermarkSpec,
     /// Records per batch the source emits.
     pub batch_size: usize,
-    /// What becomes of a record whose event time or key cannot be read.
-    pub on_error: OnError,
 }
 
-/// What a source does with a record the job cannot read (its event time or its key is missing or malformed).
+/// What an operator does with a record it cannot read (its event time or its key is missing or malformed).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum OnError {
     /// Fail the job, naming the record (the default).
     #[default]
     Fail,
-    /// Drop the record and count it (`unreadable_records` in the source's status).
+    /// Drop the record and count it (`unreadable_records` in the operator's status).
     Skip,
-    /// Send the record, as it came, to this side output of the source (`input: <source>.<tag>`).
+    /// Send the record, as it came, to this side output of the source (`input: <source>.<tag>`); sources only.
     SideOutput(String),
 }
 

@@ -203,7 +203,7 @@ impl Parser {
             }
         };
         if !matches!(kind, Some(OperatorKind::Source(_))) {
-            for field in ["watermark", "batch_size", "on_error"] {
+            for field in ["watermark", "batch_size"] {
                 if map.contains_key(field) {
                     self.err(field, "belongs to source operators only");
                 }
@@ -216,7 +216,26 @@ impl Parser {
                 }
             }
         }
-        Some(OperatorSpec { uid: uid?, inputs, parallelism, key_by, kind: kind? })
+        let on_error = match map.get("on_error") {
+            None => OnError::Fail,
+            Some(Value::String(s)) if s == "fail" => OnError::Fail,
+            Some(Value::String(s)) if s == "skip" => OnError::Skip,
+            Some(Value::String(tag)) if valid_uid(tag) && matches!(kind, Some(OperatorKind::Source(_))) => {
+                OnError::SideOutput(tag.clone())
+            }
+            Some(Value::String(_)) if !matches!(kind, Some(OperatorKind::Source(_))) => {
+                self.err("on_error", "must be fail or skip (a side output for unreadable records is a source's)");
+                OnError::Fail
+            }
+            Some(_) => {
+                self.err("on_error", "must be fail, skip, or the name of a side output for unreadable records");
+                OnError::Fail
+            }
+        };
+        if on_error != OnError::Fail && key_by.is_empty() && !matches!(kind, Some(OperatorKind::Source(_))) {
+            self.err("on_error", "applies to sources and to operators with key_by");
+        }
+        Some(OperatorSpec { uid: uid?, inputs, parallelism, key_by, kind: kind?, on_error })
     }
 
     fn inputs(&mut self, raw: Option<&Value>) -> Vec<InputRef> {
@@ -328,17 +347,7 @@ impl Parser {
         {
             self.err("source.generator.keys", "must be at least 1");
         }
-        let on_error = match map.get("on_error") {
-            None => OnError::Fail,
-            Some(Value::String(s)) if s == "fail" => OnError::Fail,
-            Some(Value::String(s)) if s == "skip" => OnError::Skip,
-            Some(Value::String(tag)) if valid_uid(tag) => OnError::SideOutput(tag.clone()),
-            Some(_) => {
-                self.err("on_error", "must be fail, skip, or the name of a side output for unreadable records");
-                OnError::Fail
-            }
-        };
-        Some(SourceOperator { source: source?, watermark: watermark?, batch_size, on_error })
+        Some(SourceOperator { source: source?, watermark: watermark?, batch_size })
     }
 
     fn watermark(&mut self, raw: &Value) -> Option<WatermarkSpec> {
@@ -779,16 +788,22 @@ operators:
     }
 
     #[test]
-    fn on_error_belongs_to_sources() {
+    fn on_error_belongs_to_sources_and_keyed_operators() {
         let joined = errors(
-            "name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: [x] }\n  - { uid: m, map: x, input: s, on_error: skip }",
+            "name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: [x] }\n  - { uid: m, map: x, input: s, on_error: skip }\n  - { uid: k, map: x, input: m, key_by: record, on_error: bad }",
         )
         .join("\n");
         assert!(joined.contains("operator `s`, field `on_error`: must be fail, skip"), "{joined}");
-        assert!(joined.contains("operator `m`, field `on_error`: belongs to source operators only"), "{joined}");
-        let spec =
-            JobSpec::parse("name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: bad }").expect("valid");
-        let OperatorKind::Source(source) = &spec.operators[0].kind else { panic!("source expected") };
-        assert_eq!(source.on_error, OnError::SideOutput("bad".into()));
+        assert!(
+            joined.contains("operator `m`, field `on_error`: applies to sources and to operators with key_by"),
+            "{joined}"
+        );
+        assert!(joined.contains("operator `k`, field `on_error`: must be fail or skip"), "{joined}");
+        let spec = JobSpec::parse(
+            "name: e\noperators:\n  - { uid: s, source: { http: {} }, on_error: bad }\n  - { uid: k, map: x, input: s, key_by: record, on_error: skip }",
+        )
+        .expect("valid");
+        assert_eq!(spec.operators[0].on_error, OnError::SideOutput("bad".into()));
+        assert_eq!(spec.operators[1].on_error, OnError::Skip);
     }
 }

@@ -451,3 +451,26 @@ async fn uploads_compile_in_a_worker_bounded_in_time_and_memory() {
     assert_eq!(crate::support::output(c, &id, "out").await.len(), 1, "the worker's code runs");
     server.kill();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_whose_state_outgrows_its_tenants_quota_fails_naming_it() {
+    let server = two_tenants(|c| {
+        c.tenants[0].quota = QuotaOverrides { state_mb: Some(1), ..QuotaOverrides::default() };
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    let spec = "name: s\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: w, input: src, key_by: { json: \"$.k\" }, window: { tumbling: 1h }, aggregate: { builtin: count } }\n  - { uid: out, sink: discard, input: w }\n";
+    let id = submit(&acme, spec).await;
+    let lines: String = (0..30_000).map(|i| format!("{{\"k\":\"key-{i}\"}}\n")).collect();
+    let _ = acme.ingest(&id, "src", lines).await;
+    let status = wait_ended(&acme, &id).await;
+    assert_eq!(status["state"], "failed", "{status:#}");
+    let message = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("tenant acme's state quota of 1 MiB is used up"), "{message}");
+    // Another tenant's keyed job is not affected.
+    let globex = server.client_with(Some(GLOBEX), None);
+    let id = submit(&globex, spec).await;
+    globex.ingest(&id, "src", (0..30_000).map(|i| format!("{{\"k\":\"key-{i}\"}}\n")).collect()).await.expect("ingest");
+    globex.close_input(&id, "src").await.expect("close");
+    assert_eq!(wait_ended(&globex, &id).await["state"], "finished");
+}

@@ -47,6 +47,8 @@ pub struct Quota {
     pub cpu_weight: u32,
     /// Records per second its sinks may write together (0: no limit); faster jobs are slowed, not failed.
     pub output_rate: u64,
+    /// Keyed state its jobs may hold together, in MiB.
+    pub state_mb: u64,
 }
 
 impl Default for Quota {
@@ -59,6 +61,7 @@ impl Default for Quota {
             module_bytes: 4 << 30,
             cpu_weight: 1,
             output_rate: 0,
+            state_mb: 4096,
         }
     }
 }
@@ -82,6 +85,8 @@ pub struct QuotaOverrides {
     pub cpu_weight: Option<u32>,
     /// See [`Quota::output_rate`].
     pub output_rate: Option<u64>,
+    /// See [`Quota::state_mb`].
+    pub state_mb: Option<u64>,
 }
 
 impl QuotaOverrides {
@@ -95,6 +100,7 @@ impl QuotaOverrides {
             module_bytes: self.module_bytes.unwrap_or(base.module_bytes),
             cpu_weight: self.cpu_weight.unwrap_or(base.cpu_weight).max(1),
             output_rate: self.output_rate.unwrap_or(base.output_rate),
+            state_mb: self.state_mb.unwrap_or(base.state_mb),
         }
     }
 }

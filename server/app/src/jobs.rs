@@ -12,6 +12,7 @@ use eddy_engine::io::{IngestHandle, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
 use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
+use eddy_engine::state::{MemoryBackend, StateBudget};
 use eddy_engine::{ErrorDomain, TaskError};
 use eddy_wasm_host::{Accounts, GuestUsage, MemoryBudget, WasmFunctions};
 use parking_lot::Mutex;
@@ -134,6 +135,8 @@ struct Inner {
     governor: Arc<CpuGovernor>,
     /// Each tenant's output rate bucket, with the rate it was made for.
     output_rates: Mutex<HashMap<String, (u64, Arc<OutputRate>)>>,
+    /// Keyed state each tenant's jobs hold.
+    tenant_state: Mutex<HashMap<String, Arc<StateBudget>>>,
     shutting_down: AtomicBool,
 }
 
@@ -193,6 +196,7 @@ impl Jobs {
                 persisting: Mutex::new(()),
                 governor: CpuGovernor::for_this_machine(),
                 output_rates: Mutex::new(HashMap::new()),
+                tenant_state: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
             }),
         };
@@ -324,6 +328,7 @@ impl Jobs {
             jobs: 0,
             parallelism: 0,
             memory_bytes: self.inner.tenant_memory.lock().get(tenant).map_or(0, |b| b.used() as u64),
+            state_bytes: self.inner.tenant_state.lock().get(tenant).map_or(0, |b| b.used()),
             guest_cpu_seconds: self.usage(tenant).cpu().as_secs_f64(),
             records_in: 0,
             records_out: 0,
@@ -355,6 +360,20 @@ impl Jobs {
             }
         }
         all
+    }
+
+    /// The state budget `tenant`'s jobs share, at its current quota.
+    fn state_budget(&self, tenant: &str) -> Arc<StateBudget> {
+        let limit = self.inner.modules.quotas().of(tenant).state_mb << 20;
+        let budget = Arc::clone(
+            self.inner
+                .tenant_state
+                .lock()
+                .entry(tenant.to_string())
+                .or_insert_with(|| StateBudget::new(format!("tenant {tenant}"), limit, None)),
+        );
+        budget.set_limit(limit);
+        budget
     }
 
     /// The bucket `tenant`'s sinks share, if its quota limits its output rate.
@@ -457,6 +476,7 @@ impl Jobs {
         self.inner.governor.set_weight(tenant, self.inner.modules.quotas().of(tenant).cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
         env.output_rate = self.output_rate(tenant);
+        env.state = Arc::new(MemoryBackend::within(self.state_budget(tenant)));
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])
@@ -712,6 +732,8 @@ pub struct TenantUse {
     pub parallelism: u64,
     /// Guest memory its function instances hold, in bytes.
     pub memory_bytes: u64,
+    /// Keyed state its jobs hold, in bytes (counted in steps of 64 KiB per operator subtask).
+    pub state_bytes: u64,
     /// CPU time its functions have used, in seconds.
     pub guest_cpu_seconds: f64,
     /// Records its jobs' sources have read.

@@ -51,6 +51,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let subtasks = Family::<ByTenant, Gauge>::default();
     let memory = Family::<ByTenant, Gauge>::default();
     let module_bytes = Family::<ByTenant, Gauge>::default();
+    let state_bytes = Family::<ByTenant, Gauge>::default();
     let cpu = Family::<ByTenant, Counter<f64, AtomicU64>>::default();
     let records_in = Family::<ByTenant, Counter>::default();
     let records_out = Family::<ByTenant, Counter>::default();
@@ -60,6 +61,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
         jobs.get_or_create(&label).set(used.jobs as i64);
         subtasks.get_or_create(&label).set(used.parallelism as i64);
         memory.get_or_create(&label).set(used.memory_bytes as i64);
+        state_bytes.get_or_create(&label).set(used.state_bytes as i64);
         let modules: u64 = state.modules.list(tenant).iter().map(|m| m.size).sum();
         module_bytes.get_or_create(&label).set(modules as i64);
         cpu.get_or_create(&label).inc_by(used.guest_cpu_seconds);
@@ -94,6 +96,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     registry.register("tenant_subtasks", "Subtasks of a tenant's running jobs", subtasks);
     registry.register("tenant_guest_memory_bytes", "Guest memory a tenant's function instances hold", memory);
     registry.register("tenant_module_bytes", "Bytes of a tenant's uploaded modules", module_bytes);
+    registry.register("tenant_state_bytes", "Keyed state a tenant's jobs hold", state_bytes);
     registry.register("tenant_guest_cpu_seconds", "CPU time a tenant's functions have used", cpu);
     registry.register("tenant_records_in", "Records a tenant's sources have read", records_in);
     registry.register("tenant_records_out", "Records a tenant's sinks have written", records_out);

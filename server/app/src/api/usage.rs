@@ -40,6 +40,8 @@ pub struct QuotaView {
     pub cpu_weight: u32,
     /// Records per second its sinks may write together (0: no limit).
     pub output_rate: u64,
+    /// Keyed state its jobs may hold together, in MiB.
+    pub state_mb: u64,
 }
 
 impl From<Quota> for QuotaView {
@@ -52,6 +54,7 @@ impl From<Quota> for QuotaView {
             module_bytes: quota.module_bytes,
             cpu_weight: quota.cpu_weight,
             output_rate: quota.output_rate,
+            state_mb: quota.state_mb,
         }
     }
 }

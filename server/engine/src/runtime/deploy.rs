@@ -78,7 +78,7 @@ impl DeployEnv {
             job_id: job_id.to_string(),
             tenant: tenant.to_string(),
             functions,
-            state: Arc::new(MemoryBackend),
+            state: Arc::new(MemoryBackend::default()),
             clock: Arc::new(SystemClock),
             channel_capacity: 16,
             output_retention: Retention::default(),

@@ -1,10 +1,11 @@
 //! The in-memory state store: per state, a hash map from `(key group, key)` to the key's namespaces.
 
-use super::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use super::{KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateId, StateKey};
 use crate::bytes;
 use indexmap::{Equivalent, IndexMap};
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
+use std::sync::Arc;
 
 /// Namespace and value bytes, inline up to 16 (a window, a counter or a sum): no allocation, no pointer to follow.
 type Bytes = SmallVec<[u8; 16]>;
@@ -42,10 +43,16 @@ impl Namespaces {
         }
     }
 
-    fn remove(&mut self, ns: &[u8]) {
-        if let Ok(i) = self.find(ns) {
-            self.0.remove(i);
-        }
+    /// Removes `ns`; the bytes it held, if it was there.
+    fn remove(&mut self, ns: &[u8]) -> Option<usize> {
+        let i = self.find(ns).ok()?;
+        let (k, v) = self.0.remove(i);
+        Some(entry_size(&k, &v))
+    }
+
+    /// Bytes the namespaces hold, as state budgets count them.
+    fn size(&self) -> usize {
+        self.0.iter().map(|(k, v)| entry_size(k, v)).sum()
     }
 
     fn is_empty(&self) -> bool {
@@ -97,6 +104,26 @@ impl Equivalent<StoredKey> for Lookup<'_> {
 /// Insertion-ordered so that incremental TTL cleanup can walk it with a plain index.
 type Table = IndexMap<StoredKey, Namespaces, foldhash::fast::RandomState>;
 
+/// Bytes a namespace entry is counted as: its bytes and a share of the structure around them.
+fn entry_size(ns: &[u8], value: &[u8]) -> usize {
+    ns.len() + value.len() + 32
+}
+
+/// Bytes a key is counted as, besides its namespaces.
+fn key_size(lookup: &[u8]) -> usize {
+    lookup.len() + 48
+}
+
+/// A store's size, and what of it was last reported to its budget.
+#[derive(Debug)]
+struct Account {
+    budget: Arc<StateBudget>,
+    size: usize,
+    reported: usize,
+    /// Why writes are refused, once the budget is used up (until removals make room again).
+    exhausted: Option<String>,
+}
+
 /// Keyed state in hash maps.
 #[derive(Debug, Default)]
 pub struct MemoryStateStore {
@@ -104,9 +131,49 @@ pub struct MemoryStateStore {
     tables: Vec<Table>,
     /// Reused to build `group ++ key` lookups without allocating.
     scratch: Vec<u8>,
+    /// Set when the store's size counts against a budget.
+    account: Option<Account>,
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        // A store that goes away gives back what it reported.
+        let _ = self.budget.charge(-(self.reported as i64));
+    }
 }
 
 impl MemoryStateStore {
+    /// A store whose size counts against `budget`.
+    pub fn within(budget: Arc<StateBudget>) -> MemoryStateStore {
+        let account = Account { budget, size: 0, reported: 0, exhausted: None };
+        MemoryStateStore { account: Some(account), ..MemoryStateStore::default() }
+    }
+
+    /// Refuses a write while the budget is used up, before anything is written: a function that ignores the
+    /// error cannot keep growing its state.
+    #[inline]
+    fn check_room(&self) -> Result<(), StateError> {
+        match self.account.as_ref().and_then(|a| a.exhausted.as_ref()) {
+            Some(why) => Err(StateError(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Notes that the store grew (or shrank) by `delta` bytes; reports to the budget in steps.
+    #[inline]
+    fn grew(&mut self, delta: isize) -> Result<(), StateError> {
+        let Some(account) = &mut self.account else { return Ok(()) };
+        account.size = account.size.saturating_add_signed(delta);
+        if account.size.abs_diff(account.reported) < StateBudget::STEP {
+            return Ok(());
+        }
+        let change = account.size as i64 - account.reported as i64;
+        account.reported = account.size;
+        let charged = account.budget.charge(change);
+        account.exhausted = charged.as_ref().err().map(|e| e.0.clone());
+        charged
+    }
+
     fn lookup_key(&mut self, key: StateKey<'_>) -> &[u8] {
         self.scratch.clear();
         self.scratch.extend_from_slice(&key.group.to_be_bytes());
@@ -167,49 +234,59 @@ impl KeyedStateStore for MemoryStateStore {
     }
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.check_room()?;
         self.lookup_key(key);
         let table =
             self.tables.get_mut(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
         if let Some(namespaces) = table.get_mut(&Lookup(&self.scratch)) {
-            if let Some(existing) = namespaces.get_mut(ns) {
+            let delta = if let Some(existing) = namespaces.get_mut(ns) {
+                let before = existing.len();
                 existing.clear();
                 existing.extend_from_slice(value);
+                value.len() as isize - before as isize
             } else {
                 namespaces.insert(ns, value);
-            }
-            return Ok(());
+                entry_size(ns, value) as isize
+            };
+            return self.grew(delta);
         }
         self.namespaces_mut(state, key)?.insert(ns, value);
-        Ok(())
+        let delta = key_size(&self.scratch) + entry_size(ns, value);
+        self.grew(delta as isize)
     }
 
     fn append(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], bytes: &[u8]) -> Result<(), StateError> {
+        self.check_room()?;
         let namespaces = self.namespaces_mut(state, key)?;
-        match namespaces.get_mut(ns) {
-            Some(existing) => existing.extend_from_slice(bytes),
-            None => {
-                namespaces.insert(ns, bytes);
+        let delta = match namespaces.get_mut(ns) {
+            Some(existing) => {
+                existing.extend_from_slice(bytes);
+                bytes.len()
             }
-        }
-        Ok(())
+            None => {
+                let new_key = namespaces.is_empty();
+                namespaces.insert(ns, bytes);
+                entry_size(ns, bytes) + if new_key { key_size(&self.scratch) } else { 0 }
+            }
+        };
+        self.grew(delta as isize)
     }
 
     fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError> {
         self.lookup_key(key);
         let lookup = std::mem::take(&mut self.scratch);
         let table = self.table(state)?;
-        let now_empty = match table.get_mut(&Lookup(&lookup)) {
-            Some(namespaces) => {
-                namespaces.remove(ns);
-                namespaces.is_empty()
-            }
-            None => false,
+        let (removed, now_empty) = match table.get_mut(&Lookup(&lookup)) {
+            Some(namespaces) => (namespaces.remove(ns).unwrap_or(0), namespaces.is_empty()),
+            None => (0, false),
         };
+        let mut freed = removed;
         if now_empty {
             table.swap_remove(&Lookup(&lookup));
+            freed += key_size(&lookup);
         }
         self.scratch = lookup;
-        Ok(())
+        self.grew(-(freed as isize))
     }
 
     fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
@@ -246,9 +323,9 @@ impl KeyedStateStore for MemoryStateStore {
     fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError> {
         self.lookup_key(key);
         let lookup = std::mem::take(&mut self.scratch);
-        self.table(state)?.swap_remove(&Lookup(&lookup));
+        let freed = self.table(state)?.swap_remove(&Lookup(&lookup)).map_or(0, |n| n.size() + key_size(&lookup));
         self.scratch = lookup;
-        Ok(())
+        self.grew(-(freed as isize))
     }
 
     fn cleanup_step(
@@ -261,23 +338,29 @@ impl KeyedStateStore for MemoryStateStore {
         let table = self.table(state)?;
         let mut index = if cursor >= table.len() { 0 } else { cursor };
         let mut visited = 0;
+        let mut freed = 0;
         while visited < limit && index < table.len() {
             visited += 1;
-            let now_empty = match table.get_index_mut(index) {
-                Some((_, namespaces)) => {
+            let (now_empty, key_bytes) = match table.get_index_mut(index) {
+                Some((stored, namespaces)) => {
+                    let before = namespaces.size();
                     namespaces.retain(|_, value| !expired(value));
-                    namespaces.is_empty()
+                    freed += before - namespaces.size();
+                    (namespaces.is_empty(), key_size(&stored.0))
                 }
                 None => break,
             };
             if now_empty {
                 // The last key moves into this slot; look at it next.
                 table.swap_remove_index(index);
+                freed += key_bytes;
             } else {
                 index += 1;
             }
         }
-        Ok(if index >= table.len() { 0 } else { index })
+        let next = if index >= table.len() { 0 } else { index };
+        self.grew(-(freed as isize))?;
+        Ok(next)
     }
 
     fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
@@ -313,6 +396,40 @@ mod tests {
 
     fn key(k: &[u8]) -> StateKey<'_> {
         StateKey { group: 3, key: k }
+    }
+
+    #[test]
+    fn a_budgeted_store_counts_what_it_holds_and_refuses_growth_past_the_quota() {
+        let tenant = StateBudget::new("tenant acme", 1 << 20, None);
+        let job = StateBudget::new("job j", 8 << 20, Some(Arc::clone(&tenant)));
+        let mut store = MemoryStateStore::within(Arc::clone(&job));
+        let s = store.register("s");
+        let value = [7u8; 100];
+        let mut refused = None;
+        for i in 0u32..100_000 {
+            if let Err(e) = store.put(s, key(&i.to_be_bytes()), b"", &value) {
+                refused = Some((i, e.0));
+                break;
+            }
+        }
+        let (at, message) = refused.expect("a growing store is refused");
+        assert!(message.contains("tenant acme's state quota of 1 MiB"), "{message}");
+        assert!((4_000..6_000).contains(&at), "about 1 MiB of 184-byte entries: {at}");
+        let more = store.put(s, key(b"another"), b"", &value).expect_err("no write while the quota is used up");
+        assert!(more.0.contains("state quota"), "{}", more.0);
+        // Removing makes room again; overwriting, appending and removing keep the count exact.
+        for i in 0..at / 2 {
+            store.remove_key(s, key(&i.to_be_bytes())).expect("remove");
+        }
+        store.put(s, key(&0u32.to_be_bytes()), b"", b"short").expect("room again");
+        store.append(s, key(&0u32.to_be_bytes()), b"ns", b"more").expect("room again");
+        for i in 0..=at {
+            store.remove_key(s, key(&i.to_be_bytes())).expect("remove");
+        }
+        assert_eq!(store.account.as_ref().map(|a| a.size), Some(0), "every byte counted in was counted out");
+        assert!(tenant.used() < StateBudget::STEP as u64, "reported in steps: {}", tenant.used());
+        drop(store);
+        assert_eq!((job.used(), tenant.used()), (0, 0), "a dropped store gives back what it reported");
     }
 
     #[test]

@@ -99,12 +99,82 @@ pub trait StateBackend: Send + Sync {
     fn create_store(&self, uid: &str, subtask: u32) -> Result<Box<dyn KeyedStateStore>, StateError>;
 }
 
-/// Keeps all state in memory.
+/// Keeps all state in memory, optionally within a budget.
 #[derive(Debug, Default)]
-pub struct MemoryBackend;
+pub struct MemoryBackend {
+    budget: Option<std::sync::Arc<StateBudget>>,
+}
+
+impl MemoryBackend {
+    /// A backend whose stores charge what they hold to `budget`.
+    pub fn within(budget: std::sync::Arc<StateBudget>) -> MemoryBackend {
+        MemoryBackend { budget: Some(budget) }
+    }
+}
 
 impl StateBackend for MemoryBackend {
     fn create_store(&self, _: &str, _: u32) -> Result<Box<dyn KeyedStateStore>, StateError> {
-        Ok(Box::new(MemoryStateStore::default()))
+        Ok(Box::new(match &self.budget {
+            Some(budget) => MemoryStateStore::within(std::sync::Arc::clone(budget)),
+            None => MemoryStateStore::default(),
+        }))
+    }
+}
+
+/// Bytes of state that many stores share: a job's, inside its tenant's. Stores report their size in steps of
+/// [`StateBudget::STEP`] bytes, so the hot path touches no shared counter.
+#[derive(Debug)]
+pub struct StateBudget {
+    name: String,
+    limit: std::sync::atomic::AtomicU64,
+    used: std::sync::atomic::AtomicI64,
+    parent: Option<std::sync::Arc<StateBudget>>,
+}
+
+impl StateBudget {
+    /// How far a store's size may drift before it reports.
+    pub const STEP: usize = 64 << 10;
+
+    /// A budget of `limit` bytes, called `name` in errors, inside `parent` if given.
+    pub fn new(
+        name: impl Into<String>,
+        limit: u64,
+        parent: Option<std::sync::Arc<StateBudget>>,
+    ) -> std::sync::Arc<StateBudget> {
+        std::sync::Arc::new(StateBudget {
+            name: name.into(),
+            limit: std::sync::atomic::AtomicU64::new(limit),
+            used: std::sync::atomic::AtomicI64::new(0),
+            parent,
+        })
+    }
+
+    /// Changes the limit (a quota changed); what is held beyond it stays, but no more is granted.
+    pub fn set_limit(&self, limit: u64) {
+        self.limit.store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Bytes charged now.
+    pub fn used(&self) -> u64 {
+        self.used.load(std::sync::atomic::Ordering::Relaxed).max(0) as u64
+    }
+
+    /// Adds `delta` bytes (negative: released); an error once a growth takes this budget or a parent past its limit.
+    fn charge(&self, delta: i64) -> Result<(), StateError> {
+        let used = self.used.fetch_add(delta, std::sync::atomic::Ordering::Relaxed) + delta;
+        let parent = match &self.parent {
+            Some(parent) => parent.charge(delta),
+            None => Ok(()),
+        };
+        let limit = self.limit.load(std::sync::atomic::Ordering::Relaxed);
+        if delta > 0 && used.max(0) as u64 > limit {
+            return Err(StateError(format!(
+                "{}'s state quota of {} MiB is used up ({} MiB held)",
+                self.name,
+                limit >> 20,
+                used.max(0) >> 20
+            )));
+        }
+        parent
     }
 }

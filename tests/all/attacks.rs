@@ -474,3 +474,26 @@ async fn a_job_whose_state_outgrows_its_tenants_quota_fails_naming_it() {
     globex.close_input(&id, "src").await.expect("close");
     assert_eq!(wait_ended(&globex, &id).await["state"], "finished");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_instance_memory_quota_limits_its_functions() {
+    let server = two_tenants(|c| {
+        c.tenants[0].quota = QuotaOverrides { instance_memory_mb: Some(16), ..QuotaOverrides::default() };
+    })
+    .await;
+    let spec = "name: b\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: bomb, input: src }\n  - { uid: out, sink: http, input: m }\n";
+    let acme = server.client_with(Some(ACME), None);
+    acme.push_module("bomb", None, fixture("memory-bomb")).await.expect("upload");
+    let id = submit(&acme, spec).await;
+    acme.ingest(&id, "src", "x\n".into()).await.expect("ingest");
+    let status = wait_ended(&acme, &id).await;
+    let message = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("memory limit of 16 MiB"), "acme's own limit: {message}");
+    let globex = server.client_with(Some(GLOBEX), None);
+    globex.push_module("bomb", None, fixture("memory-bomb")).await.expect("upload");
+    let id = submit(&globex, spec).await;
+    globex.ingest(&id, "src", "x\n".into()).await.expect("ingest");
+    let status = wait_ended(&globex, &id).await;
+    let message = status["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("memory limit of 256 MiB"), "globex has the server's limit: {message}");
+}

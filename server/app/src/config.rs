@@ -49,6 +49,8 @@ pub struct Quota {
     pub output_rate: u64,
     /// Keyed state its jobs may hold together, in MiB.
     pub state_mb: u64,
+    /// Memory and tables of one of its function instances, in MiB (none: the server's `instance_memory_mb`).
+    pub instance_memory_mb: Option<usize>,
 }
 
 impl Default for Quota {
@@ -62,6 +64,7 @@ impl Default for Quota {
             cpu_weight: 1,
             output_rate: 0,
             state_mb: 4096,
+            instance_memory_mb: None,
         }
     }
 }
@@ -87,6 +90,8 @@ pub struct QuotaOverrides {
     pub output_rate: Option<u64>,
     /// See [`Quota::state_mb`].
     pub state_mb: Option<u64>,
+    /// See [`Quota::instance_memory_mb`].
+    pub instance_memory_mb: Option<usize>,
 }
 
 impl QuotaOverrides {
@@ -101,6 +106,7 @@ impl QuotaOverrides {
             cpu_weight: self.cpu_weight.unwrap_or(base.cpu_weight).max(1),
             output_rate: self.output_rate.unwrap_or(base.output_rate),
             state_mb: self.state_mb.unwrap_or(base.state_mb),
+            instance_memory_mb: self.instance_memory_mb.or(base.instance_memory_mb),
         }
     }
 }
@@ -356,9 +362,10 @@ impl ServerConfig {
         errors
     }
 
-    /// The limits of each function instance.
-    pub fn instance_limits(&self) -> eddy_wasm_host::Limits {
-        eddy_wasm_host::Limits { memory_bytes: self.instance_memory_mb << 20, call_timeout: self.call_timeout }
+    /// The limits of each function instance (`quota` may set a tenant's own memory limit).
+    pub fn instance_limits(&self, quota: Option<&Quota>) -> eddy_wasm_host::Limits {
+        let memory_mb = quota.and_then(|q| q.instance_memory_mb).unwrap_or(self.instance_memory_mb);
+        eddy_wasm_host::Limits { memory_bytes: memory_mb << 20, call_timeout: self.call_timeout }
     }
 
     /// Where tenants' folders live.

@@ -465,12 +465,11 @@ impl Jobs {
                 .load(hash)
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", e.to_string()))?;
         }
-        let functions =
-            WasmFunctions::new(Arc::clone(self.inner.modules.runtime()), self.inner.config.instance_limits())
-                .with_accounts(Accounts {
-                    memory: Some(self.job_memory(tenant, &record.id)),
-                    usage: Some(self.usage(tenant)),
-                });
+        let functions = WasmFunctions::new(
+            Arc::clone(self.inner.modules.runtime()),
+            self.inner.config.instance_limits(Some(&self.inner.modules.quotas().of(tenant))),
+        )
+        .with_accounts(Accounts { memory: Some(self.job_memory(tenant, &record.id)), usage: Some(self.usage(tenant)) });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
         env.files = self.file_roots(tenant);
         self.inner.governor.set_weight(tenant, self.inner.modules.quotas().of(tenant).cpu_weight);

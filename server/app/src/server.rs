@@ -46,7 +46,8 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     let config = Arc::new(config);
     let store = Store::open(&config.data_dir)
         .with_context(|| format!("cannot use data folder {}", config.data_dir.display()))?;
-    let runtime = WasmRuntime::new(Some(store.cache_dir()), config.instance_limits()).map_err(anyhow::Error::msg)?;
+    let runtime =
+        WasmRuntime::new(Some(store.cache_dir()), config.instance_limits(None)).map_err(anyhow::Error::msg)?;
     if let Some(program) = &config.compile_worker {
         runtime.compile_in_workers(CompileWorker {
             program: program.clone(),

@@ -42,6 +42,8 @@ pub struct QuotaView {
     pub output_rate: u64,
     /// Keyed state its jobs may hold together, in MiB.
     pub state_mb: u64,
+    /// Memory and tables of one function instance, in MiB (none: the server's).
+    pub instance_memory_mb: Option<usize>,
 }
 
 impl From<Quota> for QuotaView {
@@ -55,6 +57,7 @@ impl From<Quota> for QuotaView {
             cpu_weight: quota.cpu_weight,
             output_rate: quota.output_rate,
             state_mb: quota.state_mb,
+            instance_memory_mb: quota.instance_memory_mb,
         }
     }
 }

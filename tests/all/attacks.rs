@@ -497,3 +497,29 @@ async fn a_tenants_instance_memory_quota_limits_its_functions() {
     let message = status["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("memory limit of 256 MiB"), "globex has the server's limit: {message}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_flat_map_that_multiplies_its_input_keeps_the_output_backlog_bounded_in_bytes() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("split", None, crate::support::example(crate::support::Rust, "split-words").await)
+        .await
+        .expect("upload");
+    let spec = "name: f\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: words, flat_map: split, input: src }\n  - { uid: out, sink: http, input: words }\n";
+    let id = submit(c, spec).await;
+    // Three records of a thousand 10 KB words each: 30 MB of output from three records.
+    let word = "w".repeat(10_000);
+    let line = vec![word.as_str(); 1000].join(" ");
+    for _ in 0..3 {
+        c.ingest(&id, "src", format!("{line}\n")).await.expect("ingest");
+    }
+    c.close_input(&id, "src").await.expect("close");
+    assert_eq!(wait_ended(c, &id).await["state"], "finished");
+    // A reader that comes after the job ended finds what the stream kept: at most 16 MiB, however much went by.
+    let records = crate::support::output(c, &id, "out").await;
+    let kept: usize = records.iter().map(|r| r["value"].as_str().map_or(0, str::len)).sum();
+    assert!(!records.is_empty() && records.len() < 3000, "kept {} of 3000 records", records.len());
+    assert!(kept <= 16 << 20, "kept {kept} bytes");
+    let status = c.job(&id).await.expect("status");
+    assert_eq!(status["operators"][2]["records_in"], 3000, "every record reached the sink: {status:#}");
+}

@@ -523,3 +523,40 @@ async fn a_flat_map_that_multiplies_its_input_keeps_the_output_backlog_bounded_i
     let status = c.job(&id).await.expect("status");
     assert_eq!(status["operators"][2]["records_in"], 3000, "every record reached the sink: {status:#}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_uploads_of_one_version_create_it_exactly_once() {
+    let server = TestServer::start_with(|c| c.max_concurrent_uploads = 16).await;
+    let url = format!("{}/v1/modules?name=race1&version=1", server.url);
+    let http = reqwest::Client::new();
+    let uploads = (0..16).map(|i| {
+        let (http, url) = (http.clone(), url.clone());
+        let bytes = if i % 2 == 0 { fixture("echo") } else { fixture("trap") };
+        tokio::spawn(async move {
+            let response = http.post(&url).body(bytes.clone()).send().await.expect("request");
+            (response.status().as_u16(), bytes)
+        })
+    });
+    let mut created = Vec::new();
+    let mut statuses = Vec::new();
+    for upload in uploads {
+        let (status, bytes) = upload.await.expect("task");
+        statuses.push(status);
+        if status == 201 {
+            created.push(bytes);
+        }
+    }
+    assert_eq!(created.len(), 1, "exactly one upload created race1@1: {statuses:?}");
+    assert!(statuses.iter().all(|s| [200, 201, 409].contains(s)), "no 5xx: {statuses:?}");
+    // What is stored is the winner's module, whole.
+    let modules = server.client.modules().await.expect("list");
+    let stored = modules.as_array().and_then(|m| m.first()).cloned().expect("one module");
+    let winner_is_echo = created[0] == fixture("echo");
+    assert_eq!(stored["kinds"][0], "map");
+    let spec = "name: r\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: race1@1, input: src }\n  - { uid: out, sink: http, input: m }\n";
+    let id = submit(&server.client, spec).await;
+    server.client.ingest(&id, "src", "{\"n\":1}\n".into()).await.expect("ingest");
+    server.client.close_input(&id, "src").await.expect("close");
+    let status = wait_ended(&server.client, &id).await;
+    assert_eq!(status["state"] == "finished", winner_is_echo, "the stored bytes are the winner's: {status:#}");
+}

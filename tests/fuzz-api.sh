@@ -9,6 +9,10 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 st="$1"
 seconds="${2:-60}"
 eddy="${CARGO_TARGET_DIR:-target}/debug/eddy"
+if [ ! -x "$eddy" ]; then
+  echo "fuzz-api: $eddy is missing; build the workspace first (cargo test --workspace --all-targets does)" >&2
+  exit 1
+fi
 data="$(mktemp -d)"
 port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
 
@@ -21,10 +25,16 @@ stop() {
 }
 trap stop EXIT
 
-for _ in $(seq 1 100); do
-  curl -sf "http://127.0.0.1:$port/health" >/dev/null && break
-  sleep 0.1
-done
+# Wait until it answers (python3 rather than curl: one tool fewer to install).
+python3 - "$port" <<'PY'
+import sys, time, urllib.request
+for _ in range(600):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/health", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+PY
 
 "$st" run "http://127.0.0.1:$port/openapi.json" \
   --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \

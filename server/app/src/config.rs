@@ -31,7 +31,7 @@ impl TenantConfig {
 }
 
 /// What one tenant may use at once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct Quota {
     /// Running jobs.
     pub jobs: u32,

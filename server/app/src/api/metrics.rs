@@ -3,8 +3,8 @@
 //! tenant.
 
 use super::error::ApiError;
-use super::{AppState, bearer, same_hash};
-use crate::config::{DEFAULT_TENANT, token_hash};
+use super::{AppState, bearer, is_admin};
+use crate::config::DEFAULT_TENANT;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
@@ -32,15 +32,8 @@ fn tenant_label(tenant: &str) -> ByTenant {
 )]
 pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Result<impl IntoResponse, ApiError> {
     let config = &state.config;
-    if !config.open_mode() {
-        let admin = bearer(&headers).map(token_hash);
-        let allowed = match (&config.admin_token_sha256, admin) {
-            (Some(expected), Some(given)) => same_hash(expected, &given),
-            _ => false,
-        };
-        if !allowed {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "/metrics takes the admin token"));
-        }
+    if !config.open_mode() && !is_admin(config, bearer(&headers)) {
+        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "/metrics takes the admin token"));
     }
     let mut tenants: Vec<String> = config.tenants.iter().map(|t| t.name.clone()).collect();
     if config.open_mode() {

@@ -52,6 +52,14 @@ fn same_hash(hex_a: &str, hex_b: &str) -> bool {
     hex_a.len() == hex_b.len() && bool::from(hex_a.as_bytes().ct_eq(hex_b.as_bytes()))
 }
 
+/// Whether `token` is the admin's.
+fn is_admin(config: &ServerConfig, token: Option<&str>) -> bool {
+    match (&config.admin_token_sha256, token) {
+        (Some(admin), Some(token)) => same_hash(admin, &token_hash(token)),
+        _ => false,
+    }
+}
+
 /// Decides which tenant a request may act for.
 pub fn authorize(config: &ServerConfig, token: Option<&str>, path_tenant: Option<&str>) -> Result<String, ApiError> {
     if config.open_mode() {
@@ -63,8 +71,7 @@ pub fn authorize(config: &ServerConfig, token: Option<&str>, path_tenant: Option
     let Some(token) = token else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "send `Authorization: Bearer <token>`"));
     };
-    let hash = token_hash(token);
-    if config.admin_token_sha256.as_deref().is_some_and(|admin| same_hash(admin, &hash)) {
+    if is_admin(config, Some(token)) {
         let Some(tenant) = path_tenant else {
             return Err(ApiError::bad_request(
                 "tenant_required",
@@ -76,6 +83,7 @@ pub fn authorize(config: &ServerConfig, token: Option<&str>, path_tenant: Option
         }
         return Ok(tenant.to_string());
     }
+    let hash = token_hash(token);
     let Some(owner) = config.tenants.iter().find(|t| same_hash(&t.token_sha256, &hash)) else {
         return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "the token is not valid"));
     };
@@ -212,7 +220,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         crate::jobs::FailureView,
         crate::jobs::TenantUse,
         usage::UsageView,
-        usage::QuotaView,
+        crate::config::Quota,
         crate::config::QuotaOverrides,
     )),
     modifiers(&BearerAuth, &TenantRoutes),

@@ -40,15 +40,6 @@ fn process_cpu() -> Duration {
     time(usage.ru_utime) + time(usage.ru_stime)
 }
 
-fn current_rss_mb() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb / 1024)
-}
-
 fn threads() -> usize {
     std::fs::read_dir("/proc/self/task").map_or(0, |d| d.count())
 }
@@ -71,7 +62,7 @@ pub fn run(jobs: u32) -> anyhow::Result<String> {
         "eddy idle jobs={jobs} threads={} secs={secs:.1} cpu_pct={:.2} rss_mb={}",
         threads(),
         cpu.as_secs_f64() / secs * 100.0,
-        current_rss_mb()
+        super::status_mb("VmRSS")
     );
     for job in &running {
         job.handle.cancel();

@@ -171,14 +171,19 @@ impl Tally {
     }
 }
 
-/// Peak resident memory of this process, in MiB.
-fn peak_rss_mb() -> u64 {
+/// A memory figure of this process from `/proc/self/status` (`VmHWM` peak, `VmRSS` now), in MiB.
+fn status_mb(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Peak resident memory of this process, in MiB.
+fn peak_rss_mb() -> u64 {
+    status_mb("VmHWM")
 }
 
 /// Runs one benchmark and returns its line.

@@ -2,7 +2,7 @@
 //! jobs when the server starts again.
 
 use crate::api::error::ApiError;
-use crate::config::ServerConfig;
+use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
 use crate::store::{Desired, JobRecord, Store};
 use axum::http::StatusCode;
@@ -124,20 +124,28 @@ struct Inner {
     modules: Arc<Modules>,
     config: Arc<ServerConfig>,
     entries: Mutex<HashMap<String, HashMap<String, Entry>>>,
-    /// Guest memory of all tenants, and of each tenant inside it.
+    /// Guest memory of all tenants (each tenant's budget lies inside it).
     server_memory: Arc<MemoryBudget>,
-    tenant_memory: Mutex<HashMap<String, Arc<MemoryBudget>>>,
-    /// What each tenant's guests have used.
-    usage: Mutex<HashMap<String, Arc<GuestUsage>>>,
+    /// What each tenant's jobs are accounted against.
+    accounts: Mutex<HashMap<String, TenantAccounts>>,
     /// Serializes writes of job records.
     persisting: Mutex<()>,
     /// Shares the CPU between tenants.
     governor: Arc<CpuGovernor>,
-    /// Each tenant's output rate bucket, with the rate it was made for.
-    output_rates: Mutex<HashMap<String, (u64, Arc<OutputRate>)>>,
-    /// Keyed state each tenant's jobs hold.
-    tenant_state: Mutex<HashMap<String, Arc<StateBudget>>>,
     shutting_down: AtomicBool,
+}
+
+/// What one tenant's jobs are accounted against: made with its first job, kept to its current quotas.
+#[derive(Clone)]
+struct TenantAccounts {
+    /// Guest memory of all its function instances.
+    memory: Arc<MemoryBudget>,
+    /// Keyed state of all its jobs.
+    state: Arc<StateBudget>,
+    /// CPU time of its functions.
+    usage: Arc<GuestUsage>,
+    /// The bucket its sinks share, with the rate it was made for (none: no limit).
+    output_rate: Option<(u64, Arc<OutputRate>)>,
 }
 
 /// Starts in a row that ended with the server down after which a job is held instead of resumed.
@@ -191,12 +199,9 @@ impl Jobs {
                 config,
                 entries: Mutex::new(HashMap::new()),
                 server_memory,
-                tenant_memory: Mutex::new(HashMap::new()),
-                usage: Mutex::new(HashMap::new()),
+                accounts: Mutex::new(HashMap::new()),
                 persisting: Mutex::new(()),
                 governor: CpuGovernor::for_this_machine(),
-                output_rates: Mutex::new(HashMap::new()),
-                tenant_state: Mutex::new(HashMap::new()),
                 shutting_down: AtomicBool::new(false),
             }),
         };
@@ -305,20 +310,28 @@ impl Jobs {
         Ok(())
     }
 
-    /// The memory budget of a new job of `tenant`, inside the tenant's.
-    fn job_memory(&self, tenant: &str, id: &str) -> Arc<MemoryBudget> {
-        let quota = self.inner.modules.quotas().of(tenant);
-        let tenant_budget =
-            Arc::clone(self.inner.tenant_memory.lock().entry(tenant.to_string()).or_insert_with(|| {
-                MemoryBudget::new(
-                    format!("tenant {tenant}"),
-                    quota.memory_mb << 20,
-                    Some(Arc::clone(&self.inner.server_memory)),
-                )
-            }));
-        // The quota may have changed since the tenant's first job.
-        tenant_budget.set_limit(quota.memory_mb << 20);
-        MemoryBudget::new(format!("job {id}"), quota.job_memory_mb << 20, Some(tenant_budget))
+    /// `tenant`'s accounts, made if it has none yet and set to `quota`.
+    fn accounts(&self, tenant: &str, quota: &Quota) -> TenantAccounts {
+        let mut all = self.inner.accounts.lock();
+        let accounts = all.entry(tenant.to_string()).or_insert_with(|| TenantAccounts {
+            memory: MemoryBudget::new(
+                format!("tenant {tenant}"),
+                quota.memory_mb << 20,
+                Some(Arc::clone(&self.inner.server_memory)),
+            ),
+            state: StateBudget::new(format!("tenant {tenant}"), quota.state_mb << 20, None),
+            usage: Arc::default(),
+            output_rate: None,
+        });
+        // The quotas may have changed since the tenant's first job.
+        accounts.memory.set_limit(quota.memory_mb << 20);
+        accounts.state.set_limit(quota.state_mb << 20);
+        accounts.output_rate = match (quota.output_rate, accounts.output_rate.take()) {
+            (0, _) => None,
+            (rate, Some((made_for, bucket))) if made_for == rate => Some((rate, bucket)),
+            (rate, _) => Some((rate, OutputRate::new(rate))),
+        };
+        accounts.clone()
     }
 
     /// What `tenant` uses now and has used since the server started.
@@ -327,12 +340,17 @@ impl Jobs {
         let mut usage = TenantUse {
             jobs: 0,
             parallelism: 0,
-            memory_bytes: self.inner.tenant_memory.lock().get(tenant).map_or(0, |b| b.used() as u64),
-            state_bytes: self.inner.tenant_state.lock().get(tenant).map_or(0, |b| b.used()),
-            guest_cpu_seconds: self.usage(tenant).cpu().as_secs_f64(),
+            memory_bytes: 0,
+            state_bytes: 0,
+            guest_cpu_seconds: 0.0,
             records_in: 0,
             records_out: 0,
         };
+        if let Some(accounts) = self.inner.accounts.lock().get(tenant) {
+            usage.memory_bytes = accounts.memory.used() as u64;
+            usage.state_bytes = accounts.state.used();
+            usage.guest_cpu_seconds = accounts.usage.cpu().as_secs_f64();
+        }
         for entry in entries.get(tenant).into_iter().flat_map(HashMap::values) {
             if entry.record.desired == Desired::Running && is_active(entry) {
                 usage.jobs += 1;
@@ -360,39 +378,6 @@ impl Jobs {
             }
         }
         all
-    }
-
-    /// The state budget `tenant`'s jobs share, at its current quota.
-    fn state_budget(&self, tenant: &str) -> Arc<StateBudget> {
-        let limit = self.inner.modules.quotas().of(tenant).state_mb << 20;
-        let budget = Arc::clone(
-            self.inner
-                .tenant_state
-                .lock()
-                .entry(tenant.to_string())
-                .or_insert_with(|| StateBudget::new(format!("tenant {tenant}"), limit, None)),
-        );
-        budget.set_limit(limit);
-        budget
-    }
-
-    /// The bucket `tenant`'s sinks share, if its quota limits its output rate.
-    fn output_rate(&self, tenant: &str) -> Option<Arc<OutputRate>> {
-        let rate = self.inner.modules.quotas().of(tenant).output_rate;
-        if rate == 0 {
-            return None;
-        }
-        let mut rates = self.inner.output_rates.lock();
-        let entry = rates.entry(tenant.to_string()).or_insert_with(|| (rate, OutputRate::new(rate)));
-        if entry.0 != rate {
-            *entry = (rate, OutputRate::new(rate));
-        }
-        Some(Arc::clone(&entry.1))
-    }
-
-    /// What `tenant`'s guests have used.
-    pub fn usage(&self, tenant: &str) -> Arc<GuestUsage> {
-        Arc::clone(self.inner.usage.lock().entry(tenant.to_string()).or_default())
     }
 
     /// The folders a tenant's file sources and sinks may use.
@@ -465,17 +450,21 @@ impl Jobs {
                 .load(hash)
                 .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", e.to_string()))?;
         }
+        let quota = self.inner.modules.quotas().of(tenant);
+        let accounts = self.accounts(tenant, &quota);
+        let job_memory =
+            MemoryBudget::new(format!("job {}", record.id), quota.job_memory_mb << 20, Some(accounts.memory));
         let functions = WasmFunctions::new(
             Arc::clone(self.inner.modules.runtime()),
-            self.inner.config.instance_limits(Some(&self.inner.modules.quotas().of(tenant))),
+            self.inner.config.instance_limits(Some(&quota)),
         )
-        .with_accounts(Accounts { memory: Some(self.job_memory(tenant, &record.id)), usage: Some(self.usage(tenant)) });
+        .with_accounts(Accounts { memory: Some(job_memory), usage: Some(accounts.usage) });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
         env.files = self.file_roots(tenant);
-        self.inner.governor.set_weight(tenant, self.inner.modules.quotas().of(tenant).cpu_weight);
+        self.inner.governor.set_weight(tenant, quota.cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
-        env.output_rate = self.output_rate(tenant);
-        env.state = Arc::new(MemoryBackend::within(self.state_budget(tenant)));
+        env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
+        env.state = Arc::new(MemoryBackend::within(accounts.state));
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])

@@ -84,6 +84,10 @@ pub struct JobGraph {
     pub modules: BTreeMap<String, String>,
     /// The job spec's state time-to-live, applied to every state user functions open.
     pub state_ttl: Option<crate::spec::TtlSpec>,
+    /// Checkpoint settings; none: no checkpoints.
+    pub checkpoints: Option<crate::spec::CheckpointSpec>,
+    /// What happens when the job fails.
+    pub restart: crate::spec::RestartSpec,
 }
 
 impl JobGraph {
@@ -192,6 +196,8 @@ impl JobGraph {
             edges,
             modules,
             state_ttl: spec.state.ttl,
+            checkpoints: spec.checkpoints.clone(),
+            restart: spec.restart.clone(),
         })
     }
 

@@ -20,6 +20,7 @@
 //! Records travel in [`Batch`]es, never one at a time; see `eddy_codec` for their layout.
 
 pub mod bytes;
+pub mod checkpoint;
 pub mod error;
 pub mod function;
 pub mod graph;

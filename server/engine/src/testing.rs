@@ -10,6 +10,7 @@
 //! Each output line is `{"ts":..,"key":..,"value":..}` plus `"side": tag` for side outputs; values that are JSON
 //! are embedded as JSON, others as strings.
 
+use crate::checkpoint::TaskSnapshot;
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator, Output};
 use eddy_codec::Batch;
@@ -92,9 +93,39 @@ impl Harness {
         self.op.late_records_dropped()
     }
 
+    /// Checkpoints the operator and carries on with `fresh` restored from that checkpoint, as a job restored after
+    /// a crash would: the snapshot goes through its encoding, and the watermark and processing time stay (a task
+    /// restores its input watermarks).
+    pub fn restart_from_checkpoint(&mut self, mut fresh: Box<dyn Operator>) -> Result<(), TaskError> {
+        let snapshot = self.op.snapshot(1)?;
+        let task =
+            TaskSnapshot { task: "harness-0".into(), operators: vec![("w".into(), 0, snapshot)], ..Default::default() };
+        let mut decoded = TaskSnapshot::decode(&task.encode()?)?;
+        let (_, _, snapshot) = decoded.operators.pop().ok_or_else(|| TaskError::internal("the snapshot was lost"))?;
+        fresh.restore(snapshot)?;
+        self.op = fresh;
+        Ok(())
+    }
+
     /// Runs golden-test input lines (see the module docs); returns the output lines.
     pub fn run_lines(&mut self, input: &str) -> Result<Vec<Value>, String> {
-        for (n, text) in input.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+        self.run_lines_restarting(input, None, &mut || Err("no restart".into()))
+    }
+
+    /// Runs golden-test input lines, and before the `cut`-th command (if any) restarts from a checkpoint with an
+    /// operator from `fresh`.
+    pub fn run_lines_restarting(
+        &mut self,
+        input: &str,
+        cut: Option<usize>,
+        fresh: &mut dyn FnMut() -> Result<Box<dyn Operator>, String>,
+    ) -> Result<Vec<Value>, String> {
+        let commands = input.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+        for (index, (n, text)) in commands.enumerate() {
+            if cut == Some(index) {
+                let operator = fresh()?;
+                self.restart_from_checkpoint(operator).map_err(|e| format!("restart before line {}: {e}", n + 1))?;
+            }
             let at = |e: String| format!("input line {}: {e}", n + 1);
             let command: Value = serde_json::from_str(text).map_err(|e| at(e.to_string()))?;
             if let Some(record) = command.get("record") {
@@ -138,12 +169,17 @@ pub fn line(side: Option<&str>, ts: i64, key: Option<&[u8]>, value: &[u8]) -> Va
 /// Builds operator `uid` of a job spec for a [`Harness`], with the native test functions below standing in for
 /// modules.
 pub fn harness_for(spec: &str, uid: &str) -> Result<Harness, String> {
+    operator_for(spec, uid).map(Harness::new)
+}
+
+/// Builds operator `uid` of a job spec, with the native test functions below standing in for modules.
+pub fn operator_for(spec: &str, uid: &str) -> Result<Box<dyn Operator>, String> {
     use crate::graph::JobGraph;
     use crate::runtime::{DeployEnv, build_single_operator};
     let spec = crate::spec::JobSpec::parse(spec).map_err(|e| e.to_string())?;
     let graph = JobGraph::build(&spec, &TestFunctions).map_err(|e| e.to_string())?;
     let env = DeployEnv::new("test", "test", std::sync::Arc::new(TestFunctions));
-    build_single_operator(&graph, uid, 0, &env).map(Harness::new).map_err(|e| e.to_string())
+    build_single_operator(&graph, uid, 0, &env).map_err(|e| e.to_string())
 }
 
 /// Native functions that tests name as modules:

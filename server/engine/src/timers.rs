@@ -8,6 +8,7 @@
 //! sorted, dropping duplicates, when it becomes due.
 
 use crate::bytes;
+use crate::checkpoint::TimerEntry;
 use crate::keys::KeyGroup;
 use smallvec::SmallVec;
 use std::cmp::Ordering;
@@ -71,7 +72,7 @@ struct TimerRef<'a> {
 }
 
 /// The clock a timer follows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TimeDomain {
     /// Fires when the watermark reaches it.
@@ -252,6 +253,36 @@ impl TimerService {
     pub fn is_empty(&self) -> bool {
         self.event.is_empty() && self.processing.is_empty()
     }
+
+    /// Every registered timer, in firing order per clock: what a checkpoint keeps.
+    pub fn snapshot(&mut self) -> Vec<TimerEntry> {
+        let mut entries = Vec::new();
+        for (domain, queue) in
+            [(TimeDomain::EventTime, &mut self.event), (TimeDomain::ProcessingTime, &mut self.processing)]
+        {
+            let buckets = queue.buckets.values_mut().flat_map(|b| {
+                b.sort();
+                b.timers.iter()
+            });
+            let mut timers: Vec<&Timer> = queue.firing.iter().chain(buckets).collect();
+            timers.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then_with(|| a.firing_order(b)));
+            entries.extend(timers.into_iter().map(|t| TimerEntry {
+                domain,
+                timestamp: t.timestamp,
+                group: t.group,
+                key: t.key().to_vec(),
+                namespace: t.namespace().to_vec(),
+            }));
+        }
+        entries
+    }
+
+    /// Registers the timers of a snapshot.
+    pub fn restore(&mut self, entries: &[TimerEntry]) {
+        for t in entries {
+            self.register(t.domain, t.timestamp, t.group, &t.key, &t.namespace);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -307,6 +338,27 @@ mod tests {
         let fired = timers.pop_due(TimeDomain::EventTime, 10).expect("due");
         assert_eq!((fired.group, fired.key(), fired.namespace()), (3, &b"key"[..], &b"window"[..]));
         assert!(timers.is_empty());
+    }
+
+    #[test]
+    fn a_snapshot_restores_the_same_timers_in_the_same_order() {
+        let mut timers = TimerService::default();
+        for (ts, key) in [(20, b"b"), (10, b"c"), (10, b"a"), (10, b"a")] {
+            timers.register(TimeDomain::EventTime, ts, 1, key, b"w");
+        }
+        timers.register(TimeDomain::ProcessingTime, 5, 2, b"p", b"");
+        // One timer of time 10 is firing: the rest of its bucket must be kept too.
+        assert_eq!(timers.pop_due(TimeDomain::EventTime, 10).map(|t| t.key().to_vec()), Some(b"a".to_vec()));
+        let snapshot = timers.snapshot();
+        assert_eq!(snapshot.len(), 3);
+        let mut restored = TimerService::default();
+        restored.restore(&snapshot);
+        assert_eq!(restored.snapshot(), snapshot);
+        let order: Vec<(i64, Vec<u8>)> = std::iter::from_fn(|| restored.pop_due(TimeDomain::EventTime, i64::MAX))
+            .map(|t| (t.timestamp, t.key().to_vec()))
+            .collect();
+        assert_eq!(order, [(10, b"c".to_vec()), (20, b"b".to_vec())]);
+        assert_eq!(restored.next_processing_time(), Some(5));
     }
 
     proptest! {

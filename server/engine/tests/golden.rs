@@ -14,7 +14,7 @@
 //! A case that misses a required file, or holds an unknown one, fails: no case can pass silently. Set
 //! `GOLDEN_CASE=<part of a name>` to run only matching cases.
 
-use eddy_engine::testing::harness_for;
+use eddy_engine::testing::{harness_for, operator_for};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
@@ -117,6 +117,9 @@ fn run_case(dir: &Path) -> Result<(), String> {
         let lines = h.run_lines(&input)?;
         Ok((lines, h.late_records_dropped()))
     });
+    if let (Expect::Lines(expected), Ok(_)) = (&expect, &outcome) {
+        restarts_change_nothing(&spec, &input, expected)?;
+    }
     match (expect, outcome) {
         (Expect::Error(wanted), Ok((lines, _))) => {
             let shown: Vec<String> = lines.iter().map(|l| format!("    {l}")).collect();
@@ -146,6 +149,25 @@ fn run_case(dir: &Path) -> Result<(), String> {
             if problems.is_empty() { Ok(()) } else { Err(problems) }
         }
     }
+}
+
+/// Checkpoint, crash and restore before every input command in turn: each run's output must be the expected
+/// output. The output before the checkpoint is kept, as an exactly-once sink keeps what a completed checkpoint
+/// covers; the restored operator is a new one, as after a restart.
+fn restarts_change_nothing(spec: &str, input: &str, expected: &[Value]) -> Result<(), String> {
+    let commands = input.lines().filter(|l| !l.trim().is_empty()).count();
+    for cut in 1..commands {
+        let mut harness = harness_for(spec, "w")?;
+        let actual = harness.run_lines_restarting(input, Some(cut), &mut || operator_for(spec, "w"))?;
+        if actual != expected {
+            return Err(format!(
+                "restored from a checkpoint before input command {}, the output differs:\n{}",
+                cut + 1,
+                diff(expected, &actual)
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn published(job: &RunningJob, sink: &str) -> Vec<Value> {
 fn a_file_flows_through_a_keyed_window_into_a_file() {
     let dir = tempfile::tempdir().expect("tempdir");
     let input = dir.path().join("in.jsonl");
-    let output = dir.path().join("out/counts.jsonl");
+    let output = dir.path().join("out/counts");
     let lines = [
         r#"{"page":"home","ts":1000}"#,
         r#"{"page":"about","ts":1500}"#,
@@ -51,12 +51,12 @@ name: files
 operators:
   - { uid: src, source: { file: { path: in.jsonl } }, watermark: { out_of_orderness: 1s, timestamp: { json: "$.ts" } } }
   - { uid: w, input: src, key_by: { json: "$.page" }, window: { tumbling: 5s }, aggregate: { builtin: count } }
-  - { uid: out, sink: { file: { path: out/counts.jsonl } }, input: w }
+  - { uid: out, sink: { file: { path: out/counts } }, input: w }
 "#;
     let job = start(spec, |env| env.files = FileRoots::new(dir.path()));
     assert_eq!(finish(&job), JobState::Finished);
-    let written = std::fs::read_to_string(&output).expect("output file");
-    let mut results: Vec<Value> = written.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
+    let mut results: Vec<Value> =
+        committed_lines(&output).iter().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     results.sort_by_key(|r| (r["window_start"].as_i64(), r["key"].as_str().map(str::to_string)));
     let summary: Vec<(String, i64, i64)> = results
         .iter()
@@ -71,6 +71,88 @@ operators:
     assert_eq!(summary, vec![("about".into(), 0, 1), ("home".into(), 0, 2), ("home".into(), 5000, 1)]);
     let counters = job.handle.operators();
     assert_eq!(counters[0].1.records_out, 4, "the empty line is skipped");
+}
+
+/// The lines of the visible part files in a file sink's folder, sorted; in-progress parts are hidden files.
+fn committed_lines(folder: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(folder).expect("output folder") {
+        let path = entry.expect("entry").path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        if name.starts_with("part-") {
+            lines.extend(std::fs::read_to_string(&path).expect("part").lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+/// A paced keyed window job with exactly-once checkpoints every 50 ms, writing into `out/<folder>`.
+fn checkpointed_spec(folder: &str) -> String {
+    format!(
+        r#"
+name: checkpointed
+parallelism: 2
+checkpoints: {{ interval: 50ms }}
+operators:
+  - {{ uid: src, source: {{ generator: {{ events: 12000, keys: 20, encoding: json, rate: 4000 }} }}, watermark: {{ out_of_orderness: 100ms }}, batch_size: 50 }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 10ms }}, aggregate: {{ builtin: sum, field: "$.amount" }} }}
+  - {{ uid: out, sink: {{ file: {{ path: out/{folder} }} }}, input: w }}
+"#
+    )
+}
+
+#[test]
+fn a_job_restored_from_a_checkpoint_commits_each_result_exactly_once() {
+    use eddy_engine::checkpoint::{Checkpointing, LocalStore, Restore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn eddy_engine::checkpoint::CheckpointStore> = Arc::new(LocalStore::new(dir.path().join("cp")));
+    let parse = |folder: &str| {
+        let spec = JobSpec::parse(&checkpointed_spec(folder)).unwrap_or_else(|e| panic!("{e}"));
+        JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let run = |graph: &JobGraph, restore: Option<Restore>| {
+        let mut env = DeployEnv::new("cp", "test", Arc::new(TestFunctions));
+        env.files = FileRoots::new(dir.path());
+        env.checkpointing = Some(Checkpointing {
+            spec: graph.checkpoints.clone().expect("checkpoints"),
+            store: Arc::clone(&store),
+            prefix: "job/".into(),
+            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+        });
+        env.restore = restore;
+        deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
+    };
+    // Uninterrupted.
+    let whole = run(&parse("whole"), None);
+    assert_eq!(finish(&whole), JobState::Finished);
+    assert!(whole.handle.checkpoints().completed >= 1, "{:?}", whole.handle.checkpoints());
+    let expected = committed_lines(&dir.path().join("out/whole"));
+    assert!(expected.len() > 100, "{} results", expected.len());
+    store.delete_prefix("job/").expect("clean");
+
+    // Stopped without warning after a few checkpoints, then restored from the newest.
+    let graph = parse("crashed");
+    let first = run(&graph, None);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while first.handle.checkpoints().completed < 3 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    first.handle.cancel();
+    first.handle.wait(Duration::from_secs(10));
+    let before = committed_lines(&dir.path().join("out/crashed"));
+    assert!(before.len() < expected.len(), "the crash came before the end");
+    let restore = Restore::latest(store.as_ref(), "job/").expect("read").expect("a completed checkpoint");
+    assert!(restore.checkpoint >= 3);
+    let second = run(&graph, Some(restore));
+    assert_eq!(finish(&second), JobState::Finished, "{:?}", second.handle.error());
+    assert_eq!(committed_lines(&dir.path().join("out/crashed")), expected);
+    let hidden: Vec<String> = std::fs::read_dir(dir.path().join("out/crashed"))
+        .expect("list")
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(hidden.is_empty(), "no in-progress part is left: {hidden:?}");
 }
 
 fn counts_at(parallelism: u32) -> Vec<(String, i64, i64)> {

@@ -159,6 +159,7 @@ fn ingest_error(e: IngestError) -> ApiError {
     match e {
         IngestError::Closed => ApiError::conflict(e.to_string()),
         IngestError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
+        IngestError::Storage(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()),
     }
 }
 

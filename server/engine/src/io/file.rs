@@ -6,6 +6,7 @@
 //! a tenant cannot reach the server's data folder, another tenant's files or anything else on the machine.
 
 use super::{Source, SourcePoll};
+use crate::checkpoint::{CheckpointId, OperatorSnapshot, SplitPosition};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
 use crate::spec::FileLocation;
@@ -14,8 +15,8 @@ use cap_std::fs::{Dir, OpenOptions};
 use eddy_codec::Batch;
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader, BufWriter, Seek, Write};
+use std::path::PathBuf;
 
 /// The folders a tenant's jobs may read and write files in.
 #[derive(Debug, Clone, Default)]
@@ -80,17 +81,13 @@ impl FileRoots {
         Ok(file.into_std())
     }
 
-    /// Creates (or truncates) a file for writing, with its parent folders.
-    pub fn create(&self, location: &FileLocation) -> Result<File, TaskError> {
+    /// Opens a folder for writing, creating it with its parents.
+    pub fn create_folder(&self, location: &FileLocation) -> Result<Dir, TaskError> {
         let (dir, label) = self.dir(location)?;
         let path = location.path.as_str();
-        let fail = |e: std::io::Error| TaskError::user(format!("cannot create output file `{path}` in {label}: {e}"));
-        if let Some(parent) = Path::new(path).parent().filter(|p| !p.as_os_str().is_empty()) {
-            dir.create_dir_all(parent).map_err(fail)?;
-        }
-        let mut options = OpenOptions::new();
-        options.write(true).create(true).truncate(true);
-        Ok(dir.open_with(path, &options).map_err(fail)?.into_std())
+        let fail = |e: std::io::Error| TaskError::user(format!("cannot create output folder `{path}` in {label}: {e}"));
+        dir.create_dir_all(path).map_err(fail)?;
+        dir.open_dir(path).map_err(fail)
     }
 }
 
@@ -99,6 +96,8 @@ pub struct FileSource {
     path: String,
     reader: BufReader<File>,
     line: Vec<u8>,
+    /// Bytes read so far: the position a checkpoint records.
+    offset: u64,
 }
 
 impl FileSource {
@@ -109,13 +108,32 @@ impl FileSource {
             path: location.path.to_string(),
             reader: BufReader::with_capacity(1 << 16, file),
             line: Vec::new(),
+            offset: 0,
         })
+    }
+
+    fn split(&self) -> String {
+        format!("file:{}", self.path)
     }
 }
 
 impl Source for FileSource {
     fn uses_arrival_time(&self) -> bool {
         true
+    }
+
+    fn position(&self) -> Vec<SplitPosition> {
+        vec![SplitPosition { split: self.split(), offset: self.offset }]
+    }
+
+    fn restore(&mut self, positions: &[SplitPosition]) -> Result<(), TaskError> {
+        let split = self.split();
+        let Some(position) = positions.iter().find(|p| p.split == split) else { return Ok(()) };
+        self.reader
+            .seek(std::io::SeekFrom::Start(position.offset))
+            .map_err(|e| TaskError::external(format!("cannot seek in {}: {e}", self.path)))?;
+        self.offset = position.offset;
+        Ok(())
     }
 
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError> {
@@ -129,6 +147,7 @@ impl Source for FileSource {
             if read == 0 {
                 break;
             }
+            self.offset += read as u64;
             let text = self.line.trim_ascii();
             if !text.is_empty() {
                 batch.push(0, None, text);
@@ -138,32 +157,196 @@ impl Source for FileSource {
     }
 }
 
-/// Writes each record's value as a line.
+/// Writes each record's value as a line, into part files in an output folder, as Flink's `FileSink` does.
+///
+/// Without checkpoints, a subtask writes `part-<subtask>-<n>.jsonl` directly. With checkpoints, it writes a hidden
+/// `.part-<subtask>-<n>.jsonl.inprogress`, closes it at each checkpoint's barrier, and renames it to its visible
+/// name when that checkpoint completes: a reader of the folder sees only output of completed checkpoints, each
+/// record once, whatever crashes and restores happen in between. At the end of the input, the open part is
+/// committed at once.
 pub struct FileSink {
     path: String,
-    writer: BufWriter<File>,
+    dir: Dir,
+    subtask: u32,
+    transactional: bool,
+    next_part: u64,
+    current: Option<(u64, BufWriter<File>)>,
+    /// Parts closed at a checkpoint's barrier, waiting for it (or a later one) to complete.
+    pending: Vec<(CheckpointId, u64)>,
+    /// Whether leftovers of an earlier run (in-progress parts no checkpoint covers) were removed.
+    settled: bool,
 }
 
+/// What a file sink keeps in a checkpoint.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct FileSinkState {
+    next_part: u64,
+    pending: Vec<(CheckpointId, u64)>,
+}
+
+/// The state layout of a file sink's snapshot.
+const FILE_SINK_LAYOUT: &str = "file-sink/1";
+
 impl FileSink {
-    /// Creates (or truncates) `location` in `roots`, with its parent folders.
-    pub fn create(roots: &FileRoots, location: &FileLocation) -> Result<FileSink, TaskError> {
-        let file = roots.create(location)?;
-        Ok(FileSink { path: location.path.to_string(), writer: BufWriter::with_capacity(1 << 16, file) })
+    /// A sink for subtask `subtask` writing into the folder `location` (created with its parents). `transactional`:
+    /// the job takes checkpoints, and parts become visible when the checkpoint covering them completes.
+    pub fn create(
+        roots: &FileRoots,
+        location: &FileLocation,
+        subtask: u32,
+        transactional: bool,
+    ) -> Result<FileSink, TaskError> {
+        let dir = roots.create_folder(location)?;
+        let mut sink = FileSink {
+            path: location.path.to_string(),
+            dir,
+            subtask,
+            transactional,
+            next_part: 0,
+            current: None,
+            pending: Vec::new(),
+            settled: false,
+        };
+        sink.next_part = sink.parts()?.into_iter().map(|(n, _)| n + 1).max().unwrap_or(0);
+        Ok(sink)
+    }
+
+    fn fail(&self, what: &str, e: std::io::Error) -> TaskError {
+        TaskError::external(format!("cannot {what} in output folder `{}`: {e}", self.path))
+    }
+
+    fn visible(&self, part: u64) -> String {
+        format!("part-{}-{part}.jsonl", self.subtask)
+    }
+
+    fn in_progress(&self, part: u64) -> String {
+        format!(".part-{}-{part}.jsonl.inprogress", self.subtask)
+    }
+
+    /// This subtask's parts in the folder: number and whether it is visible.
+    fn parts(&self) -> Result<Vec<(u64, bool)>, TaskError> {
+        let (visible, hidden) = (format!("part-{}-", self.subtask), format!(".part-{}-", self.subtask));
+        let mut parts = Vec::new();
+        for entry in self.dir.entries().map_err(|e| self.fail("list", e))? {
+            let entry = entry.map_err(|e| self.fail("list", e))?;
+            let name = entry.file_name().to_string_lossy().to_string();
+            let number = |rest: &str, suffix: &str| rest.strip_suffix(suffix).and_then(|n| n.parse::<u64>().ok());
+            if let Some(n) = name.strip_prefix(&visible).and_then(|r| number(r, ".jsonl")) {
+                parts.push((n, true));
+            } else if let Some(n) = name.strip_prefix(&hidden).and_then(|r| number(r, ".jsonl.inprogress")) {
+                parts.push((n, false));
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Removes in-progress parts that no pending checkpoint covers: output of an earlier run past its last
+    /// checkpoint, which the restored job writes again.
+    fn settle(&mut self) -> Result<(), TaskError> {
+        if self.settled {
+            return Ok(());
+        }
+        for (part, visible) in self.parts()? {
+            if !visible && !self.pending.iter().any(|(_, p)| *p == part) {
+                let name = self.in_progress(part);
+                self.dir.remove_file(&name).map_err(|e| self.fail("remove a stale part", e))?;
+            }
+            self.next_part = self.next_part.max(part + 1);
+        }
+        self.settled = true;
+        Ok(())
+    }
+
+    /// Closes the open part, durably; returns its number.
+    fn close_current(&mut self) -> Result<Option<u64>, TaskError> {
+        let Some((part, writer)) = self.current.take() else { return Ok(None) };
+        let file = writer.into_inner().map_err(|e| self.fail("write", e.into_error()))?;
+        file.sync_all().map_err(|e| self.fail("sync", e))?;
+        Ok(Some(part))
+    }
+
+    /// Makes part `part` visible (it may be already: a commit repeated after a restore).
+    fn commit(&self, part: u64) -> Result<(), TaskError> {
+        match self.dir.rename(self.in_progress(part), &self.dir, self.visible(part)) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.dir.exists(self.visible(part)) => Ok(()),
+            Err(e) => Err(self.fail("commit a part", e)),
+        }
+    }
+
+    fn commit_pending_up_to(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        let (due, later): (Vec<_>, Vec<_>) = self.pending.iter().partition(|(c, _)| *c <= checkpoint);
+        for (_, part) in due {
+            self.commit(part)?;
+        }
+        self.pending = later;
+        Ok(())
     }
 }
 
 impl Operator for FileSink {
     fn process(&mut self, _: usize, batch: Batch, _: &mut OpContext<'_>) -> Result<(), TaskError> {
-        let fail = |e: std::io::Error| TaskError::external(format!("cannot write {}: {e}", self.path));
-        for record in batch.iter() {
-            self.writer.write_all(record.value).map_err(fail)?;
-            self.writer.write_all(b"\n").map_err(fail)?;
+        self.settle()?;
+        if self.current.is_none() {
+            let part = self.next_part;
+            self.next_part += 1;
+            let name = if self.transactional { self.in_progress(part) } else { self.visible(part) };
+            let mut options = OpenOptions::new();
+            options.write(true).create(true).truncate(true);
+            let file = self.dir.open_with(&name, &options).map_err(|e| self.fail("create a part", e))?;
+            self.current = Some((part, BufWriter::with_capacity(1 << 16, file.into_std())));
         }
-        self.writer.flush().map_err(fail)
+        let Some((_, writer)) = &mut self.current else { return Ok(()) };
+        let written: std::io::Result<()> = (|| {
+            for record in batch.iter() {
+                writer.write_all(record.value)?;
+                writer.write_all(b"\n")?;
+            }
+            // Without checkpoints, readers see records as they are written.
+            if !self.transactional { writer.flush() } else { Ok(()) }
+        })();
+        written.map_err(|e| self.fail("write", e))
     }
 
     fn finish(&mut self, _: &mut OpContext<'_>) -> Result<(), TaskError> {
-        self.writer.flush().map_err(|e| TaskError::external(format!("cannot write {}: {e}", self.path)))
+        self.settle()?;
+        if let Some(part) = self.close_current()?
+            && self.transactional
+        {
+            self.commit(part)?;
+        }
+        self.commit_pending_up_to(CheckpointId::MAX)
+    }
+
+    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        self.settle()?;
+        if self.transactional
+            && let Some(part) = self.close_current()?
+        {
+            self.pending.push((checkpoint, part));
+        }
+        let state = FileSinkState { next_part: self.next_part, pending: self.pending.clone() };
+        let extra = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
+        Ok(OperatorSnapshot { layout: FILE_SINK_LAYOUT.into(), extra, ..OperatorSnapshot::default() })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+        snapshot.expect_layout("file sink", FILE_SINK_LAYOUT)?;
+        if snapshot.extra.is_empty() {
+            return Ok(());
+        }
+        let state: FileSinkState = postcard::from_bytes(&snapshot.extra)
+            .map_err(|e| TaskError::external(format!("a file sink's checkpoint state is unreadable: {e}")))?;
+        self.next_part = self.next_part.max(state.next_part);
+        // The checkpoint restored from completed, so every part it names is committed, even if the crash came
+        // before the rename.
+        self.pending = state.pending;
+        self.commit_pending_up_to(CheckpointId::MAX)?;
+        self.settle()
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        self.commit_pending_up_to(checkpoint)
     }
 }
 
@@ -183,21 +366,21 @@ mod tests {
         let outside = base.path().join("secret.txt");
         std::fs::write(&outside, "token hashes").expect("write");
         let roots = FileRoots::new(&own);
-        roots.create(&at("out/a.jsonl")).expect("a file inside may be created");
-        assert!(own.join("out/a.jsonl").exists());
+        roots.create_folder(&at("out/a")).expect("a folder inside may be created");
+        assert!(own.join("out/a").is_dir());
         // Paths that the spec parser refuses are refused again here, whatever built them.
         for escape in ["../secret.txt", "/etc/passwd", "out/../../secret.txt"] {
             assert!(roots.open(&at(escape)).is_err(), "{escape} must not be read");
-            assert!(roots.create(&at(escape)).is_err(), "{escape} must not be written");
+            assert!(roots.create_folder(&at(escape)).is_err(), "{escape} must not be written");
         }
         // A symbolic link inside the folder that leads out of it is refused when resolved.
         std::os::unix::fs::symlink(&outside, own.join("link")).expect("symlink");
         std::os::unix::fs::symlink(base.path(), own.join("up")).expect("symlink");
         assert!(roots.open(&at("link")).is_err(), "a link out of the folder must not be followed");
-        assert!(roots.create(&at("link")).is_err(), "a link out of the folder must not be written through");
-        assert!(roots.create(&at("up/planted.json")).is_err(), "a folder link out must not be written through");
+        assert!(roots.create_folder(&at("link")).is_err(), "a link out of the folder must not be written through");
+        assert!(roots.create_folder(&at("up/planted")).is_err(), "a folder link out must not be written through");
         assert_eq!(std::fs::read_to_string(&outside).expect("read"), "token hashes", "untouched");
-        assert!(!base.path().join("planted.json").exists());
+        assert!(!base.path().join("planted").exists());
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The deterministic event generator of `BENCHMARKS.md`.
 
 use super::{Source, SourcePoll};
+use crate::checkpoint::SplitPosition;
 use crate::error::TaskError;
 use crate::keys::mix64;
 use crate::spec::{EventEncoding, GeneratorSpec};
@@ -59,7 +60,21 @@ impl GeneratorSource {
     }
 }
 
+/// The generator's one split.
+const GENERATOR_SPLIT: &str = "generator";
+
 impl Source for GeneratorSource {
+    fn position(&self) -> Vec<SplitPosition> {
+        vec![SplitPosition { split: GENERATOR_SPLIT.into(), offset: self.next }]
+    }
+
+    fn restore(&mut self, positions: &[SplitPosition]) -> Result<(), TaskError> {
+        if let Some(p) = positions.iter().find(|p| p.split == GENERATOR_SPLIT) {
+            self.next = p.offset;
+        }
+        Ok(())
+    }
+
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError> {
         let mut room = max;
         if let Some(rate) = self.spec.rate.filter(|r| *r > 0) {
@@ -128,6 +143,22 @@ mod tests {
         expected.sort();
         seen.sort();
         assert_eq!(seen, expected);
+    }
+
+    #[test]
+    fn a_restored_generator_goes_on_where_it_was() {
+        let spec = GeneratorSpec { events: Some(10), keys: 100, encoding: EventEncoding::Binary, rate: None };
+        let mut whole = Batch::new();
+        let mut source = GeneratorSource::new(spec.clone(), 1, 2);
+        while source.poll(&mut whole, 100).expect("poll") != SourcePoll::Finished {}
+        let mut first = GeneratorSource::new(spec.clone(), 1, 2);
+        let mut batch = Batch::new();
+        first.poll(&mut batch, 2).expect("poll");
+        let mut second = GeneratorSource::new(spec, 1, 2);
+        second.restore(&first.position()).expect("restore");
+        while second.poll(&mut batch, 100).expect("poll") != SourcePoll::Finished {}
+        let stamps = |b: &Batch| b.iter().map(|r| r.timestamp).collect::<Vec<_>>();
+        assert_eq!(stamps(&batch), stamps(&whole));
     }
 
     #[test]

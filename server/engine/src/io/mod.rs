@@ -9,10 +9,11 @@ mod stream;
 
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
-pub use ingest::{IngestError, IngestHandle, IngestSource};
+pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource};
 pub use sinks::{DiscardSink, HttpSink, OutputRate, RateLimited, StdoutSink};
 pub use stream::{Chunk, OutputRecord, OutputStream, Retention, Subscription, record_json};
 
+use crate::checkpoint::{CheckpointId, SplitPosition};
 use crate::error::TaskError;
 use eddy_codec::Batch;
 
@@ -41,6 +42,20 @@ pub trait Source: Send {
     fn uses_arrival_time(&self) -> bool {
         false
     }
+
+    /// Where each split has read to, by stable split id: what a checkpoint records.
+    fn position(&self) -> Vec<SplitPosition> {
+        Vec::new()
+    }
+
+    /// Goes back to positions a checkpoint recorded, before the first poll. Splits it does not name start
+    /// from the beginning.
+    fn restore(&mut self, _positions: &[SplitPosition]) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint`, which recorded `positions`, completed: input before them is no longer needed.
+    fn checkpoint_complete(&mut self, _checkpoint: CheckpointId, _positions: &[SplitPosition]) {}
 
     /// Appends up to `max` records of one split to `batch`, without waiting.
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError>;

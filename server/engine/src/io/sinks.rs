@@ -1,6 +1,7 @@
 //! Sinks: standard output, HTTP output streams, and a discarding sink that counts.
 
 use super::OutputStream;
+use crate::checkpoint::{CheckpointId, OperatorSnapshot};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
 use eddy_codec::Batch;
@@ -155,6 +156,22 @@ impl Operator for RateLimited {
 
     fn finish(&mut self, ctx: &mut OpContext<'_>) -> Result<(), TaskError> {
         self.inner.finish(ctx)
+    }
+
+    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        self.inner.snapshot(checkpoint)
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+        self.inner.restore(snapshot)
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        self.inner.checkpoint_complete(checkpoint)
+    }
+
+    fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        self.inner.checkpoint_aborted(checkpoint)
     }
 }
 

@@ -11,6 +11,7 @@ mod stateless;
 
 pub use stateless::{FilterOperator, FlatMapOperator, MapOperator, UnionOperator};
 
+use crate::checkpoint::{CheckpointId, OperatorSnapshot};
 use crate::error::TaskError;
 use eddy_codec::Batch;
 
@@ -126,4 +127,24 @@ pub trait Operator: Send {
     fn late_records_dropped(&self) -> u64 {
         0
     }
+
+    /// Copies the operator's state for checkpoint `checkpoint`, between two calls. What it holds must be enough
+    /// to go on from exactly this point; the copy is written out while the task goes on.
+    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        Ok(OperatorSnapshot::default())
+    }
+
+    /// Takes back the state of a snapshot, before the first call. Called only when the checkpoint has one for
+    /// this operator and subtask.
+    fn restore(&mut self, _snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` completed: whatever it covers may become visible outside (committed output).
+    fn checkpoint_complete(&mut self, _checkpoint: CheckpointId) -> Result<(), TaskError> {
+        Ok(())
+    }
+
+    /// Checkpoint `checkpoint` was given up; its output stays pending until a later one completes.
+    fn checkpoint_aborted(&mut self, _checkpoint: CheckpointId) {}
 }

@@ -15,6 +15,8 @@ pub enum Message {
     Watermark(i64),
     /// The sender became idle (true) or active again (false).
     Idle(bool),
+    /// Everything before it belongs to checkpoint `id`; everything after, to the next.
+    Barrier(crate::checkpoint::CheckpointId),
     /// The sender has finished; nothing follows.
     End,
 }
@@ -25,6 +27,12 @@ pub enum Message {
 pub enum Control {
     /// The job is stopping: leave the task loop.
     Stop,
+    /// (Sources only.) Snapshot now and send the checkpoint's barrier downstream.
+    Checkpoint(crate::checkpoint::CheckpointId),
+    /// The checkpoint completed: commit what it covers.
+    CheckpointComplete(crate::checkpoint::CheckpointId),
+    /// The checkpoint was given up.
+    CheckpointAborted(crate::checkpoint::CheckpointId),
 }
 
 /// A task's control receiver and the job's sender for it.

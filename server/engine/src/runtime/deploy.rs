@@ -4,20 +4,23 @@ use super::channel::{ChannelSender, InputChannel, channel};
 use super::govern::CpuGovernor;
 use super::metrics::OperatorMetrics;
 use super::task::{
-    Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, Timestamps, Unreadable, run_source, run_task,
+    Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, TaskCheckpoints, Timestamps, Unreadable,
+    run_source, run_task,
 };
 use super::{JobHandle, RunningJob, Shared};
+use crate::checkpoint::coordinator::{CoordinatedTask, Coordinator};
+use crate::checkpoint::{Checkpointing, Restore};
 use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
 use crate::io::{
-    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestSource, OutputRate,
-    OutputStream, RateLimited, Retention, Source, StdoutSink,
+    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestLog, IngestSource,
+    OutputRate, OutputStream, RateLimited, Retention, Source, StdoutSink,
 };
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
 use crate::spec::{
-    AggregateSpec, KeySpec, OnError, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec,
+    AggregateSpec, CheckpointMode, KeySpec, OnError, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec,
     WindowFunctionSpec,
 };
 use crate::state::{KeyedState, MemoryBackend, StateBackend};
@@ -69,6 +72,16 @@ pub struct DeployEnv {
     pub governor: Option<Arc<CpuGovernor>>,
     /// Records per second the tenant's sinks may write together; none: no limit.
     pub output_rate: Option<Arc<OutputRate>>,
+    /// Where and how the job takes checkpoints; none: it takes none.
+    pub checkpointing: Option<Checkpointing>,
+    /// The checkpoint the job starts from.
+    pub restore: Option<Restore>,
+    /// Input logs of HTTP sources by uid, kept by the caller across restarts; others are made in `ingest_dir`.
+    pub inputs: HashMap<String, Arc<IngestLog>>,
+    /// Output streams of HTTP sinks by uid, kept by the caller across restarts; others are made here.
+    pub outputs: HashMap<String, Arc<OutputStream>>,
+    /// Where input logs not given in `inputs` are kept; none: a temporary folder removed when the job ends.
+    pub ingest_dir: Option<std::path::PathBuf>,
 }
 
 impl DeployEnv {
@@ -87,6 +100,11 @@ impl DeployEnv {
             stop: Arc::new(AtomicBool::new(false)),
             governor: None,
             output_rate: None,
+            checkpointing: None,
+            restore: None,
+            inputs: HashMap::new(),
+            outputs: HashMap::new(),
+            ingest_dir: None,
         }
     }
 
@@ -100,6 +118,13 @@ impl DeployEnv {
             stop: Arc::clone(&self.stop),
         }
     }
+}
+
+/// A name unique within this process for a temporary folder.
+fn uuid_like() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    format!("{nanos}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 /// Splits the graph into chains of nodes that share a task.
@@ -204,7 +229,9 @@ fn build_operator(
         OperatorKind::Sink(sink) => {
             let sink: Box<dyn Operator> = match sink {
                 SinkSpec::Stdout => Box::new(StdoutSink),
-                SinkSpec::File(location) => Box::new(FileSink::create(&env.files, location)?),
+                SinkSpec::File(location) => {
+                    Box::new(FileSink::create(&env.files, location, subtask, env.checkpointing.is_some())?)
+                }
                 SinkSpec::Discard => Box::new(DiscardSink::new()),
                 SinkSpec::Http => {
                     let stream = outputs
@@ -240,9 +267,25 @@ fn build_source(
             Box::new(FileSource::open(&env.files, location).map_err(|e| e.in_operator(&node.uid))?)
         }
         SourceSpec::Http => {
-            let (handle, source) = IngestSource::new();
-            inputs.insert(node.uid.clone(), handle);
-            Box::new(source)
+            if node.parallelism > 1 {
+                return Err(TaskError::user("an HTTP source reads one input log: its parallelism must be 1"));
+            }
+            let log = match env.inputs.get(&node.uid) {
+                Some(log) => Arc::clone(log),
+                None => {
+                    let folder = match &env.ingest_dir {
+                        Some(dir) => dir.join(&node.uid),
+                        None => std::env::temp_dir()
+                            .join(format!("eddy-ingest-{}-{}", std::process::id(), uuid_like()))
+                            .join(&node.uid),
+                    };
+                    IngestLog::open(&folder).map_err(|e| {
+                        TaskError::external(format!("cannot open the input log {}: {e}", folder.display()))
+                    })?
+                }
+            };
+            inputs.insert(node.uid.clone(), IngestHandle::new(Arc::clone(&log)));
+            Box::new(IngestSource::new(log, env.checkpointing.is_some()))
         }
     };
     let timestamps = match &spec.watermark.timestamp {
@@ -279,7 +322,11 @@ enum TaskBody {
 
 /// Deploys `graph` and starts its tasks. Every function instance is created before any thread starts, so a
 /// module whose `init` fails stops the deployment with nothing running.
-pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError> {
+pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskError> {
+    let mut restore = env.restore.take();
+    let restored_from = restore.as_ref().map(|r| r.checkpoint);
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+    let align = env.checkpointing.as_ref().is_some_and(|c| c.spec.mode == CheckpointMode::ExactlyOnce);
     let chains = chains(graph);
     let mut chain_of = vec![(0, 0); graph.nodes.len()];
     for (c, chain) in chains.iter().enumerate() {
@@ -315,8 +362,8 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
 
     let shared = Arc::new(Shared::new(Arc::clone(&env.stop)));
     let mut inputs = HashMap::new();
-    let mut outputs = HashMap::new();
-    let mut tasks: Vec<(String, TaskBody, Chain)> = Vec::new();
+    let mut outputs = env.outputs.clone();
+    let mut tasks: Vec<(TaskCheckpoints, TaskBody, Chain)> = Vec::new();
     for (c, chain) in chains.iter().enumerate() {
         let head = &graph.nodes[chain[0]];
         for subtask in 0..head.parallelism {
@@ -351,8 +398,11 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let is_source = matches!(head.kind, OperatorKind::Source(_));
             let mut links = Vec::new();
             for &n in chain.iter().skip(usize::from(is_source)) {
-                let op = build_operator(graph, n, subtask, &env, &mut outputs)
-                    .map_err(|e| e.in_operator(&graph.nodes[n].uid))?;
+                let uid = &graph.nodes[n].uid;
+                let mut op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(uid))?;
+                if let Some(snapshot) = restore.as_mut().and_then(|r| r.take_operator(uid, subtask)) {
+                    op.restore(snapshot).map_err(|e| e.in_operator(uid))?;
+                }
                 let mut side = Vec::new();
                 let mut tags: Vec<&str> =
                     graph.nodes[n].outputs.iter().filter_map(|&e| graph.edges[e].tag.as_deref()).collect();
@@ -384,19 +434,35 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
                     Arc::clone(&metrics[chain[0]]),
                 )?)
             } else {
-                TaskBody::Channels(Gate::new(receivers.remove(&(c, subtask)).unwrap_or_default()))
+                TaskBody::Channels(Gate::new(receivers.remove(&(c, subtask)).unwrap_or_default(), align))
             };
-            tasks.push((format!("{}-{subtask}", head.uid), body, task_chain));
+            let name = format!("{}-{subtask}", head.uid);
+            let checkpoints = TaskCheckpoints {
+                index: tasks.len(),
+                restored: restore.as_ref().and_then(|r| r.task(&name)).cloned(),
+                name,
+                acks: env.checkpointing.as_ref().map(|_| ack_tx.clone()),
+            };
+            tasks.push((checkpoints, body, task_chain));
         }
     }
 
+    drop(ack_tx);
+    shared.checkpoints.lock().restored_from = restored_from;
     let mut threads = Vec::new();
-    for (name, body, chain) in tasks {
+    let mut coordinated = Vec::new();
+    for (checkpoints, body, chain) in tasks {
         let task_shared = Arc::clone(&shared);
         let clock = Arc::clone(&env.clock);
         let governor = env.governor.clone().map(|g| (g, env.tenant.clone()));
         let (control_tx, control) = super::channel::control();
-        shared.controls.lock().push(control_tx);
+        shared.controls.lock().push(control_tx.clone());
+        let name = checkpoints.name.clone();
+        coordinated.push(CoordinatedTask {
+            name: name.clone(),
+            is_source: matches!(body, TaskBody::Source(_)),
+            control: control_tx,
+        });
         let spawned = std::thread::Builder::new().name(format!("eddy-{name}")).spawn(move || {
             if let Some((governor, tenant)) = governor {
                 super::govern::bind(governor, &tenant);
@@ -405,8 +471,12 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             let mut chain = chain;
             let mut gate = None;
             let result = match body {
-                TaskBody::Source(runner) => run_source(runner, &mut chain, clock.as_ref(), &cancel, &control),
-                TaskBody::Channels(g) => run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel, &control),
+                TaskBody::Source(runner) => {
+                    run_source(runner, &mut chain, clock.as_ref(), &cancel, &control, &checkpoints)
+                }
+                TaskBody::Channels(g) => {
+                    run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel, &control, &checkpoints)
+                }
             };
             // Record the failure before this task's channels close: a neighbour that finds them closed first would
             // otherwise fail the job with "an upstream task stopped" instead of the cause.
@@ -424,9 +494,31 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             }
         }
     }
+    if let Some(checkpointing) = env.checkpointing.clone() {
+        let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded();
+        *shared.trigger.lock() = Some(trigger_tx);
+        let failing = Arc::clone(&shared);
+        let coordinator = Coordinator {
+            checkpointing,
+            tasks: coordinated,
+            acks: ack_rx,
+            requests: trigger_rx,
+            stats: Arc::clone(&shared.checkpoints),
+            stop: Arc::clone(&shared.cancel),
+            fail: Box::new(move |error| failing.fail(error)),
+        };
+        std::thread::Builder::new()
+            .name(format!("eddy-checkpoints-{}", env.job_id))
+            .spawn(move || coordinator.run())
+            .map_err(|e| TaskError::external(format!("cannot start the checkpoint coordinator: {e}")))?;
+    }
     let supervisor_shared = Arc::clone(&shared);
-    let streams: Vec<Arc<OutputStream>> = outputs.values().cloned().collect();
-    let ingest: Vec<IngestHandle> = inputs.values().cloned().collect();
+    // What the caller gave is the caller's to close; what was made here ends with this run.
+    let streams: Vec<Arc<OutputStream>> =
+        outputs.iter().filter(|(uid, _)| !env.outputs.contains_key(*uid)).map(|(_, s)| Arc::clone(s)).collect();
+    let ingest: Vec<IngestHandle> =
+        inputs.iter().filter(|(uid, _)| !env.inputs.contains_key(*uid)).map(|(_, h)| h.clone()).collect();
+    let temporary_logs = env.ingest_dir.is_none();
     std::thread::Builder::new()
         .name(format!("eddy-job-{}", env.job_id))
         .spawn(move || {
@@ -437,6 +529,9 @@ pub fn deploy(graph: &JobGraph, env: DeployEnv) -> Result<RunningJob, TaskError>
             }
             for handle in ingest {
                 let _ = handle.close();
+                if temporary_logs && let Some(folder) = handle.log().dir().parent() {
+                    let _ = std::fs::remove_dir_all(folder);
+                }
             }
             for stream in streams {
                 stream.close();

@@ -15,6 +15,8 @@ pub use channel::Control;
 pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, build_single_operator, deploy};
 pub use metrics::{OperatorCounters, OperatorMetrics};
 
+use crate::checkpoint::coordinator::TriggerRequest;
+use crate::checkpoint::{CheckpointId, CheckpointStats};
 use crate::error::TaskError;
 use crate::io::{IngestHandle, OutputStream};
 use parking_lot::{Condvar, Mutex};
@@ -50,6 +52,10 @@ pub(crate) struct Shared {
     cancel_requested: AtomicBool,
     /// Every task's control sender, to wake tasks that wait for input.
     controls: Mutex<Vec<crossbeam_channel::Sender<channel::Control>>>,
+    /// Checkpoint figures, kept by the coordinator.
+    checkpoints: Arc<Mutex<CheckpointStats>>,
+    /// Asks the coordinator for a checkpoint now; none: the job takes no checkpoints.
+    trigger: Mutex<Option<crossbeam_channel::Sender<TriggerRequest>>>,
 }
 
 impl Shared {
@@ -61,6 +67,8 @@ impl Shared {
             cancel,
             cancel_requested: AtomicBool::new(false),
             controls: Mutex::new(Vec::new()),
+            checkpoints: Arc::new(Mutex::new(CheckpointStats::default())),
+            trigger: Mutex::new(None),
         }
     }
 
@@ -123,6 +131,24 @@ impl JobHandle {
     /// Counters per operator, in graph order.
     pub fn operators(&self) -> Vec<(String, OperatorCounters)> {
         self.metrics.iter().map(|m| (m.uid.clone(), m.snapshot())).collect()
+    }
+
+    /// Checkpoint figures.
+    pub fn checkpoints(&self) -> CheckpointStats {
+        self.shared.checkpoints.lock().clone()
+    }
+
+    /// Takes a checkpoint now (or as soon as the ones in progress allow) and waits up to `timeout` for it.
+    pub fn checkpoint_now(&self, timeout: Duration) -> Result<CheckpointId, String> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        match &*self.shared.trigger.lock() {
+            Some(trigger) => trigger.send(reply).map_err(|_| "the job has stopped".to_string())?,
+            None => return Err("the job takes no checkpoints (its spec has no `checkpoints`)".into()),
+        }
+        match answer.recv_timeout(timeout) {
+            Ok(result) => result,
+            Err(_) => Err(format!("no checkpoint completed within {} ms", timeout.as_millis())),
+        }
     }
 
     /// Stops every task; the job ends as cancelled.

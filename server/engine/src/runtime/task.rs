@@ -3,6 +3,10 @@
 use super::channel::{ChannelSender, Control, InputChannel, Message};
 use super::govern;
 use super::metrics::OperatorMetrics;
+use crate::checkpoint::coordinator::Ack;
+use crate::checkpoint::{
+    Aligned, BarrierAligner, CheckpointId, OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot,
+};
 use crate::error::TaskError;
 use crate::function::{KeySelectorFunction, TimestampAssignerFunction};
 use crate::io::{Source, SourcePoll};
@@ -10,7 +14,7 @@ use crate::json::JsonPath;
 use crate::keys::{key_group, subtask_of};
 use crate::operator::{OpContext, Operator, Output};
 use crate::time::{Clock, InputWatermarks, MAX_WATERMARK, SourceWatermarks, StatusChange};
-use crossbeam_channel::{Receiver, Select};
+use crossbeam_channel::{Receiver, Select, Sender};
 use eddy_codec::Batch;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -426,6 +430,42 @@ impl Chain {
         Ok(())
     }
 
+    /// Snapshots every link, in chain order.
+    pub fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<Vec<(String, u32, OperatorSnapshot)>, TaskError> {
+        let mut snapshots = Vec::with_capacity(self.links.len());
+        for link in &mut self.links {
+            let uid = &link.metrics.uid;
+            let snapshot = link.op.snapshot(checkpoint).map_err(|e| e.in_operator(uid))?;
+            snapshots.push((uid.clone(), self.subtask, snapshot));
+        }
+        Ok(snapshots)
+    }
+
+    /// Sends checkpoint `checkpoint`'s barrier down every output.
+    pub fn barrier(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        let mut waited = Duration::ZERO;
+        for writer in self.network_writers() {
+            waited += writer.broadcast(|| Message::Barrier(checkpoint), &self.cancel)?;
+        }
+        self.backpressured(self.links.len(), waited);
+        Ok(())
+    }
+
+    /// Tells every link that a checkpoint completed.
+    pub fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        for link in &mut self.links {
+            link.op.checkpoint_complete(checkpoint).map_err(|e| e.in_operator(&link.metrics.uid))?;
+        }
+        Ok(())
+    }
+
+    /// Tells every link that a checkpoint was given up.
+    pub fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        for link in &mut self.links {
+            link.op.checkpoint_aborted(checkpoint);
+        }
+    }
+
     /// Every input ended: flush each link in order, then end every output.
     pub fn finish(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
         for at in 0..self.links.len() {
@@ -440,6 +480,34 @@ impl Chain {
             writer.broadcast(|| Message::End, &self.cancel)?;
         }
         Ok(())
+    }
+}
+
+/// A task's part in checkpoints.
+pub struct TaskCheckpoints {
+    /// The task's index among the job's tasks.
+    pub index: usize,
+    /// `<head uid>-<subtask>`.
+    pub name: String,
+    /// Where snapshots go; none: the job takes no checkpoints.
+    pub acks: Option<Sender<Ack>>,
+    /// The task's own part of the checkpoint it starts from.
+    pub restored: Option<TaskSnapshot>,
+}
+
+impl TaskCheckpoints {
+    fn ack(&self, snapshot: TaskSnapshot, checkpoint: Option<CheckpointId>) {
+        let Some(acks) = &self.acks else { return };
+        let ack = match checkpoint {
+            Some(checkpoint) => Ack::Snapshot { checkpoint, task: self.index, snapshot },
+            None => Ack::Finished { task: self.index, snapshot },
+        };
+        // The coordinator is gone only when the job stops.
+        let _ = acks.send(ack);
+    }
+
+    fn restored_finished(&self) -> bool {
+        self.restored.as_ref().is_some_and(|r| r.finished)
     }
 }
 
@@ -535,15 +603,30 @@ pub fn run_source(
     clock: &dyn Clock,
     cancel: &AtomicBool,
     control: &Receiver<Control>,
+    checkpoints: &TaskCheckpoints,
 ) -> Result<(), TaskError> {
     let uid = runner.metrics.uid.clone();
     let mut scratch = Vec::new();
+    // Positions each checkpoint in progress recorded, to tell the source once it completes.
+    let mut recorded: Vec<(CheckpointId, Vec<SplitPosition>)> = Vec::new();
+    if let Some(restored) = checkpoints.restored.as_ref().and_then(|r| r.source.as_ref()) {
+        runner.source.restore(&restored.positions).map_err(|e| e.in_operator(&uid))?;
+        runner.watermarks.restore(&restored.max_timestamps, restored.watermark);
+        runner.metrics.set_watermark(runner.subtask, restored.watermark);
+    }
     govern::enter();
+    let finished_before = checkpoints.restored_finished();
     loop {
+        if finished_before {
+            break;
+        }
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
         govern::tick();
+        while let Ok(message) = control.try_recv() {
+            source_control(message, &mut runner, chain, checkpoints, &mut recorded)?;
+        }
         let mut batch = Batch::with_capacity(runner.batch_size, runner.batch_size * 24);
         let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
         // Polling may have waited: records are stamped and processed at the time they arrived.
@@ -569,9 +652,8 @@ pub fn run_source(
             }
             SourcePoll::Records { .. } | SourcePoll::Pending => {
                 let due = [chain.next_processing_timer(), runner.watermarks.next_idle_at()].into_iter().flatten().min();
+                // A control message only wakes the wait; the loop's next turn acts on it.
                 govern::blocking(|| runner.source.wait(control, until(due, now)));
-                // Control messages only wake the task; what they ask for is in the job's shared state.
-                while control.try_recv().is_ok() {}
             }
             SourcePoll::Finished => break,
         }
@@ -592,7 +674,56 @@ pub fn run_source(
         runner.metrics.set_watermark(runner.subtask, MAX_WATERMARK);
         chain.watermark(MAX_WATERMARK, now)?;
     }
-    chain.finish(MAX_WATERMARK, now)
+    chain.finish(MAX_WATERMARK, now)?;
+    let source = SourceSnapshot {
+        positions: runner.source.position(),
+        max_timestamps: runner.watermarks.max_timestamps(),
+        watermark: MAX_WATERMARK,
+    };
+    let snapshot =
+        TaskSnapshot { task: checkpoints.name.clone(), source: Some(source), finished: true, ..Default::default() };
+    checkpoints.ack(snapshot, None);
+    Ok(())
+}
+
+/// Acts on a control message in a source task.
+fn source_control(
+    message: Control,
+    runner: &mut SourceRunner,
+    chain: &mut Chain,
+    checkpoints: &TaskCheckpoints,
+    recorded: &mut Vec<(CheckpointId, Vec<SplitPosition>)>,
+) -> Result<(), TaskError> {
+    match message {
+        // Stopping is read from the cancel flag; the message only woke the task.
+        Control::Stop => {}
+        Control::Checkpoint(id) => {
+            let positions = runner.source.position();
+            let source = SourceSnapshot {
+                positions: positions.clone(),
+                max_timestamps: runner.watermarks.max_timestamps(),
+                watermark: runner.watermarks.current(),
+            };
+            let operators = chain.snapshot(id)?;
+            let snapshot =
+                TaskSnapshot { task: checkpoints.name.clone(), operators, source: Some(source), ..Default::default() };
+            checkpoints.ack(snapshot, Some(id));
+            chain.barrier(id)?;
+            recorded.push((id, positions));
+        }
+        Control::CheckpointComplete(id) => {
+            chain.checkpoint_complete(id)?;
+            if let Some((_, positions)) = recorded.iter().find(|(c, _)| *c == id) {
+                runner.source.checkpoint_complete(id, positions);
+            }
+            recorded.retain(|(c, _)| *c > id);
+        }
+        Control::CheckpointAborted(id) => {
+            chain.checkpoint_aborted(id);
+            recorded.retain(|(c, _)| *c != id);
+        }
+    }
+    Ok(())
 }
 
 /// The input side of a task.
@@ -600,24 +731,41 @@ pub struct Gate {
     channels: Vec<InputChannel>,
     open: Vec<bool>,
     watermarks: InputWatermarks,
+    aligner: BarrierAligner,
+}
+
+/// What the gate received.
+enum Received {
+    /// A message of an input channel.
+    Message(usize, Message),
+    /// A control message.
+    Control(Control),
+    /// Nothing before the timeout.
+    Nothing,
 }
 
 impl Gate {
-    /// A gate over `channels`.
-    pub fn new(channels: Vec<InputChannel>) -> Gate {
+    /// A gate over `channels`; `align` holds back inputs that delivered a barrier until all have (exactly-once).
+    pub fn new(channels: Vec<InputChannel>, align: bool) -> Gate {
         let count = channels.len();
-        Gate { channels, open: vec![true; count], watermarks: InputWatermarks::new(count) }
+        Gate {
+            channels,
+            open: vec![true; count],
+            watermarks: InputWatermarks::new(count),
+            aligner: BarrierAligner::new(count, align),
+        }
     }
 
-    /// The next message of an open input, waiting up to `timeout` (none: until one comes). A control message
-    /// ends the wait early with nothing.
+    /// The next message of an open input that is not held back, or a control message, waiting up to `timeout`
+    /// (none: until one comes).
     fn recv(
         &mut self,
         timeout: Option<Duration>,
         cancel: &AtomicBool,
         control: &Receiver<Control>,
-    ) -> Result<Option<(usize, Message)>, TaskError> {
-        let open: Vec<usize> = (0..self.channels.len()).filter(|&i| self.open[i]).collect();
+    ) -> Result<Received, TaskError> {
+        let open: Vec<usize> =
+            (0..self.channels.len()).filter(|&i| self.open[i] && !self.aligner.is_blocked(i)).collect();
         let disconnected = || {
             if cancel.load(Ordering::Relaxed) {
                 TaskError::internal("cancelled")
@@ -638,20 +786,31 @@ impl Gate {
                 None => Some(select.select()),
             }) {
                 Some(operation) => operation,
-                None => return Ok(None),
+                None => return Ok(Received::Nothing),
             },
         };
         if operation.index() == control_index {
-            // Only a wake-up: what it asks for is in the job's shared state, read by the loop.
-            let _ = operation.recv(control);
-            return Ok(None);
+            return Ok(match operation.recv(control) {
+                Ok(message) => Received::Control(message),
+                Err(_) => Received::Nothing,
+            });
         }
         let channel = open[operation.index()];
         match operation.recv(&self.channels[channel].rx) {
-            Ok(message) => Ok(Some((channel, message))),
+            Ok(message) => Ok(Received::Message(channel, message)),
             Err(_) => Err(disconnected()),
         }
     }
+}
+
+/// Snapshots a task with inputs once a checkpoint's barriers are aligned, and passes the barrier on.
+fn aligned(id: CheckpointId, gate: &Gate, chain: &mut Chain, checkpoints: &TaskCheckpoints) -> Result<(), TaskError> {
+    let operators = chain.snapshot(id)?;
+    let (input_watermarks, watermark) = gate.watermarks.snapshot();
+    let snapshot =
+        TaskSnapshot { task: checkpoints.name.clone(), operators, input_watermarks, watermark, ..Default::default() };
+    checkpoints.ack(snapshot, Some(id));
+    chain.barrier(id)
 }
 
 /// Runs a task fed by channels until every input ends or the job is cancelled. It sleeps until a message, a
@@ -662,7 +821,11 @@ pub fn run_task(
     clock: &dyn Clock,
     cancel: &AtomicBool,
     control: &Receiver<Control>,
+    checkpoints: &TaskCheckpoints,
 ) -> Result<(), TaskError> {
+    if let Some(restored) = &checkpoints.restored {
+        gate.watermarks.restore(&restored.input_watermarks, restored.watermark);
+    }
     govern::enter();
     loop {
         if cancel.load(Ordering::Relaxed) {
@@ -674,16 +837,25 @@ pub fn run_task(
         // The wait may have been long: operators see the time the message arrived.
         let now = clock.now();
         match message {
-            Some((channel, Message::Batch(batch))) => {
+            Received::Message(channel, Message::Batch(batch)) => {
                 let input = gate.channels[channel].input;
                 chain.push(0, input, batch, gate.watermarks.current(), now)?;
             }
-            Some((channel, Message::Watermark(w))) => {
+            Received::Message(channel, Message::Barrier(id)) => {
+                let (result, overtaken) = gate.aligner.on_barrier(channel, id);
+                if let Some(old) = overtaken {
+                    chain.checkpoint_aborted(old);
+                }
+                if let Aligned::Complete(id) = result {
+                    aligned(id, gate, chain, checkpoints)?;
+                }
+            }
+            Received::Message(channel, Message::Watermark(w)) => {
                 if let Some(advanced) = gate.watermarks.on_watermark(channel, w) {
                     chain.watermark(advanced, now)?;
                 }
             }
-            Some((channel, Message::Idle(idle))) => {
+            Received::Message(channel, Message::Idle(idle)) => {
                 let (advanced, change) = gate.watermarks.on_status(channel, idle);
                 if let Some(w) = advanced {
                     chain.watermark(w, now)?;
@@ -692,19 +864,32 @@ pub fn run_task(
                     chain.status(change == StatusChange::BecameIdle)?;
                 }
             }
-            Some((channel, Message::End)) => {
+            Received::Message(channel, Message::End) => {
                 gate.open[channel] = false;
                 if let Some(w) = gate.watermarks.on_end(channel) {
                     chain.watermark(w, now)?;
+                }
+                if let Aligned::Complete(id) = gate.aligner.on_end(channel) {
+                    aligned(id, gate, chain, checkpoints)?;
                 }
                 if gate.watermarks.all_ended() {
                     if gate.watermarks.current() < MAX_WATERMARK {
                         chain.watermark(MAX_WATERMARK, now)?;
                     }
-                    return chain.finish(MAX_WATERMARK, now);
+                    chain.finish(MAX_WATERMARK, now)?;
+                    let snapshot =
+                        TaskSnapshot { task: checkpoints.name.clone(), finished: true, ..Default::default() };
+                    checkpoints.ack(snapshot, None);
+                    return Ok(());
                 }
             }
-            None => {}
+            Received::Control(Control::CheckpointComplete(id)) => chain.checkpoint_complete(id)?,
+            Received::Control(Control::CheckpointAborted(id)) => {
+                gate.aligner.abort(id);
+                chain.checkpoint_aborted(id);
+            }
+            // Stopping is read from the cancel flag; checkpoints start at sources only.
+            Received::Control(Control::Stop | Control::Checkpoint(_)) | Received::Nothing => {}
         }
         let now = clock.now();
         if chain.next_processing_timer().is_some_and(|t| t <= now) {

@@ -28,6 +28,125 @@ pub struct JobSpec {
     pub state: StateSpec,
     /// The operators, in any order.
     pub operators: Vec<OperatorSpec>,
+    /// Periodic checkpoints; none: the job keeps nothing across a failure.
+    pub checkpoints: Option<CheckpointSpec>,
+    /// What happens when the job fails.
+    pub restart: RestartSpec,
+}
+
+/// Checkpoint settings, as Flink's `CheckpointConfig`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckpointSpec {
+    /// Time between the start of one checkpoint and the next.
+    pub interval: Millis,
+    /// Whether a task holds back inputs that delivered a barrier until all have (exactly-once), or not.
+    #[serde(default)]
+    pub mode: CheckpointMode,
+    /// A checkpoint not complete after this long is aborted.
+    #[serde(default = "CheckpointSpec::default_timeout")]
+    pub timeout: Millis,
+    /// The least time between the end of one checkpoint and the start of the next.
+    #[serde(default)]
+    pub min_pause: Millis,
+    /// Checkpoints that may be in progress at once.
+    #[serde(default = "CheckpointSpec::one")]
+    pub max_concurrent: u32,
+    /// Checkpoints in a row that may fail before the job fails.
+    #[serde(default)]
+    pub tolerable_failures: u32,
+    /// Completed checkpoints kept (the newest).
+    #[serde(default = "CheckpointSpec::one")]
+    pub retained: u32,
+    /// Whether checkpoints are kept when the job is cancelled.
+    #[serde(default)]
+    pub retain_on_cancel: bool,
+}
+
+impl CheckpointSpec {
+    fn default_timeout() -> Millis {
+        Millis(600_000)
+    }
+
+    fn one() -> u32 {
+        1
+    }
+
+    /// Settings with defaults and the given interval.
+    pub fn every(interval: Millis) -> CheckpointSpec {
+        CheckpointSpec {
+            interval,
+            mode: CheckpointMode::default(),
+            timeout: CheckpointSpec::default_timeout(),
+            min_pause: Millis(0),
+            max_concurrent: 1,
+            tolerable_failures: 0,
+            retained: 1,
+            retain_on_cancel: false,
+        }
+    }
+}
+
+/// What a checkpoint guarantees.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckpointMode {
+    /// State reflects every record exactly once.
+    #[default]
+    ExactlyOnce,
+    /// Barriers are not aligned: after a restore, some records may have been counted twice.
+    AtLeastOnce,
+}
+
+/// A restart strategy, as Flink's.
+#[derive(Debug, Clone, PartialEq, Default, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "strategy", deny_unknown_fields)]
+pub enum RestartSpec {
+    /// A failure fails the job.
+    #[default]
+    None,
+    /// Up to `attempts` restarts, `delay` apart.
+    FixedDelay {
+        /// Restarts allowed.
+        attempts: u32,
+        /// Wait before each.
+        delay: Millis,
+    },
+    /// Delays that grow by `multiplier` up to `max_delay`, with jitter; back to `initial_delay` after
+    /// `reset_after` without a failure.
+    ExponentialDelay {
+        /// The first delay.
+        initial_delay: Millis,
+        /// The largest delay.
+        max_delay: Millis,
+        /// Growth per failure.
+        #[serde(default = "RestartSpec::two")]
+        multiplier: f64,
+        /// Running this long without a failure resets the delay.
+        reset_after: Millis,
+        /// The fraction of a delay added or taken away at random.
+        #[serde(default = "RestartSpec::tenth")]
+        jitter: f64,
+    },
+    /// Restarts unless more than `max_failures` happen within `interval`.
+    FailureRate {
+        /// Failures allowed per interval.
+        max_failures: u32,
+        /// The window failures are counted in.
+        interval: Millis,
+        /// Wait before each restart.
+        delay: Millis,
+    },
+}
+
+impl RestartSpec {
+    fn two() -> f64 {
+        2.0
+    }
+
+    fn tenth() -> f64 {
+        0.1
+    }
 }
 
 /// Job-wide state settings.

@@ -35,7 +35,7 @@ fn gcd(a: i64, b: i64) -> i64 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
-const TOP_FIELDS: &[&str] = &["name", "parallelism", "max_parallelism", "state", "operators"];
+const TOP_FIELDS: &[&str] = &["name", "parallelism", "max_parallelism", "state", "checkpoints", "restart", "operators"];
 const KIND_FIELDS: &[&str] = &["source", "map", "filter", "flat_map", "process", "connect", "union", "window", "sink"];
 const OTHER_FIELDS: &[&str] =
     &["uid", "input", "parallelism", "key_by", "watermark", "batch_size", "on_error", "aggregate", "reduce"];
@@ -90,6 +90,43 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
         p.err("max_parallelism", "must be between 1 and 32768");
     }
     let state = p.typed::<StateSpec>(&document, "state").unwrap_or_default();
+    let checkpoints = p.typed::<CheckpointSpec>(&document, "checkpoints");
+    if let Some(c) = &checkpoints {
+        if c.interval.0 < 10 {
+            p.err("checkpoints.interval", "must be at least 10ms");
+        }
+        if c.timeout.0 < 10 {
+            p.err("checkpoints.timeout", "must be at least 10ms");
+        }
+        if c.min_pause.0 < 0 {
+            p.err("checkpoints.min_pause", "must not be negative");
+        }
+        if !(1..=100).contains(&c.max_concurrent) {
+            p.err("checkpoints.max_concurrent", "must be between 1 and 100");
+        }
+        if !(1..=1000).contains(&c.retained) {
+            p.err("checkpoints.retained", "must be between 1 and 1000");
+        }
+    }
+    let restart = p.typed::<RestartSpec>(&document, "restart").unwrap_or_default();
+    match &restart {
+        RestartSpec::None => {}
+        RestartSpec::FixedDelay { delay, .. } | RestartSpec::FailureRate { delay, .. } if delay.0 < 0 => {
+            p.err("restart.delay", "must not be negative")
+        }
+        RestartSpec::FixedDelay { .. } | RestartSpec::FailureRate { .. } => {}
+        RestartSpec::ExponentialDelay { initial_delay, max_delay, multiplier, jitter, .. } => {
+            if initial_delay.0 < 1 || max_delay.0 < initial_delay.0 {
+                p.err("restart", "needs 0 < initial_delay <= max_delay");
+            }
+            if !(1.0..=100.0).contains(multiplier) {
+                p.err("restart.multiplier", "must be between 1 and 100");
+            }
+            if !(0.0..=1.0).contains(jitter) {
+                p.err("restart.jitter", "must be between 0 and 1");
+            }
+        }
+    }
     let mut operators = Vec::new();
     match document.get("operators") {
         Some(Value::Array(list)) if !list.is_empty() => {
@@ -104,7 +141,7 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
         None => p.err("operators", "is required"),
     }
     if p.errors.is_empty() {
-        Ok(JobSpec { name, parallelism, max_parallelism, state, operators })
+        Ok(JobSpec { name, parallelism, max_parallelism, state, operators, checkpoints, restart })
     } else {
         Err(p.errors)
     }

@@ -334,6 +334,11 @@ impl KeyedState {
         };
         self.store.snapshot(&mut keep).map_err(|e| e.0)
     }
+
+    /// Loads a snapshot's entries, before any state is opened.
+    pub fn restore(&mut self, entries: &[super::SnapshotEntry]) -> StateResult<()> {
+        self.store.restore(entries).map_err(|e| e.0)
+    }
 }
 
 /// Whether a stored entry is entirely expired (a list only when all its elements are).

@@ -33,7 +33,7 @@ pub struct StateKey<'a> {
 pub struct StateError(pub String);
 
 /// One entry of a snapshot.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SnapshotEntry {
     /// The state's name.
     pub state: String,
@@ -91,6 +91,14 @@ pub trait KeyedStateStore: Send {
     fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError>;
     /// Number of entries of `state` (for tests and metrics).
     fn len(&mut self, state: StateId) -> usize;
+    /// Loads the entries of a snapshot, registering their states by name.
+    fn restore(&mut self, entries: &[SnapshotEntry]) -> Result<(), StateError> {
+        for entry in entries {
+            let state = self.register(&entry.state);
+            self.put(state, StateKey { group: entry.group, key: &entry.key }, &entry.namespace, &entry.value)?;
+        }
+        Ok(())
+    }
 }
 
 /// Creates the state stores of a job's operators.

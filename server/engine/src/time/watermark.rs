@@ -89,6 +89,19 @@ impl SourceWatermarks {
         self.emitted
     }
 
+    /// Per split, the largest event time seen: with [`SourceWatermarks::current`], what a checkpoint keeps.
+    pub fn max_timestamps(&self) -> Vec<i64> {
+        self.splits.iter().map(|s| s.max_timestamp).collect()
+    }
+
+    /// Goes back to a checkpoint's largest event times per split and emitted watermark.
+    pub fn restore(&mut self, max_timestamps: &[i64], emitted: i64) {
+        for (split, &max) in self.splits.iter_mut().zip(max_timestamps) {
+            split.max_timestamp = max;
+        }
+        self.emitted = emitted;
+    }
+
     /// The processing time at which an active split would become idle, if idleness is on: a source task that
     /// waits for records wakes then to say so.
     pub fn next_idle_at(&self) -> Option<i64> {
@@ -123,6 +136,21 @@ impl InputWatermarks {
     /// The combined watermark.
     pub fn current(&self) -> i64 {
         self.current
+    }
+
+    /// Each channel's watermark and the combined one: what a checkpoint keeps.
+    pub fn snapshot(&self) -> (Vec<i64>, i64) {
+        (self.channels.iter().map(|c| c.watermark).collect(), self.current)
+    }
+
+    /// Goes back to a checkpoint's channel watermarks and combined watermark. Idleness is not kept: an idle input
+    /// says so again.
+    pub fn restore(&mut self, channels: &[i64], current: i64) {
+        for (ch, &w) in self.channels.iter_mut().zip(channels) {
+            ch.watermark = w;
+            ch.aligned = w >= current;
+        }
+        self.current = current;
     }
 
     /// Whether every open input is idle.

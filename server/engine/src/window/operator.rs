@@ -6,6 +6,7 @@ use super::contents::{PendingAdds, SlotState, decode_element, push_element, read
 use super::merging::{Merge, MergingSet};
 use super::trigger::{TriggerContext, TriggerStates};
 use super::{Panes, Trigger, TriggerResult, Window, assign};
+use crate::checkpoint::{CheckpointId, OperatorSnapshot};
 use crate::error::{TaskError, UdfError};
 use crate::function::{AggregateFunction, Outputs, ProcessWindowFunction, ReduceFunction, WindowContents};
 use crate::keys::key_group;
@@ -807,5 +808,30 @@ impl Operator for WindowOperator {
 
     fn late_records_dropped(&self) -> u64 {
         self.late_dropped
+    }
+
+    fn snapshot(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        let entries = self.store.snapshot(&mut |_, _| true).map_err(state_err)?;
+        Ok(OperatorSnapshot { layout: self.layout(), entries, timers: self.timers.snapshot(), extra: Vec::new() })
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+        snapshot.expect_layout("window", &self.layout())?;
+        self.store.restore(&snapshot.entries).map_err(state_err)?;
+        self.timers.restore(&snapshot.timers);
+        Ok(())
+    }
+}
+
+impl WindowOperator {
+    /// The state layout of this operator's snapshots: what its stored window contents mean. Slices of a window
+    /// (panes), one accumulator per window, or the window's elements; see `docs/state-format.md`.
+    fn layout(&self) -> String {
+        let contents = match (&self.panes, self.accumulate) {
+            (Some(_), _) => "panes",
+            (None, true) => "accumulators",
+            (None, false) => "elements",
+        };
+        format!("window/1/{contents}")
     }
 }

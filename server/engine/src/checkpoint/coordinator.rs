@@ -1,0 +1,473 @@
+//! The checkpoint coordinator: one thread per job that triggers checkpoints, collects the tasks' snapshots,
+//! writes them, completes or aborts each checkpoint, and keeps the newest few.
+
+use super::CheckpointId;
+use super::format::{OperatorSnapshot, TaskSnapshot};
+use super::store::CheckpointStore;
+use crate::error::TaskError;
+use crate::runtime::Control;
+use crate::spec::CheckpointSpec;
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// What a job needs to take checkpoints.
+#[derive(Clone)]
+pub struct Checkpointing {
+    /// When and how.
+    pub spec: CheckpointSpec,
+    /// Where.
+    pub store: Arc<dyn CheckpointStore>,
+    /// Every path of this job's checkpoints starts with it (such as `acme/j-1/`).
+    pub prefix: String,
+    /// The newest checkpoint id used before, so that numbers go on across restarts.
+    pub last_id: CheckpointId,
+}
+
+impl std::fmt::Debug for Checkpointing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkpointing").field("prefix", &self.prefix).field("last_id", &self.last_id).finish()
+    }
+}
+
+/// The folder of checkpoint `id` under `prefix`; zero-padded so that names sort by number.
+fn checkpoint_folder(prefix: &str, id: CheckpointId) -> String {
+    format!("{prefix}chk-{id:012}/")
+}
+
+const METADATA: &str = "_metadata";
+const METADATA_FORMAT: u32 = 1;
+
+/// A completed checkpoint's table of contents, written last.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Metadata {
+    format: u32,
+    checkpoint: CheckpointId,
+    /// Milliseconds since the Unix epoch.
+    completed_at_ms: i64,
+    /// Task name -> object path (relative to the checkpoint's folder) and size.
+    tasks: BTreeMap<String, (String, u64)>,
+}
+
+/// Ids of the checkpoints under `prefix` that completed (have metadata), oldest first.
+pub fn completed_checkpoints(store: &dyn CheckpointStore, prefix: &str) -> Result<Vec<CheckpointId>, TaskError> {
+    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
+    let mut ids: Vec<CheckpointId> = paths
+        .iter()
+        .filter_map(|p| {
+            p.strip_prefix(prefix)?.strip_prefix("chk-")?.strip_suffix(&format!("/{METADATA}"))?.parse().ok()
+        })
+        .collect();
+    ids.sort_unstable();
+    Ok(ids)
+}
+
+/// The newest checkpoint id used under `prefix`, complete or not (0: none).
+pub fn newest_checkpoint_id(store: &dyn CheckpointStore, prefix: &str) -> Result<CheckpointId, TaskError> {
+    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
+    Ok(paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix("chk-")?.split('/').next()?.parse().ok())
+        .max()
+        .unwrap_or(0))
+}
+
+/// Which completed checkpoints to delete so that the newest `retained` stay.
+pub fn to_discard(completed: &[CheckpointId], retained: u32) -> Vec<CheckpointId> {
+    let keep = (retained.max(1) as usize).min(completed.len());
+    completed[..completed.len() - keep].to_vec()
+}
+
+/// A completed checkpoint to start a job from.
+#[derive(Debug, Default)]
+pub struct Restore {
+    /// Its id.
+    pub checkpoint: CheckpointId,
+    tasks: HashMap<String, TaskSnapshot>,
+    operators: HashMap<(String, u32), OperatorSnapshot>,
+}
+
+impl Restore {
+    /// Reads checkpoint `id` under `prefix`.
+    pub fn load(store: &dyn CheckpointStore, prefix: &str, id: CheckpointId) -> Result<Restore, TaskError> {
+        let folder = checkpoint_folder(prefix, id);
+        let unreadable = |why: String| TaskError::external(format!("checkpoint {id} in {}: {why}", store.describe()));
+        let metadata = store
+            .get(&format!("{folder}{METADATA}"))
+            .map_err(|e| unreadable(e.0))?
+            .ok_or_else(|| unreadable("it did not complete (no metadata)".into()))?;
+        let metadata: Metadata = serde_json::from_slice(&metadata).map_err(|e| unreadable(e.to_string()))?;
+        if metadata.format != METADATA_FORMAT {
+            return Err(unreadable(format!("metadata format {} is unknown", metadata.format)));
+        }
+        let mut restore = Restore { checkpoint: id, ..Restore::default() };
+        for (task, (path, _)) in metadata.tasks {
+            let bytes = store
+                .get(&format!("{folder}{path}"))
+                .map_err(|e| unreadable(e.0))?
+                .ok_or_else(|| unreadable(format!("the snapshot of task {task} is missing")))?;
+            let mut snapshot = TaskSnapshot::decode(&bytes)?;
+            for (uid, subtask, operator) in std::mem::take(&mut snapshot.operators) {
+                restore.operators.insert((uid, subtask), operator);
+            }
+            restore.tasks.insert(task, snapshot);
+        }
+        Ok(restore)
+    }
+
+    /// The newest completed checkpoint under `prefix`, if any.
+    pub fn latest(store: &dyn CheckpointStore, prefix: &str) -> Result<Option<Restore>, TaskError> {
+        match completed_checkpoints(store, prefix)?.last() {
+            Some(&id) => Restore::load(store, prefix, id).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Operator `uid`'s snapshot in `subtask`, taken out (each is restored once).
+    pub fn take_operator(&mut self, uid: &str, subtask: u32) -> Option<OperatorSnapshot> {
+        self.operators.remove(&(uid.to_string(), subtask))
+    }
+
+    /// Task `name`'s own part (source position, input watermarks).
+    pub fn task(&self, name: &str) -> Option<&TaskSnapshot> {
+        self.tasks.get(name)
+    }
+}
+
+/// What a task tells the coordinator.
+#[derive(Debug)]
+pub enum Ack {
+    /// Its snapshot for a checkpoint.
+    Snapshot {
+        /// Which checkpoint.
+        checkpoint: CheckpointId,
+        /// The task's index.
+        task: usize,
+        /// What it holds.
+        snapshot: TaskSnapshot,
+    },
+    /// It finished: this stands in for its snapshot in every later checkpoint.
+    Finished {
+        /// The task's index.
+        task: usize,
+        /// What it leaves behind.
+        snapshot: TaskSnapshot,
+    },
+}
+
+/// Checkpoint figures of a job, for its status.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct CheckpointStats {
+    /// Checkpoints completed by this run of the job.
+    pub completed: u64,
+    /// Checkpoints that failed or timed out.
+    pub failed: u64,
+    /// The newest completed checkpoint (of any run).
+    pub latest: Option<CheckpointId>,
+    /// How long it took, from trigger to metadata.
+    pub latest_duration_ms: Option<u64>,
+    /// Bytes it wrote.
+    pub latest_bytes: Option<u64>,
+    /// Why the last failed checkpoint failed.
+    pub last_failure: Option<String>,
+    /// The checkpoint this run started from.
+    pub restored_from: Option<CheckpointId>,
+}
+
+/// An on-demand checkpoint request, answered with the completed checkpoint's id or why it failed.
+pub type TriggerRequest = Sender<Result<CheckpointId, String>>;
+
+/// A task as the coordinator sees it.
+pub struct CoordinatedTask {
+    /// `<head uid>-<subtask>`.
+    pub name: String,
+    /// Whether barriers start at it.
+    pub is_source: bool,
+    /// Its control channel.
+    pub control: Sender<Control>,
+}
+
+struct Pending {
+    started: Instant,
+    /// Task index -> (object path, bytes), once acknowledged.
+    acked: HashMap<usize, (String, u64)>,
+    waiters: Vec<TriggerRequest>,
+}
+
+/// Runs the coordinator until every task has ended or the job stops.
+pub struct Coordinator {
+    pub(crate) checkpointing: Checkpointing,
+    pub(crate) tasks: Vec<CoordinatedTask>,
+    pub(crate) acks: Receiver<Ack>,
+    pub(crate) requests: Receiver<TriggerRequest>,
+    pub(crate) stats: Arc<Mutex<CheckpointStats>>,
+    pub(crate) stop: Arc<AtomicBool>,
+    /// Called when too many checkpoints failed in a row.
+    pub(crate) fail: Box<dyn Fn(TaskError) + Send>,
+}
+
+impl Coordinator {
+    /// The coordinator's loop.
+    pub fn run(self) {
+        let spec = self.checkpointing.spec.clone();
+        let interval = Duration::from_millis(spec.interval.0.max(1) as u64);
+        let timeout = Duration::from_millis(spec.timeout.0.max(1) as u64);
+        let min_pause = Duration::from_millis(spec.min_pause.0.max(0) as u64);
+        let mut next_id = self.checkpointing.last_id + 1;
+        let mut pending: BTreeMap<CheckpointId, Pending> = BTreeMap::new();
+        let mut finished: HashMap<usize, TaskSnapshot> = HashMap::new();
+        let mut last_trigger = Instant::now();
+        let mut last_end: Option<Instant> = None;
+        let mut failures_in_a_row = 0u32;
+        let mut queued: Vec<TriggerRequest> = Vec::new();
+        loop {
+            if self.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            let now = Instant::now();
+            let paused_until = last_end.map_or(now, |end| end + min_pause);
+            let due = (last_trigger + interval).max(paused_until);
+            let may_start = pending.len() < spec.max_concurrent as usize;
+            if may_start && (now >= due || !queued.is_empty()) {
+                let all_finished = self.tasks.iter().enumerate().all(|(i, _)| finished.contains_key(&i));
+                let live_source = self.tasks.iter().enumerate().any(|(i, t)| t.is_source && !finished.contains_key(&i));
+                last_trigger = now;
+                if all_finished || !live_source {
+                    // Nothing can carry a barrier; the job is ending.
+                    for waiter in queued.drain(..) {
+                        let _ = waiter.send(Err("the job's sources have finished".into()));
+                    }
+                } else {
+                    let id = next_id;
+                    next_id += 1;
+                    let mut checkpoint =
+                        Pending { started: now, acked: HashMap::new(), waiters: std::mem::take(&mut queued) };
+                    for (&task, snapshot) in &finished {
+                        match self.write(id, snapshot) {
+                            Ok(written) => {
+                                checkpoint.acked.insert(task, written);
+                            }
+                            Err(e) => tracing::warn!("checkpoint {id}: {e}"),
+                        }
+                    }
+                    for task in self.tasks.iter().filter(|t| t.is_source) {
+                        // A source that just ended cannot take it; its `Finished` is on the way.
+                        let _ = task.control.send(Control::Checkpoint(id));
+                    }
+                    pending.insert(id, checkpoint);
+                }
+            }
+            let expires = pending.values().map(|p| p.started + timeout).min();
+            let wake = [Some(due), expires].into_iter().flatten().min().unwrap_or(now + interval);
+            let wait = wake.saturating_duration_since(Instant::now()).min(Duration::from_millis(100));
+            let mut select = crossbeam_channel::Select::new();
+            let acks_index = select.recv(&self.acks);
+            let requests_index = select.recv(&self.requests);
+            let Ok(operation) = select.select_timeout(wait) else {
+                let now = Instant::now();
+                let expired: Vec<CheckpointId> =
+                    pending.iter().filter(|(_, p)| now >= p.started + timeout).map(|(id, _)| *id).collect();
+                for id in expired {
+                    if let Some(p) = pending.remove(&id) {
+                        let why = format!("it did not complete within {} ms", spec.timeout.0);
+                        last_end = Some(now);
+                        if !self.abort(id, p, why, &mut failures_in_a_row) {
+                            return;
+                        }
+                    }
+                }
+                continue;
+            };
+            if operation.index() == requests_index {
+                match operation.recv(&self.requests) {
+                    Ok(request) => queued.push(request),
+                    Err(_) => continue,
+                }
+                continue;
+            }
+            debug_assert_eq!(operation.index(), acks_index);
+            let ack = match operation.recv(&self.acks) {
+                Ok(ack) => ack,
+                Err(_) => break, // every task has ended
+            };
+            let completed_ids: Vec<CheckpointId> = match ack {
+                Ack::Snapshot { checkpoint, task, snapshot } => {
+                    let Some(p) = pending.get_mut(&checkpoint) else { continue };
+                    match self.write(checkpoint, &snapshot) {
+                        Ok(written) => {
+                            p.acked.insert(task, written);
+                            vec![checkpoint]
+                        }
+                        Err(why) => {
+                            let p = pending.remove(&checkpoint).unwrap_or_else(|| unreachable!());
+                            last_end = Some(Instant::now());
+                            if !self.abort(checkpoint, p, why, &mut failures_in_a_row) {
+                                return;
+                            }
+                            vec![]
+                        }
+                    }
+                }
+                Ack::Finished { task, snapshot } => {
+                    let mut touched = Vec::new();
+                    for (&id, p) in pending.iter_mut() {
+                        if let std::collections::hash_map::Entry::Vacant(slot) = p.acked.entry(task)
+                            && let Ok(written) = self.write(id, &snapshot)
+                        {
+                            slot.insert(written);
+                            touched.push(id);
+                        }
+                    }
+                    finished.insert(task, snapshot);
+                    touched
+                }
+            };
+            for id in completed_ids {
+                let done = pending.get(&id).is_some_and(|p| p.acked.len() == self.tasks.len());
+                if !done {
+                    continue;
+                }
+                let Some(p) = pending.remove(&id) else { continue };
+                last_end = Some(Instant::now());
+                match self.complete(id, &p) {
+                    Ok(()) => {
+                        failures_in_a_row = 0;
+                        // Older checkpoints still in progress can only be superseded now.
+                        let older: Vec<CheckpointId> = pending.range(..id).map(|(k, _)| *k).collect();
+                        for old in older {
+                            if let Some(p) = pending.remove(&old) {
+                                self.abort_quietly(old, p, format!("checkpoint {id} completed first"));
+                            }
+                        }
+                        for waiter in p.waiters {
+                            let _ = waiter.send(Ok(id));
+                        }
+                    }
+                    Err(why) => {
+                        if !self.abort(id, p, why, &mut failures_in_a_row) {
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+        for (id, p) in pending {
+            for waiter in p.waiters {
+                let _ = waiter.send(Err(format!("checkpoint {id} was abandoned: the job stopped")));
+            }
+        }
+        for waiter in queued {
+            let _ = waiter.send(Err("the job stopped".into()));
+        }
+    }
+
+    /// Writes a task's snapshot; returns its object path (relative to the checkpoint) and size.
+    fn write(&self, id: CheckpointId, snapshot: &TaskSnapshot) -> Result<(String, u64), String> {
+        let bytes = snapshot.encode().map_err(|e| e.message)?;
+        let name = snapshot.task.clone();
+        let path = format!("{}{name}", checkpoint_folder(&self.checkpointing.prefix, id));
+        self.checkpointing.store.put(&path, &bytes).map_err(|e| e.0)?;
+        Ok((name, bytes.len() as u64))
+    }
+
+    /// Writes the metadata, tells the tasks, drops checkpoints beyond the retained count.
+    fn complete(&self, id: CheckpointId, p: &Pending) -> Result<(), String> {
+        let store = &self.checkpointing.store;
+        let prefix = &self.checkpointing.prefix;
+        let tasks: BTreeMap<String, (String, u64)> = p
+            .acked
+            .iter()
+            .map(|(&task, (path, bytes))| (self.tasks[task].name.clone(), (path.clone(), *bytes)))
+            .collect();
+        let bytes: u64 = tasks.values().map(|(_, b)| b).sum();
+        let completed_at_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
+        let metadata = Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms, tasks };
+        let json = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
+        store.put(&format!("{}{METADATA}", checkpoint_folder(prefix, id)), &json).map_err(|e| e.0)?;
+        {
+            let mut stats = self.stats.lock();
+            stats.completed += 1;
+            stats.latest = Some(id);
+            stats.latest_duration_ms = Some(p.started.elapsed().as_millis() as u64);
+            stats.latest_bytes = Some(bytes);
+        }
+        for task in &self.tasks {
+            let _ = task.control.send(Control::CheckpointComplete(id));
+        }
+        // Retention failing does not fail the checkpoint: the next completion tries again.
+        match completed_checkpoints(store.as_ref(), prefix) {
+            Ok(completed) => {
+                for old in to_discard(&completed, self.checkpointing.spec.retained) {
+                    if let Err(e) = store.delete_prefix(&checkpoint_folder(prefix, old)) {
+                        tracing::warn!("cannot delete checkpoint {old}: {e}");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("cannot list checkpoints: {e}"),
+        }
+        tracing::debug!(checkpoint = id, bytes, "checkpoint completed");
+        Ok(())
+    }
+
+    fn abort_quietly(&self, id: CheckpointId, p: Pending, why: String) {
+        for task in &self.tasks {
+            let _ = task.control.send(Control::CheckpointAborted(id));
+        }
+        let _ = self.checkpointing.store.delete_prefix(&checkpoint_folder(&self.checkpointing.prefix, id));
+        for waiter in p.waiters {
+            let _ = waiter.send(Err(format!("checkpoint {id} failed: {why}")));
+        }
+    }
+
+    /// Gives a checkpoint up; returns false once the job must fail (too many failures in a row).
+    fn abort(&self, id: CheckpointId, p: Pending, why: String, failures_in_a_row: &mut u32) -> bool {
+        tracing::warn!(checkpoint = id, "checkpoint failed: {why}");
+        {
+            let mut stats = self.stats.lock();
+            stats.failed += 1;
+            stats.last_failure = Some(format!("checkpoint {id}: {why}"));
+        }
+        self.abort_quietly(id, p, why.clone());
+        *failures_in_a_row += 1;
+        if *failures_in_a_row > self.checkpointing.spec.tolerable_failures {
+            (self.fail)(TaskError::external(format!(
+                "checkpoint {id} failed ({why}), more than the {} failure(s) in a row the job tolerates",
+                self.checkpointing.spec.tolerable_failures
+            )));
+            return false;
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_newest_checkpoints_are_kept() {
+        assert_eq!(to_discard(&[1, 2, 3, 4], 2), [1, 2]);
+        assert_eq!(to_discard(&[4], 3), Vec::<CheckpointId>::new());
+        assert_eq!(to_discard(&[], 1), Vec::<CheckpointId>::new());
+        assert_eq!(to_discard(&[1, 2], 0), [1], "at least one is kept");
+    }
+
+    #[test]
+    fn only_checkpoints_with_metadata_count_as_completed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::LocalStore::new(dir.path());
+        store.put(&format!("{}t-0", checkpoint_folder("j/", 1)), b"x").expect("put");
+        store.put(&format!("{}{METADATA}", checkpoint_folder("j/", 1)), b"{}").expect("put");
+        store.put(&format!("{}t-0", checkpoint_folder("j/", 2)), b"x").expect("put");
+        store.put(&format!("{}{METADATA}", checkpoint_folder("other/", 7)), b"{}").expect("put");
+        assert_eq!(completed_checkpoints(&store, "j/").expect("list"), [1]);
+        assert_eq!(newest_checkpoint_id(&store, "j/").expect("list"), 2);
+        let error = Restore::load(&store, "j/", 2).expect_err("incomplete");
+        assert!(error.message.contains("did not complete"), "{}", error.message);
+    }
+}

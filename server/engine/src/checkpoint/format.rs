@@ -1,0 +1,167 @@
+//! What a task's snapshot holds, and its encoding: a magic header and version, then the structs below in the
+//! postcard encoding. Documented in `docs/state-format.md`; a savepoint is made of the same parts.
+
+use crate::error::TaskError;
+use crate::keys::KeyGroup;
+use crate::state::SnapshotEntry;
+use crate::timers::TimeDomain;
+use serde::{Deserialize, Serialize};
+
+/// The first bytes of every task snapshot file.
+const MAGIC: &[u8; 8] = b"EDDYSNP\0";
+/// The version of the encoding below; a reader refuses versions it does not know.
+const VERSION: u32 = 1;
+
+/// A registered timer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimerEntry {
+    /// Its clock.
+    pub domain: TimeDomain,
+    /// When it fires.
+    pub timestamp: i64,
+    /// The key's group.
+    pub group: KeyGroup,
+    /// The key.
+    pub key: Vec<u8>,
+    /// The namespace (a window; empty for process functions).
+    pub namespace: Vec<u8>,
+}
+
+/// What one operator keeps in a checkpoint, for one subtask.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OperatorSnapshot {
+    /// Which operator kind and state layout wrote it, such as `window/1`: a restore into an operator that would
+    /// read the state differently fails with a clear error instead of misreading it.
+    pub layout: String,
+    /// Keyed state, in canonical order (state, key group, key, namespace).
+    pub entries: Vec<SnapshotEntry>,
+    /// Event-time and processing-time timers.
+    pub timers: Vec<TimerEntry>,
+    /// The operator's own bytes (a file sink's pending part files).
+    pub extra: Vec<u8>,
+}
+
+impl OperatorSnapshot {
+    /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing).
+    pub fn expect_layout(&self, uid: &str, layout: &str) -> Result<(), TaskError> {
+        let empty = self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty();
+        if self.layout == layout || empty {
+            return Ok(());
+        }
+        Err(TaskError::user(format!(
+            "operator `{uid}`: the checkpoint holds state of layout `{}`, which this operator (layout `{layout}`) \
+             cannot read; give the operator a new uid to start it without state",
+            self.layout
+        )))
+    }
+}
+
+/// Where a source split had read to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SplitPosition {
+    /// The split's stable id (a file's path, `http`, a Kafka topic and partition).
+    pub split: String,
+    /// The position within it: the next record, line or offset to read.
+    pub offset: u64,
+}
+
+/// A source task's part of a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SourceSnapshot {
+    /// Per split, where to read on.
+    pub positions: Vec<SplitPosition>,
+    /// Per split, the largest event time seen (the watermark resumes from it).
+    pub max_timestamps: Vec<i64>,
+    /// The watermark the source had emitted.
+    pub watermark: i64,
+}
+
+/// What one task acknowledges a checkpoint with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSnapshot {
+    /// The task's name, `<head uid>-<subtask>`.
+    pub task: String,
+    /// Each chained operator's snapshot, by uid and subtask.
+    pub operators: Vec<(String, u32, OperatorSnapshot)>,
+    /// For a source task, its position.
+    pub source: Option<SourceSnapshot>,
+    /// For a task with inputs, each input channel's watermark (`i64::MIN` before the first).
+    pub input_watermarks: Vec<i64>,
+    /// For a task with inputs, the combined watermark.
+    pub watermark: i64,
+    /// The task had finished (every input ended) before the checkpoint: on restore it has nothing left to do.
+    pub finished: bool,
+}
+
+impl TaskSnapshot {
+    /// The encoded snapshot.
+    pub fn encode(&self) -> Result<Vec<u8>, TaskError> {
+        let mut out = Vec::with_capacity(64);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&VERSION.to_le_bytes());
+        postcard::to_io(self, &mut out)
+            .map_err(|e| TaskError::internal(format!("cannot encode the snapshot of {}: {e}", self.task)))?;
+        Ok(out)
+    }
+
+    /// Decodes a snapshot written by [`TaskSnapshot::encode`].
+    pub fn decode(bytes: &[u8]) -> Result<TaskSnapshot, TaskError> {
+        let corrupt = |why: String| TaskError::external(format!("a checkpoint file is unreadable: {why}"));
+        let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| corrupt("not a task snapshot".into()))?;
+        let (version, body) = body.split_at_checked(4).ok_or_else(|| corrupt("truncated".into()))?;
+        let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
+        if version != VERSION {
+            return Err(corrupt(format!("format version {version}; this Eddy reads version {VERSION}")));
+        }
+        postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_round_trip_and_damage_is_reported() {
+        let snapshot = TaskSnapshot {
+            task: "w-0".into(),
+            operators: vec![(
+                "w".into(),
+                0,
+                OperatorSnapshot {
+                    layout: "window/1".into(),
+                    entries: vec![SnapshotEntry {
+                        state: "s".into(),
+                        group: 7,
+                        key: b"k".to_vec(),
+                        namespace: vec![1, 2],
+                        value: vec![3],
+                    }],
+                    timers: vec![TimerEntry {
+                        domain: TimeDomain::EventTime,
+                        timestamp: -5,
+                        group: 7,
+                        key: b"k".to_vec(),
+                        namespace: vec![],
+                    }],
+                    extra: vec![9],
+                },
+            )],
+            source: Some(SourceSnapshot {
+                positions: vec![SplitPosition { split: "http".into(), offset: 42 }],
+                max_timestamps: vec![i64::MIN],
+                watermark: 7,
+            }),
+            input_watermarks: vec![10, i64::MIN],
+            watermark: i64::MIN,
+            finished: false,
+        };
+        let bytes = snapshot.encode().expect("encode");
+        assert_eq!(TaskSnapshot::decode(&bytes).expect("decode"), snapshot);
+        let truncated = TaskSnapshot::decode(&bytes[..bytes.len() - 3]).expect_err("truncated");
+        assert!(truncated.message.contains("unreadable"), "{}", truncated.message);
+        let mut newer = bytes.clone();
+        newer[8] = 9;
+        assert!(TaskSnapshot::decode(&newer).expect_err("version").message.contains("version 9"));
+    }
+}

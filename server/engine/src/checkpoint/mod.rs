@@ -1,0 +1,28 @@
+//! Checkpoints: consistent snapshots of a running job, taken while it runs (Chandy-Lamport with aligned barriers,
+//! as Flink's).
+//!
+//! 1. The [`coordinator`] asks every source task for checkpoint *n*. A source task records its position (per split)
+//!    and its chain's state between two polls, then sends `Barrier(n)` down every output channel.
+//! 2. A task with inputs waits until each input delivered `Barrier(n)` ([`align::BarrierAligner`]; an input that has
+//!    ended counts as delivered). In exactly-once mode it reads nothing more from an input that did meanwhile, so
+//!    its snapshot holds the effect of exactly the records before the barrier. It snapshots its chain and passes
+//!    the barrier on.
+//! 3. Each task acknowledges with its [`TaskSnapshot`]; the task goes on processing while the coordinator writes
+//!    the snapshot to the [`store`]. When every task has acknowledged, the coordinator writes the checkpoint's
+//!    metadata, last, so a checkpoint without metadata is never restored, and tells every task it completed:
+//!    sinks make the output the checkpoint covers visible then.
+//!
+//! The snapshot formats are documented in `docs/state-format.md`; they are the savepoint format too.
+
+pub mod align;
+pub mod coordinator;
+pub mod format;
+pub mod store;
+
+pub use align::{Aligned, BarrierAligner};
+pub use coordinator::{CheckpointStats, Checkpointing, Restore};
+pub use format::{OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot, TimerEntry};
+pub use store::{CheckpointStore, LocalStore, StoreError};
+
+/// A checkpoint's number: 1, 2, 3, ... for one job, across restarts.
+pub type CheckpointId = u64;

@@ -188,7 +188,8 @@ pub fn operator_for(spec: &str, uid: &str) -> Result<Box<dyn Operator>, String> 
 ///   `{"key":..,"start":..,"end":..,"elements":[values...]}` (`start`/`end` null for the global window);
 /// - `join` (reduce): the values joined with `,`, in the order they were reduced;
 /// - `sum-amount` (aggregate): the sum of `$.amount` as an integer;
-/// - `echo` (process): re-emits its input; records whose value is `"late"` go to side output `late`.
+/// - `echo` (process): re-emits its input; records whose value is `"late"` go to side output `late`;
+/// - `seen-watermark` (process): emits `{"ts":..,"watermark":..}`, the watermark it saw when each record came.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct TestFunctions;
 
@@ -284,6 +285,22 @@ mod native {
         }
     }
 
+    /// Emits, for each record, its timestamp and the watermark the function saw when it came.
+    pub struct SeenWatermark;
+    impl ProcessFunction for SeenWatermark {
+        fn process(&mut self, _: usize, records: &Batch, ctx: &mut ProcessContext) -> Result<(), UdfError> {
+            for record in records.iter() {
+                let value = format!(r#"{{"ts":{},"watermark":{}}}"#, record.timestamp, ctx.watermark());
+                let seen = eddy_codec::Record { value: value.as_bytes(), ..record };
+                ctx.emit(&seen);
+            }
+            Ok(())
+        }
+        fn on_timers(&mut self, _: &[FiredTimer], _: &mut ProcessContext) -> Result<(), UdfError> {
+            Ok(())
+        }
+    }
+
     pub struct Echo;
     impl ProcessFunction for Echo {
         fn process(&mut self, _: usize, records: &Batch, ctx: &mut ProcessContext) -> Result<(), UdfError> {
@@ -310,7 +327,7 @@ impl crate::graph::ModuleCatalog for TestFunctions {
             "list-window" => UdfKind::ProcessWindow,
             "join" => UdfKind::Reduce,
             "sum-amount" => UdfKind::Aggregate,
-            "echo" => UdfKind::Process,
+            "echo" | "seen-watermark" => UdfKind::Process,
             _ => return Err(format!("unknown module `{name}`")),
         };
         if kind != expected {
@@ -371,6 +388,7 @@ impl crate::function::FunctionFactory for TestFunctions {
     ) -> Result<Box<dyn crate::function::ProcessFunction>, TaskError> {
         match test_module_name(udf).as_str() {
             "echo" => Ok(Box::new(native::Echo)),
+            "seen-watermark" => Ok(Box::new(native::SeenWatermark)),
             other => Err(TaskError::internal(format!("no native process `{other}`"))),
         }
     }

@@ -76,6 +76,40 @@ pub fn newest_checkpoint_id(store: &dyn CheckpointStore, prefix: &str) -> Result
         .unwrap_or(0))
 }
 
+/// Finds where a job under `prefix` starts: the newest completed checkpoint that can be read (an older one if the
+/// newest is damaged), and the newest id used, so numbering goes on. Checkpoints that never completed are removed.
+pub fn prepare_restore(
+    store: &dyn CheckpointStore,
+    prefix: &str,
+) -> Result<(Option<Restore>, CheckpointId), TaskError> {
+    let completed = completed_checkpoints(store, prefix)?;
+    let newest = newest_checkpoint_id(store, prefix)?;
+    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
+    let mut incomplete: Vec<CheckpointId> = paths
+        .iter()
+        .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix("chk-")?.split('/').next()?.parse().ok())
+        .filter(|id| !completed.contains(id))
+        .collect();
+    incomplete.dedup();
+    for id in incomplete {
+        store.delete_prefix(&checkpoint_folder(prefix, id)).map_err(|e| TaskError::external(e.0))?;
+    }
+    let mut last_error = None;
+    for &id in completed.iter().rev() {
+        match Restore::load(store, prefix, id) {
+            Ok(restore) => return Ok((Some(restore), newest)),
+            Err(e) => {
+                tracing::warn!("checkpoint {id} cannot be restored, trying an older one: {e}");
+                last_error = Some(e);
+            }
+        }
+    }
+    match last_error {
+        Some(e) => Err(e),
+        None => Ok((None, newest)),
+    }
+}
+
 /// Which completed checkpoints to delete so that the newest `retained` stay.
 pub fn to_discard(completed: &[CheckpointId], retained: u32) -> Vec<CheckpointId> {
     let keep = (retained.max(1) as usize).min(completed.len());
@@ -469,5 +503,26 @@ mod tests {
         assert_eq!(newest_checkpoint_id(&store, "j/").expect("list"), 2);
         let error = Restore::load(&store, "j/", 2).expect_err("incomplete");
         assert!(error.message.contains("did not complete"), "{}", error.message);
+    }
+
+    #[test]
+    fn a_restore_starts_from_the_newest_readable_checkpoint_and_drops_incomplete_ones() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = super::super::LocalStore::new(dir.path());
+        let write = |id: CheckpointId, snapshot: &[u8]| {
+            let folder = checkpoint_folder("j/", id);
+            store.put(&format!("{folder}t-0"), snapshot).expect("put");
+            let tasks = BTreeMap::from([("t-0".to_string(), ("t-0".to_string(), snapshot.len() as u64))]);
+            let metadata = Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms: 0, tasks };
+            store.put(&format!("{folder}{METADATA}"), &serde_json::to_vec(&metadata).expect("json")).expect("put");
+        };
+        let good = TaskSnapshot { task: "t-0".into(), ..TaskSnapshot::default() }.encode().expect("encode");
+        write(1, &good);
+        write(2, b"damaged");
+        store.put(&format!("{}t-0", checkpoint_folder("j/", 3)), &good).expect("an unfinished checkpoint");
+        let (restore, newest) = prepare_restore(&store, "j/").expect("prepare");
+        assert_eq!(restore.map(|r| r.checkpoint), Some(1), "the damaged newest one is passed over");
+        assert_eq!(newest, 3, "numbers go on after every id used");
+        assert_eq!(newest_checkpoint_id(&store, "j/").expect("list"), 2, "the unfinished one is gone");
     }
 }

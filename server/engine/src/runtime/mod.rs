@@ -9,6 +9,7 @@ mod channel;
 mod deploy;
 pub mod govern;
 mod metrics;
+pub mod restart;
 mod task;
 
 pub use channel::Control;

@@ -241,12 +241,15 @@ pub struct Link {
     side: Vec<(String, Vec<EdgeWriter>)>,
     late_reported: u64,
     out: Output,
+    /// The watermark this link has seen: a link downstream in a chain receives what an upstream link emits for a
+    /// watermark before it sees that watermark itself, as it would across a channel.
+    watermark: i64,
 }
 
 impl Link {
     /// A link for `op`.
     pub fn new(op: Box<dyn Operator>, metrics: Arc<OperatorMetrics>, side: Vec<(String, Vec<EdgeWriter>)>) -> Link {
-        Link { op, metrics, side, late_reported: 0, out: Output::default() }
+        Link { op, metrics, side, late_reported: 0, out: Output::default(), watermark: i64::MIN }
     }
 }
 
@@ -338,7 +341,7 @@ impl Chain {
     }
 
     /// Feeds `batch` to link `at` (or to the network when `at` is past the last link).
-    pub fn push(&mut self, at: usize, input: usize, batch: Batch, watermark: i64, now: i64) -> Result<(), TaskError> {
+    pub fn push(&mut self, at: usize, input: usize, batch: Batch, now: i64) -> Result<(), TaskError> {
         if at >= self.links.len() {
             let mut rejected = Batch::new();
             let waited = fan_out(&mut self.main, batch, &self.cancel, &mut rejected)?;
@@ -348,16 +351,17 @@ impl Chain {
         let link = &mut self.links[at];
         link.metrics.records_in.fetch_add(batch.len() as u64, Ordering::Relaxed);
         let mut out = std::mem::take(&mut link.out);
+        let watermark = link.watermark;
         let result = link.op.process(input, batch, &mut OpContext { out: &mut out, watermark, now });
         let uid = link.metrics.uid.clone();
         result.map_err(|e| e.in_operator(&uid))?;
-        self.route(at, &mut out, watermark, now)?;
+        self.route(at, &mut out, now)?;
         self.links[at].out = out;
         Ok(())
     }
 
     /// Sends what link `at` emitted onward.
-    fn route(&mut self, at: usize, out: &mut Output, watermark: i64, now: i64) -> Result<(), TaskError> {
+    fn route(&mut self, at: usize, out: &mut Output, now: i64) -> Result<(), TaskError> {
         let link = &mut self.links[at];
         let late = link.op.late_records_dropped();
         if late > link.late_reported {
@@ -375,21 +379,23 @@ impl Chain {
         let main: Vec<Batch> = out.take_main().collect();
         for batch in main {
             self.links[at].metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
-            self.push(at + 1, 0, batch, watermark, now)?;
+            self.push(at + 1, 0, batch, now)?;
         }
         Ok(())
     }
 
-    /// Advances event time: each link fires its timers in order, then the watermark goes downstream.
+    /// Advances event time: each link in turn sees the watermark and fires its timers, then the watermark goes
+    /// downstream.
     pub fn watermark(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
         for at in 0..self.links.len() {
             let link = &mut self.links[at];
+            link.watermark = watermark;
             link.metrics.set_watermark(self.subtask, watermark);
             let mut out = std::mem::take(&mut link.out);
             let result = link.op.on_watermark(&mut OpContext { out: &mut out, watermark, now });
             let uid = link.metrics.uid.clone();
             result.map_err(|e| e.in_operator(&uid))?;
-            self.route(at, &mut out, watermark, now)?;
+            self.route(at, &mut out, now)?;
             self.links[at].out = out;
         }
         let mut waited = Duration::ZERO;
@@ -406,17 +412,18 @@ impl Chain {
     }
 
     /// Fires processing-time timers due at `now`.
-    pub fn processing_time(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
+    pub fn processing_time(&mut self, now: i64) -> Result<(), TaskError> {
         for at in 0..self.links.len() {
             if self.links[at].op.next_processing_timer().is_none_or(|t| t > now) {
                 continue;
             }
             let link = &mut self.links[at];
             let mut out = std::mem::take(&mut link.out);
+            let watermark = link.watermark;
             let result = link.op.on_processing_time(&mut OpContext { out: &mut out, watermark, now });
             let uid = link.metrics.uid.clone();
             result.map_err(|e| e.in_operator(&uid))?;
-            self.route(at, &mut out, watermark, now)?;
+            self.route(at, &mut out, now)?;
             self.links[at].out = out;
         }
         Ok(())
@@ -428,6 +435,14 @@ impl Chain {
             writer.broadcast(|| Message::Idle(idle), &self.cancel)?;
         }
         Ok(())
+    }
+
+    /// Sets every link's watermark, as a restored checkpoint recorded it.
+    pub fn restore_watermark(&mut self, watermark: i64) {
+        for link in &mut self.links {
+            link.watermark = watermark;
+            link.metrics.set_watermark(self.subtask, watermark);
+        }
     }
 
     /// Snapshots every link, in chain order.
@@ -466,15 +481,16 @@ impl Chain {
         }
     }
 
-    /// Every input ended: flush each link in order, then end every output.
-    pub fn finish(&mut self, watermark: i64, now: i64) -> Result<(), TaskError> {
+    /// Every input ended (after the final watermark): flush each link in order, then end every output.
+    pub fn finish(&mut self, now: i64) -> Result<(), TaskError> {
         for at in 0..self.links.len() {
             let link = &mut self.links[at];
             let mut out = std::mem::take(&mut link.out);
+            let watermark = link.watermark;
             let result = link.op.finish(&mut OpContext { out: &mut out, watermark, now });
             let uid = link.metrics.uid.clone();
             result.map_err(|e| e.in_operator(&uid))?;
-            self.route(at, &mut out, watermark, now)?;
+            self.route(at, &mut out, now)?;
         }
         for writer in self.network_writers() {
             writer.broadcast(|| Message::End, &self.cancel)?;
@@ -613,6 +629,7 @@ pub fn run_source(
         runner.source.restore(&restored.positions).map_err(|e| e.in_operator(&uid))?;
         runner.watermarks.restore(&restored.max_timestamps, restored.watermark);
         runner.metrics.set_watermark(runner.subtask, restored.watermark);
+        chain.restore_watermark(restored.watermark);
     }
     govern::enter();
     let finished_before = checkpoints.restored_finished();
@@ -648,7 +665,7 @@ pub fn run_source(
                 let max_ts = batch.iter().map(|r| r.timestamp).max().unwrap_or(i64::MIN);
                 runner.watermarks.on_records(split, max_ts, now);
                 runner.metrics.records_out.fetch_add(batch.len() as u64, Ordering::Relaxed);
-                chain.push(0, 0, batch, runner.watermarks.current(), now)?;
+                chain.push(0, 0, batch, now)?;
             }
             SourcePoll::Records { .. } | SourcePoll::Pending => {
                 let due = [chain.next_processing_timer(), runner.watermarks.next_idle_at()].into_iter().flatten().min();
@@ -666,7 +683,7 @@ pub fn run_source(
             chain.watermark(w, now)?;
         }
         if chain.next_processing_timer().is_some_and(|t| t <= now) {
-            chain.processing_time(runner.watermarks.current(), now)?;
+            chain.processing_time(now)?;
         }
     }
     let now = clock.now();
@@ -674,7 +691,7 @@ pub fn run_source(
         runner.metrics.set_watermark(runner.subtask, MAX_WATERMARK);
         chain.watermark(MAX_WATERMARK, now)?;
     }
-    chain.finish(MAX_WATERMARK, now)?;
+    chain.finish(now)?;
     let source = SourceSnapshot {
         positions: runner.source.position(),
         max_timestamps: runner.watermarks.max_timestamps(),
@@ -825,6 +842,7 @@ pub fn run_task(
 ) -> Result<(), TaskError> {
     if let Some(restored) = &checkpoints.restored {
         gate.watermarks.restore(&restored.input_watermarks, restored.watermark);
+        chain.restore_watermark(restored.watermark);
     }
     govern::enter();
     loop {
@@ -839,7 +857,7 @@ pub fn run_task(
         match message {
             Received::Message(channel, Message::Batch(batch)) => {
                 let input = gate.channels[channel].input;
-                chain.push(0, input, batch, gate.watermarks.current(), now)?;
+                chain.push(0, input, batch, now)?;
             }
             Received::Message(channel, Message::Barrier(id)) => {
                 let (result, overtaken) = gate.aligner.on_barrier(channel, id);
@@ -876,7 +894,7 @@ pub fn run_task(
                     if gate.watermarks.current() < MAX_WATERMARK {
                         chain.watermark(MAX_WATERMARK, now)?;
                     }
-                    chain.finish(MAX_WATERMARK, now)?;
+                    chain.finish(now)?;
                     let snapshot =
                         TaskSnapshot { task: checkpoints.name.clone(), finished: true, ..Default::default() };
                     checkpoints.ack(snapshot, None);
@@ -893,7 +911,7 @@ pub fn run_task(
         }
         let now = clock.now();
         if chain.next_processing_timer().is_some_and(|t| t <= now) {
-            chain.processing_time(gate.watermarks.current(), now)?;
+            chain.processing_time(now)?;
         }
     }
 }

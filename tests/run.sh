@@ -17,6 +17,10 @@ if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ] |
   "$tools/py/bin/pip" install --quiet componentize-py==0.25.1 pytest schemathesis==4.32.5
 fi
 
+echo "==> S3 test server (moto)"
+EDDY_MOTO_SERVER="$(tests/services/moto.sh)"
+export EDDY_MOTO_SERVER
+
 echo "==> JavaScript toolchain (componentize-qjs)"
 if [ ! -x "$tools/js/node_modules/.bin/componentize-qjs" ]; then
   mkdir -p "$tools/js"

@@ -145,6 +145,43 @@ pub struct ServerConfig {
     pub tenants: Vec<TenantConfig>,
     /// Hex SHA-256 of the admin token, which may act on any tenant.
     pub admin_token_sha256: Option<String>,
+    /// Where jobs' checkpoints are kept.
+    pub checkpoints: CheckpointStorage,
+}
+
+/// Where checkpoints are kept: `[checkpoints]` in the config file.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "storage", deny_unknown_fields)]
+pub enum CheckpointStorage {
+    /// A local folder (`<data_dir>/checkpoints` unless `dir` is given).
+    Local {
+        /// The folder.
+        #[serde(default)]
+        dir: Option<PathBuf>,
+    },
+    /// An S3 bucket (or an S3-compatible server's).
+    S3(crate::s3::S3Settings),
+}
+
+impl Default for CheckpointStorage {
+    fn default() -> CheckpointStorage {
+        CheckpointStorage::Local { dir: None }
+    }
+}
+
+impl ServerConfig {
+    /// The store jobs keep their checkpoints in.
+    pub fn checkpoint_store(&self) -> Result<std::sync::Arc<dyn eddy_engine::checkpoint::CheckpointStore>, String> {
+        match &self.checkpoints {
+            CheckpointStorage::Local { dir } => {
+                let dir = dir.clone().unwrap_or_else(|| self.data_dir.join("checkpoints"));
+                Ok(std::sync::Arc::new(eddy_engine::checkpoint::LocalStore::new(dir)))
+            }
+            CheckpointStorage::S3(settings) => {
+                Ok(std::sync::Arc::new(crate::s3::S3Store::new(settings).map_err(|e| e.to_string())?))
+            }
+        }
+    }
 }
 
 /// The name of the tenant in open mode.
@@ -168,6 +205,7 @@ impl Default for ServerConfig {
             http: crate::api::serve::HttpLimits::default(),
             tenants: Vec::new(),
             admin_token_sha256: None,
+            checkpoints: CheckpointStorage::default(),
         }
     }
 }
@@ -195,6 +233,7 @@ struct FileConfig {
     #[serde(default)]
     tenants: Vec<TenantConfig>,
     admin_token_sha256: Option<String>,
+    checkpoints: Option<CheckpointStorage>,
 }
 
 impl ServerConfig {
@@ -304,6 +343,22 @@ impl ServerConfig {
             }
         }
         config.admin_token_sha256 = env("EDDY_ADMIN_TOKEN_SHA256").or(raw.admin_token_sha256);
+        config.checkpoints = match (env("EDDY_CHECKPOINT_DIR"), env("EDDY_CHECKPOINT_S3_BUCKET")) {
+            (Some(dir), None) => CheckpointStorage::Local { dir: Some(PathBuf::from(dir)) },
+            (None, Some(bucket)) => {
+                let mut s3 = crate::s3::S3Settings::new(bucket);
+                s3.prefix = env("EDDY_CHECKPOINT_S3_PREFIX").unwrap_or_default();
+                s3.endpoint = env("EDDY_CHECKPOINT_S3_ENDPOINT");
+                s3.region = env("EDDY_CHECKPOINT_S3_REGION");
+                s3.path_style = env("EDDY_CHECKPOINT_S3_PATH_STYLE").is_some_and(|v| v == "true" || v == "1");
+                CheckpointStorage::S3(s3)
+            }
+            (Some(_), Some(_)) => {
+                errors.push("EDDY_CHECKPOINT_DIR and EDDY_CHECKPOINT_S3_BUCKET: give one".to_string());
+                CheckpointStorage::default()
+            }
+            (None, None) => raw.checkpoints.unwrap_or_default(),
+        };
         errors.extend(config.check());
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
@@ -366,6 +421,11 @@ impl ServerConfig {
     pub fn instance_limits(&self, quota: Option<&Quota>) -> eddy_wasm_host::Limits {
         let memory_mb = quota.and_then(|q| q.instance_memory_mb).unwrap_or(self.instance_memory_mb);
         eddy_wasm_host::Limits { memory_bytes: memory_mb << 20, call_timeout: self.call_timeout }
+    }
+
+    /// Where HTTP inputs' write-ahead logs live: a folder per tenant, job and source.
+    pub fn inputs_dir(&self) -> PathBuf {
+        self.data_dir.join("inputs")
     }
 
     /// Where tenants' folders live.
@@ -445,6 +505,26 @@ mod tests {
         assert_eq!(config.instance_memory_mb, 64, "the file wins over the defaults");
         assert_eq!(config.call_timeout, Duration::from_secs(10), "defaults fill the rest");
         assert!(!config.open_mode());
+    }
+
+    #[test]
+    fn checkpoint_storage_is_a_folder_or_a_bucket() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        assert_eq!(ServerConfig::default().checkpoints, CheckpointStorage::Local { dir: None });
+        let file = dir.path().join("eddy.toml");
+        std::fs::write(
+            &file,
+            "[checkpoints]\nstorage = \"s3\"\nbucket = \"cp\"\nprefix = \"eddy/\"\nendpoint = \"http://127.0.0.1:9000\"\npath_style = true\n",
+        )
+        .expect("write");
+        let config = ServerConfig::load(Some(&file), env(&[])).expect("valid");
+        let CheckpointStorage::S3(s3) = &config.checkpoints else { panic!("{:?}", config.checkpoints) };
+        assert_eq!((s3.bucket.as_str(), s3.prefix.as_str(), s3.path_style), ("cp", "eddy/", true));
+        let local = ServerConfig::load(Some(&file), env(&[("EDDY_CHECKPOINT_DIR", "/var/eddy/cp")])).expect("valid");
+        assert_eq!(local.checkpoints, CheckpointStorage::Local { dir: Some("/var/eddy/cp".into()) }, "env wins");
+        std::fs::write(&file, "[checkpoints]\nstorage = \"s3\"\nbucket = \"cp\"\nbukket = \"typo\"\n").expect("write");
+        let errors = ServerConfig::load(Some(&file), env(&[])).expect_err("unknown field").join("\n");
+        assert!(errors.contains("bukket"), "{errors}");
     }
 
     #[test]

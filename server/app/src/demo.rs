@@ -8,9 +8,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 /// The word count: HTTP lines -> words (Rust flat-map) -> without stop words (Rust filter) -> keyed by word (Rust
-/// key selector) -> counted per one-minute window (built-in) -> an HTTP output stream.
+/// key selector) -> counted per one-minute window (built-in) -> an HTTP output stream; checkpointed every 5 s to the
+/// data folder and restarted after a failure.
 pub const WORD_COUNT: &str = r#"
 name: word-count
+checkpoints: { interval: 5s }
+restart: { strategy: exponential_delay, initial_delay: 1s, max_delay: 1m, reset_after: 10m }
 operators:
   - uid: lines
     source: { http: {} }

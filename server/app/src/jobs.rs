@@ -6,11 +6,14 @@ use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
 use crate::store::{Desired, JobRecord, Store};
 use axum::http::StatusCode;
+use eddy_engine::checkpoint::coordinator::prepare_restore;
+use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing};
 use eddy_engine::graph::{JobGraph, Partitioning};
-use eddy_engine::io::{FileRoots, OutputRate};
+use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
 use eddy_engine::io::{IngestHandle, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
-use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
+use eddy_engine::runtime::restart::{Decision, RestartPolicy};
+use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
 use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
 use eddy_engine::state::{MemoryBackend, StateBudget};
 use eddy_engine::{ErrorDomain, TaskError};
@@ -75,6 +78,50 @@ pub struct FailureView {
     pub logs: Vec<String>,
 }
 
+/// A failure after which the job was restarted.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct RestartView {
+    /// When the job failed, milliseconds since the Unix epoch.
+    pub failed_at: i64,
+    /// Why.
+    pub cause: FailureView,
+    /// How long the job waited before starting again, in milliseconds.
+    pub delay_ms: u64,
+}
+
+/// A job's checkpoints.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct CheckpointView {
+    /// Checkpoints completed by the current run.
+    pub completed: u64,
+    /// Checkpoints that failed or timed out in the current run.
+    pub failed: u64,
+    /// The newest completed checkpoint.
+    pub latest: Option<u64>,
+    /// How long it took, in milliseconds.
+    pub latest_duration_ms: Option<u64>,
+    /// Bytes it wrote.
+    pub latest_bytes: Option<u64>,
+    /// Why the last failed checkpoint failed.
+    pub last_failure: Option<String>,
+    /// The checkpoint the current run started from.
+    pub restored_from: Option<u64>,
+}
+
+impl From<CheckpointStats> for CheckpointView {
+    fn from(s: CheckpointStats) -> CheckpointView {
+        CheckpointView {
+            completed: s.completed,
+            failed: s.failed,
+            latest: s.latest,
+            latest_duration_ms: s.latest_duration_ms,
+            latest_bytes: s.latest_bytes,
+            last_failure: s.last_failure,
+            restored_from: s.restored_from,
+        }
+    }
+}
+
 /// A job's status.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct JobView {
@@ -98,6 +145,10 @@ pub struct JobView {
     pub inputs: Vec<String>,
     /// HTTP sinks: read `/v1/jobs/{id}/outputs/{uid}`.
     pub outputs: Vec<String>,
+    /// Restarts since the job was submitted or the server started, newest last (at most the last 20).
+    pub restarts: Vec<RestartView>,
+    /// Checkpoints, when the spec asks for them.
+    pub checkpoints: Option<CheckpointView>,
 }
 
 /// A job in a listing.
@@ -117,7 +168,38 @@ struct Entry {
     record: JobRecord,
     graph: Option<JobGraph>,
     running: Option<RunningJob>,
+    /// HTTP inputs and outputs, kept across restarts so that clients keep their endpoints.
+    io: JobIo,
+    restarts: Vec<RestartView>,
+    /// Waiting to start again after a failure.
+    restarting: bool,
+    /// Why the restart strategy left the job failed.
+    gave_up: Option<String>,
 }
+
+impl Entry {
+    fn new(record: JobRecord, graph: Option<JobGraph>) -> Entry {
+        Entry {
+            record,
+            graph,
+            running: None,
+            io: JobIo::default(),
+            restarts: Vec::new(),
+            restarting: false,
+            gave_up: None,
+        }
+    }
+}
+
+/// A job's HTTP inputs (write-ahead logs) and outputs (streams) by operator uid.
+#[derive(Default, Clone)]
+struct JobIo {
+    inputs: HashMap<String, Arc<IngestLog>>,
+    outputs: HashMap<String, Arc<OutputStream>>,
+}
+
+/// Restarts kept in a job's status.
+const RESTARTS_SHOWN: usize = 20;
 
 struct Inner {
     store: Store,
@@ -133,6 +215,8 @@ struct Inner {
     /// Shares the CPU between tenants.
     governor: Arc<CpuGovernor>,
     shutting_down: AtomicBool,
+    /// Where checkpoints are kept.
+    checkpoints: Arc<dyn CheckpointStore>,
 }
 
 /// What one tenant's jobs are accounted against: made with its first job, kept to its current quotas.
@@ -150,7 +234,8 @@ struct TenantAccounts {
 
 /// Starts in a row that ended with the server down after which a job is held instead of resumed.
 pub const MAX_CRASH_STREAK: u32 = 3;
-/// How long a job must run for its start to count as survived (the server did not go down with it).
+/// How long a job must run for its start to count as survived (the server did not go down with it), unless it
+/// completes a checkpoint sooner.
 const HEALTHY_AFTER: Duration = Duration::from_secs(300);
 
 /// All jobs of all tenants.
@@ -190,7 +275,12 @@ fn now_ms() -> i64 {
 impl Jobs {
     /// Loads every stored job and starts again those that should run, except those that took the server down
     /// at each of their last starts: those are held, with the reason in their status.
-    pub fn open(store: Store, modules: Arc<Modules>, config: Arc<ServerConfig>) -> Jobs {
+    pub fn open(
+        store: Store,
+        modules: Arc<Modules>,
+        config: Arc<ServerConfig>,
+        checkpoints: Arc<dyn CheckpointStore>,
+    ) -> Jobs {
         let server_memory = MemoryBudget::new("the server", config.guest_memory_mb << 20, None);
         let jobs = Jobs {
             inner: Arc::new(Inner {
@@ -203,6 +293,7 @@ impl Jobs {
                 persisting: Mutex::new(()),
                 governor: CpuGovernor::for_this_machine(),
                 shutting_down: AtomicBool::new(false),
+                checkpoints,
             }),
         };
         for tenant in store.tenants() {
@@ -233,7 +324,7 @@ impl Jobs {
                     .lock()
                     .entry(tenant.clone())
                     .or_default()
-                    .insert(id.clone(), Entry { record, graph: None, running: None });
+                    .insert(id.clone(), Entry::new(record, None));
                 if resume {
                     match jobs.start(&tenant, &id) {
                         Ok(()) => tracing::info!(tenant, job = id, "resumed job"),
@@ -264,10 +355,7 @@ impl Jobs {
         };
         let id = record.id.clone();
         // Inserted under the same lock as the quota check, so concurrent submissions cannot both pass it.
-        entries
-            .entry(tenant.to_string())
-            .or_default()
-            .insert(id.clone(), Entry { record, graph: Some(graph), running: None });
+        entries.entry(tenant.to_string()).or_default().insert(id.clone(), Entry::new(record, Some(graph)));
         drop(entries);
         if let Err(e) = self.start(tenant, &id) {
             // Nothing ran: forget the job.
@@ -393,17 +481,16 @@ impl Jobs {
     /// Builds (if needed) and deploys a stored job. The start is counted before anything runs, so a start that
     /// takes the server down is remembered.
     fn start(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
-        let (graph, record) = {
+        {
             let mut entries = self.inner.entries.lock();
             let entry = entries
                 .get_mut(tenant)
                 .and_then(|j| j.get_mut(id))
                 .ok_or_else(|| ApiError::not_found("no such job"))?;
             entry.record.crash_streak += 1;
-            (entry.graph.clone(), entry.record.clone())
-        };
+        }
         self.persist(tenant, id);
-        let result = self.deploy(tenant, &record, graph);
+        let result = self.deploy(tenant, id);
         let mut entries = self.inner.entries.lock();
         let Some(entry) = entries.get_mut(tenant).and_then(|j| j.get_mut(id)) else {
             return Err(ApiError::not_found("no such job"));
@@ -430,12 +517,14 @@ impl Jobs {
         }
     }
 
-    fn deploy(
-        &self,
-        tenant: &str,
-        record: &JobRecord,
-        graph: Option<JobGraph>,
-    ) -> Result<(JobGraph, RunningJob), ApiError> {
+    /// Deploys a stored job, from its newest completed checkpoint if it takes checkpoints.
+    fn deploy(&self, tenant: &str, id: &str) -> Result<(JobGraph, RunningJob), ApiError> {
+        let (record, graph, io) = {
+            let entries = self.inner.entries.lock();
+            let entry =
+                entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found("no such job"))?;
+            (entry.record.clone(), entry.graph.clone(), entry.io.clone())
+        };
         let graph = match graph {
             Some(g) => g,
             None => {
@@ -465,6 +554,18 @@ impl Jobs {
         env.governor = Some(Arc::clone(&self.inner.governor));
         env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
         env.state = Arc::new(MemoryBackend::within(accounts.state));
+        let io = self.job_io(tenant, id, &graph, io)?;
+        env.inputs = io.inputs.clone();
+        env.outputs = io.outputs.clone();
+        if let Some(spec) = &graph.checkpoints {
+            let store = Arc::clone(&self.inner.checkpoints);
+            let prefix = checkpoint_prefix(tenant, id);
+            let (restore, last_id) = prepare_restore(store.as_ref(), &prefix).map_err(|e| {
+                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
+            })?;
+            env.checkpointing = Some(Checkpointing { spec: spec.clone(), store, prefix, last_id });
+            env.restore = restore;
+        }
         let running = deploy(&graph, env).map_err(|e| {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])
@@ -472,32 +573,159 @@ impl Jobs {
         Ok((graph, running))
     }
 
-    /// Records the outcome when a job ends on its own.
-    fn watch(&self, tenant: &str, id: &str, handle: eddy_engine::runtime::JobHandle) {
+    /// The job's HTTP input logs and output streams, opened once and kept across its restarts.
+    fn job_io(&self, tenant: &str, id: &str, graph: &JobGraph, mut io: JobIo) -> Result<JobIo, ApiError> {
+        for node in &graph.nodes {
+            match &node.kind {
+                OperatorKind::Source(s) if s.source == SourceSpec::Http && !io.inputs.contains_key(&node.uid) => {
+                    let folder = self.inner.config.inputs_dir().join(tenant).join(id).join(&node.uid);
+                    let log = IngestLog::open(&folder)
+                        .map_err(|e| ApiError::internal(format!("cannot open the input log of `{}`: {e}", node.uid)))?;
+                    io.inputs.insert(node.uid.clone(), log);
+                }
+                OperatorKind::Sink(SinkSpec::Http) if !io.outputs.contains_key(&node.uid) => {
+                    io.outputs.insert(node.uid.clone(), Arc::new(OutputStream::new(Retention::default())));
+                }
+                _ => {}
+            }
+        }
+        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
+            entry.io = io.clone();
+        }
+        Ok(io)
+    }
+
+    /// Follows a job until it ends for good: restarts it as its restart strategy says, then records the outcome.
+    fn watch(&self, tenant: &str, id: &str, handle: JobHandle) {
         let jobs = self.clone();
         let (tenant, id) = (tenant.to_string(), id.to_string());
         let spawned = std::thread::Builder::new().name(format!("eddy-watch-{id}")).spawn(move || {
-            if handle.wait(HEALTHY_AFTER) == JobState::Running {
-                // The server survived this start.
-                jobs.reset_crash_streak(&tenant, &id);
+            // The server survived this start once the job has run a while or completed a checkpoint.
+            let since = std::time::Instant::now();
+            while handle.wait(Duration::from_millis(100)) == JobState::Running {
+                if since.elapsed() >= HEALTHY_AFTER || handle.checkpoints().completed > 0 {
+                    jobs.reset_crash_streak(&tenant, &id);
+                    break;
+                }
             }
-            while handle.wait(Duration::from_secs(3600)) == JobState::Running {}
+            let restart = jobs.graph_of(&tenant, &id).map(|g| g.restart).unwrap_or_default();
+            let mut policy = RestartPolicy::new(restart);
+            let mut handle = handle;
+            let mut started = now_ms();
+            let given_up = loop {
+                while handle.wait(Duration::from_secs(3600)) == JobState::Running {}
+                if handle.state() != JobState::Failed || !jobs.should_run(&tenant, &id) {
+                    break None;
+                }
+                let cause = handle.error().unwrap_or_else(|| TaskError::internal("the job failed"));
+                match jobs.restart(&tenant, &id, &mut policy, started, cause) {
+                    Ok((new_handle, at)) => {
+                        handle = new_handle;
+                        started = at;
+                    }
+                    Err(why) => break why,
+                }
+            };
             let state = handle.state();
-            {
+            let outputs = {
                 let mut entries = jobs.inner.entries.lock();
                 let Some(entry) = entries.get_mut(&tenant).and_then(|j| j.get_mut(&id)) else { return };
+                entry.restarting = false;
+                entry.gave_up.clone_from(&given_up);
                 entry.record.state = state;
-                entry.record.error = handle.error().map(|e| e.to_string());
+                entry.record.error = handle.error().map(|e| match &given_up {
+                    Some(why) => format!("{e} (not restarted: {why})"),
+                    None => e.to_string(),
+                });
                 entry.record.crash_streak = 0;
                 // A shutdown stops jobs that should run again after the restart.
-                if !jobs.inner.shutting_down.load(Ordering::SeqCst) {
+                let shutting_down = jobs.inner.shutting_down.load(Ordering::SeqCst);
+                if !shutting_down {
                     entry.record.desired = Desired::Stopped;
                 }
+                if shutting_down { Vec::new() } else { entry.io.outputs.values().cloned().collect() }
+            };
+            // Readers of the job's outputs see their end once the job has ended for good.
+            for stream in outputs {
+                stream.close();
             }
             jobs.persist(&tenant, &id);
         });
         if let Err(e) = spawned {
             tracing::warn!("cannot watch a job: {e}");
+        }
+    }
+
+    fn graph_of(&self, tenant: &str, id: &str) -> Option<JobGraph> {
+        self.inner.entries.lock().get(tenant)?.get(id)?.graph.clone()
+    }
+
+    /// Whether a job is still meant to run (not cancelled, no shutdown).
+    fn should_run(&self, tenant: &str, id: &str) -> bool {
+        !self.inner.shutting_down.load(Ordering::SeqCst)
+            && self
+                .inner
+                .entries
+                .lock()
+                .get(tenant)
+                .and_then(|j| j.get(id))
+                .is_some_and(|e| e.record.desired == Desired::Running)
+    }
+
+    /// Restarts a failed job as `policy` allows, from its newest completed checkpoint: returns the new run's
+    /// handle and start time, or why it was not restarted (none: it was cancelled meanwhile).
+    fn restart(
+        &self,
+        tenant: &str,
+        id: &str,
+        policy: &mut RestartPolicy,
+        mut started: i64,
+        mut cause: TaskError,
+    ) -> Result<(JobHandle, i64), Option<String>> {
+        loop {
+            let failed_at = now_ms();
+            let random = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
+            let delay = match policy.on_failure(started, failed_at, random) {
+                Decision::Restart(delay) => delay,
+                Decision::GiveUp(why) => return Err(Some(why)),
+            };
+            tracing::warn!(tenant, job = id, "job failed, restarting in {delay:?}: {cause}");
+            if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
+                entry.restarting = true;
+                entry.restarts.push(RestartView {
+                    failed_at,
+                    cause: failure(&cause),
+                    delay_ms: delay.as_millis() as u64,
+                });
+                let excess = entry.restarts.len().saturating_sub(RESTARTS_SHOWN);
+                entry.restarts.drain(..excess);
+            }
+            // Waits in small steps so that a cancel during the delay is heard.
+            let until = std::time::Instant::now() + delay;
+            while std::time::Instant::now() < until {
+                if !self.should_run(tenant, id) {
+                    return Err(None);
+                }
+                std::thread::sleep(
+                    until.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(50)),
+                );
+            }
+            if !self.should_run(tenant, id) {
+                return Err(None);
+            }
+            started = now_ms();
+            match self.deploy(tenant, id) {
+                Ok((graph, running)) => {
+                    let handle = running.handle.clone();
+                    if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
+                        entry.graph = Some(graph);
+                        entry.running = Some(running);
+                        entry.restarting = false;
+                    }
+                    return Ok((handle, started));
+                }
+                Err(e) => cause = TaskError::external(e.message),
+            }
         }
     }
 
@@ -572,7 +800,21 @@ impl Jobs {
             edges: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
+            restarts: entry.restarts.clone(),
+            checkpoints: None,
         };
+        if let (Some(error), Some(why)) = (&mut view.error, &entry.gave_up) {
+            error.message = format!("{} (not restarted: {why})", error.message);
+        }
+        if entry.restarting {
+            view.state = "restarting".into();
+        }
+        if let Some(graph) = &entry.graph
+            && graph.checkpoints.is_some()
+        {
+            let stats = entry.running.as_ref().map(|r| r.handle.checkpoints()).unwrap_or_default();
+            view.checkpoints = Some(stats.into());
+        }
         if let Some(graph) = &entry.graph {
             for (i, node) in graph.nodes.iter().enumerate() {
                 let counters = counters.iter().find(|(uid, _)| *uid == node.uid).map(|(_, c)| *c);
@@ -639,8 +881,18 @@ impl Jobs {
             handle.cancel();
             handle.wait(Duration::from_secs(10));
         }
+        let retain = self.graph_of(tenant, id).and_then(|g| g.checkpoints).is_some_and(|c| c.retain_on_cancel);
+        if !retain {
+            self.forget_checkpoints(tenant, id);
+        }
         self.persist(tenant, id);
         self.status(tenant, id)
+    }
+
+    fn forget_checkpoints(&self, tenant: &str, id: &str) {
+        if let Err(e) = self.inner.checkpoints.delete_prefix(&checkpoint_prefix(tenant, id)) {
+            tracing::warn!(tenant, job = id, "cannot delete the job's checkpoints: {e}");
+        }
     }
 
     /// Cancels a job if it runs, then forgets it: its definition, status and output streams are gone.
@@ -648,6 +900,13 @@ impl Jobs {
         self.cancel(tenant, id)?;
         if let Some(jobs) = self.inner.entries.lock().get_mut(tenant) {
             jobs.remove(id);
+        }
+        self.forget_checkpoints(tenant, id);
+        let inputs = self.inner.config.inputs_dir().join(tenant).join(id);
+        if let Err(e) = std::fs::remove_dir_all(&inputs)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(tenant, job = id, "cannot delete the job's input logs: {e}");
         }
         self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
     }
@@ -657,11 +916,15 @@ impl Jobs {
         let entries = self.inner.entries.lock();
         let entry =
             entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        let running = entry.running.as_ref().ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
-        running
+        // Between restarts the log takes records for the next run.
+        if entry.record.desired != Desired::Running || entry.running.is_none() {
+            return Err(ApiError::conflict(format!("job {id} is not running")));
+        }
+        entry
+            .io
             .inputs
             .get(uid)
-            .cloned()
+            .map(|log| IngestHandle::new(Arc::clone(log)))
             .ok_or_else(|| ApiError::not_found(format!("job {id} has no HTTP source `{uid}`")))
     }
 
@@ -670,11 +933,11 @@ impl Jobs {
         let entries = self.inner.entries.lock();
         let entry =
             entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        let running = entry
-            .running
-            .as_ref()
-            .ok_or_else(|| ApiError::conflict(format!("job {id} has not run since the server started")))?;
-        running
+        if entry.running.is_none() {
+            return Err(ApiError::conflict(format!("job {id} has not run since the server started")));
+        }
+        entry
+            .io
             .outputs
             .get(uid)
             .cloned()
@@ -733,6 +996,11 @@ pub struct TenantUse {
 /// Whether a job holds resources: running, or about to start.
 fn is_active(entry: &Entry) -> bool {
     entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+}
+
+/// Where a job's checkpoints live in the store.
+fn checkpoint_prefix(tenant: &str, id: &str) -> String {
+    format!("{tenant}/{id}/")
 }
 
 /// Subtasks a job runs: each operator's parallelism.

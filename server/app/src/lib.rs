@@ -3,6 +3,7 @@
 //! - [`server::start`] opens the data folder ([`store`]), loads modules ([`modules`]), resumes jobs ([`jobs`]) and
 //!   serves the HTTP API ([`api`]).
 //! - [`cli`] is a thin client of that API, plus `serve`, `demo` and `bench`.
+//! - [`s3`] keeps checkpoints in an S3 bucket.
 //! - [`examples`] builds the example UDFs of `udfs/` (for the demo, the benchmarks and the tests).
 
 pub mod api;
@@ -15,5 +16,6 @@ pub mod examples;
 pub mod jobs;
 pub mod modules;
 pub mod quotas;
+pub mod s3;
 pub mod server;
 pub mod store;

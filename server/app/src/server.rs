@@ -58,8 +58,10 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
     }
     let quotas = Arc::new(Quotas::open(Arc::clone(&config), store.clone()));
     let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config), quotas));
+    let checkpoints = config.checkpoint_store().map_err(anyhow::Error::msg)?;
     let (jobs_store, jobs_modules, jobs_config) = (store.clone(), Arc::clone(&modules), Arc::clone(&config));
-    let jobs = tokio::task::spawn_blocking(move || Jobs::open(jobs_store, jobs_modules, jobs_config)).await?;
+    let jobs =
+        tokio::task::spawn_blocking(move || Jobs::open(jobs_store, jobs_modules, jobs_config, checkpoints)).await?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;

@@ -56,6 +56,8 @@ const COUNT_MIX: u64 = 0xC2B2_AE3D_27D4_EB4F;
 enum Workload {
     W1,
     W2,
+    /// W2 with exactly-once checkpoints every second to a local folder.
+    W2CP,
     W3,
     W4,
     W5,
@@ -69,7 +71,7 @@ impl Workload {
             "W3" => Workload::W3,
             "W4" => Workload::W4,
             "W5" => Workload::W5,
-            "W2CP" => bail!("W2CP measures exactly-once checkpoints, which this build of Eddy does not have yet"),
+            "W2CP" => Workload::W2CP,
             other => bail!("unknown workload `{other}`: use W1, W2, W2CP, W3, W4 or W5"),
         })
     }
@@ -77,7 +79,7 @@ impl Workload {
     fn default_events(self) -> u64 {
         match self {
             Workload::W1 => 20_000_000,
-            Workload::W2 | Workload::W5 => 5_000_000,
+            Workload::W2 | Workload::W2CP | Workload::W5 => 5_000_000,
             Workload::W3 | Workload::W4 => 1_000_000,
         }
     }
@@ -91,20 +93,21 @@ impl Workload {
         );
         let logic = match self {
             Workload::W1 => "  - { uid: map, map: bench-w1-map, input: src }\n  - { uid: logic, filter: bench-w1-filter, input: map }\n".to_string(),
-            Workload::W2 => window("tumbling: 1s", "bench-count"),
+            Workload::W2 | Workload::W2CP => window("tumbling: 1s", "bench-count"),
             Workload::W3 => window("sliding: { size: 10s, slide: 1s }", "bench-avg"),
             Workload::W4 => window("session: 5m", "bench-count"),
             Workload::W5 => "  - { uid: logic, key_by: record, process: bench-w5, input: src }\n".to_string(),
         };
+        let checkpoints = if self == Workload::W2CP { "checkpoints: { interval: 1s }\n" } else { "" };
         format!(
-            "name: bench\nparallelism: {parallelism}\noperators:\n{source}{logic}  - {{ uid: sink, sink: discard, input: logic }}\n"
+            "name: bench\nparallelism: {parallelism}\n{checkpoints}operators:\n{source}{logic}  - {{ uid: sink, sink: discard, input: logic }}\n"
         )
     }
 
     fn modules(self) -> &'static [(&'static str, UdfKind)] {
         match self {
             Workload::W1 => &[("bench-w1-map", UdfKind::Map), ("bench-w1-filter", UdfKind::Filter)],
-            Workload::W2 | Workload::W4 => &[("bench-count", UdfKind::Aggregate)],
+            Workload::W2 | Workload::W2CP | Workload::W4 => &[("bench-count", UdfKind::Aggregate)],
             Workload::W3 => &[("bench-avg", UdfKind::Aggregate)],
             Workload::W5 => &[("bench-w5", UdfKind::Process)],
         }
@@ -227,6 +230,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     if workload != Workload::W1 && workload != Workload::W5 {
         env.overrides.insert("logic".to_string(), Arc::new(windowed_results));
     }
+    // Checkpoints go to a folder that lives as long as the run.
+    let checkpoint_dir = tempfile::tempdir()?;
+    if let Some(spec) = &graph.checkpoints {
+        env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing {
+            spec: spec.clone(),
+            store: Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
+            prefix: "bench/".into(),
+            last_id: 0,
+        });
+    }
     let started = Instant::now();
     let running = deploy(&graph, env).map_err(|e| anyhow::anyhow!("the benchmark job cannot start: {e}"))?;
     let state = loop {
@@ -241,8 +254,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     }
     let tally = *tally.lock();
     let secs = tally.last.map_or(started.elapsed(), |t| t.duration_since(started)).as_secs_f64().max(1e-9);
+    let checkpoints = match workload {
+        Workload::W2CP => format!(" checkpoints={}", running.handle.checkpoints().completed),
+        _ => String::new(),
+    };
     Ok(format!(
-        "eddy {workload:?} p={} backend={} udf={} events={events} secs={secs:.3} eps={:.0} rss_mb={} out={} sum={} fp={:016x} enc=binary",
+        "eddy {workload:?} p={} backend={} udf={} events={events} secs={secs:.3} eps={:.0} rss_mb={} out={} sum={} fp={:016x} enc=binary{checkpoints}",
         args.parallelism,
         args.backend,
         args.udf,

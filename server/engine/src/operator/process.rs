@@ -280,6 +280,15 @@ impl ProcessOperator {
         ProcessOperator { function, ctx, keyed }
     }
 
+    /// Fails the task if the state backend failed during the call, whatever the function made of the error it
+    /// was given: only the function's own misuse of state is its to handle.
+    fn check_backend(&mut self) -> Result<(), TaskError> {
+        match self.ctx.state.as_mut().and_then(KeyedState::take_failure) {
+            Some(failure) => Err(TaskError::external(failure.to_string())),
+            None => Ok(()),
+        }
+    }
+
     fn drain(&mut self, out: &mut super::Output) {
         out.emit(std::mem::take(&mut self.ctx.out.main));
         for (tag, batch) in self.ctx.out.side.drain(..) {
@@ -299,7 +308,9 @@ impl ProcessOperator {
             if fired.is_empty() {
                 return Ok(());
             }
-            self.function.on_timers(&fired, &mut self.ctx)?;
+            let result = self.function.on_timers(&fired, &mut self.ctx);
+            self.check_backend()?;
+            result?;
             self.drain(ctx.out);
         }
     }
@@ -314,7 +325,9 @@ impl Operator for ProcessOperator {
             }
             self.ctx.push_scope_key(record.key.filter(|_| self.keyed));
         }
-        self.function.process(input, &batch, &mut self.ctx)?;
+        let result = self.function.process(input, &batch, &mut self.ctx);
+        self.check_backend()?;
+        result?;
         self.drain(ctx.out);
         Ok(())
     }
@@ -460,5 +473,163 @@ mod tests {
         op.on_watermark(&mut OpContext { out: &mut out, watermark: 12, now: 0 }).expect("watermark");
         let b: Vec<i64> = out.take_main().flat_map(|b| b.iter().map(|r| r.timestamp).collect::<Vec<_>>()).collect();
         assert_eq!(b, vec![12]);
+    }
+
+    fn batch_of(records: &[(i64, &[u8])]) -> Batch {
+        let mut batch = Batch::new();
+        for (ts, key) in records {
+            batch.push(*ts, Some(key), b"");
+        }
+        batch
+    }
+
+    fn fired(op: &mut ProcessOperator, watermark: i64) -> Vec<(Vec<u8>, i64, u8)> {
+        let mut out = Output::default();
+        op.on_watermark(&mut OpContext { out: &mut out, watermark, now: 0 }).expect("watermark");
+        let main: Vec<Batch> = out.take_main().collect();
+        main.iter()
+            .flat_map(|b| b.iter())
+            .map(|r| (r.key.unwrap_or_default().to_vec(), r.timestamp, r.value[0]))
+            .collect()
+    }
+
+    #[test]
+    fn a_restored_operator_has_the_state_and_timers_of_its_snapshot() {
+        let mut op = ProcessOperator::new(Box::new(CountThenReport), keyed_ctx());
+        let mut out = Output::default();
+        let first = batch_of(&[(1, b"a"), (2, b"b"), (1, b"a")]);
+        op.process(0, first, &mut OpContext { out: &mut out, watermark: 0, now: 0 }).expect("process");
+        let snapshot = op.snapshot(1).expect("snapshot");
+        assert_eq!(snapshot.layout, PROCESS_LAYOUT);
+        let mut restored = ProcessOperator::new(Box::new(CountThenReport), keyed_ctx());
+        restored.restore(snapshot).expect("restore");
+        for op in [&mut op, &mut restored] {
+            let more = batch_of(&[(3, b"b")]);
+            op.process(0, more, &mut OpContext { out: &mut out, watermark: 0, now: 0 }).expect("process");
+        }
+        assert_eq!(fired(&mut restored, 20), fired(&mut op, 20));
+        assert_eq!(fired(&mut op, i64::MAX), vec![], "every timer fired once");
+    }
+
+    /// A store whose writes fail, as a full disk would make them.
+    struct FailingWrites(MemoryStateStore);
+
+    impl crate::state::KeyedStateStore for FailingWrites {
+        fn register(&mut self, name: &str) -> crate::state::StateId {
+            self.0.register(name)
+        }
+        fn get_into(
+            &mut self,
+            state: crate::state::StateId,
+            key: StateKey<'_>,
+            ns: &[u8],
+            out: &mut Vec<u8>,
+        ) -> Result<bool, crate::state::StateError> {
+            self.0.get_into(state, key, ns, out)
+        }
+        fn contains(
+            &mut self,
+            s: crate::state::StateId,
+            k: StateKey<'_>,
+            ns: &[u8],
+        ) -> Result<bool, crate::state::StateError> {
+            self.0.contains(s, k, ns)
+        }
+        fn put(
+            &mut self,
+            _: crate::state::StateId,
+            _: StateKey<'_>,
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<(), crate::state::StateError> {
+            Err(crate::state::StateError("No space left on device".into()))
+        }
+        fn append(
+            &mut self,
+            _: crate::state::StateId,
+            _: StateKey<'_>,
+            _: &[u8],
+            _: &[u8],
+        ) -> Result<(), crate::state::StateError> {
+            Err(crate::state::StateError("No space left on device".into()))
+        }
+        fn remove(
+            &mut self,
+            s: crate::state::StateId,
+            k: StateKey<'_>,
+            ns: &[u8],
+        ) -> Result<(), crate::state::StateError> {
+            self.0.remove(s, k, ns)
+        }
+        fn entries(
+            &mut self,
+            s: crate::state::StateId,
+            k: StateKey<'_>,
+        ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, crate::state::StateError> {
+            self.0.entries(s, k)
+        }
+        fn scan(
+            &mut self,
+            s: crate::state::StateId,
+            k: StateKey<'_>,
+            from: &[u8],
+            to: &[u8],
+            visit: &mut dyn FnMut(&[u8], &[u8]),
+        ) -> Result<(), crate::state::StateError> {
+            self.0.scan(s, k, from, to, visit)
+        }
+        fn remove_key(&mut self, s: crate::state::StateId, k: StateKey<'_>) -> Result<(), crate::state::StateError> {
+            self.0.remove_key(s, k)
+        }
+        fn cleanup_step(
+            &mut self,
+            s: crate::state::StateId,
+            cursor: usize,
+            limit: usize,
+            expired: &mut dyn FnMut(&[u8]) -> bool,
+        ) -> Result<usize, crate::state::StateError> {
+            self.0.cleanup_step(s, cursor, limit, expired)
+        }
+        fn snapshot(
+            &mut self,
+            keep: &mut dyn FnMut(crate::state::StateId, &[u8]) -> bool,
+        ) -> Result<Vec<crate::state::SnapshotEntry>, crate::state::StateError> {
+            self.0.snapshot(keep)
+        }
+        fn len(&mut self, s: crate::state::StateId) -> usize {
+            self.0.len(s)
+        }
+    }
+
+    /// Writes state and carries on whatever the write returned.
+    struct IgnoresErrors;
+
+    impl ProcessFunction for IgnoresErrors {
+        fn process(&mut self, _: usize, records: &Batch, ctx: &mut ProcessContext) -> Result<(), UdfError> {
+            for (i, record) in records.iter().enumerate() {
+                ctx.enter(i).map_err(UdfError::new)?;
+                let seen = ctx.open_state(&value("seen")).map_err(UdfError::new)?;
+                let _ = ctx.value_set(&seen, b"1");
+                ctx.emit(&record);
+            }
+            Ok(())
+        }
+
+        fn on_timers(&mut self, _: &[FiredTimer], _: &mut ProcessContext) -> Result<(), UdfError> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_backend_failure_fails_the_task_even_when_the_function_ignores_it() {
+        let state = KeyedState::new(Box::new(FailingWrites(MemoryStateStore::default())), None);
+        let mut op = ProcessOperator::new(Box::new(IgnoresErrors), ProcessContext::new(Some(state), 128));
+        let mut out = Output::default();
+        let error = op
+            .process(0, batch_of(&[(1, b"a")]), &mut OpContext { out: &mut out, watermark: 0, now: 0 })
+            .expect_err("a lost write must not pass");
+        assert_eq!(error.domain, crate::error::ErrorDomain::External);
+        assert!(error.message.contains("No space left on device"), "{}", error.message);
+        assert!(out.is_empty(), "nothing the call emitted goes downstream");
     }
 }

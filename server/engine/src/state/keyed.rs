@@ -46,6 +46,9 @@ struct Registered {
 /// The keyed state of one operator in one subtask, as user functions see it.
 pub struct KeyedState {
     store: Box<dyn KeyedStateStore>,
+    /// The first failure of the store since it was last taken: it fails the task whatever the guest does with the
+    /// error it got, so that no guest can carry on past a lost write.
+    failure: Option<super::StateError>,
     states: Vec<Registered>,
     spec_ttl: Option<TtlSpec>,
     buf: Vec<u8>,
@@ -66,7 +69,12 @@ type StateResult<T> = Result<T, String>;
 impl KeyedState {
     /// State over `store`; `spec_ttl` is the job spec's time-to-live, which overrides functions' own.
     pub fn new(store: Box<dyn KeyedStateStore>, spec_ttl: Option<TtlSpec>) -> KeyedState {
-        KeyedState { store, states: Vec::new(), spec_ttl, buf: Vec::new(), stamped: Vec::new() }
+        KeyedState { store, failure: None, states: Vec::new(), spec_ttl, buf: Vec::new(), stamped: Vec::new() }
+    }
+
+    /// The store's first failure since the last call, if any.
+    pub fn take_failure(&mut self) -> Option<super::StateError> {
+        self.failure.take()
     }
 
     /// The underlying store.
@@ -111,7 +119,10 @@ impl KeyedState {
         let (Some(ttl), kind) = (state.ttl, state.kind) else { return Ok(()) };
         let TtlCleanup::Incremental { entries } = ttl.cleanup else { return Ok(()) };
         let mut is_expired = |entry: &[u8]| entry_expired(kind, &ttl, entry, now);
-        state.cursor = self.store.cleanup_step(state.id, state.cursor, entries, &mut is_expired).map_err(|e| e.0)?;
+        state.cursor = self
+            .store
+            .cleanup_step(state.id, state.cursor, entries, &mut is_expired)
+            .map_err(|e| backend_failed(&mut self.failure, e))?;
         Ok(())
     }
 
@@ -125,7 +136,7 @@ impl KeyedState {
         now: i64,
     ) -> StateResult<Option<Vec<u8>>> {
         let mut buf = std::mem::take(&mut self.buf);
-        let found = self.store.get_into(id, key, ns, &mut buf).map_err(|e| e.0)?;
+        let found = self.store.get_into(id, key, ns, &mut buf).map_err(|e| backend_failed(&mut self.failure, e))?;
         let result = match (found, ttl) {
             (false, _) => None,
             (true, None) => Some(buf.clone()),
@@ -133,13 +144,13 @@ impl KeyedState {
                 let (updated, payload) = ttl::split(&buf);
                 if ttl::expired(&ttl, updated, now) {
                     let payload = payload.to_vec();
-                    self.store.remove(id, key, ns).map_err(|e| e.0)?;
+                    self.store.remove(id, key, ns).map_err(|e| backend_failed(&mut self.failure, e))?;
                     (ttl.visibility == TtlVisibility::ReturnExpiredIfNotCleanedUp).then_some(payload)
                 } else {
                     let payload = payload.to_vec();
                     if ttl::refresh_on_read(&ttl) {
                         ttl::stamp(now, &payload, &mut self.stamped);
-                        self.store.put(id, key, ns, &self.stamped).map_err(|e| e.0)?;
+                        self.store.put(id, key, ns, &self.stamped).map_err(|e| backend_failed(&mut self.failure, e))?;
                     }
                     Some(payload)
                 }
@@ -165,7 +176,7 @@ impl KeyedState {
                 self.store.put(id, key, ns, &self.stamped)
             }
         }
-        .map_err(|e| e.0)
+        .map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// A value state's value.
@@ -187,7 +198,7 @@ impl KeyedState {
         let state = self.states.get(index).ok_or_else(|| format!("no state with index {index}"))?;
         let id = state.id;
         self.clean(index, now)?;
-        self.store.remove_key(id, key).map_err(|e| e.0)
+        self.store.remove_key(id, key).map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// A list state's elements, oldest first (expired elements hidden or returned per visibility).
@@ -195,7 +206,7 @@ impl KeyedState {
         let (id, ttl) = self.registered(index, StateKind::List)?;
         self.clean(index, now)?;
         let mut buf = std::mem::take(&mut self.buf);
-        let found = self.store.get_into(id, key, b"", &mut buf).map_err(|e| e.0)?;
+        let found = self.store.get_into(id, key, b"", &mut buf).map_err(|e| backend_failed(&mut self.failure, e))?;
         if !found {
             self.buf = buf;
             return Ok(Vec::new());
@@ -231,9 +242,9 @@ impl KeyedState {
                 push_frame(&mut rewritten, Some(*updated), payload);
             }
             if rewritten.is_empty() {
-                self.store.remove(id, key, b"").map_err(|e| e.0)?;
+                self.store.remove(id, key, b"").map_err(|e| backend_failed(&mut self.failure, e))?;
             } else {
-                self.store.put(id, key, b"", &rewritten).map_err(|e| e.0)?;
+                self.store.put(id, key, b"", &rewritten).map_err(|e| backend_failed(&mut self.failure, e))?;
             }
         }
         self.buf = buf;
@@ -246,7 +257,7 @@ impl KeyedState {
         self.clean(index, now)?;
         let mut frame = Vec::with_capacity(value.len() + 12);
         push_frame(&mut frame, ttl.map(|_| now), value);
-        self.store.append(id, key, b"", &frame).map_err(|e| e.0)
+        self.store.append(id, key, b"", &frame).map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// Replaces a list state's elements.
@@ -260,13 +271,13 @@ impl KeyedState {
         let (id, ttl) = self.registered(index, StateKind::List)?;
         self.clean(index, now)?;
         if values.is_empty() {
-            return self.store.remove(id, key, b"").map_err(|e| e.0);
+            return self.store.remove(id, key, b"").map_err(|e| backend_failed(&mut self.failure, e));
         }
         let mut encoded = Vec::new();
         for value in values {
             push_frame(&mut encoded, ttl.map(|_| now), value);
         }
-        self.store.put(id, key, b"", &encoded).map_err(|e| e.0)
+        self.store.put(id, key, b"", &encoded).map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// A map state's value under `user_key`.
@@ -300,7 +311,7 @@ impl KeyedState {
     pub fn map_remove(&mut self, index: StateIndex, key: StateKey<'_>, user_key: &[u8], now: i64) -> StateResult<()> {
         let (id, _) = self.registered(index, StateKind::Map)?;
         self.clean(index, now)?;
-        self.store.remove(id, key, user_key).map_err(|e| e.0)
+        self.store.remove(id, key, user_key).map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// A map state's visible entries in user-key byte order.
@@ -312,7 +323,7 @@ impl KeyedState {
     ) -> StateResult<Vec<(Vec<u8>, Vec<u8>)>> {
         let (id, ttl) = self.registered(index, StateKind::Map)?;
         self.clean(index, now)?;
-        let entries = self.store.entries(id, key).map_err(|e| e.0)?;
+        let entries = self.store.entries(id, key).map_err(|e| backend_failed(&mut self.failure, e))?;
         let Some(ttl) = ttl else { return Ok(entries) };
         let mut visible = Vec::with_capacity(entries.len());
         for (user_key, _) in entries {
@@ -332,13 +343,20 @@ impl KeyedState {
             Some((_, kind, Some(ttl))) => !entry_expired(*kind, ttl, value, now),
             _ => true,
         };
-        self.store.snapshot(&mut keep).map_err(|e| e.0)
+        self.store.snapshot(&mut keep).map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// Loads a snapshot's entries, before any state is opened.
     pub fn restore(&mut self, entries: &[super::SnapshotEntry]) -> StateResult<()> {
-        self.store.restore(entries).map_err(|e| e.0)
+        self.store.restore(entries).map_err(|e| backend_failed(&mut self.failure, e))
     }
+}
+
+/// Notes a failure of the store and words it for the caller.
+fn backend_failed(slot: &mut Option<super::StateError>, error: super::StateError) -> String {
+    let message = error.to_string();
+    slot.get_or_insert(error);
+    message
 }
 
 /// Whether a stored entry is entirely expired (a list only when all its elements are).

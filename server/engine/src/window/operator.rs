@@ -156,8 +156,9 @@ pub struct WindowOperator {
     buf: Vec<u8>,
 }
 
+/// The state backend failed (I/O, a quota): the task fails; nothing of it reaches a user function.
 fn state_err(e: StateError) -> TaskError {
-    TaskError::internal(e.0)
+    TaskError::external(e.to_string())
 }
 
 fn user_err(e: UdfError) -> TaskError {

@@ -180,3 +180,53 @@ async fn a_failing_job_restarts_on_schedule_from_its_checkpoint_then_gives_up() 
     let records = crate::support::output(c, &id, "out").await;
     assert!(!records.is_empty() && records.iter().all(|r| r["value"] == "before"), "{records:?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_resumes_a_job_from_its_checkpoints_in_s3_alone() {
+    use eddy_engine::checkpoint::CheckpointStore;
+    let moto = crate::s3::Moto::start();
+    let settings = crate::s3::settings(&moto);
+    let bucket = tokio::task::spawn_blocking(move || crate::s3::store(&settings)).await.expect("bucket");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let endpoint = moto.endpoint();
+    let env = [
+        ("EDDY_CHECKPOINT_S3_BUCKET", "eddy-test"),
+        ("EDDY_CHECKPOINT_S3_PREFIX", "cp/"),
+        ("EDDY_CHECKPOINT_S3_ENDPOINT", endpoint.as_str()),
+        ("EDDY_CHECKPOINT_S3_PATH_STYLE", "true"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ACCESS_KEY_ID", "testkey"),
+        ("AWS_SECRET_ACCESS_KEY", "testsecret"),
+    ];
+    let server = ServerProcess::start_with_env(dir.path(), &env).await;
+    let spec = "name: counts\ncheckpoints: { interval: 100ms }\noperators:\n  - { uid: src, source: { http: {} }, watermark: { out_of_orderness: 100ms, timestamp: { json: \"$.ts\" } } }\n  - { uid: w, input: src, key_by: { json: \"$.key\" }, window: { tumbling: 500ms }, aggregate: { builtin: sum, field: \"$.amount\" } }\n  - { uid: out, sink: { file: { path: counts } }, input: w }\n";
+    let id = submit(&server.client, spec).await;
+    for n in 0..BATCHES / 2 {
+        assert!(post(&server.client, &id, n).await, "POST {n}");
+    }
+    settled(&server.client, &id).await;
+    server.kill();
+    assert!(!dir.path().join("checkpoints").exists(), "no checkpoint went to the local disk");
+    let listed = tokio::task::spawn_blocking(move || bucket.list("").expect("list")).await.expect("list");
+    assert!(listed.iter().any(|k| k.ends_with("/_metadata")), "completed checkpoints are in the bucket: {listed:?}");
+
+    let server = ServerProcess::start_with_env(dir.path(), &env).await;
+    let status = settled(&server.client, &id).await;
+    assert!(status["checkpoints"]["restored_from"].as_u64().is_some(), "restored from S3: {status:#}");
+    for n in BATCHES / 2..BATCHES {
+        while !post(&server.client, &id, n).await {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    server.client.close_input(&id, "src").await.expect("close");
+    let status = wait_job(&server.client, &id, Duration::from_secs(60), |s| s["state"] != "running").await;
+    assert_eq!(status["state"], "finished", "{status:#}");
+    // Every record is summed once: the sums over all windows add up to the input's.
+    let total: u64 = committed(&dir.path().join("files/default/counts"))
+        .iter()
+        .map(|line| serde_json::from_str::<Value>(line).expect("json")["sum"].as_u64().unwrap_or(0))
+        .sum();
+    let expected: u64 = (0..BATCHES * BATCH).map(|seq| seq % 100).sum();
+    assert_eq!(total, expected);
+    server.kill();
+}

@@ -13,14 +13,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// A moto server on a loopback port, killed when dropped.
-struct Moto {
+pub(crate) struct Moto {
     child: Option<Child>,
     port: u16,
 }
 
 impl Moto {
     /// Starts moto on a free port and waits until it answers.
-    fn start() -> Moto {
+    pub(crate) fn start() -> Moto {
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let mut moto = Moto { child: None, port };
         moto.restart();
@@ -68,7 +68,7 @@ impl Moto {
         assert!(status.success(), "kill -STOP failed: {status}");
     }
 
-    fn endpoint(&self) -> String {
+    pub(crate) fn endpoint(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
     }
 }
@@ -90,7 +90,7 @@ fn answers(port: u16) -> bool {
 }
 
 /// Settings for a bucket of `moto` with the test credentials moto accepts.
-fn settings(moto: &Moto) -> S3Settings {
+pub(crate) fn settings(moto: &Moto) -> S3Settings {
     let mut settings = S3Settings::new("eddy-test");
     settings.prefix = "cp/".into();
     settings.endpoint = Some(moto.endpoint());
@@ -101,7 +101,7 @@ fn settings(moto: &Moto) -> S3Settings {
     settings
 }
 
-fn store(settings: &S3Settings) -> S3Store {
+pub(crate) fn store(settings: &S3Settings) -> S3Store {
     let store = S3Store::new(settings).unwrap_or_else(|e| panic!("{e}"));
     store.ensure_bucket().unwrap_or_else(|e| panic!("{e}"));
     store

@@ -249,6 +249,7 @@ operators:
         store: Arc::clone(&store),
         prefix: "job/".into(),
         last_id: 0,
+        max_parallelism: graph.max_parallelism,
     });
     let job = deploy(&graph, env).unwrap_or_else(|e| panic!("{e}"));
     let handle = &job.handle;

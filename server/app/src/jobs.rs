@@ -563,7 +563,13 @@ impl Jobs {
             let (restore, last_id) = prepare_restore(store.as_ref(), &prefix).map_err(|e| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
             })?;
-            env.checkpointing = Some(Checkpointing { spec: spec.clone(), store, prefix, last_id });
+            env.checkpointing = Some(Checkpointing {
+                spec: spec.clone(),
+                store,
+                prefix,
+                last_id,
+                max_parallelism: graph.max_parallelism,
+            });
             env.restore = restore;
         }
         let running = deploy(&graph, env).map_err(|e| {

@@ -119,6 +119,7 @@ fn a_job_restored_from_a_checkpoint_commits_each_result_exactly_once() {
             store: Arc::clone(&store),
             prefix: "job/".into(),
             last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+            max_parallelism: graph.max_parallelism,
         });
         env.restore = restore;
         deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
@@ -153,6 +154,133 @@ fn a_job_restored_from_a_checkpoint_commits_each_result_exactly_once() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(hidden.is_empty(), "no in-progress part is left: {hidden:?}");
+}
+
+/// A keyed window job fed over HTTP at `parallelism`, writing into `out/<folder>`.
+fn rescalable_graph(parallelism: u32, folder: &str) -> JobGraph {
+    let spec = format!(
+        r#"
+name: rescale
+parallelism: {parallelism}
+checkpoints: {{ interval: 1h }}
+operators:
+  - {{ uid: src, parallelism: 1, source: {{ http: {{}} }}, watermark: {{ out_of_orderness: 50ms, timestamp: {{ json: "$.ts" }} }} }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 100ms }}, aggregate: {{ builtin: sum, field: "$.amount" }} }}
+  - {{ uid: out, sink: {{ file: {{ path: out/{folder} }} }}, input: w }}
+"#
+    );
+    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn ledger_batch(n: u64) -> Batch {
+    let mut batch = Batch::new();
+    for i in 0..50 {
+        let seq = n * 50 + i;
+        let value = format!(r#"{{"key":"k{}","ts":{},"amount":{}}}"#, seq % 11, seq * 3, seq % 17);
+        batch.push(0, None, value.as_bytes());
+    }
+    batch
+}
+
+#[test]
+fn a_savepoint_restores_at_another_parallelism_with_the_same_results() {
+    use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
+    use eddy_engine::io::IngestLog;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path().join("cp")));
+    let run = |graph: &JobGraph, log: &Arc<IngestLog>, restore: Option<Restore>| {
+        let mut env = DeployEnv::new("rescale", "test", Arc::new(TestFunctions));
+        env.files = FileRoots::new(dir.path());
+        env.inputs.insert("src".into(), Arc::clone(log));
+        env.checkpointing = Some(Checkpointing {
+            spec: graph.checkpoints.clone().expect("checkpoints"),
+            store: Arc::clone(&store),
+            prefix: "job/".into(),
+            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+            max_parallelism: graph.max_parallelism,
+        });
+        env.restore = restore;
+        deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let feed = |job: &RunningJob, batches: std::ops::Range<u64>| {
+        for n in batches {
+            job.inputs["src"].push(ledger_batch(n)).expect("push");
+        }
+    };
+    let whole_log = IngestLog::open(dir.path().join("log-whole")).expect("log");
+    let whole = run(&rescalable_graph(2, "whole"), &whole_log, None);
+    feed(&whole, 0..40);
+    whole.inputs["src"].close().expect("close");
+    assert_eq!(finish(&whole), JobState::Finished);
+    let expected = committed_lines(&dir.path().join("out/whole"));
+    assert!(expected.len() > 100, "{} results", expected.len());
+
+    for (name, before, after) in [("two-to-three", 2, 3), ("three-to-one", 3, 1)] {
+        let log = IngestLog::open(dir.path().join(format!("log-{name}"))).expect("log");
+        let first = run(&rescalable_graph(before, name), &log, None);
+        feed(&first, 0..20);
+        // Everything fed is read before the savepoint's barrier is injected only if the source got to it.
+        while first.handle.operators()[0].1.records_out < 20 * 50 {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let folder = format!("savepoints/{name}/");
+        let id = first.handle.savepoint(&folder, Duration::from_secs(30)).expect("savepoint");
+        first.handle.cancel();
+        first.handle.wait(Duration::from_secs(10));
+        let restore = Restore::load_folder(store.as_ref(), &folder, "the savepoint").expect("load");
+        assert_eq!(restore.checkpoint, id);
+        let second = run(&rescalable_graph(after, name), &log, Some(restore));
+        feed(&second, 20..40);
+        second.inputs["src"].close().expect("close");
+        assert_eq!(finish(&second), JobState::Finished, "{:?}", second.handle.error());
+        assert_eq!(committed_lines(&dir.path().join(format!("out/{name}"))), expected, "{name}");
+    }
+}
+
+#[test]
+fn a_savepoint_with_state_of_a_removed_operator_needs_permission() {
+    use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path().join("cp")));
+    let graph = rescalable_graph(1, "before");
+    let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
+    env.files = FileRoots::new(dir.path());
+    env.checkpointing = Some(Checkpointing {
+        spec: graph.checkpoints.clone().expect("checkpoints"),
+        store: Arc::clone(&store),
+        prefix: "job/".into(),
+        last_id: 0,
+        max_parallelism: graph.max_parallelism,
+    });
+    let job = deploy(&graph, env).unwrap_or_else(|e| panic!("{e}"));
+    job.inputs["src"].push(ledger_batch(0)).expect("push");
+    while job.handle.operators()[1].1.records_in < 50 {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.handle.savepoint("sp/", Duration::from_secs(30)).expect("savepoint");
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(10));
+    // The window's uid changes: its state would be lost.
+    let spec = "name: renamed\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: w2, input: src, key_by: { json: \"$.key\" }, window: { tumbling: 100ms }, aggregate: { builtin: count } }\n  - { uid: out, sink: discard, input: w2 }\n";
+    let renamed = JobGraph::build(&JobSpec::parse(spec).expect("spec"), &TestFunctions).expect("graph");
+    let attempt = |allow: bool| {
+        let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
+        env.restore = Some(Restore::load_folder(store.as_ref(), "sp/", "the savepoint").expect("load"));
+        env.allow_non_restored_state = allow;
+        deploy(&renamed, env)
+    };
+    let refused = attempt(false).expect_err("state of `w` would be lost").message;
+    assert!(refused.contains("operators the job does not have: w") && refused.contains("non-restored"), "{refused}");
+    let started = attempt(true).expect("allowed");
+    started.handle.cancel();
+    // Another number of key groups cannot read keyed state.
+    let spec = spec.replace("name: renamed\n", "name: renamed\nmax_parallelism: 64\n").replace("w2", "w");
+    let regrouped = JobGraph::build(&JobSpec::parse(&spec).expect("spec"), &TestFunctions).expect("graph");
+    let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
+    env.restore = Some(Restore::load_folder(store.as_ref(), "sp/", "the savepoint").expect("load"));
+    let refused = deploy(&regrouped, env).expect_err("key groups differ").message;
+    assert!(refused.contains("max_parallelism 128") && refused.contains("cannot change"), "{refused}");
 }
 
 /// A window chained behind another whose windows end where its own do: the upstream window's results for a

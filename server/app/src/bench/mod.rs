@@ -238,6 +238,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
             store: Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
             prefix: "bench/".into(),
             last_id: 0,
+            max_parallelism: graph.max_parallelism,
         });
     }
     let started = Instant::now();

@@ -2,7 +2,7 @@
 //! writes them, completes or aborts each checkpoint, and keeps the newest few.
 
 use super::CheckpointId;
-use super::format::{OperatorSnapshot, TaskSnapshot};
+use super::format::{OperatorSnapshot, SourceSnapshot, TaskSnapshot};
 use super::store::CheckpointStore;
 use crate::error::TaskError;
 use crate::runtime::Control;
@@ -26,6 +26,8 @@ pub struct Checkpointing {
     pub prefix: String,
     /// The newest checkpoint id used before, so that numbers go on across restarts.
     pub last_id: CheckpointId,
+    /// The job's number of key groups, recorded with each checkpoint.
+    pub max_parallelism: u32,
 }
 
 impl std::fmt::Debug for Checkpointing {
@@ -49,6 +51,9 @@ struct Metadata {
     checkpoint: CheckpointId,
     /// Milliseconds since the Unix epoch.
     completed_at_ms: i64,
+    /// The job's number of key groups (absent in checkpoints of earlier versions).
+    #[serde(default)]
+    max_parallelism: Option<u32>,
     /// Task name -> object path (relative to the checkpoint's folder) and size.
     tasks: BTreeMap<String, (String, u64)>,
 }
@@ -116,20 +121,32 @@ pub fn to_discard(completed: &[CheckpointId], retained: u32) -> Vec<CheckpointId
     completed[..completed.len() - keep].to_vec()
 }
 
-/// A completed checkpoint to start a job from.
+/// A completed checkpoint or savepoint to start a job from.
 #[derive(Debug, Default)]
 pub struct Restore {
     /// Its id.
     pub checkpoint: CheckpointId,
+    /// The number of key groups it was taken with, if recorded.
+    pub max_parallelism: Option<u32>,
     tasks: HashMap<String, TaskSnapshot>,
     operators: HashMap<(String, u32), OperatorSnapshot>,
+}
+
+/// Splits a task name `<uid>-<subtask>`.
+fn task_parts(name: &str) -> Option<(&str, u32)> {
+    let (uid, subtask) = name.rsplit_once('-')?;
+    Some((uid, subtask.parse().ok()?))
 }
 
 impl Restore {
     /// Reads checkpoint `id` under `prefix`.
     pub fn load(store: &dyn CheckpointStore, prefix: &str, id: CheckpointId) -> Result<Restore, TaskError> {
-        let folder = checkpoint_folder(prefix, id);
-        let unreadable = |why: String| TaskError::external(format!("checkpoint {id} in {}: {why}", store.describe()));
+        Restore::load_folder(store, &checkpoint_folder(prefix, id), &format!("checkpoint {id}"))
+    }
+
+    /// Reads the checkpoint or savepoint in `folder` (ending in `/`); `what` names it in errors.
+    pub fn load_folder(store: &dyn CheckpointStore, folder: &str, what: &str) -> Result<Restore, TaskError> {
+        let unreadable = |why: String| TaskError::external(format!("{what} in {}: {why}", store.describe()));
         let metadata = store
             .get(&format!("{folder}{METADATA}"))
             .map_err(|e| unreadable(e.0))?
@@ -138,7 +155,11 @@ impl Restore {
         if metadata.format != METADATA_FORMAT {
             return Err(unreadable(format!("metadata format {} is unknown", metadata.format)));
         }
-        let mut restore = Restore { checkpoint: id, ..Restore::default() };
+        let mut restore = Restore {
+            checkpoint: metadata.checkpoint,
+            max_parallelism: metadata.max_parallelism,
+            ..Restore::default()
+        };
         for (task, (path, _)) in metadata.tasks {
             let bytes = store
                 .get(&format!("{folder}{path}"))
@@ -161,14 +182,88 @@ impl Restore {
         }
     }
 
-    /// Operator `uid`'s snapshot in `subtask`, taken out (each is restored once).
-    pub fn take_operator(&mut self, uid: &str, subtask: u32) -> Option<OperatorSnapshot> {
-        self.operators.remove(&(uid.to_string(), subtask))
+    /// Uids of the operators that have state in it.
+    pub fn operator_uids(&self) -> std::collections::BTreeSet<&str> {
+        self.operators.iter().filter(|(_, s)| !s.is_empty()).map(|((uid, _), _)| uid.as_str()).collect()
     }
 
-    /// Task `name`'s own part (source position, input watermarks).
-    pub fn task(&self, name: &str) -> Option<&TaskSnapshot> {
-        self.tasks.get(name)
+    /// How many subtasks operator `uid` had.
+    fn parallelism_of(&self, uid: &str) -> u32 {
+        self.operators.keys().filter(|(u, _)| u == uid).count() as u32
+    }
+
+    /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
+    /// parallelism it was taken at, a subtask gets its own snapshot; at another, the entries and timers of the key
+    /// groups it now owns, gathered from every subtask of the snapshot. Per-subtask bytes (`extra`) do not move
+    /// between subtasks and are dropped then.
+    pub fn operator(
+        &self,
+        uid: &str,
+        subtask: u32,
+        parallelism: u32,
+        max_parallelism: u32,
+    ) -> Option<OperatorSnapshot> {
+        let before = self.parallelism_of(uid);
+        if before == 0 {
+            return None;
+        }
+        if before == parallelism {
+            return self.operators.get(&(uid.to_string(), subtask)).cloned();
+        }
+        let groups = crate::keys::key_groups_of(subtask, parallelism, max_parallelism);
+        let mut merged = OperatorSnapshot::default();
+        for old in 0..before {
+            let Some(snapshot) = self.operators.get(&(uid.to_string(), old)) else { continue };
+            if merged.layout.is_empty() {
+                merged.layout.clone_from(&snapshot.layout);
+            }
+            merged.entries.extend(snapshot.entries.iter().filter(|e| groups.contains(&e.group)).cloned());
+            merged.timers.extend(snapshot.timers.iter().filter(|t| groups.contains(&t.group)).cloned());
+        }
+        merged
+            .entries
+            .sort_by(|a, b| (&a.state, a.group, &a.key, &a.namespace).cmp(&(&b.state, b.group, &b.key, &b.namespace)));
+        merged.timers.sort_by(|a, b| {
+            (a.domain as u8, a.timestamp, a.group, &a.key, &a.namespace).cmp(&(
+                b.domain as u8,
+                b.timestamp,
+                b.group,
+                &b.key,
+                &b.namespace,
+            ))
+        });
+        Some(merged)
+    }
+
+    /// The task's own part (source position, input watermarks) for subtask `subtask` of `parallelism` of the chain
+    /// that starts with `head`. At another parallelism, a source gets every old subtask's split positions (each
+    /// source takes the splits it reads) and watermarks start afresh.
+    pub fn task(&self, head: &str, subtask: u32, parallelism: u32) -> Option<TaskSnapshot> {
+        let old: Vec<(&TaskSnapshot, u32)> = self
+            .tasks
+            .iter()
+            .filter_map(|(name, t)| task_parts(name).filter(|(uid, _)| *uid == head).map(|(_, s)| (t, s)))
+            .collect();
+        if old.is_empty() {
+            return None;
+        }
+        if old.len() as u32 == parallelism {
+            return old.iter().find(|(_, s)| *s == subtask).map(|(t, _)| (*t).clone());
+        }
+        let sources: Vec<&SourceSnapshot> = old.iter().filter_map(|(t, _)| t.source.as_ref()).collect();
+        let source = (!sources.is_empty()).then(|| SourceSnapshot {
+            positions: sources.iter().flat_map(|s| s.positions.iter().cloned()).collect(),
+            max_timestamps: Vec::new(),
+            watermark: sources.iter().map(|s| s.watermark).min().unwrap_or(i64::MIN),
+        });
+        Some(TaskSnapshot {
+            task: format!("{head}-{subtask}"),
+            operators: Vec::new(),
+            source,
+            input_watermarks: Vec::new(),
+            watermark: i64::MIN,
+            finished: old.iter().all(|(t, _)| t.finished),
+        })
     }
 }
 
@@ -212,8 +307,13 @@ pub struct CheckpointStats {
     pub restored_from: Option<CheckpointId>,
 }
 
-/// An on-demand checkpoint request, answered with the completed checkpoint's id or why it failed.
-pub type TriggerRequest = Sender<Result<CheckpointId, String>>;
+/// An on-demand checkpoint or savepoint, answered with the completed checkpoint's id or why it failed.
+pub struct TriggerRequest {
+    /// Where the answer goes.
+    pub reply: Sender<Result<CheckpointId, String>>,
+    /// For a savepoint, the folder (ending in `/`) it is written to; it is never deleted by retention.
+    pub savepoint: Option<String>,
+}
 
 /// A task as the coordinator sees it.
 pub struct CoordinatedTask {
@@ -227,9 +327,12 @@ pub struct CoordinatedTask {
 
 struct Pending {
     started: Instant,
+    /// Where its files go (ending in `/`).
+    folder: String,
+    savepoint: bool,
     /// Task index -> (object path, bytes), once acknowledged.
     acked: HashMap<usize, (String, u64)>,
-    waiters: Vec<TriggerRequest>,
+    waiters: Vec<Sender<Result<CheckpointId, String>>>,
 }
 
 /// Runs the coordinator until every task has ended or the job stops.
@@ -273,15 +376,25 @@ impl Coordinator {
                 if all_finished || !live_source {
                     // Nothing can carry a barrier; the job is ending.
                     for waiter in queued.drain(..) {
-                        let _ = waiter.send(Err("the job's sources have finished".into()));
+                        let _ = waiter.reply.send(Err("the job's sources have finished".into()));
                     }
                 } else {
                     let id = next_id;
                     next_id += 1;
+                    // One savepoint per checkpoint; plain requests ride along with it.
+                    let savepoint = queued.iter().position(|r| r.savepoint.is_some()).map(|at| queued.remove(at));
+                    let (plain, later): (Vec<_>, Vec<_>) = queued.drain(..).partition(|r| r.savepoint.is_none());
+                    queued = later;
+                    let folder = savepoint
+                        .as_ref()
+                        .and_then(|r| r.savepoint.clone())
+                        .unwrap_or_else(|| checkpoint_folder(&self.checkpointing.prefix, id));
+                    let is_savepoint = savepoint.is_some();
+                    let waiters = plain.into_iter().chain(savepoint).map(|r| r.reply).collect();
                     let mut checkpoint =
-                        Pending { started: now, acked: HashMap::new(), waiters: std::mem::take(&mut queued) };
+                        Pending { started: now, folder, savepoint: is_savepoint, acked: HashMap::new(), waiters };
                     for (&task, snapshot) in &finished {
-                        match self.write(id, snapshot) {
+                        match self.write(&checkpoint.folder, snapshot) {
                             Ok(written) => {
                                 checkpoint.acked.insert(task, written);
                             }
@@ -331,7 +444,7 @@ impl Coordinator {
             let completed_ids: Vec<CheckpointId> = match ack {
                 Ack::Snapshot { checkpoint, task, snapshot } => {
                     let Some(p) = pending.get_mut(&checkpoint) else { continue };
-                    match self.write(checkpoint, &snapshot) {
+                    match self.write(&p.folder, &snapshot) {
                         Ok(written) => {
                             p.acked.insert(task, written);
                             vec![checkpoint]
@@ -350,7 +463,7 @@ impl Coordinator {
                     let mut touched = Vec::new();
                     for (&id, p) in pending.iter_mut() {
                         if let std::collections::hash_map::Entry::Vacant(slot) = p.acked.entry(task)
-                            && let Ok(written) = self.write(id, &snapshot)
+                            && let Ok(written) = self.write(&p.folder, &snapshot)
                         {
                             slot.insert(written);
                             touched.push(id);
@@ -370,8 +483,9 @@ impl Coordinator {
                 match self.complete(id, &p) {
                     Ok(()) => {
                         failures_in_a_row = 0;
-                        // Older checkpoints still in progress can only be superseded now.
-                        let older: Vec<CheckpointId> = pending.range(..id).map(|(k, _)| *k).collect();
+                        // Older checkpoints still in progress can only be superseded now (savepoints finish).
+                        let older: Vec<CheckpointId> =
+                            pending.range(..id).filter(|(_, p)| !p.savepoint).map(|(k, _)| *k).collect();
                         for old in older {
                             if let Some(p) = pending.remove(&old) {
                                 self.abort_quietly(old, p, format!("checkpoint {id} completed first"));
@@ -390,20 +504,21 @@ impl Coordinator {
             }
         }
         for (id, p) in pending {
+            let _ = self.checkpointing.store.delete_prefix(&p.folder);
             for waiter in p.waiters {
                 let _ = waiter.send(Err(format!("checkpoint {id} was abandoned: the job stopped")));
             }
         }
         for waiter in queued {
-            let _ = waiter.send(Err("the job stopped".into()));
+            let _ = waiter.reply.send(Err("the job stopped".into()));
         }
     }
 
-    /// Writes a task's snapshot; returns its object path (relative to the checkpoint) and size.
-    fn write(&self, id: CheckpointId, snapshot: &TaskSnapshot) -> Result<(String, u64), String> {
+    /// Writes a task's snapshot into `folder`; returns its object name there and size.
+    fn write(&self, folder: &str, snapshot: &TaskSnapshot) -> Result<(String, u64), String> {
         let bytes = snapshot.encode().map_err(|e| e.message)?;
         let name = snapshot.task.clone();
-        let path = format!("{}{name}", checkpoint_folder(&self.checkpointing.prefix, id));
+        let path = format!("{folder}{name}");
         self.checkpointing.store.put(&path, &bytes).map_err(|e| e.0)?;
         Ok((name, bytes.len() as u64))
     }
@@ -420,10 +535,16 @@ impl Coordinator {
         let bytes: u64 = tasks.values().map(|(_, b)| b).sum();
         let completed_at_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
-        let metadata = Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms, tasks };
+        let metadata = Metadata {
+            format: METADATA_FORMAT,
+            checkpoint: id,
+            completed_at_ms,
+            max_parallelism: Some(self.checkpointing.max_parallelism),
+            tasks,
+        };
         let json = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
-        store.put(&format!("{}{METADATA}", checkpoint_folder(prefix, id)), &json).map_err(|e| e.0)?;
-        {
+        store.put(&format!("{}{METADATA}", p.folder), &json).map_err(|e| e.0)?;
+        if !p.savepoint {
             let mut stats = self.stats.lock();
             stats.completed += 1;
             stats.latest = Some(id);
@@ -432,6 +553,9 @@ impl Coordinator {
         }
         for task in &self.tasks {
             let _ = task.control.send(Control::CheckpointComplete(id));
+        }
+        if p.savepoint {
+            return Ok(());
         }
         // Retention failing does not fail the checkpoint: the next completion tries again.
         match completed_checkpoints(store.as_ref(), prefix) {
@@ -452,7 +576,7 @@ impl Coordinator {
         for task in &self.tasks {
             let _ = task.control.send(Control::CheckpointAborted(id));
         }
-        let _ = self.checkpointing.store.delete_prefix(&checkpoint_folder(&self.checkpointing.prefix, id));
+        let _ = self.checkpointing.store.delete_prefix(&p.folder);
         for waiter in p.waiters {
             let _ = waiter.send(Err(format!("checkpoint {id} failed: {why}")));
         }
@@ -513,7 +637,8 @@ mod tests {
             let folder = checkpoint_folder("j/", id);
             store.put(&format!("{folder}t-0"), snapshot).expect("put");
             let tasks = BTreeMap::from([("t-0".to_string(), ("t-0".to_string(), snapshot.len() as u64))]);
-            let metadata = Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms: 0, tasks };
+            let metadata =
+                Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms: 0, max_parallelism: None, tasks };
             store.put(&format!("{folder}{METADATA}"), &serde_json::to_vec(&metadata).expect("json")).expect("put");
         };
         let good = TaskSnapshot { task: "t-0".into(), ..TaskSnapshot::default() }.encode().expect("encode");

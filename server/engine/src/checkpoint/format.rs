@@ -42,10 +42,14 @@ pub struct OperatorSnapshot {
 }
 
 impl OperatorSnapshot {
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty()
+    }
+
     /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing).
     pub fn expect_layout(&self, uid: &str, layout: &str) -> Result<(), TaskError> {
-        let empty = self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty();
-        if self.layout == layout || empty {
+        if self.layout == layout || self.is_empty() {
             return Ok(());
         }
         Err(TaskError::user(format!(

@@ -39,6 +39,8 @@ pub fn generate(j: u64, keys: u64) -> GeneratedEvent {
 /// Generates events `subtask, subtask + parallelism, ...`.
 pub struct GeneratorSource {
     spec: GeneratorSpec,
+    /// This subtask's first event: its index.
+    first: u64,
     next: u64,
     step: u64,
     started: Instant,
@@ -51,6 +53,7 @@ impl GeneratorSource {
     pub fn new(spec: GeneratorSpec, subtask: u32, parallelism: u32) -> GeneratorSource {
         GeneratorSource {
             spec,
+            first: u64::from(subtask),
             next: u64::from(subtask),
             step: u64::from(parallelism.max(1)),
             started: Instant::now(),
@@ -60,16 +63,22 @@ impl GeneratorSource {
     }
 }
 
-/// The generator's one split.
-const GENERATOR_SPLIT: &str = "generator";
+impl GeneratorSource {
+    /// A subtask generates every `step`-th event from its own index: its sequence depends on the parallelism, so
+    /// its split id names both (a restore at another parallelism starts the generator over).
+    fn split(&self) -> String {
+        format!("generator-{}-of-{}", self.first, self.step)
+    }
+}
 
 impl Source for GeneratorSource {
     fn position(&self) -> Vec<SplitPosition> {
-        vec![SplitPosition { split: GENERATOR_SPLIT.into(), offset: self.next }]
+        vec![SplitPosition { split: self.split(), offset: self.next }]
     }
 
     fn restore(&mut self, positions: &[SplitPosition]) -> Result<(), TaskError> {
-        if let Some(p) = positions.iter().find(|p| p.split == GENERATOR_SPLIT) {
+        let split = self.split();
+        if let Some(p) = positions.iter().find(|p| p.split == split) {
             self.next = p.offset;
         }
         Ok(())

@@ -82,6 +82,8 @@ pub struct DeployEnv {
     pub outputs: HashMap<String, Arc<OutputStream>>,
     /// Where input logs not given in `inputs` are kept; none: a temporary folder removed when the job ends.
     pub ingest_dir: Option<std::path::PathBuf>,
+    /// Start even if `restore` holds state of operators the job no longer has (that state is dropped).
+    pub allow_non_restored_state: bool,
 }
 
 impl DeployEnv {
@@ -105,6 +107,7 @@ impl DeployEnv {
             inputs: HashMap::new(),
             outputs: HashMap::new(),
             ingest_dir: None,
+            allow_non_restored_state: false,
         }
     }
 
@@ -118,6 +121,30 @@ impl DeployEnv {
             stop: Arc::clone(&self.stop),
         }
     }
+}
+
+/// Refuses a checkpoint or savepoint that does not fit the job: other key groups, or state of operators the job
+/// no longer has (unless the caller allows dropping it).
+fn check_restore(graph: &JobGraph, restore: &Restore, allow_non_restored_state: bool) -> Result<(), TaskError> {
+    if let Some(taken) = restore.max_parallelism
+        && taken != graph.max_parallelism
+    {
+        return Err(TaskError::user(format!(
+            "checkpoint {} was taken with max_parallelism {taken}, and the job has {}: keyed state is split into \
+             that many key groups, which cannot change",
+            restore.checkpoint, graph.max_parallelism
+        )));
+    }
+    let orphans: Vec<&str> = restore.operator_uids().into_iter().filter(|uid| graph.node(uid).is_none()).collect();
+    if !orphans.is_empty() && !allow_non_restored_state {
+        return Err(TaskError::user(format!(
+            "checkpoint {} holds state of operators the job does not have: {}; keep their uids, or allow \
+             non-restored state to drop it",
+            restore.checkpoint,
+            orphans.join(", ")
+        )));
+    }
+    Ok(())
 }
 
 /// A name unique within this process for a temporary folder.
@@ -323,8 +350,11 @@ enum TaskBody {
 /// Deploys `graph` and starts its tasks. Every function instance is created before any thread starts, so a
 /// module whose `init` fails stops the deployment with nothing running.
 pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskError> {
-    let mut restore = env.restore.take();
+    let restore = env.restore.take();
     let restored_from = restore.as_ref().map(|r| r.checkpoint);
+    if let Some(restore) = &restore {
+        check_restore(graph, restore, env.allow_non_restored_state)?;
+    }
     let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
     let align = env.checkpointing.as_ref().is_some_and(|c| c.spec.mode == CheckpointMode::ExactlyOnce);
     let chains = chains(graph);
@@ -400,7 +430,10 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             for &n in chain.iter().skip(usize::from(is_source)) {
                 let uid = &graph.nodes[n].uid;
                 let mut op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(uid))?;
-                if let Some(snapshot) = restore.as_mut().and_then(|r| r.take_operator(uid, subtask)) {
+                let parallelism = graph.nodes[n].parallelism;
+                if let Some(snapshot) =
+                    restore.as_ref().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism))
+                {
                     op.restore(snapshot).map_err(|e| e.in_operator(uid))?;
                 }
                 let mut side = Vec::new();
@@ -439,7 +472,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             let name = format!("{}-{subtask}", head.uid);
             let checkpoints = TaskCheckpoints {
                 index: tasks.len(),
-                restored: restore.as_ref().and_then(|r| r.task(&name)).cloned(),
+                restored: restore.as_ref().and_then(|r| r.task(&head.uid, subtask, head.parallelism)),
                 name,
                 acks: env.checkpointing.as_ref().map(|_| ack_tx.clone()),
             };
@@ -494,6 +527,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             }
         }
     }
+    let mut coordinator_thread = None;
     if let Some(checkpointing) = env.checkpointing.clone() {
         let (trigger_tx, trigger_rx) = crossbeam_channel::unbounded();
         *shared.trigger.lock() = Some(trigger_tx);
@@ -507,10 +541,11 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             stop: Arc::clone(&shared.cancel),
             fail: Box::new(move |error| failing.fail(error)),
         };
-        std::thread::Builder::new()
+        let spawned = std::thread::Builder::new()
             .name(format!("eddy-checkpoints-{}", env.job_id))
             .spawn(move || coordinator.run())
             .map_err(|e| TaskError::external(format!("cannot start the checkpoint coordinator: {e}")))?;
+        coordinator_thread = Some(spawned);
     }
     let supervisor_shared = Arc::clone(&shared);
     // What the caller gave is the caller's to close; what was made here ends with this run.
@@ -526,6 +561,13 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 if thread.join().is_err() {
                     supervisor_shared.fail(TaskError::internal("a task thread panicked"));
                 }
+            }
+            // The job has ended only once its coordinator has: nothing of this run may be written to the checkpoint
+            // store after that, where a later run (or a cleanup) could find it.
+            if let Some(coordinator) = coordinator_thread
+                && coordinator.join().is_err()
+            {
+                supervisor_shared.fail(TaskError::internal("the checkpoint coordinator panicked"));
             }
             for handle in ingest {
                 let _ = handle.close();

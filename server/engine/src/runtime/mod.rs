@@ -141,9 +141,19 @@ impl JobHandle {
 
     /// Takes a checkpoint now (or as soon as the ones in progress allow) and waits up to `timeout` for it.
     pub fn checkpoint_now(&self, timeout: Duration) -> Result<CheckpointId, String> {
+        self.trigger(None, timeout)
+    }
+
+    /// Takes a savepoint into `folder` (ending in `/`) of the job's checkpoint store and waits up to `timeout`.
+    pub fn savepoint(&self, folder: &str, timeout: Duration) -> Result<CheckpointId, String> {
+        self.trigger(Some(folder.to_string()), timeout)
+    }
+
+    fn trigger(&self, savepoint: Option<String>, timeout: Duration) -> Result<CheckpointId, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
+        let request = TriggerRequest { reply, savepoint };
         match &*self.shared.trigger.lock() {
-            Some(trigger) => trigger.send(reply).map_err(|_| "the job has stopped".to_string())?,
+            Some(trigger) => trigger.send(request).map_err(|_| "the job has stopped".to_string())?,
             None => return Err("the job takes no checkpoints (its spec has no `checkpoints`)".into()),
         }
         match answer.recv_timeout(timeout) {

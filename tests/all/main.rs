@@ -8,6 +8,7 @@ mod failures;
 mod languages;
 mod recovery;
 mod restart;
+mod savepoints;
 mod s3;
 mod seeds;
 mod support;

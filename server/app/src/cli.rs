@@ -52,6 +52,9 @@ enum Command {
     /// Submits, inspects and cancels jobs.
     #[command(subcommand)]
     Job(JobCommand),
+    /// Takes, lists and deletes savepoints.
+    #[command(subcommand)]
+    Savepoint(SavepointCommand),
     /// Starts a server on embedded defaults, uploads the example UDFs and runs a word count.
     Demo {
         /// Keep the demo's data here instead of a temporary folder.
@@ -99,6 +102,17 @@ enum JobCommand {
     Submit {
         /// The spec.
         file: PathBuf,
+        /// Start from this savepoint.
+        #[arg(long)]
+        from_savepoint: Option<String>,
+        /// With --from-savepoint: drop state of operators the job no longer has.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+    },
+    /// Stops a job with a savepoint and prints the savepoint's id.
+    Stop {
+        /// The job's id.
+        id: String,
     },
     /// Lists jobs.
     List,
@@ -133,6 +147,22 @@ enum JobCommand {
         /// Close the input afterwards.
         #[arg(long)]
         close: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SavepointCommand {
+    /// Takes a savepoint of a running job and prints its id.
+    Trigger {
+        /// The job's id.
+        job: String,
+    },
+    /// Lists savepoints.
+    List,
+    /// Deletes a savepoint.
+    Rm {
+        /// The savepoint's id.
+        id: String,
     },
 }
 
@@ -198,6 +228,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve { config, listen, data_dir } => serve(config, listen, data_dir).await,
         Command::Module(command) => module(&client, command).await,
         Command::Job(command) => job(&client, command).await,
+        Command::Savepoint(command) => savepoint(&client, command).await,
         Command::Demo { data_dir } => crate::demo::run(data_dir).await,
         Command::Bench(args) => {
             let line = tokio::task::spawn_blocking(move || crate::bench::run(&args)).await??;
@@ -293,6 +324,33 @@ async fn module(client: &Client, command: ModuleCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+async fn savepoint(client: &Client, command: SavepointCommand) -> anyhow::Result<()> {
+    match command {
+        SavepointCommand::Trigger { job } => {
+            let savepoint = client.savepoint(&job, false).await?;
+            println!("{}", savepoint["id"].as_str().unwrap_or_default());
+        }
+        SavepointCommand::List => {
+            let list = client.savepoints().await?;
+            println!("{:<34} {:<34} {:>10} JOB NAME", "ID", "JOB", "CHECKPOINT");
+            for s in list.as_array().into_iter().flatten() {
+                println!(
+                    "{:<34} {:<34} {:>10} {}",
+                    s["id"].as_str().unwrap_or_default(),
+                    s["job"].as_str().unwrap_or_default(),
+                    s["checkpoint"],
+                    s["job_name"].as_str().unwrap_or_default()
+                );
+            }
+        }
+        SavepointCommand::Rm { id } => {
+            client.delete_savepoint(&id).await?;
+            println!("deleted {id}");
+        }
+    }
+    Ok(())
+}
+
 fn kinds(record: &Value) -> String {
     record["kinds"]
         .as_array()
@@ -302,10 +360,18 @@ fn kinds(record: &Value) -> String {
 
 async fn job(client: &Client, command: JobCommand) -> anyhow::Result<()> {
     match command {
-        JobCommand::Submit { file } => {
-            let view = client.submit(&read_input(&file)?).await?;
+        JobCommand::Submit { file, from_savepoint, allow_non_restored_state } => {
+            let spec = read_input(&file)?;
+            let view = match from_savepoint {
+                Some(savepoint) => client.submit_from(&spec, &savepoint, allow_non_restored_state).await?,
+                None => client.submit(&spec).await?,
+            };
             println!("{}", view["id"].as_str().unwrap_or_default());
             print_endpoints(&view);
+        }
+        JobCommand::Stop { id } => {
+            let savepoint = client.savepoint(&id, true).await?;
+            println!("{}", savepoint["id"].as_str().unwrap_or_default());
         }
         JobCommand::List => {
             let list = client.jobs().await?;

@@ -152,6 +152,35 @@ impl Client {
         .await
     }
 
+    /// Submits a job spec that starts from savepoint `savepoint`.
+    pub async fn submit_from(&self, spec: &str, savepoint: &str, allow_non_restored_state: bool) -> Result<Value> {
+        let query =
+            [("savepoint", savepoint.to_string()), ("allow_non_restored_state", allow_non_restored_state.to_string())];
+        self.send(
+            self.request(reqwest::Method::POST, "/jobs")
+                .query(&query)
+                .header("content-type", "application/yaml")
+                .body(spec.to_string()),
+        )
+        .await
+    }
+
+    /// Takes a savepoint of a running job; with `stop`, cancels the job once it is complete.
+    pub async fn savepoint(&self, id: &str, stop: bool) -> Result<Value> {
+        let body = serde_json::json!({ "stop": stop });
+        self.send(self.request(reqwest::Method::POST, &format!("/jobs/{id}/savepoints")).json(&body)).await
+    }
+
+    /// Lists savepoints.
+    pub async fn savepoints(&self) -> Result<Value> {
+        self.send(self.request(reqwest::Method::GET, "/savepoints")).await
+    }
+
+    /// Deletes a savepoint.
+    pub async fn delete_savepoint(&self, savepoint: &str) -> Result<Value> {
+        self.send(self.request(reqwest::Method::DELETE, &format!("/savepoints/{savepoint}"))).await
+    }
+
     /// Lists jobs.
     pub async fn jobs(&self) -> Result<Value> {
         self.send(self.request(reqwest::Method::GET, "/jobs")).await

@@ -4,10 +4,10 @@
 use crate::api::error::ApiError;
 use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
-use crate::store::{Desired, JobRecord, Store};
+use crate::store::{Desired, JobRecord, StartFrom, Store};
 use axum::http::StatusCode;
 use eddy_engine::checkpoint::coordinator::prepare_restore;
-use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing};
+use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, Restore};
 use eddy_engine::graph::{JobGraph, Partitioning};
 use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
 use eddy_engine::io::{IngestHandle, OutputStream};
@@ -175,6 +175,8 @@ struct Entry {
     restarting: bool,
     /// Why the restart strategy left the job failed.
     gave_up: Option<String>,
+    /// Stopping with a savepoint: its HTTP inputs take no more records.
+    stopping: bool,
 }
 
 impl Entry {
@@ -187,6 +189,7 @@ impl Entry {
             restarts: Vec::new(),
             restarting: false,
             gave_up: None,
+            stopping: false,
         }
     }
 }
@@ -337,9 +340,12 @@ impl Jobs {
     }
 
     /// Checks and starts a job.
-    pub fn submit(&self, tenant: &str, text: &str) -> Result<JobView, ApiError> {
+    pub fn submit(&self, tenant: &str, text: &str, start_from: Option<StartFrom>) -> Result<JobView, ApiError> {
         let spec = JobSpec::parse(text).map_err(spec_error)?;
         let graph = JobGraph::build(&spec, &self.inner.modules.catalog(tenant, None)).map_err(spec_error)?;
+        if let Some(from) = &start_from {
+            self.savepoint_info(tenant, &from.savepoint)?;
+        }
         let mut entries = self.inner.entries.lock();
         self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
@@ -352,6 +358,7 @@ impl Jobs {
             state: JobState::Running,
             error: None,
             crash_streak: 0,
+            start_from,
         };
         let id = record.id.clone();
         // Inserted under the same lock as the quota check, so concurrent submissions cannot both pass it.
@@ -560,9 +567,17 @@ impl Jobs {
         if let Some(spec) = &graph.checkpoints {
             let store = Arc::clone(&self.inner.checkpoints);
             let prefix = checkpoint_prefix(tenant, id);
-            let (restore, last_id) = prepare_restore(store.as_ref(), &prefix).map_err(|e| {
+            let cannot_start = |e: TaskError| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
-            })?;
+            };
+            let (mut restore, last_id) = prepare_restore(store.as_ref(), &prefix).map_err(cannot_start)?;
+            // Until the job has a checkpoint of its own, it starts from the savepoint it was submitted with.
+            if let (None, Some(from)) = (&restore, &record.start_from) {
+                let folder = savepoint_folder(tenant, &from.savepoint);
+                let what = format!("savepoint {}", from.savepoint);
+                restore = Some(Restore::load_folder(store.as_ref(), &folder, &what).map_err(cannot_start)?);
+                env.allow_non_restored_state = from.allow_non_restored_state;
+            }
             env.checkpointing = Some(Checkpointing {
                 spec: spec.clone(),
                 store,
@@ -917,6 +932,104 @@ impl Jobs {
         self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
     }
 
+    /// Takes a savepoint of a running job; with `stop`, cancels the job once the savepoint is complete.
+    pub fn savepoint(&self, tenant: &str, id: &str, stop: bool) -> Result<SavepointView, ApiError> {
+        let (handle, graph, record) = {
+            let entries = self.inner.entries.lock();
+            let entry = entries
+                .get(tenant)
+                .and_then(|j| j.get(id))
+                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
+            let running = entry
+                .running
+                .as_ref()
+                .filter(|r| r.handle.state() == JobState::Running)
+                .ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
+            (running.handle.clone(), entry.graph.clone(), entry.record.clone())
+        };
+        if graph.as_ref().is_none_or(|g| g.checkpoints.is_none()) {
+            return Err(ApiError::conflict(
+                "savepoints are taken by the job's checkpoint coordinator: add `checkpoints` to the job's spec",
+            ));
+        }
+        if stop {
+            // Nothing the inputs accepted may be left behind the savepoint: refuse more, let the job read the rest.
+            let logs: Vec<Arc<IngestLog>> = self.set_stopping(tenant, id, true);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while logs.iter().any(|log| log.unread() > 0) && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        let savepoint = uuid::Uuid::new_v4().simple().to_string();
+        let folder = savepoint_folder(tenant, &savepoint);
+        let checkpoint = handle.savepoint(&folder, Duration::from_secs(600)).map_err(|e| {
+            self.set_stopping(tenant, id, false);
+            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", format!("the savepoint failed: {e}"))
+        })?;
+        let view = SavepointView {
+            id: savepoint,
+            job: id.to_string(),
+            job_name: record.name.clone(),
+            checkpoint,
+            created_at: now_ms(),
+            spec: record.spec.clone(),
+        };
+        let info = serde_json::to_vec_pretty(&view).map_err(|e| ApiError::internal(e.to_string()))?;
+        self.inner
+            .checkpoints
+            .put(&format!("{folder}{SAVEPOINT_INFO}"), &info)
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", e.to_string()))?;
+        if stop {
+            self.cancel(tenant, id)?;
+        }
+        Ok(view)
+    }
+
+    /// Marks a job as stopping (or not); returns its HTTP input logs.
+    fn set_stopping(&self, tenant: &str, id: &str, stopping: bool) -> Vec<Arc<IngestLog>> {
+        let mut entries = self.inner.entries.lock();
+        let Some(entry) = entries.get_mut(tenant).and_then(|j| j.get_mut(id)) else { return Vec::new() };
+        entry.stopping = stopping;
+        entry.io.inputs.values().cloned().collect()
+    }
+
+    /// A tenant's savepoints, newest first.
+    pub fn savepoints(&self, tenant: &str) -> Result<Vec<SavepointView>, ApiError> {
+        let prefix = format!("{tenant}/savepoints/");
+        let paths = self.inner.checkpoints.list(&prefix).map_err(|e| ApiError::internal(e.to_string()))?;
+        let mut all = Vec::new();
+        for path in paths.iter().filter(|p| p.ends_with(&format!("/{SAVEPOINT_INFO}"))) {
+            let Some(id) = path.strip_prefix(&prefix).and_then(|p| p.split('/').next()) else { continue };
+            all.push(self.savepoint_info(tenant, id)?);
+        }
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_at));
+        Ok(all)
+    }
+
+    /// One of a tenant's savepoints; another tenant's is not found.
+    pub fn savepoint_info(&self, tenant: &str, savepoint: &str) -> Result<SavepointView, ApiError> {
+        if !crate::config::eddy_name_ok(savepoint) {
+            return Err(ApiError::not_found(format!("no savepoint {savepoint}")));
+        }
+        let path = format!("{}{SAVEPOINT_INFO}", savepoint_folder(tenant, savepoint));
+        let bytes = self
+            .inner
+            .checkpoints
+            .get(&path)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found(format!("no savepoint {savepoint}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("savepoint {savepoint}: {e}")))
+    }
+
+    /// Deletes a savepoint.
+    pub fn delete_savepoint(&self, tenant: &str, savepoint: &str) -> Result<(), ApiError> {
+        self.savepoint_info(tenant, savepoint)?;
+        self.inner
+            .checkpoints
+            .delete_prefix(&savepoint_folder(tenant, savepoint))
+            .map_err(|e| ApiError::internal(e.to_string()))
+    }
+
     /// The HTTP source `uid` of a running job.
     pub fn input(&self, tenant: &str, id: &str, uid: &str) -> Result<IngestHandle, ApiError> {
         let entries = self.inner.entries.lock();
@@ -925,6 +1038,9 @@ impl Jobs {
         // Between restarts the log takes records for the next run.
         if entry.record.desired != Desired::Running || entry.running.is_none() {
             return Err(ApiError::conflict(format!("job {id} is not running")));
+        }
+        if entry.stopping {
+            return Err(ApiError::conflict(format!("job {id} is stopping with a savepoint and takes no more records")));
         }
         entry
             .io
@@ -1002,6 +1118,31 @@ pub struct TenantUse {
 /// Whether a job holds resources: running, or about to start.
 fn is_active(entry: &Entry) -> bool {
     entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+}
+
+/// Where a tenant's savepoint lives in the checkpoint store.
+fn savepoint_folder(tenant: &str, savepoint: &str) -> String {
+    format!("{tenant}/savepoints/{savepoint}/")
+}
+
+/// What a savepoint is, kept beside it.
+const SAVEPOINT_INFO: &str = "_savepoint";
+
+/// A savepoint.
+#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct SavepointView {
+    /// Its id.
+    pub id: String,
+    /// The job it was taken of.
+    pub job: String,
+    /// That job's name.
+    pub job_name: String,
+    /// The checkpoint number it was taken as.
+    pub checkpoint: u64,
+    /// When it completed, milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// The job's spec then: submit it (or a changed one) with `?savepoint=<id>` to go on from the savepoint.
+    pub spec: String,
 }
 
 /// Where a job's checkpoints live in the store.

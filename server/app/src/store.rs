@@ -82,6 +82,19 @@ pub struct JobRecord {
     /// taking the server down is held instead of being resumed again.
     #[serde(default)]
     pub crash_streak: u32,
+    /// The savepoint its first run starts from (later runs start from the job's own checkpoints).
+    #[serde(default)]
+    pub start_from: Option<StartFrom>,
+}
+
+/// A savepoint a job starts from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StartFrom {
+    /// The savepoint's id.
+    pub savepoint: String,
+    /// Start even if the savepoint holds state of operators the job does not have (that state is dropped).
+    #[serde(default)]
+    pub allow_non_restored_state: bool,
 }
 
 /// The data folder: the control-plane database and the module bytes. Cheap to clone; every clone shares one
@@ -544,6 +557,7 @@ mod tests {
             state: JobState::Running,
             error: None,
             crash_streak: 0,
+            start_from: None,
         };
         store.put_job("acme", &job).expect("job");
         let reopened = Store::open(dir.path()).expect("reopen");
@@ -584,6 +598,7 @@ mod tests {
             state: JobState::Running,
             error: None,
             crash_streak: 0,
+            start_from: None,
         }
     }
 

@@ -2,7 +2,8 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, Tenant};
-use crate::jobs::{JobSummary, JobView};
+use crate::jobs::{JobSummary, JobView, SavepointView};
+use crate::store::StartFrom;
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -13,26 +14,124 @@ use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
 
+/// Where a submitted job starts.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct SubmitQuery {
+    /// A savepoint of this tenant to start from (its state, timers and input positions).
+    savepoint: Option<String>,
+    /// With `savepoint`: start even if it holds state of operators the job does not have (that state is dropped).
+    #[serde(default)]
+    allow_non_restored_state: bool,
+}
+
 /// Submits a job: the body is its spec in YAML or JSON. Every problem of the spec is reported at once.
 #[utoipa::path(
     post,
     path = "/v1/jobs",
+    params(SubmitQuery),
     request_body(content = String, content_type = "application/yaml"),
     responses(
         (status = 201, description = "Running", body = JobView),
         (status = 400, description = "The spec has problems; `details` lists each with operator and field", body = ErrorBody),
         (status = 403, description = "Over one of the tenant's quotas (`jobs`, `parallelism`); `details` names it", body = ErrorBody),
-        (status = 422, description = "The job could not start (for example a function's init failed)", body = ErrorBody),
+        (status = 404, description = "No such savepoint", body = ErrorBody),
+        (status = 422, description = "The job could not start (for example a function's init failed, or the savepoint does not fit it)", body = ErrorBody),
     )
 )]
 pub async fn submit(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
+    Query(query): Query<SubmitQuery>,
     body: String,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     let jobs = state.jobs.clone();
-    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.submit(&tenant, &body)).await?;
+    let from = query
+        .savepoint
+        .map(|savepoint| StartFrom { savepoint, allow_non_restored_state: query.allow_non_restored_state });
+    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.submit(&tenant, &body, from)).await?;
     Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// What to do with a savepoint's job.
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
+pub struct SavepointRequest {
+    /// Cancel the job once the savepoint is complete.
+    #[serde(default)]
+    stop: bool,
+}
+
+/// Takes a savepoint of a running job (its spec must have `checkpoints`), optionally stopping it then.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/savepoints",
+    params(("id" = String, Path)),
+    request_body(content = SavepointRequest, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Complete", body = SavepointView),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "The job is not running or takes no checkpoints", body = ErrorBody),
+        (status = 503, description = "The savepoint failed (storage, or the job stopped)", body = ErrorBody),
+    )
+)]
+pub async fn trigger_savepoint(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<JobPath>,
+    body: Option<Json<SavepointRequest>>,
+) -> Result<(StatusCode, Json<SavepointView>), ApiError> {
+    let jobs = state.jobs.clone();
+    let stop = body.is_some_and(|Json(b)| b.stop);
+    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint(&tenant, &path.id, stop)).await?;
+    Ok((StatusCode::CREATED, Json(view)))
+}
+
+/// Lists the tenant's savepoints, newest first.
+#[utoipa::path(get, path = "/v1/savepoints", responses((status = 200, body = Vec<SavepointView>)))]
+pub async fn list_savepoints(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+) -> Result<Json<Vec<SavepointView>>, ApiError> {
+    let jobs = state.jobs.clone();
+    state.tenant_slots.run(&tenant.clone(), move || jobs.savepoints(&tenant)).await.map(Json)
+}
+
+/// Names a savepoint.
+#[derive(Debug, Deserialize)]
+pub struct SavepointPath {
+    savepoint: String,
+}
+
+/// One savepoint.
+#[utoipa::path(
+    get,
+    path = "/v1/savepoints/{savepoint}",
+    params(("savepoint" = String, Path)),
+    responses((status = 200, body = SavepointView), (status = 404, body = ErrorBody))
+)]
+pub async fn get_savepoint(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<SavepointPath>,
+) -> Result<Json<SavepointView>, ApiError> {
+    let jobs = state.jobs.clone();
+    state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint_info(&tenant, &path.savepoint)).await.map(Json)
+}
+
+/// Deletes a savepoint.
+#[utoipa::path(
+    delete,
+    path = "/v1/savepoints/{savepoint}",
+    params(("savepoint" = String, Path)),
+    responses((status = 204, description = "Deleted"), (status = 404, body = ErrorBody))
+)]
+pub async fn delete_savepoint(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<SavepointPath>,
+) -> Result<StatusCode, ApiError> {
+    let jobs = state.jobs.clone();
+    state.tenant_slots.run(&tenant.clone(), move || jobs.delete_savepoint(&tenant, &path.savepoint)).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Lists the tenant's jobs, newest first.

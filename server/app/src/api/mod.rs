@@ -124,6 +124,9 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/jobs/{id}/inputs/{uid}", post(jobs::ingest))
         .route("/jobs/{id}/inputs/{uid}/close", post(jobs::close_input))
         .route("/jobs/{id}/outputs/{uid}", get(jobs::output))
+        .route("/jobs/{id}/savepoints", post(jobs::trigger_savepoint))
+        .route("/savepoints", get(jobs::list_savepoints))
+        .route("/savepoints/{savepoint}", get(jobs::get_savepoint).delete(jobs::delete_savepoint))
         .route("/usage", get(usage::usage))
         .route("/quota", axum::routing::put(usage::set_quota))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_module_bytes.max(16 << 20)))
@@ -206,6 +209,10 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::ingest,
         jobs::close_input,
         jobs::output,
+        jobs::trigger_savepoint,
+        jobs::list_savepoints,
+        jobs::get_savepoint,
+        jobs::delete_savepoint,
         usage::usage,
         usage::set_quota,
     ),
@@ -219,6 +226,10 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         crate::jobs::EdgeView,
         crate::jobs::FailureView,
         crate::jobs::TenantUse,
+        crate::jobs::SavepointView,
+        crate::jobs::RestartView,
+        crate::jobs::CheckpointView,
+        jobs::SavepointRequest,
         usage::UsageView,
         crate::config::Quota,
         crate::config::QuotaOverrides,

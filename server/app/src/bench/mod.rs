@@ -7,6 +7,7 @@
 
 mod fair;
 mod idle;
+mod recover;
 mod native;
 
 use crate::examples::{Examples, Language};
@@ -30,11 +31,15 @@ use std::time::{Duration, Instant};
 /// Options of `eddy bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The workload: W1, W2, W2CP, W3, W4 or W5; `idle`, what idle jobs cost; `fair`, CPU shares between tenants.
+    /// The workload: W1, W2, W2CP, W3, W4 or W5; `idle`, what idle jobs cost; `fair`, CPU shares between tenants;
+    /// `recover`, a checkpoint of `--keys` keys' state and the time to run again from it.
     pub workload: String,
     /// Jobs to deploy (`idle` only).
     #[arg(long, default_value_t = 1000)]
     pub jobs: u32,
+    /// Keys with state (`recover` only).
+    #[arg(long, default_value_t = 1_000_000)]
+    pub keys: u64,
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
@@ -193,6 +198,9 @@ fn peak_rss_mb() -> u64 {
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     if args.workload.eq_ignore_ascii_case("idle") {
         return idle::run(args.jobs);
+    }
+    if args.workload.eq_ignore_ascii_case("recover") {
+        return recover::run(args.keys);
     }
     if args.workload.eq_ignore_ascii_case("fair") {
         return fair::run(args.parallelism, args.events.unwrap_or(200_000_000), args.udf != "off");

@@ -233,6 +233,13 @@ impl IngestLog {
         Ok(())
     }
 
+    /// Makes the next record's sequence number at least `seq`: a job started from another job's savepoint reads
+    /// its own log from the position that savepoint recorded.
+    pub fn skip_to(&self, seq: u64) {
+        let _writer = self.writer.lock();
+        self.next_seq.fetch_max(seq, Ordering::SeqCst);
+    }
+
     /// Deletes segments that hold only records before `seq`.
     pub fn truncate_before(&self, seq: u64) {
         let writer = self.writer.lock();
@@ -243,6 +250,11 @@ impl IngestLog {
                 let _ = std::fs::remove_file(self.dir.join(segment_name(start)));
             }
         }
+    }
+
+    /// Records written but not yet read by the job.
+    pub fn unread(&self) -> u64 {
+        self.written().saturating_sub(self.read_seq.load(Ordering::SeqCst))
     }
 
     /// Records written so far.
@@ -331,6 +343,7 @@ impl Source for IngestSource {
         if let Some(p) = positions.iter().find(|p| p.split == HTTP_SPLIT) {
             self.position = p.offset;
             self.reader = None;
+            self.log.skip_to(p.offset);
         }
         Ok(())
     }

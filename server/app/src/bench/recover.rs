@@ -1,0 +1,107 @@
+//! `eddy bench recover`: what a checkpoint of a job with state for `--keys` keys costs, and how long the job takes
+//! to run again from it. The job counts events per key in a window that never fires, so its state only grows; a
+//! second branch passes events straight to a sink, whose first record after the restore marks the job as running.
+
+use super::native::NativeFunctions;
+use anyhow::{Context, bail};
+use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
+use eddy_engine::graph::{JobGraph, ModuleCatalog};
+use eddy_engine::io::DiscardSink;
+use eddy_engine::operator::Operator;
+use eddy_engine::runtime::{DeployEnv, OverrideContext, RunningJob, deploy};
+use eddy_engine::spec::{JobSpec, ModuleRef};
+use eddy_engine::{Batch, TaskError};
+use parking_lot::Mutex;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A catalog for a job without modules.
+struct NoModules;
+
+impl ModuleCatalog for NoModules {
+    fn resolve(&self, module: &ModuleRef, _: eddy_engine::function::UdfKind) -> Result<String, String> {
+        Err(format!("the recovery benchmark uses no module, not `{module}`"))
+    }
+}
+
+fn spec(keys: u64) -> String {
+    format!(
+        "name: recover
+checkpoints: {{ interval: 1d }}
+operators:
+  - {{ uid: src, source: {{ generator: {{ keys: {keys}, encoding: binary }} }}, batch_size: 1024 }}
+  - {{ uid: counts, input: src, key_by: record, window: {{ global: {{}}, trigger: {{ count: 1000000000 }} }}, aggregate: {{ builtin: count }} }}
+  - {{ uid: out, sink: discard, input: counts }}
+  - {{ uid: first, sink: discard, input: src }}
+"
+    )
+}
+
+/// Runs the benchmark for state over `keys` keys and returns its line.
+pub fn run(keys: u64) -> anyhow::Result<String> {
+    if keys == 0 {
+        bail!("--keys must be at least 1");
+    }
+    let spec = JobSpec::parse(&spec(keys)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let graph = JobGraph::build(&spec, &NoModules).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let folder = tempfile::tempdir()?;
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(folder.path()));
+    let first_output: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let start = |restore: Option<Restore>| -> anyhow::Result<RunningJob> {
+        let mut env = DeployEnv::new("recover", "bench", Arc::new(NativeFunctions));
+        env.checkpointing = Some(Checkpointing {
+            spec: graph.checkpoints.clone().context("the spec has checkpoints")?,
+            store: Arc::clone(&store),
+            prefix: "recover/".into(),
+            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+            max_parallelism: graph.max_parallelism,
+        });
+        env.restore = restore;
+        let seen = Arc::clone(&first_output);
+        env.overrides.insert(
+            "first".into(),
+            Arc::new(move |_: &OverrideContext<'_>| -> Result<Box<dyn Operator>, TaskError> {
+                let seen = Arc::clone(&seen);
+                let inspect = move |_: &Batch| {
+                    seen.lock().get_or_insert_with(Instant::now);
+                };
+                Ok(Box::new(DiscardSink::inspecting(Box::new(inspect))))
+            }),
+        );
+        deploy(&graph, env).map_err(|e| anyhow::anyhow!("the benchmark job cannot start: {e}"))
+    };
+
+    // Enough events that nearly every key has state (2 per key on average: 86 % of the keys).
+    let job = start(None)?;
+    while job.handle.operators()[0].1.records_out < 2 * keys {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let checkpoint = job.handle.checkpoint_now(Duration::from_secs(3600)).map_err(anyhow::Error::msg)?;
+    let stats = job.handle.checkpoints();
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(60));
+
+    *first_output.lock() = None;
+    let restarting = Instant::now();
+    let restore = Restore::load(store.as_ref(), "recover/", checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let loaded = restarting.elapsed();
+    let job = start(Some(restore))?;
+    let running = loop {
+        if let Some(at) = *first_output.lock() {
+            break at.duration_since(restarting);
+        }
+        if restarting.elapsed() > Duration::from_secs(3600) {
+            bail!("the restored job produced nothing within an hour");
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    };
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(60));
+    Ok(format!(
+        "eddy recover keys={keys} backend=memory checkpoint_ms={} checkpoint_bytes={} load_ms={} first_output_ms={}",
+        stats.latest_duration_ms.unwrap_or(0),
+        stats.latest_bytes.unwrap_or(0),
+        loaded.as_millis(),
+        running.as_millis()
+    ))
+}

@@ -1,0 +1,104 @@
+//! Savepoints over the API: a job stopped with a savepoint goes on, with changed logic, from the state it had; a
+//! savepoint that does not fit the new job is refused unless its extra state may be dropped; savepoints belong to
+//! their tenant.
+
+use crate::support::{Rust, TestServer, example, output, submit};
+use eddy_server::config::{TenantConfig, token_hash};
+use std::collections::BTreeMap;
+
+/// Words per key counted in one-hour windows; `map` is the module that prepares each record.
+fn spec(map: &str, window_uid: &str) -> String {
+    format!(
+        "name: words\ncheckpoints: {{ interval: 1h }}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }}, watermark: {{ out_of_orderness: 0ms, timestamp: {{ json: \"$.ts\" }} }} }}\n  - {{ uid: m, map: {map}, input: src }}\n  - {{ uid: {window_uid}, input: m, key_by: {{ json: \"$.word\" }}, window: {{ tumbling: 1h }}, aggregate: {{ builtin: count }} }}\n  - {{ uid: out, sink: http, input: {window_uid} }}\n"
+    )
+}
+
+fn words(list: &[&str]) -> String {
+    list.iter().enumerate().map(|(i, w)| format!("{{\"word\":\"{w}\",\"ts\":{}}}\n", i * 10)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_goes_on_from_its_savepoint_with_new_logic_and_the_state_it_had() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    c.push_module("same", None, example(Rust, "test-faults").await).await.expect("upload");
+
+    let before = submit(c, &spec("lower", "w")).await;
+    c.ingest(&before, "src", words(&["Apple", "APPLE", "Pear"])).await.expect("ingest");
+    // Stopping waits until the job has read every record its input accepted.
+    let savepoint = c.savepoint(&before, true).await.expect("stop with a savepoint");
+    let id = savepoint["id"].as_str().expect("id").to_string();
+    assert_eq!(c.job(&before).await.expect("status")["state"], "canceled");
+    let listed = c.savepoints().await.expect("list");
+    assert_eq!(listed[0]["id"], id.as_str(), "{listed:#}");
+    assert_eq!(listed[0]["job"], before.as_str());
+
+    // New logic from the savepoint: records are no longer lower-cased, and the counts so far are kept.
+    let after = c.submit_from(&spec("same", "w"), &id, false).await.expect("submit from the savepoint");
+    let after = after["id"].as_str().expect("id").to_string();
+    c.ingest(&after, "src", words(&["Apple", "pear"])).await.expect("ingest");
+    c.close_input(&after, "src").await.expect("close");
+    let counts: BTreeMap<String, u64> = output(c, &after, "out")
+        .await
+        .iter()
+        .map(|r| {
+            (r["value"]["key"].as_str().unwrap_or_default().to_string(), r["value"]["count"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    let expected: BTreeMap<String, u64> =
+        [("Apple".to_string(), 1), ("apple".to_string(), 2), ("pear".to_string(), 2)].into_iter().collect();
+    assert_eq!(counts, expected, "old logic before the savepoint, new after, one count per key throughout");
+    assert_eq!(c.job(&after).await.expect("status")["checkpoints"]["restored_from"], savepoint["checkpoint"]);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_savepoint_that_does_not_fit_is_refused_unless_its_extra_state_may_go() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    let job = submit(c, &spec("lower", "w")).await;
+    c.ingest(&job, "src", words(&["a", "b"])).await.expect("ingest");
+    crate::support::wait_job(c, &job, std::time::Duration::from_secs(20), |s| s["operators"][0]["records_out"] == 2)
+        .await;
+    let savepoint = c.savepoint(&job, true).await.expect("savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+
+    let refused = c.submit_from(&spec("lower", "renamed"), id, false).await.expect_err("state of `w` would be lost");
+    assert_eq!(refused.status, Some(422), "{refused}");
+    assert!(refused.message.contains("operators the job does not have: w"), "{refused}");
+    let unknown = c.submit_from(&spec("lower", "w"), "no-such-savepoint", false).await.expect_err("unknown");
+    assert_eq!(unknown.status, Some(404), "{unknown}");
+    let allowed = c.submit_from(&spec("lower", "renamed"), id, true).await.expect("dropping the state is allowed");
+    c.cancel(allowed["id"].as_str().expect("id")).await.expect("cancel");
+
+    c.delete_savepoint(id).await.expect("delete");
+    assert_eq!(c.savepoints().await.expect("list").as_array().map(Vec::len), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenant_sees_only_its_own_savepoints() {
+    let server = TestServer::start_with(|c| {
+        c.tenants = vec![
+            TenantConfig::new("acme", &token_hash("acme-secret")),
+            TenantConfig::new("globex", &token_hash("globex-secret")),
+        ];
+    })
+    .await;
+    let acme = server.client_with(Some("acme-secret"), None);
+    let globex = server.client_with(Some("globex-secret"), None);
+    let spec = "name: s\ncheckpoints: { interval: 1h }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";
+    let job = submit(&acme, spec).await;
+    let savepoint = acme.savepoint(&job, false).await.expect("savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+    assert_eq!(globex.savepoints().await.expect("list").as_array().map(Vec::len), Some(0));
+    let stolen = globex.submit_from(spec, id, false).await.expect_err("another tenant's savepoint");
+    assert_eq!(stolen.status, Some(404), "{stolen}");
+    assert_eq!(globex.delete_savepoint(id).await.expect_err("not globex's").status, Some(404));
+    assert_eq!(acme.savepoints().await.expect("list").as_array().map(Vec::len), Some(1));
+    let plain =
+        "name: p\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";
+    let no_checkpoints = submit(&acme, plain).await;
+    let refused = acme.savepoint(&no_checkpoints, false).await.expect_err("no checkpoints");
+    assert!(refused.message.contains("add `checkpoints`"), "{refused}");
+}

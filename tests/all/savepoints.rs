@@ -34,6 +34,19 @@ async fn a_job_goes_on_from_its_savepoint_with_new_logic_and_the_state_it_had() 
     assert_eq!(listed[0]["id"], id.as_str(), "{listed:#}");
     assert_eq!(listed[0]["job"], before.as_str());
 
+    // The savepoint shows what the window held for one key, and nothing for a key it never saw.
+    let apple = c.savepoint_state(&id, "w", "apple").await.expect("state of `apple`");
+    assert_eq!(apple["entries"].as_array().map(Vec::len), Some(1), "{apple:#}");
+    assert_eq!(apple["entries"][0]["state"], "window-contents");
+    assert_eq!(apple["entries"][0]["namespace"]["window"]["start"], 0);
+    assert_eq!(apple["entries"][0]["namespace"]["window"]["end"], 3_600_000);
+    let timers = apple["timers"].as_array().cloned().unwrap_or_default();
+    assert!(timers.iter().any(|t| t["timestamp"] == 3_599_999), "the window's end-of-window timer: {apple:#}");
+    let nobody = c.savepoint_state(&id, "w", "kiwi").await.expect("state of `kiwi`");
+    assert_eq!(nobody["entries"].as_array().map(Vec::len), Some(0), "{nobody:#}");
+    let no_operator = c.savepoint_state(&id, "nope", "apple").await.expect_err("no such operator");
+    assert_eq!(no_operator.status, Some(404));
+
     // New logic from the savepoint: records are no longer lower-cased, and the counts so far are kept.
     let after = c.submit_from(&spec("same", "w"), &id, false).await.expect("submit from the savepoint");
     let after = after["id"].as_str().expect("id").to_string();
@@ -95,6 +108,7 @@ async fn a_tenant_sees_only_its_own_savepoints() {
     let stolen = globex.submit_from(spec, id, false).await.expect_err("another tenant's savepoint");
     assert_eq!(stolen.status, Some(404), "{stolen}");
     assert_eq!(globex.delete_savepoint(id).await.expect_err("not globex's").status, Some(404));
+    assert_eq!(globex.savepoint_state(id, "out", "k").await.expect_err("not globex's").status, Some(404));
     assert_eq!(acme.savepoints().await.expect("list").as_array().map(Vec::len), Some(1));
     let plain =
         "name: p\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";

@@ -159,6 +159,15 @@ enum SavepointCommand {
     },
     /// Lists savepoints.
     List,
+    /// Prints what a savepoint holds for one key of one operator.
+    State {
+        /// The savepoint's id.
+        savepoint: String,
+        /// The operator's uid.
+        operator: String,
+        /// The key (as `key_by` made it).
+        key: String,
+    },
     /// Deletes a savepoint.
     Rm {
         /// The savepoint's id.
@@ -342,6 +351,10 @@ async fn savepoint(client: &Client, command: SavepointCommand) -> anyhow::Result
                     s["job_name"].as_str().unwrap_or_default()
                 );
             }
+        }
+        SavepointCommand::State { savepoint, operator, key } => {
+            let state = client.savepoint_state(&savepoint, &operator, &key).await?;
+            println!("{}", serde_json::to_string_pretty(&state)?);
         }
         SavepointCommand::Rm { id } => {
             client.delete_savepoint(&id).await?;

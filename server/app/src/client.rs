@@ -176,6 +176,12 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, "/savepoints")).await
     }
 
+    /// What a savepoint holds for `key` of operator `operator`.
+    pub async fn savepoint_state(&self, savepoint: &str, operator: &str, key: &str) -> Result<Value> {
+        let path = format!("/savepoints/{savepoint}/state/{operator}");
+        self.send(self.request(reqwest::Method::GET, &path).query(&[("key", key)])).await
+    }
+
     /// Deletes a savepoint.
     pub async fn delete_savepoint(&self, savepoint: &str) -> Result<Value> {
         self.send(self.request(reqwest::Method::DELETE, &format!("/savepoints/{savepoint}"))).await

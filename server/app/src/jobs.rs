@@ -7,6 +7,7 @@ use crate::modules::Modules;
 use crate::store::{Desired, JobRecord, StartFrom, Store};
 use axum::http::StatusCode;
 use eddy_engine::checkpoint::coordinator::prepare_restore;
+use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
 use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, Restore};
 use eddy_engine::graph::{JobGraph, Partitioning};
 use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
@@ -1019,6 +1020,23 @@ impl Jobs {
             .map_err(|e| ApiError::internal(e.to_string()))?
             .ok_or_else(|| ApiError::not_found(format!("no savepoint {savepoint}")))?;
         serde_json::from_slice(&bytes).map_err(|e| ApiError::internal(format!("savepoint {savepoint}: {e}")))
+    }
+
+    /// What savepoint `savepoint` holds for `key` of operator `operator`.
+    pub fn savepoint_state(
+        &self,
+        tenant: &str,
+        savepoint: &str,
+        operator: &str,
+        key: &[u8],
+    ) -> Result<KeyStateView, ApiError> {
+        self.savepoint_info(tenant, savepoint)?;
+        let folder = savepoint_folder(tenant, savepoint);
+        let restore = Restore::load_folder(self.inner.checkpoints.as_ref(), &folder, &format!("savepoint {savepoint}"))
+            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.message))?;
+        key_state(&restore, operator, key).ok_or_else(|| {
+            ApiError::not_found(format!("savepoint {savepoint} holds no state of operator `{operator}`"))
+        })
     }
 
     /// Deletes a savepoint.

@@ -117,6 +117,55 @@ pub async fn get_savepoint(
     state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint_info(&tenant, &path.savepoint)).await.map(Json)
 }
 
+/// Which key's state to read.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct KeyQuery {
+    /// The key as text (what `key_by` made of the record: a JSON string's text, other JSON values' compact text).
+    key: Option<String>,
+    /// The key's bytes in hex, for keys that are not text.
+    key_hex: Option<String>,
+}
+
+/// Names an operator of a savepoint.
+#[derive(Debug, Deserialize)]
+pub struct SavepointOperatorPath {
+    savepoint: String,
+    operator: String,
+}
+
+/// What a savepoint holds for one key of one operator: every state entry (value, list, map state, window
+/// contents) and timer of the key.
+#[utoipa::path(
+    get,
+    path = "/v1/savepoints/{savepoint}/state/{operator}",
+    params(("savepoint" = String, Path), ("operator" = String, Path), KeyQuery),
+    responses(
+        (status = 200, description = "The key's state (empty lists when the key has none)", body = serde_json::Value),
+        (status = 400, body = ErrorBody),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn savepoint_state(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<SavepointOperatorPath>,
+    Query(query): Query<KeyQuery>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let key = match (query.key, query.key_hex) {
+        (Some(text), None) => text.into_bytes(),
+        (None, Some(hex)) => {
+            hex::decode(&hex).map_err(|e| ApiError::bad_request("invalid_key", format!("key_hex: {e}")))?
+        }
+        _ => return Err(ApiError::bad_request("invalid_key", "give the key as `key` or as `key_hex`")),
+    };
+    let jobs = state.jobs.clone();
+    let view = state
+        .tenant_slots
+        .run(&tenant.clone(), move || jobs.savepoint_state(&tenant, &path.savepoint, &path.operator, &key))
+        .await?;
+    serde_json::to_value(view).map(Json).map_err(|e| ApiError::internal(e.to_string()))
+}
+
 /// Deletes a savepoint.
 #[utoipa::path(
     delete,

@@ -127,6 +127,7 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/jobs/{id}/savepoints", post(jobs::trigger_savepoint))
         .route("/savepoints", get(jobs::list_savepoints))
         .route("/savepoints/{savepoint}", get(jobs::get_savepoint).delete(jobs::delete_savepoint))
+        .route("/savepoints/{savepoint}/state/{operator}", get(jobs::savepoint_state))
         .route("/usage", get(usage::usage))
         .route("/quota", axum::routing::put(usage::set_quota))
         .layer(axum::extract::DefaultBodyLimit::max(state.config.max_module_bytes.max(16 << 20)))
@@ -213,6 +214,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::list_savepoints,
         jobs::get_savepoint,
         jobs::delete_savepoint,
+        jobs::savepoint_state,
         usage::usage,
         usage::set_quota,
     ),

@@ -187,6 +187,14 @@ impl Restore {
         self.operators.iter().filter(|(_, s)| !s.is_empty()).map(|((uid, _), _)| uid.as_str()).collect()
     }
 
+    /// Every subtask's snapshot of operator `uid`.
+    pub fn snapshots_of(&self, uid: &str) -> Vec<&OperatorSnapshot> {
+        let mut found: Vec<(&u32, &OperatorSnapshot)> =
+            self.operators.iter().filter(|((u, _), _)| u == uid).map(|((_, s), o)| (s, o)).collect();
+        found.sort_by_key(|(s, _)| **s);
+        found.into_iter().map(|(_, o)| o).collect()
+    }
+
     /// How many subtasks operator `uid` had.
     fn parallelism_of(&self, uid: &str) -> u32 {
         self.operators.keys().filter(|(u, _)| u == uid).count() as u32

@@ -17,6 +17,7 @@
 pub mod align;
 pub mod coordinator;
 pub mod format;
+pub mod inspect;
 pub mod store;
 
 pub use align::{Aligned, BarrierAligner};

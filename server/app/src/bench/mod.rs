@@ -7,8 +7,8 @@
 
 mod fair;
 mod idle;
-mod recover;
 mod native;
+mod recover;
 
 use crate::examples::{Examples, Language};
 use anyhow::{Context, bail};

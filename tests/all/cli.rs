@@ -56,3 +56,33 @@ async fn the_cli_hashes_tokens_and_reports_an_unreachable_server() {
     .expect_err("nothing listens there");
     assert!(down.to_string().contains("cannot reach the server"), "{down}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_stops_a_job_with_a_savepoint_and_submits_from_it() {
+    let server = TestServer::start().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |p: &Path| p.display().to_string();
+    let spec = dir.path().join("job.yaml");
+    std::fs::write(&spec, "name: counts\ncheckpoints: { interval: 1h }\noperators:\n  - { uid: src, source: { http: {} }, watermark: { out_of_orderness: 0ms, timestamp: { json: \"$.ts\" } } }\n  - { uid: w, input: src, key_by: { json: \"$.k\" }, window: { tumbling: 1h }, aggregate: { builtin: count } }\n  - { uid: out, sink: http, input: w }\n").expect("write");
+    eddy(&server, &["job", "submit", &path(&spec)]).await.expect("submit");
+    let id = server.client.jobs().await.expect("jobs")[0]["id"].as_str().expect("id").to_string();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"k\":\"a\",\"ts\":1}\n{\"k\":\"a\",\"ts\":2}\n").expect("write");
+    eddy(&server, &["job", "input", &id, "src", &path(&input)]).await.expect("input");
+    eddy(&server, &["job", "stop", &id]).await.expect("stop with a savepoint");
+    let savepoints = server.client.savepoints().await.expect("list");
+    let savepoint = savepoints[0]["id"].as_str().expect("a savepoint").to_string();
+    eddy(&server, &["savepoint", "list"]).await.expect("list");
+    eddy(&server, &["savepoint", "state", &savepoint, "w", "a"]).await.expect("state of a key");
+    eddy(&server, &["job", "submit", &path(&spec), "--from-savepoint", &savepoint]).await.expect("submit from it");
+    let jobs = server.client.jobs().await.expect("jobs");
+    let resumed = jobs.as_array().into_iter().flatten().find(|j| j["state"] == "running").expect("the new job");
+    let resumed = resumed["id"].as_str().expect("id").to_string();
+    eddy(&server, &["job", "input", &resumed, "src", &path(&input), "--close"]).await.expect("input");
+    let counts = crate::support::output(&server.client, &resumed, "out").await;
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts[0]["value"]["count"], 4, "two counted before the savepoint, two after");
+    eddy(&server, &["savepoint", "rm", &savepoint]).await.expect("rm");
+    let gone = eddy(&server, &["savepoint", "state", &savepoint, "w", "a"]).await.expect_err("deleted");
+    assert!(gone.to_string().contains("404"), "{gone}");
+}

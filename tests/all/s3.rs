@@ -21,10 +21,19 @@ pub(crate) struct Moto {
 impl Moto {
     /// Starts moto on a free port and waits until it answers.
     pub(crate) fn start() -> Moto {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
-        let mut moto = Moto { child: None, port };
-        moto.restart();
-        moto
+        for _ in 0..5 {
+            let port =
+                std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
+            let mut moto = Moto { child: None, port };
+            moto.restart();
+            // Another process may have taken the port between the probe and moto's start: then moto has exited,
+            // and what answered was that other process.
+            std::thread::sleep(Duration::from_millis(200));
+            if moto.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None))) {
+                return moto;
+            }
+        }
+        panic!("moto_server could not get a free port in 5 tries");
     }
 
     /// Starts moto again on the same port (an empty server: moto keeps everything in memory).
@@ -63,9 +72,18 @@ impl Moto {
 
     /// Freezes the server (SIGSTOP): connections are accepted by the kernel but nothing answers.
     fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Lets a frozen server go on (SIGCONT), with everything it held.
+    fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
         let child = self.child.as_ref().expect("moto is running");
-        let status = Command::new("kill").args(["-STOP", &child.id().to_string()]).status().expect("kill -STOP");
-        assert!(status.success(), "kill -STOP failed: {status}");
+        let status = Command::new("kill").args([signal, &child.id().to_string()]).status().expect("kill");
+        assert!(status.success(), "kill {signal} failed: {status}");
     }
 
     pub(crate) fn endpoint(&self) -> String {
@@ -227,7 +245,7 @@ fn wait_for<T: std::fmt::Debug>(what: &str, mut state: impl FnMut() -> T, done: 
 
 #[test]
 fn a_checkpointed_job_rides_out_an_s3_outage_and_restores_from_s3() {
-    let mut moto = Moto::start();
+    let moto = Moto::start();
     let mut settings = settings(&moto);
     settings.timeout_ms = 2000;
     let s3 = Arc::new(store(&settings));
@@ -260,7 +278,8 @@ operators:
         "the completed checkpoint's metadata is in the bucket"
     );
 
-    moto.kill();
+    // Stopped, not killed: the port stays moto's, so no other test's server can take it meanwhile.
+    moto.freeze();
     let (down, state) = wait_for(
         "a failed checkpoint while S3 is down",
         || (handle.checkpoints(), handle.state()),
@@ -270,8 +289,7 @@ operators:
     let reason = down.last_failure.clone().unwrap_or_default();
     assert!(reason.contains("s3://eddy-test/cp/job/"), "the failure names the object: {reason}");
 
-    moto.restart();
-    s3.ensure_bucket().expect("bucket again");
+    moto.thaw();
     let completed = handle.checkpoints().completed;
     let after = wait_for("a checkpoint after S3 is back", || handle.checkpoints(), |s| s.completed > completed);
     assert_eq!(handle.state(), JobState::Running, "{:?}", handle.error());

@@ -77,10 +77,17 @@ pub async fn trigger_savepoint(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(path): Path<JobPath>,
-    body: Option<Json<SavepointRequest>>,
+    body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SavepointView>), ApiError> {
     let jobs = state.jobs.clone();
-    let stop = body.is_some_and(|Json(b)| b.stop);
+    // The body is optional: no body means the job keeps running.
+    let request: SavepointRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        SavepointRequest::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("invalid_request", format!("not a savepoint request: {e}")))?
+    };
+    let stop = request.stop;
     let view = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint(&tenant, &path.id, stop)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }

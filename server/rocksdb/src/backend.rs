@@ -1,0 +1,172 @@
+//! The backend: where stores live and the memory they share.
+
+use crate::store::RocksDbStateStore;
+use eddy_engine::state::{KeyedStateStore, StateBackend, StateError};
+use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteBufferManager};
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+/// The memory a backend's stores share.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RocksDbConfig {
+    /// Bytes of uncompressed blocks, index and filter blocks cached for reads.
+    pub block_cache_bytes: usize,
+    /// Bytes of memtables (writes not yet flushed to files), across every store and state. Charged to the block
+    /// cache too, so `block_cache_bytes + write_buffer_bytes` bounds what RocksDB holds in memory.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for RocksDbConfig {
+    fn default() -> RocksDbConfig {
+        RocksDbConfig { block_cache_bytes: 64 << 20, write_buffer_bytes: 64 << 20 }
+    }
+}
+
+impl RocksDbConfig {
+    /// The size of one memtable: an eighth of the budget, so that several states can fill theirs before the shared
+    /// limit forces flushes, within 256 KiB to 64 MiB (RocksDB's default).
+    fn memtable_bytes(&self) -> usize {
+        (self.write_buffer_bytes / 8).clamp(256 << 10, 64 << 20)
+    }
+}
+
+/// Keeps keyed state in RocksDB instances under one folder, one instance per operator and subtask.
+pub struct RocksDbBackend {
+    root: PathBuf,
+    config: RocksDbConfig,
+    cache: Cache,
+    write_buffers: WriteBufferManager,
+    /// Folders of the stores that are open: a second store for the same operator and subtask would wipe them.
+    open: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl std::fmt::Debug for RocksDbBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbBackend").field("root", &self.root).field("config", &self.config).finish()
+    }
+}
+
+impl RocksDbBackend {
+    /// A backend whose stores live under `root` (created when the first store is) and share `config`'s memory.
+    pub fn new(root: impl Into<PathBuf>, config: RocksDbConfig) -> RocksDbBackend {
+        let cache = Cache::new_lru_cache(config.block_cache_bytes.saturating_add(config.write_buffer_bytes));
+        // No stall: a write over the limit triggers flushes rather than waiting for them.
+        let write_buffers =
+            WriteBufferManager::new_write_buffer_manager_with_cache(config.write_buffer_bytes, false, cache.clone());
+        RocksDbBackend { root: root.into(), config, cache, write_buffers, open: Arc::default() }
+    }
+
+    /// The folder the stores live under.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Bytes the stores hold in memory now: cached blocks and memtables (these are charged to the cache).
+    pub fn memory_used(&self) -> usize {
+        self.cache.get_usage()
+    }
+
+    /// The folder of operator `uid`'s store in `subtask`: `<root>/<uid>-<subtask>`, with any byte of the uid other
+    /// than an ASCII letter, digit, `_` or `-` written as `%XX`, so that no uid can name a folder elsewhere.
+    pub fn folder(&self, uid: &str, subtask: u32) -> PathBuf {
+        let mut name = String::with_capacity(uid.len() + 8);
+        for byte in uid.bytes() {
+            if byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-' {
+                name.push(byte as char);
+            } else {
+                let _ = write!(name, "%{byte:02X}");
+            }
+        }
+        let _ = write!(name, "-{subtask}");
+        self.root.join(name)
+    }
+
+    /// Opens the store of operator `uid` in subtask `subtask`, empty: whatever its folder held is wiped (a restore
+    /// loads a snapshot's entries through [`KeyedStateStore::restore`]).
+    pub fn open_store(&self, uid: &str, subtask: u32) -> Result<RocksDbStateStore, StateError> {
+        let path = self.folder(uid, subtask);
+        let folder = Folder::claim(path, Arc::clone(&self.open))
+            .ok_or_else(|| StateError(format!("operator `{uid}` subtask {subtask} already has an open state store")))?;
+        let failed = |what: &str, e: std::io::Error| {
+            StateError(format!("cannot {what} the state folder {}: {e}", folder.path.display()))
+        };
+        match std::fs::remove_dir_all(&folder.path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(failed("wipe", e)),
+        }
+        std::fs::create_dir_all(&folder.path).map_err(|e| failed("create", e))?;
+        RocksDbStateStore::open(folder, self.options()?)
+    }
+
+    /// Options of a store's database and of each of its column families.
+    fn options(&self) -> Result<Options, StateError> {
+        // The one way to reach this DB option through the crate. The store's folder is wiped when it is opened and
+        // removed when it is dropped, so a flush at close would be wasted work.
+        let mut opts = Options::default()
+            .get_options_from_string("avoid_flush_during_shutdown=true")
+            .map_err(|e| StateError(format!("RocksDB options: {e}")))?;
+        opts.create_if_missing(true);
+        opts.set_write_buffer_manager(&self.write_buffers);
+        opts.set_write_buffer_size(self.config.memtable_bytes());
+        opts.set_compression_type(DBCompressionType::Lz4);
+        opts.set_merge_operator_associative("eddy-concat", concat);
+        // RocksDB's info log goes into the store's folder; warnings are enough there.
+        opts.set_log_level(LogLevel::Warn);
+        opts.set_keep_log_file_num(1);
+        let mut table = BlockBasedOptions::default();
+        table.set_block_cache(&self.cache);
+        // Index and filter blocks in the cache count against the budget instead of growing outside it.
+        table.set_cache_index_and_filter_blocks(true);
+        table.set_pin_l0_filter_and_index_blocks_in_cache(true);
+        // Window and trigger reads often miss (a new window, a key seen for the first time): a filter answers those
+        // without reading a block.
+        table.set_bloom_filter(10.0, false);
+        opts.set_block_based_table_factory(&table);
+        Ok(opts)
+    }
+}
+
+impl StateBackend for RocksDbBackend {
+    fn create_store(&self, uid: &str, subtask: u32) -> Result<Box<dyn KeyedStateStore>, StateError> {
+        Ok(Box::new(self.open_store(uid, subtask)?))
+    }
+}
+
+/// `append`: the stored bytes (none counts as empty) followed by each operand. Concatenation is associative, so
+/// RocksDB may also combine operands before it sees the stored bytes.
+fn concat(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let len = existing.map_or(0, <[u8]>::len) + operands.iter().map(<[u8]>::len).sum::<usize>();
+    let mut out = Vec::with_capacity(len);
+    out.extend_from_slice(existing.unwrap_or_default());
+    for operand in operands {
+        out.extend_from_slice(operand);
+    }
+    Some(out)
+}
+
+/// A store's folder, claimed while the store is open and removed when it is dropped (after the database: the store
+/// declares it last). State outlives a store only in checkpoints.
+pub(crate) struct Folder {
+    pub(crate) path: PathBuf,
+    open: Arc<Mutex<HashSet<PathBuf>>>,
+}
+
+impl Folder {
+    /// Claims `path`; none if a store holds it already.
+    fn claim(path: PathBuf, open: Arc<Mutex<HashSet<PathBuf>>>) -> Option<Folder> {
+        // A panic elsewhere while holding the lock leaves the set intact: insert and remove are single steps.
+        let claimed = open.lock().unwrap_or_else(|e| e.into_inner()).insert(path.clone());
+        claimed.then_some(Folder { path, open })
+    }
+}
+
+impl Drop for Folder {
+    fn drop(&mut self) {
+        // Best effort: a folder that cannot be removed is wiped by the next store that claims it.
+        let _ = std::fs::remove_dir_all(&self.path);
+        self.open.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.path);
+    }
+}

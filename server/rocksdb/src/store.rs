@@ -1,0 +1,394 @@
+//! The store: one RocksDB instance, a column family per state.
+
+use crate::backend::Folder;
+use crate::keys;
+use eddy_engine::state::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, Options, ReadOptions, SingleThreaded,
+    WriteBatch, WriteOptions,
+};
+
+/// Spelled out rather than `rocksdb::DB`, whose meaning a feature enabled elsewhere in the build would change.
+type Db = DBWithThreadMode<SingleThreaded>;
+
+/// The column family RocksDB always has; a state of that name uses it.
+const DEFAULT_FAMILY: &str = rocksdb::DEFAULT_COLUMN_FAMILY_NAME;
+
+/// Bytes a restore buffers in one write batch.
+const RESTORE_BATCH_BYTES: usize = 8 << 20;
+
+/// A registered state.
+struct State {
+    name: String,
+    /// Why the state's column family could not be created: `register` cannot fail, so its uses do.
+    broken: Option<StateError>,
+    cleanup: Cleanup,
+}
+
+/// Where incremental cleanup of a state goes on.
+#[derive(Default)]
+struct Cleanup {
+    /// The cursor the last unfinished step returned; a caller passing it back resumes at `resume`.
+    generation: usize,
+    /// The key prefix of the first key the last step did not visit.
+    resume: Option<Vec<u8>>,
+}
+
+/// Keyed state of one operator in one subtask, in a RocksDB instance of its own.
+pub struct RocksDbStateStore {
+    db: Db,
+    states: Vec<State>,
+    /// Options new column families are created with.
+    options: Options,
+    /// No write-ahead log and no sync: the state is made durable by checkpoints, and a store starts empty.
+    write: WriteOptions,
+    read: ReadOptions,
+    /// Reused to encode composite keys without allocating.
+    scratch: Vec<u8>,
+    /// Declared after `db` so that the database is closed before its folder is removed.
+    folder: Folder,
+}
+
+impl std::fmt::Debug for RocksDbStateStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RocksDbStateStore")
+            .field("folder", &self.folder.path)
+            .field("states", &self.states.iter().map(|s| s.name.as_str()).collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The column family of `state`.
+fn family<'a>(db: &'a Db, states: &'a [State], state: StateId) -> Result<&'a ColumnFamily, StateError> {
+    let entry = states.get(state as usize).ok_or_else(|| StateError(format!("unknown state id {state}")))?;
+    if let Some(broken) = &entry.broken {
+        return Err(broken.clone());
+    }
+    db.cf_handle(&entry.name)
+        .ok_or_else(|| StateError(format!("the RocksDB column family of state `{}` is missing", entry.name)))
+}
+
+/// Read options for an iterator over `[lower, upper)`; a scan of everything leaves the cache to the hot entries.
+fn bounded(lower: Option<Vec<u8>>, upper: Option<Vec<u8>>, fill_cache: bool) -> ReadOptions {
+    let mut read = ReadOptions::default();
+    if let Some(lower) = lower {
+        read.set_iterate_lower_bound(lower);
+    }
+    if let Some(upper) = upper {
+        read.set_iterate_upper_bound(upper);
+    }
+    read.fill_cache(fill_cache);
+    read
+}
+
+impl RocksDbStateStore {
+    /// Opens a database in `folder` (empty).
+    pub(crate) fn open(folder: Folder, options: Options) -> Result<RocksDbStateStore, StateError> {
+        // The default column family is opened with the state options too, in case a state is called `default`.
+        let default = ColumnFamilyDescriptor::new(DEFAULT_FAMILY, options.clone());
+        let db = Db::open_cf_descriptors(&options, &folder.path, [default])
+            .map_err(|e| StateError(format!("cannot open RocksDB in {}: {e}", folder.path.display())))?;
+        let mut write = WriteOptions::default();
+        write.disable_wal(true);
+        write.set_sync(false);
+        Ok(RocksDbStateStore {
+            db,
+            states: Vec::new(),
+            options,
+            write,
+            read: ReadOptions::default(),
+            scratch: Vec::new(),
+            folder,
+        })
+    }
+
+    /// The folder the store's files are in.
+    pub fn folder(&self) -> &std::path::Path {
+        &self.folder.path
+    }
+
+    /// Writes every state's memtable to files (a checkpoint of the files needs this first).
+    pub fn flush(&mut self) -> Result<(), StateError> {
+        let mut families = Vec::with_capacity(self.states.len());
+        for id in 0..self.states.len() {
+            families.push(family(&self.db, &self.states, id as StateId)?);
+        }
+        let mut flush = FlushOptions::default();
+        flush.set_wait(true);
+        self.db.flush_cfs_opt(&families, &flush).map_err(|e| self.failed("flush", e))
+    }
+
+    /// A RocksDB error as a state error that says which store and what failed.
+    fn failed(&self, what: &str, e: rocksdb::Error) -> StateError {
+        StateError(format!("RocksDB {what} in {}: {e}", self.folder.path.display()))
+    }
+
+    /// Visits the entries of `cf` within `read`'s bounds, from `from` (or the first) in byte order, until `visit`
+    /// returns false.
+    fn each(
+        &self,
+        cf: &ColumnFamily,
+        read: ReadOptions,
+        from: Option<&[u8]>,
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
+    ) -> Result<(), StateError> {
+        let mut iter = self.db.raw_iterator_cf_opt(cf, read);
+        match from {
+            Some(from) => iter.seek(from),
+            None => iter.seek_to_first(),
+        }
+        while let Some((key, value)) = iter.item() {
+            if !visit(key, value)? {
+                return Ok(());
+            }
+            iter.next();
+        }
+        iter.status().map_err(|e| self.failed("read", e))
+    }
+
+    /// Visits every `(stored key, value)` of `key` in namespace order.
+    fn each_of_key(
+        &self,
+        state: StateId,
+        prefix: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]) -> Result<bool, StateError>,
+    ) -> Result<(), StateError> {
+        let cf = family(&self.db, &self.states, state)?;
+        let read = bounded(Some(prefix.to_vec()), keys::successor(prefix), true);
+        // The bounds keep RocksDB from reading past the key; the prefix check covers a key without an upper bound.
+        self.each(cf, read, Some(prefix), &mut |stored, value| {
+            if !stored.starts_with(prefix) {
+                return Ok(false);
+            }
+            visit(stored, value)
+        })
+    }
+
+    fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
+        self.db.write_opt(batch, &self.write).map_err(|e| self.failed("write", e))
+    }
+}
+
+impl KeyedStateStore for RocksDbStateStore {
+    fn register(&mut self, name: &str) -> StateId {
+        if let Some(i) = self.states.iter().position(|s| s.name == name) {
+            return i as StateId;
+        }
+        let broken = if name == DEFAULT_FAMILY {
+            None
+        } else {
+            self.db.create_cf(name, &self.options).err().map(|e| {
+                StateError(format!(
+                    "cannot create the RocksDB column family of state `{name}` in {}: {e}",
+                    self.folder.path.display()
+                ))
+            })
+        };
+        self.states.push(State { name: name.to_string(), broken, cleanup: Cleanup::default() });
+        (self.states.len() - 1) as StateId
+    }
+
+    fn get_into(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        ns: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<bool, StateError> {
+        out.clear();
+        keys::composite(&mut self.scratch, key, ns)?;
+        let cf = family(&self.db, &self.states, state)?;
+        match self.db.get_pinned_cf_opt(cf, &self.scratch, &self.read).map_err(|e| self.failed("read", e))? {
+            Some(value) => {
+                out.extend_from_slice(&value);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError> {
+        keys::composite(&mut self.scratch, key, ns)?;
+        let cf = family(&self.db, &self.states, state)?;
+        let found = self.db.get_pinned_cf_opt(cf, &self.scratch, &self.read).map_err(|e| self.failed("read", e))?;
+        Ok(found.is_some())
+    }
+
+    fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
+        keys::composite(&mut self.scratch, key, ns)?;
+        let cf = family(&self.db, &self.states, state)?;
+        self.db.put_cf_opt(cf, &self.scratch, value, &self.write).map_err(|e| self.failed("put", e))
+    }
+
+    fn append(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], bytes: &[u8]) -> Result<(), StateError> {
+        keys::composite(&mut self.scratch, key, ns)?;
+        let cf = family(&self.db, &self.states, state)?;
+        self.db.merge_cf_opt(cf, &self.scratch, bytes, &self.write).map_err(|e| self.failed("append", e))
+    }
+
+    fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError> {
+        keys::composite(&mut self.scratch, key, ns)?;
+        let cf = family(&self.db, &self.states, state)?;
+        self.db.delete_cf_opt(cf, &self.scratch, &self.write).map_err(|e| self.failed("remove", e))
+    }
+
+    fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        keys::prefix(&mut self.scratch, key)?;
+        let skip = self.scratch.len();
+        let mut entries = Vec::new();
+        self.each_of_key(state, &self.scratch, &mut |stored, value| {
+            entries.push((stored[skip..].to_vec(), value.to_vec()));
+            Ok(true)
+        })?;
+        Ok(entries)
+    }
+
+    fn scan(
+        &mut self,
+        state: StateId,
+        key: StateKey<'_>,
+        from: &[u8],
+        to: &[u8],
+        visit: &mut dyn FnMut(&[u8], &[u8]),
+    ) -> Result<(), StateError> {
+        let cf = family(&self.db, &self.states, state)?;
+        if from >= to {
+            return Ok(());
+        }
+        let mut lower = Vec::new();
+        keys::prefix(&mut lower, key)?;
+        let skip = lower.len();
+        let mut upper = lower.clone();
+        lower.extend_from_slice(from);
+        upper.extend_from_slice(to);
+        // Both bounds share the key prefix, so every entry between them is one of this key's.
+        let read = bounded(Some(lower.clone()), Some(upper), true);
+        self.each(cf, read, Some(&lower), &mut |stored, value| {
+            visit(&stored[skip..], value);
+            Ok(true)
+        })
+    }
+
+    /// Deletes the key's entries one by one in a batch rather than with a range delete: keys hold a few namespaces,
+    /// and a range tombstone per removed key would slow every later read until compaction drops them.
+    fn remove_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<(), StateError> {
+        keys::prefix(&mut self.scratch, key)?;
+        let cf = family(&self.db, &self.states, state)?;
+        let mut batch = WriteBatch::default();
+        self.each_of_key(state, &self.scratch, &mut |stored, _| {
+            batch.delete_cf(cf, stored);
+            Ok(true)
+        })?;
+        if batch.is_empty() { Ok(()) } else { self.write(batch) }
+    }
+
+    /// Walks keys in byte order from where the last step stopped. The cursor is a generation number: the store keeps
+    /// the position (the first key not visited yet), so a step seeks straight to it; a cursor other than the one the
+    /// last step returned starts over, as 0 does. Cleanup by a compaction filter, which would make this walk
+    /// unnecessary, is a later step.
+    fn cleanup_step(
+        &mut self,
+        state: StateId,
+        cursor: usize,
+        limit: usize,
+        expired: &mut dyn FnMut(&[u8]) -> bool,
+    ) -> Result<usize, StateError> {
+        let unknown = || StateError(format!("unknown state id {state}"));
+        let slot = self.states.get_mut(state as usize).ok_or_else(unknown)?;
+        let resume = match cursor {
+            0 => None,
+            c if c == slot.cleanup.generation => slot.cleanup.resume.take(),
+            _ => None,
+        };
+        let cf = family(&self.db, &self.states, state)?;
+        let mut batch = WriteBatch::default();
+        let mut visited = 0;
+        let mut current = Vec::new();
+        let mut stopped_at = None;
+        self.each(cf, bounded(None, None, false), resume.as_deref(), &mut |stored, value| {
+            let key = &stored[..keys::prefix_len(stored)?];
+            if visited == 0 || key != current.as_slice() {
+                if visited == limit {
+                    stopped_at = Some(key.to_vec());
+                    return Ok(false);
+                }
+                visited += 1;
+                current.clear();
+                current.extend_from_slice(key);
+            }
+            if expired(value) {
+                batch.delete_cf(cf, stored);
+            }
+            Ok(true)
+        })?;
+        if !batch.is_empty() {
+            self.write(batch)?;
+        }
+        let slot = self.states.get_mut(state as usize).ok_or_else(unknown)?;
+        let Some(resume) = stopped_at else {
+            slot.cleanup = Cleanup::default();
+            return Ok(0);
+        };
+        let generation = slot.cleanup.generation.wrapping_add(1).max(1);
+        slot.cleanup = Cleanup { generation, resume: Some(resume) };
+        Ok(generation)
+    }
+
+    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
+        let mut order: Vec<usize> = (0..self.states.len()).collect();
+        order.sort_by(|a, b| self.states[*a].name.cmp(&self.states[*b].name));
+        let mut entries = Vec::new();
+        for id in order {
+            let id = id as StateId;
+            let cf = family(&self.db, &self.states, id)?;
+            let name = &self.states[id as usize].name;
+            let start = entries.len();
+            self.each(cf, bounded(None, None, false), None, &mut |stored, value| {
+                if keep(id, value) {
+                    let (group, key, namespace) = keys::split(stored)?;
+                    entries.push(SnapshotEntry {
+                        state: name.clone(),
+                        group,
+                        key: key.to_vec(),
+                        namespace: namespace.to_vec(),
+                        value: value.to_vec(),
+                    });
+                }
+                Ok(true)
+            })?;
+            // Stored order puts shorter keys first (the length precedes the key); the canonical order is by bytes.
+            entries[start..].sort_by(|a, b| (a.group, &a.key, &a.namespace).cmp(&(b.group, &b.key, &b.namespace)));
+        }
+        Ok(entries)
+    }
+
+    /// Counts by walking the state: for tests and metrics, not for a hot path. A read error ends the count early.
+    fn len(&mut self, state: StateId) -> usize {
+        let Ok(cf) = family(&self.db, &self.states, state) else { return 0 };
+        let mut count = 0;
+        let _ = self.each(cf, bounded(None, None, false), None, &mut |_, _| {
+            count += 1;
+            Ok(true)
+        });
+        count
+    }
+
+    /// Loads the entries in large write batches.
+    fn restore(&mut self, entries: &[SnapshotEntry]) -> Result<(), StateError> {
+        let mut batch = WriteBatch::default();
+        let mut last: Option<(&str, StateId)> = None;
+        for entry in entries {
+            let state = match last {
+                Some((name, id)) if name == entry.state => id,
+                _ => self.register(&entry.state),
+            };
+            last = Some((&entry.state, state));
+            keys::composite(&mut self.scratch, StateKey { group: entry.group, key: &entry.key }, &entry.namespace)?;
+            batch.put_cf(family(&self.db, &self.states, state)?, &self.scratch, &entry.value);
+            if batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
+                self.write(std::mem::take(&mut batch))?;
+            }
+        }
+        if batch.is_empty() { Ok(()) } else { self.write(batch) }
+    }
+}

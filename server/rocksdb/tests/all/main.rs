@@ -1,0 +1,26 @@
+//! The RocksDB backend's integration tests, one module per topic, in one binary (one link of RocksDB).
+
+mod cleanup;
+mod differential;
+mod failures;
+mod golden;
+mod keyed;
+mod layout;
+mod snapshots;
+
+use eddy_rocksdb::{RocksDbBackend, RocksDbConfig, RocksDbStateStore};
+
+/// A backend in a fresh temporary folder (removed when the guard drops) with a small memory budget.
+pub fn backend() -> (tempfile::TempDir, RocksDbBackend) {
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let config = RocksDbConfig { block_cache_bytes: 4 << 20, write_buffer_bytes: 4 << 20 };
+    let backend = RocksDbBackend::new(dir.path().join("state"), config);
+    (dir, backend)
+}
+
+/// A store of its own backend; keep the guards alive as long as the store.
+pub fn store() -> (tempfile::TempDir, RocksDbBackend, RocksDbStateStore) {
+    let (dir, backend) = backend();
+    let store = backend.open_store("op", 0).expect("open store");
+    (dir, backend, store)
+}

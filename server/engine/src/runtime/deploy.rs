@@ -5,7 +5,7 @@ use super::govern::CpuGovernor;
 use super::metrics::OperatorMetrics;
 use super::task::{
     Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, TaskCheckpoints, Timestamps, Unreadable,
-    run_source, run_task,
+    restore_source, run_source, run_task,
 };
 use super::{JobHandle, RunningJob, Shared};
 use crate::checkpoint::coordinator::{CoordinatedTask, Coordinator};
@@ -470,9 +470,16 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 TaskBody::Channels(Gate::new(receivers.remove(&(c, subtask)).unwrap_or_default(), align))
             };
             let name = format!("{}-{subtask}", head.uid);
+            let restored = restore.as_ref().and_then(|r| r.task(&head.uid, subtask, head.parallelism));
+            let mut body = body;
+            if let (TaskBody::Source(runner), Some(source)) =
+                (&mut body, restored.as_ref().and_then(|r| r.source.as_ref()))
+            {
+                restore_source(runner, &mut task_chain, source)?;
+            }
             let checkpoints = TaskCheckpoints {
                 index: tasks.len(),
-                restored: restore.as_ref().and_then(|r| r.task(&head.uid, subtask, head.parallelism)),
+                restored,
                 name,
                 acks: env.checkpointing.as_ref().map(|_| ack_tx.clone()),
             };

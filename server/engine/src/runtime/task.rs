@@ -625,12 +625,6 @@ pub fn run_source(
     let mut scratch = Vec::new();
     // Positions each checkpoint in progress recorded, to tell the source once it completes.
     let mut recorded: Vec<(CheckpointId, Vec<SplitPosition>)> = Vec::new();
-    if let Some(restored) = checkpoints.restored.as_ref().and_then(|r| r.source.as_ref()) {
-        runner.source.restore(&restored.positions).map_err(|e| e.in_operator(&uid))?;
-        runner.watermarks.restore(&restored.max_timestamps, restored.watermark);
-        runner.metrics.set_watermark(runner.subtask, restored.watermark);
-        chain.restore_watermark(restored.watermark);
-    }
     govern::enter();
     let finished_before = checkpoints.restored_finished();
     loop {
@@ -700,6 +694,21 @@ pub fn run_source(
     let snapshot =
         TaskSnapshot { task: checkpoints.name.clone(), source: Some(source), finished: true, ..Default::default() };
     checkpoints.ack(snapshot, None);
+    Ok(())
+}
+
+/// Takes a source task back to what a checkpoint recorded: the source's positions and the watermarks. Done when
+/// the job is deployed, before anything can reach the source (an HTTP input's log must know where it stands before
+/// it takes the next record).
+pub fn restore_source(
+    runner: &mut SourceRunner,
+    chain: &mut Chain,
+    restored: &SourceSnapshot,
+) -> Result<(), TaskError> {
+    runner.source.restore(&restored.positions).map_err(|e| e.in_operator(&runner.metrics.uid))?;
+    runner.watermarks.restore(&restored.max_timestamps, restored.watermark);
+    runner.metrics.set_watermark(runner.subtask, restored.watermark);
+    chain.restore_watermark(restored.watermark);
     Ok(())
 }
 

@@ -4,6 +4,8 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
+# RocksDB's bindings are generated with libclang.
+RUN apt-get update && apt-get install -y --no-install-recommends clang libclang-dev && rm -rf /var/lib/apt/lists/*
 RUN rustup target add wasm32-wasip2
 COPY . .
 RUN cargo build --release -p eddy-server \

@@ -11,6 +11,14 @@ tools="${EDDY_TOOLS:-$HOME/.cache/eddy-tools}"
 echo "==> Rust target wasm32-wasip2"
 rustup target add wasm32-wasip2 >/dev/null
 
+echo "==> clang and libclang (RocksDB's build)"
+if ! command -v clang >/dev/null || ! dpkg -s libclang-dev >/dev/null 2>&1; then
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq
+  $sudo_if_needed apt-get install -y -qq clang libclang-dev >/dev/null
+fi
+
 echo "==> Python toolchain (componentize-py)"
 if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ] || [ ! -x "$tools/py/bin/st" ]; then
   python3 -m venv "$tools/py"

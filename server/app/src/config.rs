@@ -147,6 +147,8 @@ pub struct ServerConfig {
     pub admin_token_sha256: Option<String>,
     /// Where jobs' checkpoints are kept.
     pub checkpoints: CheckpointStorage,
+    /// Where jobs keep keyed state unless their spec says (`state: { backend: ... }`).
+    pub state_backend: eddy_engine::spec::BackendKind,
 }
 
 /// Where checkpoints are kept: `[checkpoints]` in the config file.
@@ -206,6 +208,7 @@ impl Default for ServerConfig {
             tenants: Vec::new(),
             admin_token_sha256: None,
             checkpoints: CheckpointStorage::default(),
+            state_backend: eddy_engine::spec::BackendKind::Memory,
         }
     }
 }
@@ -234,6 +237,7 @@ struct FileConfig {
     tenants: Vec<TenantConfig>,
     admin_token_sha256: Option<String>,
     checkpoints: Option<CheckpointStorage>,
+    state_backend: Option<eddy_engine::spec::BackendKind>,
 }
 
 impl ServerConfig {
@@ -343,6 +347,12 @@ impl ServerConfig {
             }
         }
         config.admin_token_sha256 = env("EDDY_ADMIN_TOKEN_SHA256").or(raw.admin_token_sha256);
+        match env("EDDY_STATE_BACKEND").as_deref() {
+            Some("memory") => config.state_backend = eddy_engine::spec::BackendKind::Memory,
+            Some("rocksdb") => config.state_backend = eddy_engine::spec::BackendKind::Rocksdb,
+            Some(other) => errors.push(format!("EDDY_STATE_BACKEND: `{other}` is not memory or rocksdb")),
+            None => config.state_backend = raw.state_backend.unwrap_or(config.state_backend),
+        }
         config.checkpoints = match (env("EDDY_CHECKPOINT_DIR"), env("EDDY_CHECKPOINT_S3_BUCKET")) {
             (Some(dir), None) => CheckpointStorage::Local { dir: Some(PathBuf::from(dir)) },
             (None, Some(bucket)) => {
@@ -421,6 +431,11 @@ impl ServerConfig {
     pub fn instance_limits(&self, quota: Option<&Quota>) -> eddy_wasm_host::Limits {
         let memory_mb = quota.and_then(|q| q.instance_memory_mb).unwrap_or(self.instance_memory_mb);
         eddy_wasm_host::Limits { memory_bytes: memory_mb << 20, call_timeout: self.call_timeout }
+    }
+
+    /// Where the RocksDB backend keeps jobs' working state: a folder per tenant and job.
+    pub fn state_dir(&self) -> PathBuf {
+        self.data_dir.join("state")
     }
 
     /// Where HTTP inputs' write-ahead logs live: a folder per tenant, job and source.

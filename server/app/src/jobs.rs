@@ -15,7 +15,7 @@ use eddy_engine::io::{IngestHandle, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::restart::{Decision, RestartPolicy};
 use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
-use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
+use eddy_engine::spec::{BackendKind, JobSpec, OperatorKind, SinkSpec, SourceSpec};
 use eddy_engine::state::{MemoryBackend, StateBudget};
 use eddy_engine::{ErrorDomain, TaskError};
 use eddy_wasm_host::{Accounts, GuestUsage, MemoryBudget, WasmFunctions};
@@ -561,7 +561,10 @@ impl Jobs {
         self.inner.governor.set_weight(tenant, quota.cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
         env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
-        env.state = Arc::new(MemoryBackend::within(accounts.state));
+        env.state = match graph.state_backend.unwrap_or(self.inner.config.state_backend) {
+            BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
+            BackendKind::Rocksdb => rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id))?,
+        };
         let io = self.job_io(tenant, id, &graph, io)?;
         env.inputs = io.inputs.clone();
         env.outputs = io.outputs.clone();
@@ -924,11 +927,12 @@ impl Jobs {
             jobs.remove(id);
         }
         self.forget_checkpoints(tenant, id);
-        let inputs = self.inner.config.inputs_dir().join(tenant).join(id);
-        if let Err(e) = std::fs::remove_dir_all(&inputs)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(tenant, job = id, "cannot delete the job's input logs: {e}");
+        for folder in [self.inner.config.inputs_dir(), self.inner.config.state_dir()] {
+            if let Err(e) = std::fs::remove_dir_all(folder.join(tenant).join(id))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(tenant, job = id, "cannot delete the job's files: {e}");
+            }
         }
         self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
     }
@@ -1136,6 +1140,21 @@ pub struct TenantUse {
 /// Whether a job holds resources: running, or about to start.
 fn is_active(entry: &Entry) -> bool {
     entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+}
+
+/// A RocksDB backend keeping a job's working state in `folder` (checkpoints restore it: a run starts afresh).
+#[cfg(feature = "rocksdb")]
+fn rocksdb_backend(folder: &std::path::Path) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+    Ok(Arc::new(eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default())))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn rocksdb_backend(_: &std::path::Path) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "cannot_start",
+        "this build of Eddy has no RocksDB backend: build it with `--features rocksdb`, or use `state: { backend: memory }`",
+    ))
 }
 
 /// Where a tenant's savepoint lives in the checkpoint store.

@@ -84,6 +84,8 @@ pub struct JobGraph {
     pub modules: BTreeMap<String, String>,
     /// The job spec's state time-to-live, applied to every state user functions open.
     pub state_ttl: Option<crate::spec::TtlSpec>,
+    /// Where keyed state is kept; none: the server's default.
+    pub state_backend: Option<crate::spec::BackendKind>,
     /// Checkpoint settings; none: no checkpoints.
     pub checkpoints: Option<crate::spec::CheckpointSpec>,
     /// What happens when the job fails.
@@ -196,6 +198,7 @@ impl JobGraph {
             edges,
             modules,
             state_ttl: spec.state.ttl,
+            state_backend: spec.state.backend,
             checkpoints: spec.checkpoints.clone(),
             restart: spec.restart.clone(),
         })

@@ -43,7 +43,7 @@ pub struct BenchArgs {
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
-    /// State backend: memory (rocksdb comes with the checkpointing work).
+    /// State backend: memory or rocksdb.
     #[arg(long, default_value = "memory")]
     pub backend: String,
     /// Where the user logic runs: native, rust, python or js.
@@ -206,8 +206,8 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         return fair::run(args.parallelism, args.events.unwrap_or(200_000_000), args.udf != "off");
     }
     let workload = Workload::parse(&args.workload)?;
-    if args.backend != "memory" {
-        bail!("backend `{}` is not available yet: this build keeps state in memory (--backend memory)", args.backend);
+    if args.backend != "memory" && args.backend != "rocksdb" {
+        bail!("unknown --backend `{}`: use memory or rocksdb", args.backend);
     }
     if args.parallelism == 0 || args.parallelism > 128 {
         bail!("--parallelism must be between 1 and 128");
@@ -238,8 +238,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     if workload != Workload::W1 && workload != Workload::W5 {
         env.overrides.insert("logic".to_string(), Arc::new(windowed_results));
     }
-    // Checkpoints go to a folder that lives as long as the run.
+    // Checkpoints and RocksDB's working state go to folders that live as long as the run.
     let checkpoint_dir = tempfile::tempdir()?;
+    let state_dir = tempfile::tempdir()?;
+    if args.backend == "rocksdb" {
+        env.state = rocksdb_backend(state_dir.path())?;
+    }
     if let Some(spec) = &graph.checkpoints {
         env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing {
             spec: spec.clone(),
@@ -278,6 +282,16 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         tally.sum,
         tally.fp
     ))
+}
+
+#[cfg(feature = "rocksdb")]
+fn rocksdb_backend(folder: &std::path::Path) -> anyhow::Result<Arc<dyn eddy_engine::state::StateBackend>> {
+    Ok(Arc::new(eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default())))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn rocksdb_backend(_: &std::path::Path) -> anyhow::Result<Arc<dyn eddy_engine::state::StateBackend>> {
+    bail!("this build of Eddy has no RocksDB backend: build it with `--features rocksdb`")
 }
 
 /// The window operator of W2-W4, emitting window bounds with each result (as `BENCHMARKS.md` fingerprints them).

@@ -156,6 +156,19 @@ pub struct StateSpec {
     /// Time-to-live applied to every state a function opens (a state's own setting in the spec wins).
     #[serde(default)]
     pub ttl: Option<TtlSpec>,
+    /// Where keyed state is kept; none: the server's default.
+    #[serde(default)]
+    pub backend: Option<BackendKind>,
+}
+
+/// A state backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// In memory: fastest; state is bounded by memory, and each checkpoint copies all of it.
+    Memory,
+    /// RocksDB on the server's local disk: state beyond memory.
+    Rocksdb,
 }
 
 /// State time-to-live, as Flink's `StateTtlConfig`.

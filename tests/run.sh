@@ -31,6 +31,8 @@ export COMPONENTIZE_PY="$tools/py/bin/componentize-py"
 export COMPONENTIZE_QJS="$tools/js/node_modules/.bin/componentize-qjs"
 
 echo "==> Rust tests"
+# End-to-end tests start the `eddy` binary itself; `cargo test` builds only test harnesses.
+cargo build --workspace --bins
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

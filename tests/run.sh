@@ -39,8 +39,8 @@ export COMPONENTIZE_PY="$tools/py/bin/componentize-py"
 export COMPONENTIZE_QJS="$tools/js/node_modules/.bin/componentize-qjs"
 
 echo "==> Rust tests"
-# End-to-end tests start the `eddy` binary itself; `cargo test` builds only test harnesses.
-cargo build --workspace --bins
+# End-to-end tests start the `eddy` binary itself (with every backend); `cargo test` builds only test harnesses.
+cargo build --workspace --bins --features eddy-server/rocksdb
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

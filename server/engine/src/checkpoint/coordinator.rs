@@ -58,27 +58,37 @@ struct Metadata {
     tasks: BTreeMap<String, (String, u64)>,
 }
 
+/// The checkpoints under `prefix`, from one listing: every id used (complete or not), and those that completed
+/// (have metadata), both oldest first.
+fn checkpoint_ids(
+    store: &dyn CheckpointStore,
+    prefix: &str,
+) -> Result<(std::collections::BTreeSet<CheckpointId>, Vec<CheckpointId>), TaskError> {
+    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
+    let mut used = std::collections::BTreeSet::new();
+    let mut completed = Vec::new();
+    for path in &paths {
+        let Some((id, rest)) = path.strip_prefix(prefix).and_then(|p| p.strip_prefix("chk-")?.split_once('/')) else {
+            continue;
+        };
+        let Ok(id) = id.parse::<CheckpointId>() else { continue };
+        used.insert(id);
+        if rest == METADATA {
+            completed.push(id);
+        }
+    }
+    completed.sort_unstable();
+    Ok((used, completed))
+}
+
 /// Ids of the checkpoints under `prefix` that completed (have metadata), oldest first.
 pub fn completed_checkpoints(store: &dyn CheckpointStore, prefix: &str) -> Result<Vec<CheckpointId>, TaskError> {
-    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
-    let mut ids: Vec<CheckpointId> = paths
-        .iter()
-        .filter_map(|p| {
-            p.strip_prefix(prefix)?.strip_prefix("chk-")?.strip_suffix(&format!("/{METADATA}"))?.parse().ok()
-        })
-        .collect();
-    ids.sort_unstable();
-    Ok(ids)
+    Ok(checkpoint_ids(store, prefix)?.1)
 }
 
 /// The newest checkpoint id used under `prefix`, complete or not (0: none).
 pub fn newest_checkpoint_id(store: &dyn CheckpointStore, prefix: &str) -> Result<CheckpointId, TaskError> {
-    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
-    Ok(paths
-        .iter()
-        .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix("chk-")?.split('/').next()?.parse().ok())
-        .max()
-        .unwrap_or(0))
+    Ok(checkpoint_ids(store, prefix)?.0.last().copied().unwrap_or(0))
 }
 
 /// Finds where a job under `prefix` starts: the newest completed checkpoint that can be read (an older one if the
@@ -87,16 +97,9 @@ pub fn prepare_restore(
     store: &dyn CheckpointStore,
     prefix: &str,
 ) -> Result<(Option<Restore>, CheckpointId), TaskError> {
-    let completed = completed_checkpoints(store, prefix)?;
-    let newest = newest_checkpoint_id(store, prefix)?;
-    let paths = store.list(prefix).map_err(|e| TaskError::external(e.0))?;
-    let mut incomplete: Vec<CheckpointId> = paths
-        .iter()
-        .filter_map(|p| p.strip_prefix(prefix)?.strip_prefix("chk-")?.split('/').next()?.parse().ok())
-        .filter(|id| !completed.contains(id))
-        .collect();
-    incomplete.dedup();
-    for id in incomplete {
+    let (used, completed) = checkpoint_ids(store, prefix)?;
+    let newest = used.last().copied().unwrap_or(0);
+    for &id in used.iter().filter(|id| !completed.contains(id)) {
         store.delete_prefix(&checkpoint_folder(prefix, id)).map_err(|e| TaskError::external(e.0))?;
     }
     let mut last_error = None;
@@ -203,9 +206,9 @@ impl Restore {
     /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
     /// parallelism it was taken at, a subtask gets its own snapshot; at another, the entries and timers of the key
     /// groups it now owns, gathered from every subtask of the snapshot. Per-subtask bytes (`extra`) do not move
-    /// between subtasks and are dropped then.
+    /// between subtasks and are dropped then. Call it once per operator subtask.
     pub fn operator(
-        &self,
+        &mut self,
         uid: &str,
         subtask: u32,
         parallelism: u32,
@@ -216,7 +219,8 @@ impl Restore {
             return None;
         }
         if before == parallelism {
-            return self.operators.get(&(uid.to_string(), subtask)).cloned();
+            // Each subtask's snapshot is restored once: take it, leaving an empty one so the count stays.
+            return self.operators.get_mut(&(uid.to_string(), subtask)).map(std::mem::take);
         }
         let groups = crate::keys::key_groups_of(subtask, parallelism, max_parallelism);
         let mut merged = OperatorSnapshot::default();

@@ -55,7 +55,7 @@ impl CheckpointStore for LocalStore {
         let parent = file.parent().unwrap_or(&self.root);
         std::fs::create_dir_all(parent).map_err(|e| io_error("create", parent, e))?;
         // Written aside and renamed: a crash leaves the old object or the new one, never half of one.
-        let temp = parent.join(format!(".{}.tmp", uuid_like()));
+        let temp = parent.join(format!(".{}.tmp", crate::io::unique_name()));
         let mut out = std::fs::File::create(&temp).map_err(|e| io_error("create", &temp, e))?;
         out.write_all(bytes).map_err(|e| io_error("write", &temp, e))?;
         out.sync_all().map_err(|e| io_error("sync", &temp, e))?;
@@ -142,12 +142,6 @@ fn remove_empty_folders(dir: &Path) -> std::io::Result<()> {
         }
     }
     std::fs::remove_dir(dir)
-}
-
-/// A name unique enough for a temporary file: process id, thread and time.
-fn uuid_like() -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{}-{:?}-{nanos}", std::process::id(), std::thread::current().id()).replace(['(', ')'], "")
 }
 
 #[cfg(test)]

@@ -71,5 +71,13 @@ pub trait Source: Send {
     }
 }
 
+/// A name no other call in this process (or another process now) returns, for temporary files and folders.
+pub(crate) fn unique_name() -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{}-{nanos}-{n}", std::process::id())
+}
+
 /// What wakes a waiting source besides its own records: the task's control messages.
 pub type Wake = crate::runtime::Control;

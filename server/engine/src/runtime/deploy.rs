@@ -147,13 +147,6 @@ fn check_restore(graph: &JobGraph, restore: &Restore, allow_non_restored_state: 
     Ok(())
 }
 
-/// A name unique within this process for a temporary folder.
-fn uuid_like() -> String {
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    format!("{nanos}-{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
-}
-
 /// Splits the graph into chains of nodes that share a task.
 fn chains(graph: &JobGraph) -> Vec<Vec<usize>> {
     let mut chains: Vec<Vec<usize>> = Vec::new();
@@ -303,7 +296,7 @@ fn build_source(
                     let folder = match &env.ingest_dir {
                         Some(dir) => dir.join(&node.uid),
                         None => std::env::temp_dir()
-                            .join(format!("eddy-ingest-{}-{}", std::process::id(), uuid_like()))
+                            .join(format!("eddy-ingest-{}", crate::io::unique_name()))
                             .join(&node.uid),
                     };
                     IngestLog::open(&folder).map_err(|e| {
@@ -350,7 +343,7 @@ enum TaskBody {
 /// Deploys `graph` and starts its tasks. Every function instance is created before any thread starts, so a
 /// module whose `init` fails stops the deployment with nothing running.
 pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskError> {
-    let restore = env.restore.take();
+    let mut restore = env.restore.take();
     let restored_from = restore.as_ref().map(|r| r.checkpoint);
     if let Some(restore) = &restore {
         check_restore(graph, restore, env.allow_non_restored_state)?;
@@ -432,7 +425,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 let mut op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(uid))?;
                 let parallelism = graph.nodes[n].parallelism;
                 if let Some(snapshot) =
-                    restore.as_ref().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism))
+                    restore.as_mut().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism))
                 {
                     op.restore(snapshot).map_err(|e| e.in_operator(uid))?;
                 }

@@ -12,7 +12,10 @@ pub use eddy_guest_macros::{
     aggregate, filter, flat_map, key_selector, map, process, process_window, reduce, timestamp_assigner,
 };
 pub use event::{Bytes, Config, Error, Event, Timer, Window};
-pub use process::{AggregatingState, Context, ListState, MapState, Process, ReducingState, Ttl, ValueState};
+pub use process::{
+    AggregatingState, Context, ListState, MapState, Process, ReducingState, StateDeclaration, StateKind, Ttl,
+    ValueState,
+};
 pub use window::{Output, WindowInfo};
 
 /// What the attributes expand to. Not part of the API.
@@ -254,6 +257,23 @@ pub mod __private {
         run_init(config, None)?;
         let value = serde_json::from_str(config).unwrap_or(serde_json::Value::Null);
         cell.borrow_mut().init(&Config(value)).map_err(|e| e.to_string())
+    }
+
+    /// A process function's declared states as `(name, kind, ttl)`: kind 0 value, 1 list, 2 map; ttl
+    /// `(millis, update on read, return expired)`.
+    #[allow(clippy::type_complexity)]
+    pub fn declared_states<P: Process>() -> Option<Vec<(String, u8, Option<(u64, bool, bool)>)>> {
+        let kind = |k: crate::StateKind| match k {
+            crate::StateKind::Value => 0,
+            crate::StateKind::List => 1,
+            crate::StateKind::Map => 2,
+        };
+        P::states().map(|states| {
+            states
+                .into_iter()
+                .map(|s| (s.name, kind(s.kind), s.ttl.map(|t| (t.millis, t.update_on_read, t.return_expired))))
+                .collect()
+        })
     }
 
     /// Runs a process function over a batch.

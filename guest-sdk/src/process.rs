@@ -19,6 +19,58 @@ pub trait Process: Default + 'static {
     fn on_timer(&mut self, _timer: Timer, _ctx: &mut Context) -> Result<(), Error> {
         Ok(())
     }
+
+    /// Every state this function opens. Declared states let Eddy check an upgrade to another version of the
+    /// module before the running job stops: a state the new version drops, or opens as another kind or with a
+    /// time-to-live switched on or off, is refused. A module that declares its states can open only those, as
+    /// declared. `None` (the default): not declared, and upgrades are not checked.
+    fn states() -> Option<Vec<StateDeclaration>> {
+        None
+    }
+}
+
+/// The shape of a declared state. Reducing and aggregating states are value states.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StateKind {
+    /// [`Context::value_state`], [`Context::reducing_state`], [`Context::aggregating_state`].
+    Value,
+    /// [`Context::list_state`].
+    List,
+    /// [`Context::map_state`].
+    Map,
+}
+
+/// A state a process function opens, for [`Process::states`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateDeclaration {
+    /// The name it is opened under.
+    pub name: String,
+    /// Its shape.
+    pub kind: StateKind,
+    /// Its time-to-live, as passed when it is opened.
+    pub ttl: Option<Ttl>,
+}
+
+impl StateDeclaration {
+    /// A value state (also a reducing or aggregating state).
+    pub fn value(name: &str) -> StateDeclaration {
+        StateDeclaration { name: name.to_string(), kind: StateKind::Value, ttl: None }
+    }
+
+    /// A list state.
+    pub fn list(name: &str) -> StateDeclaration {
+        StateDeclaration { name: name.to_string(), kind: StateKind::List, ttl: None }
+    }
+
+    /// A map state.
+    pub fn map(name: &str) -> StateDeclaration {
+        StateDeclaration { name: name.to_string(), kind: StateKind::Map, ttl: None }
+    }
+
+    /// The same state with a time-to-live.
+    pub fn with_ttl(self, ttl: Ttl) -> StateDeclaration {
+        StateDeclaration { ttl: Some(ttl), ..self }
+    }
 }
 
 /// Time-to-live of a state, as Flink's `StateTtlConfig` (processing time).

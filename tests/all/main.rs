@@ -14,3 +14,4 @@ mod seeds;
 mod support;
 mod tenancy;
 mod time;
+mod upgrades;

@@ -233,6 +233,32 @@ fn impl_udf(world: &str, item: TokenStream) -> TokenStream {
                         INSTANCE.with(|f| #p::run_on_timers(f, timers)).map(outputs)
                     }
                 }
+                impl exports::eddy::udf::state_schema::Guest for Udf {
+                    fn declared_states() -> ::std::option::Option<
+                        ::std::vec::Vec<exports::eddy::udf::state_schema::StateDeclaration>,
+                    > {
+                        use self::exports::eddy::udf::state_schema::{StateDeclaration, StateKind};
+                        use self::eddy::udf::keyed_state::{Ttl, TtlUpdate, TtlVisibility};
+                        let states = #p::declared_states::<#ty>()?;
+                        ::std::option::Option::Some(states.into_iter().map(|(name, kind, ttl)| StateDeclaration {
+                            name,
+                            kind: match kind {
+                                0 => StateKind::Value,
+                                1 => StateKind::List,
+                                _ => StateKind::Map,
+                            },
+                            ttl: ttl.map(|(millis, update_on_read, return_expired)| Ttl {
+                                time_to_live_ms: millis,
+                                update: if update_on_read { TtlUpdate::OnReadAndWrite } else { TtlUpdate::OnCreateAndWrite },
+                                visibility: if return_expired {
+                                    TtlVisibility::ReturnExpiredIfNotCleanedUp
+                                } else {
+                                    TtlVisibility::NeverReturnExpired
+                                },
+                            }),
+                        }).collect())
+                    }
+                }
             },
             quote!(INSTANCE.with(|f| #p::run_process_init(f, &config))),
         )

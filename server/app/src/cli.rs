@@ -3,6 +3,7 @@
 
 use crate::client::{Client, SseEvent};
 use crate::config::{ServerConfig, token_hash};
+use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use serde_json::Value;
 use std::io::Write;
@@ -113,6 +114,28 @@ enum JobCommand {
     Stop {
         /// The job's id.
         id: String,
+        /// Take a savepoint (always: a stop takes one; `cancel` stops without).
+        #[arg(long)]
+        savepoint: bool,
+        /// First advance the watermark to the end of time, so that every event-time window and timer fires
+        /// (for a job that stops for good).
+        #[arg(long)]
+        drain: bool,
+    },
+    /// Upgrades a running job's modules through a savepoint, checked first and rolled back if the new modules
+    /// fail; waits for the outcome.
+    Upgrade {
+        /// The job's id.
+        id: String,
+        /// A new module version, `name@version` (repeat for several modules).
+        #[arg(long = "module", required = true)]
+        modules: Vec<String>,
+        /// Let the new modules stop using state the old ones kept.
+        #[arg(long)]
+        allow_non_restored_state: bool,
+        /// Print the upgrade's number once it is checked and started, without waiting for its outcome.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// Lists jobs.
     List,
@@ -167,6 +190,14 @@ enum SavepointCommand {
         operator: String,
         /// The key (as `key_by` made it).
         key: String,
+    },
+    /// Downloads a savepoint's files as a tar archive.
+    Download {
+        /// The savepoint's id.
+        id: String,
+        /// Where to write it (`savepoint-<id>.tar` when omitted).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Deletes a savepoint.
     Rm {
@@ -356,6 +387,12 @@ async fn savepoint(client: &Client, command: SavepointCommand) -> anyhow::Result
             let state = client.savepoint_state(&savepoint, &operator, &key).await?;
             println!("{}", serde_json::to_string_pretty(&state)?);
         }
+        SavepointCommand::Download { id, output } => {
+            let archive = client.download_savepoint(&id).await?;
+            let path = output.unwrap_or_else(|| PathBuf::from(format!("savepoint-{id}.tar")));
+            std::fs::write(&path, &archive).with_context(|| format!("cannot write {}", path.display()))?;
+            println!("{} ({} bytes)", path.display(), archive.len());
+        }
         SavepointCommand::Rm { id } => {
             client.delete_savepoint(&id).await?;
             println!("deleted {id}");
@@ -382,9 +419,38 @@ async fn job(client: &Client, command: JobCommand) -> anyhow::Result<()> {
             println!("{}", view["id"].as_str().unwrap_or_default());
             print_endpoints(&view);
         }
-        JobCommand::Stop { id } => {
-            let savepoint = client.savepoint(&id, true).await?;
+        JobCommand::Stop { id, savepoint: _, drain } => {
+            let savepoint = client.savepoint_with(&id, true, drain).await?;
             println!("{}", savepoint["id"].as_str().unwrap_or_default());
+        }
+        JobCommand::Upgrade { id, modules, allow_non_restored_state, no_wait } => {
+            let started = client.upgrade(&id, &modules, allow_non_restored_state).await?;
+            let number = started["number"].as_u64().unwrap_or_default();
+            for warning in started["warnings"].as_array().into_iter().flatten() {
+                eprintln!("warning: {}", warning.as_str().unwrap_or_default());
+            }
+            if no_wait {
+                println!("upgrade {number} started");
+                return Ok(());
+            }
+            let upgrade = loop {
+                let status = client.job(&id).await?;
+                let found = status["upgrades"].as_array().and_then(|u| u.iter().find(|u| u["number"] == number));
+                if let Some(upgrade) = found.filter(|u| u["outcome"] != "in_progress") {
+                    break upgrade.clone();
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            };
+            let outcome = upgrade["outcome"].as_str().unwrap_or_default();
+            let downtime = upgrade["downtime_ms"].as_u64().map(|ms| format!(" (down {ms} ms)")).unwrap_or_default();
+            match outcome {
+                "upgraded" => println!("upgrade {number}: upgraded{downtime}"),
+                other => anyhow::bail!(
+                    "upgrade {number}: {}: {}",
+                    other.replace('_', " "),
+                    upgrade["reason"].as_str().unwrap_or("no reason given")
+                ),
+            }
         }
         JobCommand::List => {
             let list = client.jobs().await?;

@@ -167,8 +167,38 @@ impl Client {
 
     /// Takes a savepoint of a running job; with `stop`, cancels the job once it is complete.
     pub async fn savepoint(&self, id: &str, stop: bool) -> Result<Value> {
-        let body = serde_json::json!({ "stop": stop });
+        self.savepoint_with(id, stop, false).await
+    }
+
+    /// Takes a savepoint; with `stop` the job stops after it, and with `drain` too its watermark first advances
+    /// to the end (every event-time window and timer fires).
+    pub async fn savepoint_with(&self, id: &str, stop: bool, drain: bool) -> Result<Value> {
+        let body = serde_json::json!({ "stop": stop, "drain": drain });
         self.send(self.request(reqwest::Method::POST, &format!("/jobs/{id}/savepoints")).json(&body)).await
+    }
+
+    /// Starts an upgrade of a running job's modules (`name@version` each); its outcome shows in the job's
+    /// `upgrades`.
+    pub async fn upgrade(&self, id: &str, modules: &[String], allow_non_restored_state: bool) -> Result<Value> {
+        let body = serde_json::json!({ "modules": modules, "allow_non_restored_state": allow_non_restored_state });
+        self.send(self.request(reqwest::Method::POST, &format!("/jobs/{id}/upgrade")).json(&body)).await
+    }
+
+    /// A savepoint's files as a tar archive.
+    pub async fn download_savepoint(&self, savepoint: &str) -> Result<Vec<u8>> {
+        let builder = self.request(reqwest::Method::GET, &format!("/savepoints/{savepoint}/archive"));
+        let response = builder.send().await.map_err(unreachable_server)?;
+        if !response.status().is_success() {
+            let status = response.status().as_u16();
+            let body: Value = response.json().await.unwrap_or(Value::Null);
+            return Err(ClientError {
+                status: Some(status),
+                code: body["error"]["code"].as_str().unwrap_or("error").to_string(),
+                message: body["error"]["message"].as_str().unwrap_or("the download failed").to_string(),
+                details: Vec::new(),
+            });
+        }
+        response.bytes().await.map(|b| b.to_vec()).map_err(unreachable_server)
     }
 
     /// Lists savepoints.

@@ -110,6 +110,7 @@ impl Modules {
             kinds: compiled.kinds.clone(),
             uploaded_at: now_ms(),
             compiled_sha256: compiled.artifact.clone(),
+            declared_states: compiled.declared_states.as_deref().map(<[_]>::to_vec),
         };
         self.store
             .put_blob(&record.hash, bytes)
@@ -229,6 +230,7 @@ fn invalid_module(e: ModuleError) -> ApiError {
         ModuleError::UnknownWorld(_) | ModuleError::MissingLifecycle | ModuleError::Mismatch { .. } => "wrong_world",
         ModuleError::Imports { .. } => "unsupported_imports",
         ModuleError::Start(_) => "module_fails_to_start",
+        ModuleError::Declarations(_) => "invalid_state_declarations",
         ModuleError::Missing(_) | ModuleError::Corrupt(_) => "internal",
     };
     ApiError::bad_request(code, e.to_string())

@@ -18,6 +18,7 @@
 use crate::config::QuotaOverrides;
 use eddy_engine::function::UdfKind;
 use eddy_engine::runtime::JobState;
+use eddy_engine::state::DeclaredState;
 use parking_lot::Mutex;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
@@ -47,6 +48,11 @@ pub struct ModuleRecord {
     /// loaded only if it still has this digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compiled_sha256: Option<String>,
+    /// The keyed states it declares (`eddy:udf/state-schema`): what upgrades of a job to or from it are checked
+    /// against. Absent when the module does not declare them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Vec<Object>>)]
+    pub declared_states: Option<Vec<DeclaredState>>,
 }
 
 /// Whether a job should run.
@@ -85,6 +91,54 @@ pub struct JobRecord {
     /// The savepoint its first run starts from (later runs start from the job's own checkpoints).
     #[serde(default)]
     pub start_from: Option<StartFrom>,
+    /// Upgrades of its modules, oldest first.
+    #[serde(default)]
+    pub upgrades: Vec<UpgradeRecord>,
+}
+
+/// One upgrade of a running job's modules.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct UpgradeRecord {
+    /// 1 for the job's first upgrade, and so on.
+    pub number: u32,
+    /// When it was asked for, milliseconds since the Unix epoch.
+    pub requested_at: i64,
+    /// The module versions asked for, `name@version` each.
+    pub modules: Vec<String>,
+    /// Modules as written in the spec -> content hash, before.
+    pub from: BTreeMap<String, String>,
+    /// The same, after.
+    pub to: BTreeMap<String, String>,
+    /// How it went.
+    pub outcome: UpgradeOutcome,
+    /// Why it was rolled back or failed.
+    pub reason: Option<String>,
+    /// What was not checked, or is dropped because the upgrade allowed it.
+    pub warnings: Vec<String>,
+    /// The savepoint the new modules started from (and a rollback too).
+    pub savepoint: Option<String>,
+    /// Milliseconds from the old run's sources stopping to the new run running.
+    pub downtime_ms: Option<u64>,
+    /// When the outcome was known.
+    pub finished_at: Option<i64>,
+}
+
+/// How an upgrade went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum UpgradeOutcome {
+    /// Still going: the savepoint, the switch, or the new run's probation until its first checkpoint.
+    InProgress,
+    /// The new modules run.
+    Upgraded,
+    /// The new modules failed; the old ones run again from the same savepoint.
+    RolledBack,
+    /// The savepoint failed (the old modules run on), or the rollback failed too (the job failed).
+    Failed,
+    /// The job was cancelled during the upgrade.
+    Canceled,
+    /// The server stopped during the upgrade; the job resumed with the modules it had then.
+    Interrupted,
 }
 
 /// A savepoint a job starts from.
@@ -544,6 +598,11 @@ mod tests {
             kinds: vec![UdfKind::Map],
             uploaded_at: 1,
             compiled_sha256: None,
+            declared_states: Some(vec![eddy_engine::state::DeclaredState {
+                name: "count".into(),
+                kind: eddy_engine::state::StateKind::Value,
+                ttl_ms: Some(1000),
+            }]),
         };
         store.put_blob(&module.hash, b"abc").expect("blob");
         store.put_module("acme", &module).expect("module");
@@ -558,6 +617,7 @@ mod tests {
             error: None,
             crash_streak: 0,
             start_from: None,
+            upgrades: Vec::new(),
         };
         store.put_job("acme", &job).expect("job");
         let reopened = Store::open(dir.path()).expect("reopen");
@@ -579,6 +639,7 @@ mod tests {
             kinds: vec![UdfKind::Map],
             uploaded_at: 1,
             compiled_sha256: None,
+            declared_states: None,
         }
     }
 

@@ -12,6 +12,6 @@ wasmtime::component::bindgen!({
 
 pub use eddy::udf::{context, keyed_state, log, types};
 pub use exports::eddy::udf::{
-    aggregator, filter, flat_mapper, key_selector, lifecycle, mapper, processor, reducer, timestamp_assigner,
-    window_processor,
+    aggregator, filter, flat_mapper, key_selector, lifecycle, mapper, processor, reducer, state_schema,
+    timestamp_assigner, window_processor,
 };

@@ -4,13 +4,14 @@
 //! loads it in milliseconds instead of compiling again.
 
 use crate::bindings::{
-    aggregator, filter, flat_mapper, key_selector, lifecycle, mapper, processor, reducer, timestamp_assigner,
-    window_processor,
+    aggregator, filter, flat_mapper, key_selector, lifecycle, mapper, processor, reducer, state_schema,
+    timestamp_assigner, window_processor,
 };
 use crate::instance::{Accounts, EPOCH_TICK, HostState, Instance};
 use crate::limits::Limits;
 use crate::worker::CompileWorker;
 use eddy_engine::function::{FunctionScope, UdfKind};
+use eddy_engine::state::{DeclaredState, StateKind};
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,6 +38,7 @@ pub fn interface_name(kind: UdfKind) -> &'static str {
 }
 
 const LIFECYCLE: &str = "eddy:udf/lifecycle@0.1.0";
+const STATE_SCHEMA: &str = "eddy:udf/state-schema@0.1.0";
 
 /// Why an upload was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -82,6 +84,9 @@ pub enum ModuleError {
         /// What wasmtime said.
         detail: String,
     },
+    /// Its state declarations are not usable.
+    #[error("the component's state declarations (eddy:udf/state-schema) are not usable: {0}")]
+    Declarations(String),
     /// Instantiation (its start code) failed.
     #[error("the component fails when it starts: {0}")]
     Start(String),
@@ -105,6 +110,7 @@ pub(crate) struct Exports {
     pub aggregator: Option<aggregator::GuestIndices>,
     pub reducer: Option<reducer::GuestIndices>,
     pub window_processor: Option<window_processor::GuestIndices>,
+    pub state_schema: Option<state_schema::GuestIndices>,
 }
 
 /// A validated, compiled component ready to instantiate.
@@ -116,6 +122,8 @@ pub struct CompiledModule {
     pub artifact: Option<String>,
     /// The function kinds it exports.
     pub kinds: Vec<UdfKind>,
+    /// The keyed states it declares it opens; none when it does not declare them.
+    pub declared_states: Option<Arc<[DeclaredState]>>,
     pre: InstancePre<HostState>,
     pub(crate) lifecycle: lifecycle::GuestIndices,
     pub(crate) exports: Exports,
@@ -369,14 +377,19 @@ impl WasmRuntime {
                 }
             }
         }
-        let module = CompiledModule { hash, artifact: None, kinds, pre, lifecycle, exports: found };
-        type_check(&module, &self.check_limits)?;
+        if exports.iter().any(|e| e == STATE_SCHEMA) {
+            found.state_schema = Some(state_schema::GuestIndices::new(&pre).map_err(mismatch(STATE_SCHEMA))?);
+        }
+        let mut module =
+            CompiledModule { hash, artifact: None, kinds, declared_states: None, pre, lifecycle, exports: found };
+        module.declared_states = type_check(&module, &self.check_limits)?;
         Ok(module)
     }
 }
 
-/// Instantiates once (without `init`) under `limits` and loads every export with its typed signature.
-fn type_check(module: &CompiledModule, limits: &Limits) -> Result<(), ModuleError> {
+/// Instantiates once (without `init`) under `limits`, loads every export with its typed signature, and reads the
+/// module's state declarations.
+fn type_check(module: &CompiledModule, limits: &Limits) -> Result<Option<Arc<[DeclaredState]>>, ModuleError> {
     let scope = FunctionScope {
         job: "upload".into(),
         tenant: String::new(),
@@ -425,7 +438,31 @@ fn type_check(module: &CompiledModule, limits: &Limits) -> Result<(), ModuleErro
     if let Some(i) = &x.window_processor {
         i.load(&mut *store, inst).map_err(mismatch(UdfKind::ProcessWindow))?;
     }
-    Ok(())
+    let Some(schema) = &x.state_schema else { return Ok(None) };
+    let schema = schema
+        .load(&mut *store, inst)
+        .map_err(|e| ModuleError::Mismatch { interface: STATE_SCHEMA.into(), detail: format!("{e:#}") })?;
+    let declared = instance
+        .call(|store| schema.call_declared_states(store).map(Ok))
+        .map_err(|e| ModuleError::Declarations(e.message))?;
+    declared.map(declarations).transpose()
+}
+
+/// The engine's view of a module's declarations; a name declared twice is refused.
+fn declarations(declared: Vec<state_schema::StateDeclaration>) -> Result<Arc<[DeclaredState]>, ModuleError> {
+    let mut states: Vec<DeclaredState> = Vec::with_capacity(declared.len());
+    for d in declared {
+        if states.iter().any(|s| s.name == d.name) {
+            return Err(ModuleError::Declarations(format!("state `{}` is declared twice", d.name)));
+        }
+        let kind = match d.kind {
+            state_schema::StateKind::Value => StateKind::Value,
+            state_schema::StateKind::List => StateKind::List,
+            state_schema::StateKind::Map => StateKind::Map,
+        };
+        states.push(DeclaredState { name: d.name, kind, ttl_ms: d.ttl.map(|t| t.time_to_live_ms) });
+    }
+    Ok(states.into())
 }
 
 /// The wasmtime configuration of Eddy's engine, shared by the server and its compile workers (compiled code is only

@@ -9,6 +9,7 @@ use crate::logs::{LogBuffer, LogPipe};
 use eddy_engine::UdfError;
 use eddy_engine::function::FunctionScope;
 use eddy_engine::operator::process::ProcessContext;
+use eddy_engine::state::DeclaredState;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -94,6 +95,8 @@ pub struct HostState {
     pub(crate) stop: Arc<AtomicBool>,
     /// Set when a timer of the current call was cut short at the call's waiting allowance.
     pub(crate) waited_too_long: Arc<AtomicBool>,
+    /// The states the module declares; it may open only those, as declared.
+    pub(crate) declared_states: Option<Arc<[DeclaredState]>>,
 }
 
 impl HostState {
@@ -175,6 +178,7 @@ impl Instance {
             monotonic,
             stop: Arc::clone(&scope.stop),
             waited_too_long: Arc::new(AtomicBool::new(false)),
+            declared_states: module.declared_states.clone(),
         };
         let mut store = Store::new(module.engine(), state);
         store.limiter(|s| &mut s.limiter);

@@ -2,8 +2,8 @@
 
 use super::error::{ApiError, ErrorBody};
 use super::{AppState, Tenant};
-use crate::jobs::{JobSummary, JobView, SavepointView};
-use crate::store::StartFrom;
+use crate::jobs::{JobSummary, JobView, SavepointView, UpgradeRequest};
+use crate::store::{StartFrom, UpgradeRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -58,6 +58,10 @@ pub struct SavepointRequest {
     /// Cancel the job once the savepoint is complete.
     #[serde(default)]
     stop: bool,
+    /// With `stop`: first advance the watermark to the end of time, so that every event-time window and timer
+    /// fires (for a job that stops for good).
+    #[serde(default)]
+    drain: bool,
 }
 
 /// Takes a savepoint of a running job (its spec must have `checkpoints`), optionally stopping it then.
@@ -87,8 +91,8 @@ pub async fn trigger_savepoint(
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_request", format!("not a savepoint request: {e}")))?
     };
-    let stop = request.stop;
-    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint(&tenant, &path.id, stop)).await?;
+    let (stop, drain) = (request.stop, request.drain);
+    let view = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint(&tenant, &path.id, stop, drain)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
 
@@ -171,6 +175,101 @@ pub async fn savepoint_state(
         .run(&tenant.clone(), move || jobs.savepoint_state(&tenant, &path.savepoint, &path.operator, &key))
         .await?;
     serde_json::to_value(view).map(Json).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Upgrades a running job's modules. Before anything stops, each new version is checked against the running
+/// job: it must export what its operators call, and a process function's declared states must fit the old
+/// module's. Then the job stops with a savepoint and starts from it with the new modules; if the new run fails
+/// before its first checkpoint completes, the old modules start again from the same savepoint. The answer comes
+/// once the checks pass; the outcome shows in the job's `upgrades`.
+#[utoipa::path(
+    post,
+    path = "/v1/jobs/{id}/upgrade",
+    params(("id" = String, Path)),
+    request_body(content = UpgradeRequest, content_type = "application/json"),
+    responses(
+        (status = 202, description = "Checked and started", body = UpgradeRecord),
+        (status = 400, description = "Unknown module versions, or modules the job does not use", body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, description = "Refused (`incompatible_upgrade`: `details` gives each reason), or the job is not running, takes no checkpoints or is being upgraded", body = ErrorBody),
+    )
+)]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<JobPath>,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<UpgradeRecord>), ApiError> {
+    let request: UpgradeRequest = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request("invalid_request", format!("not an upgrade request: {e}")))?;
+    let jobs = state.jobs.clone();
+    let upgrade = state.tenant_slots.run(&tenant.clone(), move || jobs.upgrade(&tenant, &path.id, &request)).await?;
+    Ok((StatusCode::ACCEPTED, Json(upgrade)))
+}
+
+/// Downloads a savepoint: every file of it in a tar archive (its `_metadata`, one snapshot file per task and
+/// `savepoint.json`), in the formats `docs/state-format.md` describes.
+#[utoipa::path(
+    get,
+    path = "/v1/savepoints/{savepoint}/archive",
+    params(("savepoint" = String, Path)),
+    responses(
+        (status = 200, description = "A tar archive", content_type = "application/x-tar", body = Vec<u8>),
+        (status = 404, body = ErrorBody)
+    )
+)]
+pub async fn download_savepoint(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(path): Path<SavepointPath>,
+) -> Result<axum::response::Response, ApiError> {
+    let jobs = state.jobs.clone();
+    let savepoint = path.savepoint.clone();
+    let objects = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint_objects(&tenant, &savepoint)).await?;
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
+    let jobs = state.jobs.clone();
+    let folder = path.savepoint.clone();
+    // Files are read and archived one at a time while the answer streams, so a large savepoint is never held whole.
+    tokio::task::spawn_blocking(move || {
+        let errors = tx.clone();
+        let mut archive = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx)));
+        let written = objects.into_iter().try_for_each(|(name, object)| {
+            let bytes = jobs.read_object(&object).map_err(|e| std::io::Error::other(e.message))?;
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_cksum();
+            archive.append_data(&mut header, format!("{folder}/{name}"), bytes.as_slice())
+        });
+        if let Err(e) = written.and_then(|()| archive.into_inner()?.into_inner().map(drop).map_err(|e| e.into_error()))
+        {
+            let _ = errors.blocking_send(Err(e));
+        }
+    });
+    let stream = futures::stream::poll_fn(move |cx| rx.poll_recv(cx));
+    let mut response = axum::response::Response::new(axum::body::Body::from_stream(stream));
+    let headers = response.headers_mut();
+    headers.insert(axum::http::header::CONTENT_TYPE, axum::http::HeaderValue::from_static("application/x-tar"));
+    if let Ok(value) = format!("attachment; filename=\"savepoint-{}.tar\"", path.savepoint).parse() {
+        headers.insert(axum::http::header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
+}
+
+/// Sends what is written to it down a channel, for a streamed answer.
+struct ChannelWriter(tokio::sync::mpsc::Sender<std::io::Result<axum::body::Bytes>>);
+
+impl std::io::Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .blocking_send(Ok(axum::body::Bytes::copy_from_slice(buf)))
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away"))?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Deletes a savepoint.

@@ -125,6 +125,8 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/jobs/{id}/inputs/{uid}/close", post(jobs::close_input))
         .route("/jobs/{id}/outputs/{uid}", get(jobs::output))
         .route("/jobs/{id}/savepoints", post(jobs::trigger_savepoint))
+        .route("/jobs/{id}/upgrade", post(jobs::upgrade))
+        .route("/savepoints/{savepoint}/archive", get(jobs::download_savepoint))
         .route("/savepoints", get(jobs::list_savepoints))
         .route("/savepoints/{savepoint}", get(jobs::get_savepoint).delete(jobs::delete_savepoint))
         .route("/savepoints/{savepoint}/state/{operator}", get(jobs::savepoint_state))
@@ -215,6 +217,8 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::get_savepoint,
         jobs::delete_savepoint,
         jobs::savepoint_state,
+        jobs::upgrade,
+        jobs::download_savepoint,
         usage::usage,
         usage::set_quota,
     ),
@@ -232,6 +236,9 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         crate::jobs::RestartView,
         crate::jobs::CheckpointView,
         jobs::SavepointRequest,
+        crate::jobs::UpgradeRequest,
+        crate::store::UpgradeRecord,
+        crate::store::UpgradeOutcome,
         usage::UsageView,
         crate::config::Quota,
         crate::config::QuotaOverrides,

@@ -33,6 +33,15 @@ pub enum Control {
     CheckpointComplete(crate::checkpoint::CheckpointId),
     /// The checkpoint was given up.
     CheckpointAborted(crate::checkpoint::CheckpointId),
+    /// (Sources only.) Read nothing more until `Resume`, so that a savepoint taken next is the job's last word:
+    /// nothing follows its barrier. With `drain`, first advance the watermark to the end of time, which fires
+    /// every event-time window and timer.
+    Suspend {
+        /// Advance the watermark to the end first.
+        drain: bool,
+    },
+    /// (Sources only.) Read again after a `Suspend`.
+    Resume,
 }
 
 /// A task's control receiver and the job's sender for it.

@@ -149,6 +149,22 @@ impl JobHandle {
         self.trigger(Some(folder.to_string()), timeout)
     }
 
+    /// Makes the sources read nothing more, so that a savepoint taken next is the job's last word (nothing
+    /// follows its barrier); with `drain`, they first advance the watermark to the end of time, which fires every
+    /// event-time window and timer. [`JobHandle::resume`] undoes it (a drained watermark stays at the end).
+    pub fn suspend(&self, drain: bool) {
+        for control in self.shared.controls.lock().iter() {
+            let _ = control.send(channel::Control::Suspend { drain });
+        }
+    }
+
+    /// The sources read again after [`JobHandle::suspend`].
+    pub fn resume(&self) {
+        for control in self.shared.controls.lock().iter() {
+            let _ = control.send(channel::Control::Resume);
+        }
+    }
+
     fn trigger(&self, savepoint: Option<String>, timeout: Duration) -> Result<CheckpointId, String> {
         let (reply, answer) = crossbeam_channel::bounded(1);
         let request = TriggerRequest { reply, savepoint };

@@ -627,6 +627,7 @@ pub fn run_source(
     let mut recorded: Vec<(CheckpointId, Vec<SplitPosition>)> = Vec::new();
     govern::enter();
     let finished_before = checkpoints.restored_finished();
+    let mut suspended = false;
     loop {
         if finished_before {
             break;
@@ -636,7 +637,16 @@ pub fn run_source(
         }
         govern::tick();
         while let Ok(message) = control.try_recv() {
-            source_control(message, &mut runner, chain, checkpoints, &mut recorded)?;
+            source_control(message, &mut runner, chain, checkpoints, &mut recorded, &mut suspended, clock)?;
+        }
+        if suspended {
+            // Only control messages matter now: the savepoint's barrier, its completion, a resume or the stop.
+            govern::blocking(|| {
+                let mut select = crossbeam_channel::Select::new();
+                select.recv(control);
+                let _ = select.ready_timeout(Duration::from_millis(100));
+            });
+            continue;
         }
         let mut batch = Batch::with_capacity(runner.batch_size, runner.batch_size * 24);
         let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
@@ -719,10 +729,21 @@ fn source_control(
     chain: &mut Chain,
     checkpoints: &TaskCheckpoints,
     recorded: &mut Vec<(CheckpointId, Vec<SplitPosition>)>,
+    suspended: &mut bool,
+    clock: &dyn Clock,
 ) -> Result<(), TaskError> {
     match message {
         // Stopping is read from the cancel flag; the message only woke the task.
         Control::Stop => {}
+        Control::Suspend { drain } => {
+            *suspended = true;
+            if drain && runner.watermarks.current() < MAX_WATERMARK {
+                runner.watermarks.restore(&runner.watermarks.max_timestamps(), MAX_WATERMARK);
+                runner.metrics.set_watermark(runner.subtask, MAX_WATERMARK);
+                chain.watermark(MAX_WATERMARK, clock.now())?;
+            }
+        }
+        Control::Resume => *suspended = false,
         Control::Checkpoint(id) => {
             let positions = runner.source.position();
             let source = SourceSnapshot {
@@ -916,7 +937,8 @@ pub fn run_task(
                 chain.checkpoint_aborted(id);
             }
             // Stopping is read from the cancel flag; checkpoints start at sources only.
-            Received::Control(Control::Stop | Control::Checkpoint(_)) | Received::Nothing => {}
+            Received::Control(Control::Stop | Control::Checkpoint(_) | Control::Suspend { .. } | Control::Resume)
+            | Received::Nothing => {}
         }
         let now = clock.now();
         if chain.next_processing_timer().is_some_and(|t| t <= now) {

@@ -4,7 +4,8 @@ use super::{KeyedStateStore, StateId, StateKey, ttl};
 use crate::spec::{TtlCleanup, TtlSpec, TtlVisibility};
 
 /// The shape of a state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum StateKind {
     /// One value per key.
     Value,
@@ -15,7 +16,8 @@ pub enum StateKind {
 }
 
 impl StateKind {
-    fn name(self) -> &'static str {
+    /// `value`, `list` or `map`.
+    pub fn name(self) -> &'static str {
         match self {
             StateKind::Value => "value",
             StateKind::List => "list",
@@ -33,6 +35,81 @@ pub struct StateDescriptor {
     pub kind: StateKind,
     /// The function's own time-to-live, if any (the job spec's wins).
     pub ttl: Option<TtlSpec>,
+}
+
+/// A state a module declares it opens (`eddy:udf/state-schema`): what an upgrade is checked against.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DeclaredState {
+    /// The name the state is opened under.
+    pub name: String,
+    /// Its shape.
+    pub kind: StateKind,
+    /// Its time-to-live in milliseconds, if it has one.
+    pub ttl_ms: Option<u64>,
+}
+
+/// Why an operator's new module cannot take over its old module's state, or what could not be checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateCompatibility {
+    /// Changes that would misread or drop state: the upgrade is refused.
+    pub refused: Vec<String>,
+    /// What was not checked, or is dropped because the upgrade allows it.
+    pub warnings: Vec<String>,
+}
+
+/// Compares the states an operator's running module declares with its new module's. `spec_ttl`: the job spec
+/// sets one time-to-live for all of the operator's states (then a module's own does not change the format).
+/// A state the new module no longer opens is refused unless `allow_dropped`; another kind, or a time-to-live
+/// switched on or off (entries then carry a stamp, or not), is always refused.
+pub fn check_state_upgrade(
+    old: Option<&[DeclaredState]>,
+    new: Option<&[DeclaredState]>,
+    spec_ttl: bool,
+    allow_dropped: bool,
+) -> StateCompatibility {
+    let mut result = StateCompatibility::default();
+    let (old, new) = match (old, new) {
+        (Some(old), Some(new)) => (old, new),
+        (None, _) => {
+            result.warnings.push("the running module does not declare its states, so they were not checked".into());
+            return result;
+        }
+        (Some(_), None) => {
+            result
+                .warnings
+                .push("the new module does not declare its states, so they were not checked against the old".into());
+            return result;
+        }
+    };
+    for before in old {
+        match new.iter().find(|s| s.name == before.name) {
+            None if allow_dropped => result.warnings.push(format!(
+                "state `{}` is no longer opened; its entries stay in the job's state unused",
+                before.name
+            )),
+            None => result.refused.push(format!(
+                "state `{}` ({}) is not declared by the new module: its contents would be dropped (allow that with \
+                 allow_non_restored_state)",
+                before.name,
+                before.kind.name()
+            )),
+            Some(after) if after.kind != before.kind => result.refused.push(format!(
+                "state `{}` was a {} state and would be read as a {} state",
+                before.name,
+                before.kind.name(),
+                after.kind.name()
+            )),
+            Some(after) if !spec_ttl && after.ttl_ms.is_some() != before.ttl_ms.is_some() => {
+                let (was, now) = if before.ttl_ms.is_some() { ("has", "without") } else { ("has no", "with") };
+                result.refused.push(format!(
+                    "state `{}` {was} a time-to-live and would be read {now} one (its entries are stored differently)",
+                    before.name
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    result
 }
 
 struct Registered {
@@ -404,6 +481,46 @@ mod tests {
         let mut state = KeyedState::new(Box::new(MemoryStateStore::default()), None);
         let index = state.open(&StateDescriptor { name: "s".into(), kind, ttl }).expect("open");
         (state, index)
+    }
+
+    fn declared(name: &str, kind: StateKind, ttl_ms: Option<u64>) -> DeclaredState {
+        DeclaredState { name: name.into(), kind, ttl_ms }
+    }
+
+    #[test]
+    fn upgrades_keep_added_and_unchanged_states_and_refuse_misreads() {
+        let old = [declared("count", StateKind::Value, None), declared("seen", StateKind::Map, Some(60_000))];
+        let same_plus_one = [
+            declared("count", StateKind::Value, None),
+            declared("seen", StateKind::Map, Some(5_000)),
+            declared("new", StateKind::List, None),
+        ];
+        assert_eq!(check_state_upgrade(Some(&old), Some(&same_plus_one), false, false), StateCompatibility::default());
+
+        let retyped = [declared("count", StateKind::List, None), declared("seen", StateKind::Map, None)];
+        let verdict = check_state_upgrade(Some(&old), Some(&retyped), false, true);
+        assert_eq!(verdict.refused.len(), 2, "{verdict:?}");
+        assert!(verdict.refused[0].contains("was a value state and would be read as a list state"), "{verdict:?}");
+        assert!(verdict.refused[1].contains("has a time-to-live and would be read without one"), "{verdict:?}");
+        // A time-to-live for every state from the job spec keeps the stored format whatever the module says.
+        let verdict = check_state_upgrade(Some(&old), Some(&retyped), true, true);
+        assert_eq!(verdict.refused.len(), 1, "{verdict:?}");
+    }
+
+    #[test]
+    fn a_dropped_state_needs_allow_non_restored_state_and_undeclared_modules_are_not_checked() {
+        let old = [declared("count", StateKind::Value, None), declared("gone", StateKind::List, None)];
+        let new = [declared("count", StateKind::Value, None)];
+        let refused = check_state_upgrade(Some(&old), Some(&new), false, false);
+        assert_eq!(refused.refused.len(), 1);
+        assert!(refused.refused[0].contains("`gone` (list) is not declared by the new module"), "{refused:?}");
+        let allowed = check_state_upgrade(Some(&old), Some(&new), false, true);
+        assert!(allowed.refused.is_empty() && allowed.warnings.len() == 1, "{allowed:?}");
+        for (old, new) in [(None, Some(&new[..])), (Some(&old[..]), None)] {
+            let unchecked = check_state_upgrade(old, new, false, false);
+            assert!(unchecked.refused.is_empty(), "{unchecked:?}");
+            assert!(unchecked.warnings[0].contains("not checked"), "{unchecked:?}");
+        }
     }
 
     #[test]

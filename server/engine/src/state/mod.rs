@@ -10,7 +10,9 @@ mod keyed;
 mod memory;
 mod ttl;
 
-pub use keyed::{KeyedState, StateDescriptor, StateIndex, StateKind};
+pub use keyed::{
+    DeclaredState, KeyedState, StateCompatibility, StateDescriptor, StateIndex, StateKind, check_state_upgrade,
+};
 pub use memory::MemoryStateStore;
 
 use crate::keys::KeyGroup;

@@ -31,6 +31,33 @@ fn lost() -> String {
 }
 
 impl HostState {
+    /// Opens a state, if the module declares it so (a module that declares its states must keep to them, so that
+    /// upgrades checked against the declarations hold).
+    fn open_declared(&mut self, d: StateDescriptor, kind: StateKind) -> Result<StateHandle, String> {
+        if let Some(declared) = &self.declared_states {
+            let Some(state) = declared.iter().find(|s| s.name == d.name) else {
+                let names: Vec<&str> = declared.iter().map(|s| s.name.as_str()).collect();
+                return Err(format!(
+                    "state `{}` is not among the states this module declares ({}); declare it",
+                    d.name,
+                    names.join(", ")
+                ));
+            };
+            if state.kind != kind || state.ttl_ms.is_some() != d.ttl.is_some() {
+                let ttl = |has: bool| if has { " with a time-to-live" } else { "" };
+                return Err(format!(
+                    "state `{}` is declared as a {} state{} and cannot be opened as a {} state{}",
+                    d.name,
+                    state.kind.name(),
+                    ttl(state.ttl_ms.is_some()),
+                    kind.name(),
+                    ttl(d.ttl.is_some())
+                ));
+            }
+        }
+        self.process.open_state(&descriptor(d, kind))
+    }
+
     fn handle<T: 'static>(&self, res: &Resource<T>, get: impl Fn(&T) -> &StateHandle) -> Result<StateHandle, String> {
         self.table.get(res).map(|r| get(r).clone()).map_err(|_| lost())
     }
@@ -40,7 +67,7 @@ impl Host for HostState {}
 
 impl HostValueState for HostState {
     fn open(&mut self, d: StateDescriptor) -> Result<Resource<ValueState>, String> {
-        let handle = self.process.open_state(&descriptor(d, StateKind::Value))?;
+        let handle = self.open_declared(d, StateKind::Value)?;
         self.table.push(ValueState(handle)).map_err(|e| e.to_string())
     }
 
@@ -67,7 +94,7 @@ impl HostValueState for HostState {
 
 impl HostListState for HostState {
     fn open(&mut self, d: StateDescriptor) -> Result<Resource<ListState>, String> {
-        let handle = self.process.open_state(&descriptor(d, StateKind::List))?;
+        let handle = self.open_declared(d, StateKind::List)?;
         self.table.push(ListState(handle)).map_err(|e| e.to_string())
     }
 
@@ -99,7 +126,7 @@ impl HostListState for HostState {
 
 impl HostMapState for HostState {
     fn open(&mut self, d: StateDescriptor) -> Result<Resource<MapState>, String> {
-        let handle = self.process.open_state(&descriptor(d, StateKind::Map))?;
+        let handle = self.open_declared(d, StateKind::Map)?;
         self.table.push(MapState(handle)).map_err(|e| e.to_string())
     }
 

@@ -1,10 +1,14 @@
-//! Jobs: submission (parse, check, resolve modules, deploy), status, cancellation, and resubmission of running
-//! jobs when the server starts again.
+//! Jobs: submission (parse, check, resolve modules, deploy), status, cancellation, savepoints, and resubmission
+//! of running jobs when the server starts again. Upgrades of a running job's modules are in `upgrade`.
+
+mod upgrade;
+
+pub use upgrade::UpgradeRequest;
 
 use crate::api::error::ApiError;
 use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
-use crate::store::{Desired, JobRecord, StartFrom, Store};
+use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome, UpgradeRecord};
 use axum::http::StatusCode;
 use eddy_engine::checkpoint::coordinator::prepare_restore;
 use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
@@ -150,6 +154,10 @@ pub struct JobView {
     pub restarts: Vec<RestartView>,
     /// Checkpoints, when the spec asks for them.
     pub checkpoints: Option<CheckpointView>,
+    /// Modules as written in the spec -> the `name@version` running (upgrades change it).
+    pub running_modules: BTreeMap<String, String>,
+    /// Upgrades of its modules, oldest first.
+    pub upgrades: Vec<UpgradeRecord>,
 }
 
 /// A job in a listing.
@@ -178,6 +186,10 @@ struct Entry {
     gave_up: Option<String>,
     /// Stopping with a savepoint: its HTTP inputs take no more records.
     stopping: bool,
+    /// Counts the job's runs that an upgrade replaced: the watcher of a replaced run leaves the job alone.
+    generation: u64,
+    /// An upgrade is under way.
+    upgrading: bool,
 }
 
 impl Entry {
@@ -191,6 +203,8 @@ impl Entry {
             restarting: false,
             gave_up: None,
             stopping: false,
+            generation: 0,
+            upgrading: false,
         }
     }
 }
@@ -303,6 +317,13 @@ impl Jobs {
         for tenant in store.tenants() {
             for mut record in store.jobs(&tenant) {
                 let mut resume = record.desired == Desired::Running;
+                for upgrade in record.upgrades.iter_mut().filter(|u| u.outcome == UpgradeOutcome::InProgress) {
+                    upgrade.outcome = UpgradeOutcome::Interrupted;
+                    upgrade.reason = Some(
+                        "the server stopped during the upgrade; the job resumed with the modules it had then".into(),
+                    );
+                    upgrade.finished_at = Some(now_ms());
+                }
                 if resume && record.crash_streak >= MAX_CRASH_STREAK {
                     resume = false;
                     record.desired = Desired::Stopped;
@@ -360,6 +381,7 @@ impl Jobs {
             error: None,
             crash_streak: 0,
             start_from,
+            upgrades: Vec::new(),
         };
         let id = record.id.clone();
         // Inserted under the same lock as the quota check, so concurrent submissions cannot both pass it.
@@ -624,6 +646,7 @@ impl Jobs {
     fn watch(&self, tenant: &str, id: &str, handle: JobHandle) {
         let jobs = self.clone();
         let (tenant, id) = (tenant.to_string(), id.to_string());
+        let generation = self.generation(&tenant, &id);
         let spawned = std::thread::Builder::new().name(format!("eddy-watch-{id}")).spawn(move || {
             // The server survived this start once the job has run a while or completed a checkpoint.
             let since = std::time::Instant::now();
@@ -634,12 +657,13 @@ impl Jobs {
                 }
             }
             let restart = jobs.graph_of(&tenant, &id).map(|g| g.restart).unwrap_or_default();
+            let replaced = || jobs.generation(&tenant, &id) != generation;
             let mut policy = RestartPolicy::new(restart);
             let mut handle = handle;
             let mut started = now_ms();
             let given_up = loop {
                 while handle.wait(Duration::from_secs(3600)) == JobState::Running {}
-                if handle.state() != JobState::Failed || !jobs.should_run(&tenant, &id) {
+                if handle.state() != JobState::Failed || !jobs.should_run(&tenant, &id) || replaced() {
                     break None;
                 }
                 let cause = handle.error().unwrap_or_else(|| TaskError::internal("the job failed"));
@@ -655,6 +679,10 @@ impl Jobs {
             let outputs = {
                 let mut entries = jobs.inner.entries.lock();
                 let Some(entry) = entries.get_mut(&tenant).and_then(|j| j.get_mut(&id)) else { return };
+                // An upgrade replaced this run, and follows the job from here.
+                if entry.generation != generation {
+                    return;
+                }
                 entry.restarting = false;
                 entry.gave_up.clone_from(&given_up);
                 entry.record.state = state;
@@ -679,6 +707,24 @@ impl Jobs {
         if let Err(e) = spawned {
             tracing::warn!("cannot watch a job: {e}");
         }
+    }
+
+    fn generation(&self, tenant: &str, id: &str) -> u64 {
+        self.inner.entries.lock().get(tenant).and_then(|j| j.get(id)).map_or(0, |e| e.generation)
+    }
+
+    /// Modules as written in the spec -> the `name@version` their hash is uploaded as.
+    fn module_versions(&self, tenant: &str, pins: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let uploaded = self.inner.modules.list(tenant);
+        pins.iter()
+            .map(|(written, hash)| {
+                let version = uploaded
+                    .iter()
+                    .find(|m| &m.hash == hash)
+                    .map_or_else(|| format!("sha256:{hash}"), |m| format!("{}@{}", m.name, m.version));
+                (written.clone(), version)
+            })
+            .collect()
     }
 
     fn graph_of(&self, tenant: &str, id: &str) -> Option<JobGraph> {
@@ -827,12 +873,17 @@ impl Jobs {
             outputs: Vec::new(),
             restarts: entry.restarts.clone(),
             checkpoints: None,
+            running_modules: self.module_versions(tenant, &record.modules),
+            upgrades: record.upgrades.clone(),
         };
         if let (Some(error), Some(why)) = (&mut view.error, &entry.gave_up) {
             error.message = format!("{} (not restarted: {why})", error.message);
         }
         if entry.restarting {
             view.state = "restarting".into();
+        }
+        if entry.upgrading && state != JobState::Running {
+            view.state = "upgrading".into();
         }
         if let Some(graph) = &entry.graph
             && graph.checkpoints.is_some()
@@ -937,8 +988,16 @@ impl Jobs {
         self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
     }
 
-    /// Takes a savepoint of a running job; with `stop`, cancels the job once the savepoint is complete.
-    pub fn savepoint(&self, tenant: &str, id: &str, stop: bool) -> Result<SavepointView, ApiError> {
+    /// Takes a savepoint of a running job. With `stop`, the job reads what its inputs accepted, then nothing
+    /// more, and is cancelled once the savepoint is complete; with `drain` too, its watermark first advances to
+    /// the end of time, firing every event-time window and timer (for a job that stops for good).
+    pub fn savepoint(&self, tenant: &str, id: &str, stop: bool, drain: bool) -> Result<SavepointView, ApiError> {
+        if drain && !stop {
+            return Err(ApiError::bad_request(
+                "drain_without_stop",
+                "`drain` applies only when the job stops (`stop`)",
+            ));
+        }
         let (handle, graph, record) = {
             let entries = self.inner.entries.lock();
             let entry = entries
@@ -950,6 +1009,9 @@ impl Jobs {
                 .as_ref()
                 .filter(|r| r.handle.state() == JobState::Running)
                 .ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
+            if entry.upgrading {
+                return Err(ApiError::conflict(format!("job {id} is being upgraded; try again when that is done")));
+            }
             (running.handle.clone(), entry.graph.clone(), entry.record.clone())
         };
         if graph.as_ref().is_none_or(|g| g.checkpoints.is_none()) {
@@ -964,11 +1026,31 @@ impl Jobs {
             while logs.iter().any(|log| log.unread() > 0) && std::time::Instant::now() < deadline {
                 std::thread::sleep(Duration::from_millis(5));
             }
+            handle.suspend(drain);
         }
+        let view = self.write_savepoint(tenant, id, &handle, &record).inspect_err(|_| {
+            self.set_stopping(tenant, id, false);
+            if stop {
+                handle.resume();
+            }
+        })?;
+        if stop {
+            self.cancel(tenant, id)?;
+        }
+        Ok(view)
+    }
+
+    /// Takes a savepoint of a run of a job and records what it is.
+    fn write_savepoint(
+        &self,
+        tenant: &str,
+        id: &str,
+        handle: &JobHandle,
+        record: &JobRecord,
+    ) -> Result<SavepointView, ApiError> {
         let savepoint = uuid::Uuid::new_v4().simple().to_string();
         let folder = savepoint_folder(tenant, &savepoint);
         let checkpoint = handle.savepoint(&folder, Duration::from_secs(600)).map_err(|e| {
-            self.set_stopping(tenant, id, false);
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", format!("the savepoint failed: {e}"))
         })?;
         let view = SavepointView {
@@ -984,9 +1066,6 @@ impl Jobs {
             .checkpoints
             .put(&format!("{folder}{SAVEPOINT_INFO}"), &info)
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", e.to_string()))?;
-        if stop {
-            self.cancel(tenant, id)?;
-        }
         Ok(view)
     }
 
@@ -1041,6 +1120,23 @@ impl Jobs {
         key_state(&restore, operator, key).ok_or_else(|| {
             ApiError::not_found(format!("savepoint {savepoint} holds no state of operator `{operator}`"))
         })
+    }
+
+    /// The objects of a savepoint: (name within the savepoint, path in the checkpoint store).
+    pub fn savepoint_objects(&self, tenant: &str, savepoint: &str) -> Result<Vec<(String, String)>, ApiError> {
+        self.savepoint_info(tenant, savepoint)?;
+        let folder = savepoint_folder(tenant, savepoint);
+        let paths = self.inner.checkpoints.list(&folder).map_err(|e| ApiError::internal(e.to_string()))?;
+        Ok(paths.into_iter().filter_map(|path| Some((path.strip_prefix(&folder)?.to_string(), path.clone()))).collect())
+    }
+
+    /// An object of the checkpoint store.
+    pub fn read_object(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+        self.inner
+            .checkpoints
+            .get(path)
+            .map_err(|e| ApiError::internal(e.to_string()))?
+            .ok_or_else(|| ApiError::not_found(format!("{path} is gone")))
     }
 
     /// Deletes a savepoint.

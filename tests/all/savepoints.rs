@@ -4,6 +4,7 @@
 
 use crate::support::{Rust, TestServer, example, output, submit};
 use eddy_server::config::{TenantConfig, token_hash};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// Words per key counted in one-hour windows; `map` is the module that prepares each record.
@@ -115,4 +116,130 @@ async fn a_tenant_sees_only_its_own_savepoints() {
     let no_checkpoints = submit(&acme, plain).await;
     let refused = acme.savepoint(&no_checkpoints, false).await.expect_err("no checkpoints");
     assert!(refused.message.contains("add `checkpoints`"), "{refused}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_savepoint_shows_exactly_the_value_list_and_map_state_of_one_key() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("fraud", None, example(Rust, "fraud-detection").await).await.expect("upload");
+    let spec = "name: fraud\ncheckpoints: { interval: 1h }\noperators:\n  - { uid: tx, source: { http: {} }, watermark: { out_of_orderness: 5s, timestamp: { json: \"$.ts\" } } }\n  - { uid: detect, input: tx, key_by: { json: \"$.account\" }, process: fraud }\n  - { uid: alerts, sink: http, input: detect }\n";
+    let job = submit(c, spec).await;
+    let transactions = "{\"account\":\"acct-1\",\"merchant\":\"coffee-shop\",\"amount\":0.5,\"ts\":1704067200000}\n\
+                        {\"account\":\"acct-2\",\"merchant\":\"bookstore\",\"amount\":42.0,\"ts\":1704067210000}\n\
+                        {\"account\":\"acct-1\",\"merchant\":\"bookstore\",\"amount\":24.0,\"ts\":1704067220000}\n";
+    c.ingest(&job, "tx", transactions.to_string()).await.expect("ingest");
+    crate::support::wait_job(c, &job, std::time::Duration::from_secs(20), |s| s["operators"][1]["records_in"] == 3)
+        .await;
+    let savepoint = c.savepoint(&job, false).await.expect("savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+
+    let held = c.savepoint_state(id, "detect", "acct-1").await.expect("state of acct-1");
+    let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let frame = |amount: f64| [8u32.to_le_bytes().as_slice(), &amount.to_le_bytes()].concat();
+    let expected = serde_json::json!([
+        // List state: one frame (length, then the payload) per element, oldest first.
+        { "state": "amounts", "namespace": "none", "value": { "hex": hex(&[frame(0.5), frame(24.0)].concat()) } },
+        // Map state: one entry per user key, in byte order.
+        { "state": "merchants", "namespace": { "map_key": { "text": "bookstore" } }, "value": { "hex": hex(&1u64.to_le_bytes()) } },
+        { "state": "merchants", "namespace": { "map_key": { "text": "coffee-shop" } }, "value": { "hex": hex(&1u64.to_le_bytes()) } },
+        // Value state.
+        { "state": "small", "namespace": "none", "value": { "text": "{\"time\":1704067200000,\"amount\":0.5}" } },
+    ]);
+    assert_eq!(held["entries"], expected, "{held:#}");
+    assert_eq!(
+        held["timers"],
+        serde_json::json!([{ "domain": "event_time", "timestamp": 1704067260000i64, "namespace": "none" }]),
+        "the suspicion window's end"
+    );
+    let nothing = c.savepoint_state(id, "detect", "acct-2").await.expect("state of acct-2");
+    assert_eq!(nothing["entries"], serde_json::json!([]), "acct-2 never had a small transaction: {nothing:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stopping_with_drain_fires_every_window_before_the_savepoint() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    let job = submit(c, &spec("lower", "w")).await;
+    c.ingest(&job, "src", words(&["a", "B", "b"])).await.expect("ingest");
+    let refused = c.savepoint_with(&job, false, true).await.expect_err("drain needs stop");
+    assert_eq!(refused.code, "drain_without_stop", "{refused}");
+    c.savepoint_with(&job, true, true).await.expect("stop with drain");
+    let counts: BTreeMap<String, u64> = output(c, &job, "out")
+        .await
+        .iter()
+        .map(|r| (r["value"]["key"].as_str().unwrap_or_default().into(), r["value"]["count"].as_u64().unwrap_or(0)))
+        .collect();
+    assert_eq!(counts, BTreeMap::from([("a".into(), 1), ("b".into(), 2)]), "the open hour's window fired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_savepoint_downloads_as_a_tar_archive_of_its_files() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    let job = submit(c, &spec("lower", "w")).await;
+    let savepoint = c.savepoint(&job, false).await.expect("savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+    let archive = c.download_savepoint(id).await.expect("download");
+    let mut names = Vec::new();
+    for entry in tar::Archive::new(archive.as_slice()).entries().expect("a tar archive") {
+        let mut entry = entry.expect("entry");
+        let name = entry.path().expect("path").display().to_string();
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut entry, &mut bytes).expect("read");
+        if name.ends_with("/_metadata") {
+            let metadata: serde_json::Value = serde_json::from_slice(&bytes).expect("metadata JSON");
+            assert_eq!(metadata["checkpoint"], savepoint["checkpoint"], "{metadata:#}");
+        } else if !name.ends_with("/_savepoint") {
+            assert!(bytes.starts_with(b"EDDYSNP\0"), "{name} is a task snapshot");
+        }
+        names.push(name);
+    }
+    names.sort();
+    // One file per task: `m` runs chained behind `src`, and `out` behind `w`.
+    let expected: Vec<String> =
+        ["_metadata", "_savepoint", "src-0", "w-0"].iter().map(|n| format!("{id}/{n}")).collect();
+    assert_eq!(names, expected);
+    let unknown = c.download_savepoint("nope").await.expect_err("no such savepoint");
+    assert_eq!(unknown.status, Some(404), "{unknown}");
+}
+
+/// Visits per user on state backend `backend`.
+fn counter(backend: &str) -> String {
+    format!(
+        "name: visits\nstate: {{ backend: {backend} }}\ncheckpoints: {{ interval: 1h }}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: count, process: visits, input: src, key_by: {{ json: \"$.user\" }} }}\n  - {{ uid: out, sink: http, input: count }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_memory_and_rocksdb_backends_restore_each_others_savepoints() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("visits", None, example(Rust, "visit-counter").await).await.expect("upload");
+    let visit = |users: &[&str]| users.iter().map(|u| format!("{{\"user\":\"{u}\"}}\n")).collect::<String>();
+    let mut from: Option<String> = None;
+    let mut states = Vec::new();
+    for (backend, users) in [("memory", ["ann", "bob"]), ("rocksdb", ["ann", "cid"]), ("memory", ["ann", "bob"])] {
+        let job = match &from {
+            None => submit(c, &counter(backend)).await,
+            Some(savepoint) => {
+                let view = c.submit_from(&counter(backend), savepoint, false).await.expect("restores the other's");
+                view["id"].as_str().expect("id").to_string()
+            }
+        };
+        c.ingest(&job, "src", visit(&users)).await.expect("ingest");
+        let savepoint = c.savepoint(&job, true).await.expect("stop with a savepoint");
+        let id = savepoint["id"].as_str().expect("id").to_string();
+        let last = output(c, &job, "out").await.last().cloned().expect("output");
+        states.push((backend, last["value"].clone(), c.savepoint_state(&id, "count", "ann").await.expect("ann")));
+        from = Some(id);
+    }
+    let visits: Vec<u64> = states.iter().map(|(_, last, _)| last["visits"].as_u64().unwrap_or(0)).collect();
+    assert_eq!(visits, [1, 1, 2], "bob, cid, bob: each counted on from the other backend's savepoint");
+    let ann: Vec<Value> = states.iter().map(|(_, _, held)| held["entries"][0]["value"].clone()).collect();
+    let le =
+        |n: i64| serde_json::json!({ "hex": n.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() });
+    assert_eq!(ann, [le(1), le(2), le(3)], "{states:#?}");
 }

@@ -25,7 +25,7 @@ async fn push_versions(c: &Client) {
         ("1", "visit-counter"),
         ("2", "visit-counter-v2"),
         ("list", "visit-counter-retyped"),
-        ("broken", "test-counter-trap"),
+        ("broken", "test-counter-faults"),
     ] {
         c.push_module("visits", Some(version), example(Rust, example_name).await).await.expect("upload");
     }
@@ -75,7 +75,8 @@ async fn an_upgrade_keeps_the_state_old_logic_before_new_after() {
 
     let started = c.upgrade(&job, &["visits@2".to_string()], false).await.expect("the upgrade is checked and starts");
     assert_eq!(started["outcome"], "in_progress", "{started:#}");
-    // Records sent during the switch wait in the input's log for the new run.
+    // Once the savepoint is taken, records wait in the input's log for the new run.
+    wait_job(c, &job, Duration::from_secs(30), |s| s["upgrades"][0]["savepoint"].is_string()).await;
     c.ingest(&job, "src", visits(&["ann"])).await.expect("ingest during the upgrade");
     let upgrade = upgrade_outcome(c, &job, 1).await;
     assert_eq!(upgrade["outcome"], "upgraded", "{upgrade:#}");
@@ -168,4 +169,29 @@ async fn an_upgrade_whose_module_fails_on_its_first_record_rolls_back_from_the_s
     assert_eq!(counts, BTreeMap::from([("ann".to_string(), 3), ("bob".to_string(), 1)]), "the old logic counted on");
     let state = wait_job(c, &job, Duration::from_secs(30), |s| s["state"] != "running").await;
     assert_eq!(state["state"], "finished", "{state:#}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_module_that_declares_its_states_may_open_only_those_as_declared() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let uploaded = c.push_module("faults", None, example(Rust, "test-counter-faults").await).await.expect("upload");
+    assert_eq!(
+        uploaded["declared_states"],
+        serde_json::json!([{ "name": "visits", "kind": "value", "ttl_ms": null }]),
+        "{uploaded:#}"
+    );
+    let job = submit(c, &spec("1", "1h").replace("visits@1", "faults")).await;
+    c.ingest(&job, "src", "{\"user\":\"ann\",\"do\":\"undeclared\"}\n{\"user\":\"ann\",\"do\":\"as-list\"}\n".into())
+        .await
+        .expect("ingest");
+    c.close_input(&job, "src").await.expect("close");
+    let answers: Vec<String> =
+        output(c, &job, "out").await.iter().map(|r| r["value"].as_str().unwrap_or_default().to_string()).collect();
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    assert!(answers[0].contains("state `sneaky` is not among the states this module declares (visits)"), "{answers:?}");
+    assert!(
+        answers[1].contains("state `visits` is declared as a value state and cannot be opened as a list state"),
+        "{answers:?}"
+    );
 }

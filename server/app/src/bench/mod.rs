@@ -9,6 +9,7 @@ mod fair;
 mod idle;
 mod native;
 mod recover;
+mod upgrade;
 
 use crate::examples::{Examples, Language};
 use anyhow::{Context, bail};
@@ -32,7 +33,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The workload: W1, W2, W2CP, W3, W4 or W5; `idle`, what idle jobs cost; `fair`, CPU shares between tenants;
-    /// `recover`, a checkpoint of `--keys` keys' state and the time to run again from it.
+    /// `recover`, a checkpoint of `--keys` keys' state and the time to run again from it; `upgrade`, the output
+    /// gap of `--upgrades` upgrades of a running job's module.
     pub workload: String,
     /// Jobs to deploy (`idle` only).
     #[arg(long, default_value_t = 1000)]
@@ -40,6 +42,9 @@ pub struct BenchArgs {
     /// Keys with state (`recover` only).
     #[arg(long, default_value_t = 1_000_000)]
     pub keys: u64,
+    /// Upgrades to time (`upgrade` only).
+    #[arg(long, default_value_t = 20)]
+    pub upgrades: u32,
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
@@ -201,6 +206,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     }
     if args.workload.eq_ignore_ascii_case("recover") {
         return recover::run(args.keys);
+    }
+    if args.workload.eq_ignore_ascii_case("upgrade") {
+        return upgrade::run(args.upgrades);
     }
     if args.workload.eq_ignore_ascii_case("fair") {
         return fair::run(args.parallelism, args.events.unwrap_or(200_000_000), args.udf != "off");

@@ -1,5 +1,5 @@
 //! Reading what a checkpoint or savepoint holds for one key of one operator, for people: namespaces as windows or
-//! map keys, values as text when they are text and as hex when they are not.
+//! map keys, values as text when they are printable text and as hex when they are not.
 
 use super::Restore;
 use crate::keys::{KeyGroup, key_group};
@@ -7,7 +7,7 @@ use crate::timers::TimeDomain;
 use crate::window::Window;
 use serde::Serialize;
 
-/// Bytes shown as text when they are UTF-8, else as hex.
+/// Bytes shown as text when they are printable UTF-8, else as hex.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Shown {
@@ -19,9 +19,12 @@ pub enum Shown {
 
 impl Shown {
     fn of(bytes: &[u8]) -> Shown {
+        // Binary numbers are often valid UTF-8 too (`01 00 00 00`): only printable text is shown as text.
         match std::str::from_utf8(bytes) {
-            Ok(text) => Shown::Text(text.to_string()),
-            Err(_) => Shown::Hex(bytes.iter().map(|b| format!("{b:02x}")).collect()),
+            Ok(text) if !text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) => {
+                Shown::Text(text.to_string())
+            }
+            _ => Shown::Hex(bytes.iter().map(|b| format!("{b:02x}")).collect()),
         }
     }
 }

@@ -3,7 +3,7 @@
 //! closes; meanwhile value state holds the small transaction, map state counts merchants and list state keeps the
 //! amounts, which the alert reports.
 
-use eddy::{Context, Error, Event, Timer};
+use eddy::{Context, Error, Event, StateDeclaration, Timer};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -57,6 +57,10 @@ fn remember(ctx: &mut Context, tx: &Transaction) -> Result<(), Error> {
 
 #[eddy::process]
 impl eddy::Process for FraudDetector {
+    fn states() -> Option<Vec<StateDeclaration>> {
+        Some(vec![StateDeclaration::value("small"), StateDeclaration::map("merchants"), StateDeclaration::list("amounts")])
+    }
+
     fn process(&mut self, event: Event, ctx: &mut Context) -> Result<(), Error> {
         let tx: Transaction = event.json()?;
         let state = ctx.value_state("small")?;

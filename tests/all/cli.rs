@@ -1,6 +1,6 @@
 //! The `eddy` command as a client of a running server.
 
-use crate::support::{Rust, TestServer, example, wait_ended};
+use crate::support::{Rust, TestServer, example, examples, wait_ended};
 use std::path::Path;
 
 /// Runs `eddy <args>` against the test server.
@@ -85,4 +85,39 @@ async fn the_cli_stops_a_job_with_a_savepoint_and_submits_from_it() {
     eddy(&server, &["savepoint", "rm", &savepoint]).await.expect("rm");
     let gone = eddy(&server, &["savepoint", "state", &savepoint, "w", "a"]).await.expect_err("deleted");
     assert!(gone.to_string().contains("404"), "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cli_upgrades_a_job_downloads_its_savepoint_and_stops_it_with_drain() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |p: &Path| p.display().to_string();
+    for (version, name) in [("1", "visit-counter"), ("2", "visit-counter-v2"), ("3", "visit-counter-retyped")] {
+        let wasm = dir.path().join(format!("{name}.wasm"));
+        std::fs::write(&wasm, example(Rust, name).await).expect("write");
+        eddy(&server, &["module", "push", &path(&wasm), "--name", "visits", "--version", version]).await.expect("push");
+    }
+    let spec = examples().repo().join("udfs/jobs/visits.yaml");
+    eddy(&server, &["job", "submit", &path(&spec)]).await.expect("submit the example");
+    let id = c.jobs().await.expect("jobs")[0]["id"].as_str().expect("id").to_string();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(&input, "{\"user\":\"ann\",\"page\":\"/\"}\n").expect("write");
+    eddy(&server, &["job", "input", &id, "clicks", &path(&input)]).await.expect("input");
+
+    let refused = eddy(&server, &["job", "upgrade", &id, "--module", "visits@3"]).await.expect_err("incompatible");
+    assert!(refused.to_string().contains("incompatible_upgrade"), "{refused}");
+    eddy(&server, &["job", "upgrade", &id, "--module", "visits@2"]).await.expect("upgraded");
+    let status = c.job(&id).await.expect("status");
+    assert_eq!(status["upgrades"][0]["outcome"], "upgraded", "{status:#}");
+    eddy(&server, &["job", "status", &id]).await.expect("status shows the upgrade");
+    let savepoint = status["upgrades"][0]["savepoint"].as_str().expect("savepoint").to_string();
+    let archive = dir.path().join("sp.tar");
+    eddy(&server, &["savepoint", "download", &savepoint, "-o", &path(&archive)]).await.expect("download");
+    assert!(std::fs::metadata(&archive).expect("archive").len() > 0);
+
+    eddy(&server, &["job", "input", &id, "clicks", &path(&input)]).await.expect("input");
+    eddy(&server, &["job", "stop", &id, "--savepoint", "--drain"]).await.expect("stop with drain");
+    let last = crate::support::output(c, &id, "out").await.last().cloned().expect("output");
+    assert_eq!((last["value"]["visits"].as_u64(), last["value"]["logic"].as_str()), (Some(2), Some("v2")), "{last}");
 }

@@ -541,12 +541,38 @@ fn print_status(view: &Value) {
             "{:<20} {:<10} {:>3} {:>12} {:>12} {:>16}  {}",
             op["uid"].as_str().unwrap_or_default(),
             op["kind"].as_str().unwrap_or_default(),
-            op["parallelism"],
-            op["records_in"],
-            op["records_out"],
+            // JSON values ignore widths: format them as text first.
+            op["parallelism"].to_string(),
+            op["records_in"].to_string(),
+            op["records_out"].to_string(),
             watermark,
             inputs.join(",")
         );
+    }
+    for (written, running) in view["running_modules"].as_object().into_iter().flatten() {
+        if running.as_str() != Some(written) {
+            println!("module {written} runs as {}", running.as_str().unwrap_or_default());
+        }
+    }
+    for upgrade in view["upgrades"].as_array().into_iter().flatten() {
+        let modules: Vec<&str> =
+            upgrade["modules"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+        let mut line = format!(
+            "upgrade {} to {}: {}",
+            upgrade["number"],
+            modules.join(", "),
+            upgrade["outcome"].as_str().unwrap_or_default().replace('_', " ")
+        );
+        if let Some(ms) = upgrade["downtime_ms"].as_u64() {
+            line.push_str(&format!(", down {ms} ms"));
+        }
+        if let Some(savepoint) = upgrade["savepoint"].as_str() {
+            line.push_str(&format!(", savepoint {savepoint}"));
+        }
+        if let Some(reason) = upgrade["reason"].as_str() {
+            line.push_str(&format!(": {reason}"));
+        }
+        println!("{line}");
     }
     print_endpoints(view);
 }

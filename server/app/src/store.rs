@@ -660,6 +660,7 @@ mod tests {
             error: None,
             crash_streak: 0,
             start_from: None,
+            upgrades: Vec::new(),
         }
     }
 

@@ -58,7 +58,11 @@ fn remember(ctx: &mut Context, tx: &Transaction) -> Result<(), Error> {
 #[eddy::process]
 impl eddy::Process for FraudDetector {
     fn states() -> Option<Vec<StateDeclaration>> {
-        Some(vec![StateDeclaration::value("small"), StateDeclaration::map("merchants"), StateDeclaration::list("amounts")])
+        Some(vec![
+            StateDeclaration::value("small"),
+            StateDeclaration::map("merchants"),
+            StateDeclaration::list("amounts"),
+        ])
     }
 
     fn process(&mut self, event: Event, ctx: &mut Context) -> Result<(), Error> {

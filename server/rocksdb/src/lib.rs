@@ -36,9 +36,13 @@
 //!
 //! # Time-to-live cleanup
 //!
-//! `cleanup_step` walks a state's keys in byte order, resuming where the last step stopped: the store keeps that
-//! position, and the cursor it returns is only a generation number (0 starts over). Cleaning up by a compaction
-//! filter, RocksDB's native way, is a later step.
+//! Each state's column family has a compaction filter. Once the state has a time-to-live (`expire_in_background`),
+//! the filter drops entries that have expired by the wall clock as RocksDB compacts them (a list once every
+//! element has expired), so expired state leaves the disk without any walk over the keys, and the engine skips its
+//! per-access cleanup steps. Reads hide expired entries either way. A state named `default` lives in RocksDB's
+//! default column family, which has no filter: it keeps the per-access `cleanup_step`, a walk in byte order that
+//! resumes where the last step stopped (the store keeps that position; the cursor it returns is only a generation
+//! number, 0 starts over). [`RocksDbStateStore::compact`] compacts everything now.
 //!
 //! # Errors
 //!

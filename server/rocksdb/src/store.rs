@@ -2,11 +2,13 @@
 
 use crate::backend::Folder;
 use crate::keys;
-use eddy_engine::state::{KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use eddy_engine::state::{Expiry, KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use rocksdb::compaction_filter::Decision;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, Options, ReadOptions, SingleThreaded,
     WriteBatch, WriteOptions,
 };
+use std::sync::{Arc, OnceLock};
 
 /// Spelled out rather than `rocksdb::DB`, whose meaning a feature enabled elsewhere in the build would change.
 type Db = DBWithThreadMode<SingleThreaded>;
@@ -23,6 +25,29 @@ struct State {
     /// Why the state's column family could not be created: `register` cannot fail, so its uses do.
     broken: Option<StateError>,
     cleanup: Cleanup,
+    /// Set once the state has a time-to-live: its column family's compaction filter drops expired entries (none
+    /// for the default column family, which was created without the filter).
+    expiry: Option<Arc<OnceLock<Expiry>>>,
+    /// The options its column family was created with. RocksDB keeps only a pointer to their compaction filter,
+    /// which these own, so they must outlive the database (`db` is declared before `states` and dropped first).
+    _options: Option<Options>,
+}
+
+/// Processing time now, in milliseconds since the Unix epoch, as compactions judge expiry.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Column family options whose compaction filter drops the entries `expiry` (once set) says have expired, so
+/// that expired state leaves the disk without any walk over the keys.
+fn with_expiry_filter(options: &Options, expiry: &Arc<OnceLock<Expiry>>) -> Options {
+    let mut options = options.clone();
+    let expiry = Arc::clone(expiry);
+    options.set_compaction_filter("eddy-ttl", move |_level: u32, _key: &[u8], value: &[u8]| match expiry.get() {
+        Some(expiry) if expiry.expired(value, now_ms()) => Decision::Remove,
+        _ => Decision::Keep,
+    });
+    options
 }
 
 /// Where incremental cleanup of a state goes on.
@@ -118,6 +143,17 @@ impl RocksDbStateStore {
         self.db.flush_cfs_opt(&families, &flush).map_err(|e| self.failed("flush", e))
     }
 
+    /// Flushes and compacts every state's column family now, so that compaction filters run over all of it
+    /// (RocksDB otherwise compacts when its levels fill up).
+    pub fn compact(&mut self) -> Result<(), StateError> {
+        self.flush()?;
+        for id in 0..self.states.len() {
+            let cf = family(&self.db, &self.states, id as StateId)?;
+            self.db.compact_range_cf(cf, None::<&[u8]>, None::<&[u8]>);
+        }
+        Ok(())
+    }
+
     /// A RocksDB error as a state error that says which store and what failed.
     fn failed(&self, what: &str, e: rocksdb::Error) -> StateError {
         StateError(format!("RocksDB {what} in {}: {e}", self.folder.path.display()))
@@ -174,17 +210,21 @@ impl KeyedStateStore for RocksDbStateStore {
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             return i as StateId;
         }
-        let broken = if name == DEFAULT_FAMILY {
-            None
+        let (broken, expiry, options) = if name == DEFAULT_FAMILY {
+            (None, None, None)
         } else {
-            self.db.create_cf(name, &self.options).err().map(|e| {
+            let expiry = Arc::new(OnceLock::new());
+            let options = with_expiry_filter(&self.options, &expiry);
+            let broken = self.db.create_cf(name, &options).err().map(|e| {
                 StateError(format!(
                     "cannot create the RocksDB column family of state `{name}` in {}: {e}",
                     self.folder.path.display()
                 ))
-            })
+            });
+            (broken, Some(expiry), Some(options))
         };
-        self.states.push(State { name: name.to_string(), broken, cleanup: Cleanup::default() });
+        let cleanup = Cleanup::default();
+        self.states.push(State { name: name.to_string(), broken, cleanup, expiry, _options: options });
         (self.states.len() - 1) as StateId
     }
 
@@ -284,8 +324,8 @@ impl KeyedStateStore for RocksDbStateStore {
 
     /// Walks keys in byte order from where the last step stopped. The cursor is a generation number: the store keeps
     /// the position (the first key not visited yet), so a step seeks straight to it; a cursor other than the one the
-    /// last step returned starts over, as 0 does. Cleanup by a compaction filter, which would make this walk
-    /// unnecessary, is a later step.
+    /// last step returned starts over, as 0 does. Only states without a compaction filter (the default column
+    /// family) need it.
     fn cleanup_step(
         &mut self,
         state: StateId,
@@ -332,6 +372,13 @@ impl KeyedStateStore for RocksDbStateStore {
         let generation = slot.cleanup.generation.wrapping_add(1).max(1);
         slot.cleanup = Cleanup { generation, resume: Some(resume) };
         Ok(generation)
+    }
+
+    fn expire_in_background(&mut self, state: StateId, expiry: Expiry) -> bool {
+        match self.states.get(state as usize).and_then(|s| s.expiry.as_ref()) {
+            Some(slot) => slot.get_or_init(|| expiry) == &expiry,
+            None => false,
+        }
     }
 
     fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {

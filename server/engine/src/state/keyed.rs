@@ -118,6 +118,8 @@ struct Registered {
     id: StateId,
     ttl: Option<TtlSpec>,
     cursor: usize,
+    /// The store drops expired entries itself: no cleanup steps.
+    background: bool,
 }
 
 /// The keyed state of one operator in one subtask, as user functions see it.
@@ -178,7 +180,18 @@ impl KeyedState {
         }
         let id = self.store.register(&descriptor.name);
         let ttl = self.spec_ttl.or(descriptor.ttl);
-        self.states.push(Registered { name: descriptor.name.clone(), kind: descriptor.kind, id, ttl, cursor: 0 });
+        let background = ttl.is_some_and(|ttl| {
+            ttl.cleanup != TtlCleanup::FullSnapshot
+                && self.store.expire_in_background(id, Expiry { kind: descriptor.kind, ttl })
+        });
+        self.states.push(Registered {
+            name: descriptor.name.clone(),
+            kind: descriptor.kind,
+            id,
+            ttl,
+            cursor: 0,
+            background,
+        });
         Ok(self.states.len() - 1)
     }
 
@@ -194,6 +207,9 @@ impl KeyedState {
     fn clean(&mut self, index: StateIndex, now: i64) -> StateResult<()> {
         let state = &mut self.states[index];
         let (Some(ttl), kind) = (state.ttl, state.kind) else { return Ok(()) };
+        if state.background {
+            return Ok(());
+        }
         let TtlCleanup::Incremental { entries } = ttl.cleanup else { return Ok(()) };
         let mut is_expired = |entry: &[u8]| entry_expired(kind, &ttl, entry, now);
         state.cursor = self
@@ -434,6 +450,26 @@ fn backend_failed(slot: &mut Option<super::StateError>, error: super::StateError
     let message = error.to_string();
     slot.get_or_insert(error);
     message
+}
+
+/// How a store tells an expired entry of a state with a time-to-live, for stores that drop them themselves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expiry {
+    kind: StateKind,
+    ttl: TtlSpec,
+}
+
+impl Expiry {
+    /// How entries of a `kind` state with time-to-live `ttl` expire.
+    pub fn new(kind: StateKind, ttl: TtlSpec) -> Expiry {
+        Expiry { kind, ttl }
+    }
+
+    /// Whether `entry`, as the store holds it, has expired at processing time `now` (a list only when every
+    /// element has).
+    pub fn expired(&self, entry: &[u8], now: i64) -> bool {
+        entry_expired(self.kind, &self.ttl, entry, now)
+    }
 }
 
 /// Whether a stored entry is entirely expired (a list only when all its elements are).

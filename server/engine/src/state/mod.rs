@@ -11,7 +11,7 @@ mod memory;
 mod ttl;
 
 pub use keyed::{
-    DeclaredState, KeyedState, StateCompatibility, StateDescriptor, StateIndex, StateKind, check_state_upgrade,
+    DeclaredState, Expiry, KeyedState, StateCompatibility, StateDescriptor, StateIndex, StateKind, check_state_upgrade,
 };
 pub use memory::MemoryStateStore;
 
@@ -89,6 +89,11 @@ pub trait KeyedStateStore: Send {
         limit: usize,
         expired: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<usize, StateError>;
+    /// Offers to drop `state`'s expired entries itself, without the per-access cleanup steps (RocksDB does it in
+    /// its compactions); true if the store takes it on. Expired entries are hidden on read either way.
+    fn expire_in_background(&mut self, _state: StateId, _expiry: Expiry) -> bool {
+        false
+    }
     /// Every entry of every state for which `keep(state, value)` holds, in a canonical order.
     fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError>;
     /// Number of entries of `state` (for tests and metrics).

@@ -1,6 +1,7 @@
 //! Incremental cleanup: a walk that resumes where it stopped, whatever is written in between.
 
-use eddy_engine::state::{KeyedStateStore, StateKey};
+use eddy_engine::spec::{Millis, TtlCleanup, TtlSpec, TtlUpdate, TtlVisibility};
+use eddy_engine::state::{Expiry, KeyedStateStore, StateKey, StateKind};
 
 fn key(i: u32) -> [u8; 4] {
     i.to_be_bytes()
@@ -86,4 +87,45 @@ fn a_stale_cursor_starts_over() {
         })
         .expect("step");
     assert_eq!(seen, first_key);
+}
+
+fn stamped(time: i64, payload: &[u8]) -> Vec<u8> {
+    [&time.to_le_bytes()[..], payload].concat()
+}
+
+fn frame(time: i64, payload: &[u8]) -> Vec<u8> {
+    let element = stamped(time, payload);
+    [&(element.len() as u32).to_le_bytes()[..], &element].concat()
+}
+
+#[test]
+fn compactions_drop_expired_entries_of_states_with_a_time_to_live() {
+    let (_dir, _backend, mut store) = crate::store();
+    let ttl = TtlSpec {
+        time_to_live: Millis(60_000),
+        update: TtlUpdate::OnCreateAndWrite,
+        visibility: TtlVisibility::NeverReturnExpired,
+        cleanup: TtlCleanup::default(),
+    };
+    let (value, list, plain) = (store.register("value"), store.register("list"), store.register("plain"));
+    assert!(store.expire_in_background(value, Expiry::new(StateKind::Value, ttl)));
+    assert!(store.expire_in_background(list, Expiry::new(StateKind::List, ttl)));
+    let default = store.register("default");
+    assert!(!store.expire_in_background(default, Expiry::new(StateKind::Value, ttl)), "no filter on that family");
+    // Compactions judge by the wall clock: stamps from 1970 have expired, stamps from now have not.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let at = |key: &'static [u8]| StateKey { group: 0, key };
+    store.put(value, at(b"old"), b"", &stamped(1, b"x")).expect("put");
+    store.put(value, at(b"new"), b"", &stamped(now, b"x")).expect("put");
+    store.put(list, at(b"half"), b"", &[frame(1, b"a"), frame(now, b"b")].concat()).expect("put");
+    store.put(list, at(b"gone"), b"", &[frame(1, b"a"), frame(2, b"b")].concat()).expect("put");
+    store.put(plain, at(b"old"), b"", &stamped(1, b"x")).expect("put");
+    store.compact().expect("compact");
+
+    let mut found = |state, key| store.contains(state, at(key), b"").expect("contains");
+    assert!(!found(value, b"old"), "expired: removed");
+    assert!(found(value, b"new"));
+    assert!(found(list, b"half"), "a list goes once every element has expired");
+    assert!(!found(list, b"gone"));
+    assert!(found(plain, b"old"), "a state without a time-to-live keeps everything");
 }

@@ -8,6 +8,9 @@
 #   tests/services/kafka.sh fetch      only fetches the jars
 #   tests/services/kafka.sh stop FILE  stops the broker of PID file FILE and removes its data folder
 #
+# With EDDY_KAFKA_OWNER_PID set, the broker is also stopped when that process ends (tests that start a broker
+# for themselves have no hook that runs when they exit).
+#
 # Typical use: { read -r EDDY_KAFKA_BROKERS; read -r pidfile; } < <(tests/services/kafka.sh); export EDDY_KAFKA_BROKERS
 set -euo pipefail
 
@@ -71,6 +74,7 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=3
 group.initial.rebalance.delay.ms=0
+auto.create.topics.enable=false
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 EOF
   local cluster
@@ -98,6 +102,10 @@ EOF
     sleep 0.1
     waited=$((waited + 1))
   done
+  if [ -n "${EDDY_KAFKA_OWNER_PID:-}" ]; then
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; "$3" stop "$4"' \
+      _ "$EDDY_KAFKA_OWNER_PID" "$pid" "$(readlink -f "$0")" "$dir/kafka.pid" > /dev/null 2>&1 < /dev/null &
+  fi
   echo "127.0.0.1:$port"
   echo "$dir/kafka.pid"
 }

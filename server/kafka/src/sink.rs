@@ -275,16 +275,15 @@ impl KafkaSink {
         Ok(())
     }
 
-    /// Commits the front epochs closed by checkpoints up to `upto` (all closed and open ones with `None`), each
-    /// in its own transaction, and starts writing the next.
-    fn commit_epochs(&mut self, upto: Option<CheckpointId>) -> Result<(), TaskError> {
+    /// Commits the front epochs closed by checkpoints up to `upto`, each in its own transaction, and starts
+    /// writing the next; with `open`, also the epoch still being written (the input ended).
+    fn commit_epochs(&mut self, upto: CheckpointId, open: bool) -> Result<(), TaskError> {
         loop {
             let Some(t) = &mut self.transactions else { return Ok(()) };
-            let due = match (t.epochs.front(), upto) {
-                (Some(e), Some(upto)) => e.checkpoint.is_some_and(|c| c <= upto),
-                (Some(_), None) => true,
-                (None, _) => false,
-            };
+            let due = t.epochs.front().is_some_and(|e| match e.checkpoint {
+                Some(c) => c <= upto,
+                None => open && e.records > 0,
+            });
             if !due {
                 return Ok(());
             }
@@ -349,7 +348,7 @@ impl Operator for KafkaSink {
     fn finish(&mut self, _: &mut OpContext<'_>) -> Result<(), TaskError> {
         match self.transactions {
             // The input ended: nothing more will come for the open epochs; commit them all now.
-            Some(_) => self.commit_epochs(None),
+            Some(_) => self.commit_epochs(CheckpointId::MAX, true),
             None => self.flush(),
         }
     }
@@ -419,10 +418,13 @@ impl Operator for KafkaSink {
         }
         // The restored checkpoint completed: its epochs are all due.
         self.write_front()?;
-        self.commit_epochs(self.transactions.as_ref().and_then(|t| t.last_checkpoint))
+        match self.transactions.as_ref().and_then(|t| t.last_checkpoint) {
+            Some(last) => self.commit_epochs(last, false),
+            None => Ok(()),
+        }
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
-        self.commit_epochs(Some(checkpoint))
+        self.commit_epochs(checkpoint, false)
     }
 }

@@ -1,0 +1,185 @@
+//! The Kafka sink against the real broker: what a `read_committed` consumer sees after checkpoints complete, are
+//! abandoned, or a crash comes between completion and commit; zombies; at-least-once.
+
+use crate::broker::{batch_of, brokers, context, create_topic, read_committed, unique, values, with_ctx};
+use eddy_engine::checkpoint::OperatorSnapshot;
+use eddy_engine::operator::Operator;
+use eddy_engine::spec::{KafkaSinkSpec, SinkSpec};
+use eddy_kafka::KafkaSink;
+
+/// A sink spec from YAML text (the fields under `kafka:`), in a job with 1 s checkpoints.
+pub fn spec(fields: &str) -> KafkaSinkSpec {
+    let text = format!(
+        "name: t\ncheckpoints: {{ interval: 1s }}\noperators:\n  - {{ uid: in, source: http }}\n  - uid: out\n    input: in\n    sink:\n      kafka: {{ brokers: \"{}\", {fields} }}",
+        brokers()
+    );
+    let spec = eddy_engine::spec::JobSpec::parse(&text).unwrap_or_else(|e| panic!("{e}"));
+    match &spec.operators[1].kind {
+        eddy_engine::spec::OperatorKind::Sink(SinkSpec::Kafka(k)) => (**k).clone(),
+        other => panic!("not a Kafka sink: {other:?}"),
+    }
+}
+
+fn exactly_once(topic: &str) -> KafkaSinkSpec {
+    spec(&format!("topic: {topic}, delivery: exactly_once, transactional_id_prefix: t-{topic}"))
+}
+
+fn open(spec: &KafkaSinkSpec) -> KafkaSink {
+    KafkaSink::open(&context("job", "out", 0, 1), spec).unwrap_or_else(|e| panic!("open: {}", e.message))
+}
+
+fn write(sink: &mut KafkaSink, values: &[&str]) {
+    with_ctx(|ctx| sink.process(0, batch_of(values), ctx)).expect("process");
+}
+
+fn sorted(values: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = values.iter().map(|s| s.to_string()).collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn records_become_visible_once_when_their_checkpoint_completes() {
+    let topic = unique("sink-eo");
+    create_topic(&topic, 2);
+    let spec = exactly_once(&topic);
+    let mut sink = open(&spec);
+    assert_eq!(sink.transactional_id(), Some(format!("t-{topic}-job-out-0").as_str()));
+    write(&mut sink, &["a1", "a2"]);
+    write(&mut sink, &["a3"]);
+    let _snapshot1 = sink.snapshot(1).expect("snapshot");
+    // Records after the barrier belong to the next checkpoint.
+    write(&mut sink, &["b1"]);
+    assert!(read_committed(&topic).is_empty(), "nothing is visible before the checkpoint completes");
+    sink.checkpoint_complete(1).expect("complete");
+    let seen = read_committed(&topic);
+    assert_eq!(values(&seen), sorted(&["a1", "a2", "a3"]));
+    let (first, headers) = &seen.iter().find(|(r, _)| r.value == "a1").expect("a1").clone();
+    assert_eq!(first.key.as_deref(), Some("a1"), "the record's key");
+    assert_eq!(first.timestamp, 1_000, "the record's event time");
+    assert_eq!(headers, &vec![("origin".to_string(), "eddy".to_string())], "the record's headers");
+
+    // Checkpoint 2 is abandoned: its epoch stays pending and commits with the next completed checkpoint.
+    let _snapshot2 = sink.snapshot(2).expect("snapshot");
+    sink.checkpoint_aborted(2);
+    write(&mut sink, &["c1"]);
+    let _snapshot3 = sink.snapshot(3).expect("snapshot");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3"]));
+    sink.checkpoint_complete(3).expect("complete");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1"]));
+
+    // Records of an epoch whose checkpoint never completes are never visible, even after a restore.
+    write(&mut sink, &["lost1", "lost2"]);
+    let snapshot4 = sink.snapshot(4).expect("snapshot");
+    write(&mut sink, &["lost3"]);
+    drop(sink); // a crash: checkpoint 4 never completed, so the job restores from checkpoint 3
+    let _ = snapshot4;
+    let mut restored = open(&spec);
+    restored.restore(OperatorSnapshot::default()).expect("restore of a checkpoint without pending epochs");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1"]));
+    write(&mut restored, &["d1"]);
+    let _ = restored.snapshot(5).expect("snapshot");
+    restored.checkpoint_complete(5).expect("complete");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1", "d1"]));
+}
+
+#[test]
+fn a_crash_between_completion_and_commit_writes_the_epoch_again_once() {
+    let topic = unique("sink-crash");
+    create_topic(&topic, 1);
+    let spec = exactly_once(&topic);
+    let mut sink = open(&spec);
+    write(&mut sink, &["x1", "x2"]);
+    let snapshot1 = sink.snapshot(1).expect("snapshot");
+    write(&mut sink, &["after-barrier"]);
+    // Checkpoint 1 completes, but the process dies before the sink commits: the transaction stays open.
+    std::mem::forget(sink);
+    assert!(read_committed(&topic).is_empty());
+
+    // The restored sink takes over the transactional id (aborting the open transaction), finds no marker for
+    // checkpoint 1, and writes its epoch again.
+    let mut restored = open(&spec);
+    restored.restore(snapshot1.clone()).expect("restore");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2"]));
+
+    // A second crash right after that restore, before anything else: the marker now names checkpoint 1, so
+    // restoring the same checkpoint again writes nothing twice.
+    drop(restored);
+    let mut again = open(&spec);
+    again.restore(snapshot1).expect("restore");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2"]));
+    write(&mut again, &["y1"]);
+    let _ = again.snapshot(2).expect("snapshot");
+    again.checkpoint_complete(2).expect("complete");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2", "y1"]));
+}
+
+#[test]
+fn a_committed_epoch_is_not_written_again_on_restore() {
+    let topic = unique("sink-committed");
+    create_topic(&topic, 1);
+    let spec = exactly_once(&topic);
+    let mut sink = open(&spec);
+    write(&mut sink, &["z1"]);
+    let snapshot1 = sink.snapshot(1).expect("snapshot");
+    sink.checkpoint_complete(1).expect("complete");
+    write(&mut sink, &["z2"]);
+    drop(sink);
+    let mut restored = open(&spec);
+    restored.restore(snapshot1).expect("restore");
+    assert_eq!(values(&read_committed(&topic)), ["z1"], "the marker says checkpoint 1 is in Kafka");
+}
+
+#[test]
+fn a_zombie_with_the_same_transactional_id_is_fenced() {
+    let topic = unique("sink-zombie");
+    create_topic(&topic, 1);
+    let spec = exactly_once(&topic);
+    let mut zombie = open(&spec);
+    write(&mut zombie, &["old1"]);
+    let snapshot1 = zombie.snapshot(1).expect("snapshot");
+    write(&mut zombie, &["old2"]);
+
+    // A new incarnation of the same subtask (the job restarted while the old one still runs).
+    let mut successor = open(&spec);
+    let error = zombie.checkpoint_complete(1).expect_err("the zombie's commit must fail");
+    assert!(error.message.contains("fenced") || error.message.contains("Fenced"), "{}", error.message);
+    assert!(read_committed(&topic).is_empty(), "the zombie's transaction was aborted");
+    successor.restore(snapshot1).expect("restore");
+    assert_eq!(values(&read_committed(&topic)), ["old1"]);
+}
+
+#[test]
+fn at_least_once_flushes_at_the_barrier() {
+    let topic = unique("sink-alo");
+    create_topic(&topic, 1);
+    let spec = spec(&format!("topic: {topic}, properties: {{ acks: all, linger.ms: 50, compression.type: lz4 }}"));
+    let mut sink = open(&spec);
+    assert_eq!(sink.transactional_id(), None);
+    write(&mut sink, &["r1", "r2"]);
+    let snapshot = sink.snapshot(1).expect("snapshot");
+    assert!(snapshot.extra.is_empty(), "nothing to keep: the records are in Kafka");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["r1", "r2"]), "acknowledged at the barrier");
+    write(&mut sink, &["r3"]);
+    with_ctx(|ctx| sink.finish(ctx)).expect("finish");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["r1", "r2", "r3"]));
+}
+
+#[test]
+fn a_finished_input_commits_everything() {
+    let topic = unique("sink-finish");
+    create_topic(&topic, 1);
+    let mut sink = open(&exactly_once(&topic));
+    write(&mut sink, &["f1"]);
+    let _ = sink.snapshot(1).expect("snapshot");
+    write(&mut sink, &["f2"]);
+    with_ctx(|ctx| sink.finish(ctx)).expect("finish");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["f1", "f2"]));
+}
+
+#[test]
+fn a_missing_topic_fails_clearly() {
+    let spec = spec("topic: no-such-output-topic, delivery: exactly_once");
+    let error = KafkaSink::open(&context("job", "out", 0, 1), &spec).err().expect("fails").message;
+    assert!(error.contains("Kafka topic `no-such-output-topic` does not exist"), "{error}");
+}

@@ -3,5 +3,6 @@
 
 mod broker;
 mod deploy;
+mod job;
 mod sink;
 mod source;

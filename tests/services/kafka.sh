@@ -75,6 +75,7 @@ transaction.state.log.min.isr=1
 transaction.state.log.num.partitions=3
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=false
+log.retention.ms=-1
 transaction.abort.timed.out.transaction.cleanup.interval.ms=1000
 EOF
   local cluster

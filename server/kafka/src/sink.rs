@@ -13,10 +13,15 @@
 //! another producer's transaction. So every epoch's records are kept in the checkpoint (the snapshot at the
 //! barrier holds each epoch not yet committed), and every transaction also commits, through
 //! `send_offsets_to_transaction`, an offset of the Eddy-owned consumer group named like the transactional id: its
-//! offset and metadata name the checkpoint that closed the epoch. On restore, the new producer's
-//! `init_transactions` fences any zombie with the same id and aborts its open transaction; then the group's offset
-//! tells the last checkpoint whose records are in Kafka, and epochs of the restored checkpoint after it are
-//! written again, each in its own transaction with its own marker.
+//! offset and metadata name the checkpoint that closed the epoch. On restore, a producer with the old subtask's
+//! transactional id fences any zombie with it and aborts its open transaction (`init_transactions`); then the
+//! group's offset tells the last checkpoint whose records are in Kafka, and epochs of the restored checkpoint after
+//! it are written again, each in its own transaction with its own marker.
+//!
+//! A subtask's snapshot is one keyed-state entry in key group `<subtask>`, so that after a rescale exactly one new
+//! subtask takes over each old subtask's transactional id: it recovers it as above (which also ends the open
+//! transactions of subtasks that no longer exist), before any subtask writes. A subtask's own producer starts at its
+//! first record or barrier, after every restore of the deployment is done.
 
 use crate::config::{describe, kafka_error, timeout};
 use eddy_codec::Batch;
@@ -25,6 +30,7 @@ use eddy_engine::checkpoint::{CheckpointId, OperatorSnapshot};
 use eddy_engine::io::ConnectorContext;
 use eddy_engine::operator::{OpContext, Operator};
 use eddy_engine::spec::{Delivery, KafkaSinkSpec};
+use eddy_engine::state::SnapshotEntry;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -39,6 +45,9 @@ use std::time::{Duration, Instant};
 
 /// The state layout of a Kafka sink's snapshot.
 const LAYOUT: &str = "kafka-sink/1";
+
+/// The name of the state entry a subtask's snapshot is kept in.
+const STATE: &str = "kafka-sink";
 
 /// The prefix of the offset metadata that names a checkpoint.
 const MARKER: &str = "eddy-checkpoint=";
@@ -79,98 +88,69 @@ struct Epoch {
     records: usize,
 }
 
-/// What a checkpoint keeps of an exactly-once sink: the epochs whose transaction had not committed at the barrier.
+/// What a checkpoint keeps of an exactly-once sink subtask: the epochs whose transaction had not committed at the
+/// barrier.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct SinkState {
     transactional_id: String,
+    topic: String,
     /// Per epoch, the checkpoint that closed it and its batches in their wire encoding.
     epochs: Vec<(CheckpointId, Vec<Vec<u8>>)>,
 }
 
-/// Exactly-once machinery: the marker group and the epochs not yet committed.
+/// A producer, transactional or not, writing to one topic.
+struct Writer {
+    producer: BaseProducer<SinkContext>,
+    topic: String,
+    /// Records sent since delivery reports were last served.
+    unpolled: usize,
+    transactions: Option<Transactions>,
+}
+
+/// What a transactional writer needs besides its producer.
 struct Transactions {
     id: String,
     /// The Eddy-owned group whose committed offset names the last checkpoint whose records are in Kafka.
     marker: BaseConsumer,
     group: ConsumerGroupMetadata,
-    /// Front: the epoch in the open transaction (its records were sent); the rest wait in memory. The back is the
-    /// epoch being written (checkpoint none).
-    epochs: VecDeque<Epoch>,
     /// Whether a transaction is open.
     open: bool,
-    /// The newest checkpoint whose barrier passed.
-    last_checkpoint: Option<CheckpointId>,
 }
 
-/// Writes records to a Kafka topic.
-pub struct KafkaSink {
-    topic: String,
-    producer: BaseProducer<SinkContext>,
-    transactions: Option<Transactions>,
-    /// Records sent since the producer's delivery reports were last served.
-    unpolled: usize,
-}
-
-/// The transactional id of a subtask.
-pub fn transactional_id(prefix: Option<&str>, job: &str, uid: &str, subtask: u32) -> String {
-    format!("{}-{job}-{uid}-{subtask}", prefix.unwrap_or("eddy"))
-}
-
-impl KafkaSink {
-    /// Connects; in exactly-once mode, also takes over the subtask's transactional id, which fences any older
-    /// producer with it and aborts its open transaction.
-    pub fn open(cx: &ConnectorContext<'_>, spec: &KafkaSinkSpec) -> Result<KafkaSink, TaskError> {
-        let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &spec.brokers).set("enable.idempotence", "true");
-        let id = transactional_id(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid, cx.subtask);
-        let exactly_once = spec.delivery == Delivery::ExactlyOnce;
-        if exactly_once {
-            config.set("transactional.id", &id);
-        }
-        for (name, value) in &spec.properties.0 {
-            config.set(name, value);
+impl Writer {
+    /// A producer with `config`; with `id`, transactional: it takes the id over, fencing older producers with it
+    /// and aborting their open transaction.
+    fn open(config: &ClientConfig, marker: &ClientConfig, topic: &str, id: Option<&str>) -> Result<Writer, TaskError> {
+        let mut config = config.clone();
+        if let Some(id) = id {
+            config.set("transactional.id", id);
         }
         let producer: BaseProducer<SinkContext> = config
             .create_with_context(SinkContext::default())
             .map_err(|e| TaskError::user(format!("Kafka producer settings: {e}")))?;
-        check_topic(&producer, &spec.topic, &spec.brokers)?;
-        let transactions = if exactly_once {
-            let deadline = Instant::now() + timeout();
-            loop {
-                match producer.init_transactions(timeout()) {
-                    Ok(()) => break,
-                    // The first call after a broker starts finds the transaction coordinator still loading.
-                    Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(200));
+        let transactions = match id {
+            None => None,
+            Some(id) => {
+                let deadline = Instant::now() + timeout();
+                loop {
+                    match producer.init_transactions(timeout()) {
+                        Ok(()) => break,
+                        // The first call after a broker starts finds the transaction coordinator still loading.
+                        Err(KafkaError::Transaction(e)) if e.is_retriable() && Instant::now() < deadline => {
+                            std::thread::sleep(Duration::from_millis(200));
+                        }
+                        Err(e) => return Err(kafka_error(&format!("cannot take over transactional id `{id}`"), e)),
                     }
-                    Err(e) => return Err(kafka_error(&format!("cannot take over transactional id `{id}`"), e)),
                 }
+                let mut marker = marker.clone();
+                marker.set("group.id", id);
+                let marker: BaseConsumer =
+                    marker.create().map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
+                let group = marker.group_metadata().ok_or_else(|| TaskError::internal("Kafka: no group metadata"))?;
+                Some(Transactions { id: id.to_string(), marker, group, open: false })
             }
-            let mut marker = ClientConfig::new();
-            marker
-                .set("bootstrap.servers", &spec.brokers)
-                .set("group.id", &id)
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_committed");
-            for (name, value) in &spec.properties.0 {
-                if name.starts_with("security.") || name.starts_with("ssl.") || name.starts_with("sasl.") {
-                    marker.set(name, value);
-                }
-            }
-            let marker: BaseConsumer =
-                marker.create().map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
-            let group = marker.group_metadata().ok_or_else(|| TaskError::internal("Kafka: no group metadata"))?;
-            let epochs = VecDeque::from([Epoch::default()]);
-            Some(Transactions { id, marker, group, epochs, open: false, last_checkpoint: None })
-        } else {
-            None
         };
-        Ok(KafkaSink { topic: spec.topic.clone(), producer, transactions, unpolled: 0 })
-    }
-
-    /// The transactional id, in exactly-once mode.
-    pub fn transactional_id(&self) -> Option<&str> {
-        self.transactions.as_ref().map(|t| t.id.as_str())
+        Ok(Writer { producer, topic: topic.to_string(), unpolled: 0, transactions })
     }
 
     /// Fails if a delivery failed.
@@ -183,8 +163,14 @@ impl KafkaSink {
         }
     }
 
-    /// Hands the records of `batch` to the producer.
+    /// Hands the records of `batch` to the producer, in the open transaction if transactional.
     fn send(&mut self, batch: &Batch) -> Result<(), TaskError> {
+        if let Some(t) = &mut self.transactions
+            && !t.open
+        {
+            self.producer.begin_transaction().map_err(|e| kafka_error("cannot begin a transaction", e))?;
+            t.open = true;
+        }
         for record in batch.iter() {
             let mut message = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(record.value);
             if let Some(key) = record.key {
@@ -220,19 +206,11 @@ impl KafkaSink {
         self.check_deliveries()
     }
 
+    /// Waits until every record sent is acknowledged.
     fn flush(&mut self) -> Result<(), TaskError> {
         self.producer.flush(timeout()).map_err(|e| kafka_error(&format!("cannot write to `{}`", self.topic), e))?;
         self.unpolled = 0;
         self.check_deliveries()
-    }
-
-    fn begin(&mut self) -> Result<(), TaskError> {
-        let Some(t) = &mut self.transactions else { return Ok(()) };
-        if !t.open {
-            self.producer.begin_transaction().map_err(|e| kafka_error("cannot begin a transaction", e))?;
-            t.open = true;
-        }
-        Ok(())
     }
 
     /// Commits the open transaction, with the marker naming `checkpoint` (none: the marker stays as it was).
@@ -251,50 +229,12 @@ impl KafkaSink {
             self.producer.send_offsets_to_transaction(&offsets, &t.group, timeout()).map_err(fail)?;
         }
         self.producer.commit_transaction(timeout()).map_err(|e| {
-            kafka_error(&format!("cannot commit the transaction of checkpoint {checkpoint:?} (id `{}`)", t.id), e)
+            let which = checkpoint.map_or("the last records".to_string(), |c| format!("checkpoint {c}"));
+            kafka_error(&format!("cannot commit the transaction of {which} (transactional id `{}`)", t.id), e)
         })?;
         t.open = false;
+        tracing::debug!("Kafka sink `{}` committed the records of checkpoint {checkpoint:?}", t.id);
         self.check_deliveries()
-    }
-
-    /// Sends the records of the front epoch (which waited in memory) in a new transaction.
-    fn write_front(&mut self) -> Result<(), TaskError> {
-        let Some(t) = &mut self.transactions else { return Ok(()) };
-        let Some(front) = t.epochs.front_mut() else { return Ok(()) };
-        if front.records == 0 {
-            return Ok(());
-        }
-        let batches = std::mem::take(&mut front.batches);
-        self.begin()?;
-        for batch in &batches {
-            self.send(batch)?;
-        }
-        if let Some(front) = self.transactions.as_mut().and_then(|t| t.epochs.front_mut()) {
-            front.batches = batches;
-        }
-        Ok(())
-    }
-
-    /// Commits the front epochs closed by checkpoints up to `upto`, each in its own transaction, and starts
-    /// writing the next; with `open`, also the epoch still being written (the input ended).
-    fn commit_epochs(&mut self, upto: CheckpointId, open: bool) -> Result<(), TaskError> {
-        loop {
-            let Some(t) = &mut self.transactions else { return Ok(()) };
-            let due = t.epochs.front().is_some_and(|e| match e.checkpoint {
-                Some(c) => c <= upto,
-                None => open && e.records > 0,
-            });
-            if !due {
-                return Ok(());
-            }
-            let Some(epoch) = t.epochs.pop_front() else { return Ok(()) };
-            let marker = epoch.checkpoint.or(t.last_checkpoint);
-            if t.epochs.is_empty() {
-                t.epochs.push_back(Epoch::default());
-            }
-            self.commit(marker)?;
-            self.write_front()?;
-        }
     }
 
     /// Reads the marker: the last checkpoint whose records are in Kafka.
@@ -316,10 +256,155 @@ impl KafkaSink {
     }
 }
 
+/// Writes records to a Kafka topic.
+pub struct KafkaSink {
+    topic: String,
+    subtask: u32,
+    /// Producer settings (without a transactional id).
+    config: ClientConfig,
+    /// Settings of the consumer that reads and writes checkpoint markers (without a group).
+    marker: ClientConfig,
+    /// This subtask's transactional id, in exactly-once mode.
+    id: Option<String>,
+    /// The producer; in exactly-once mode made at the first record or barrier.
+    writer: Option<Writer>,
+    /// Exactly-once: front, the epoch in the open transaction (its records were sent); the rest wait in memory.
+    /// The back is the epoch being written (checkpoint none).
+    epochs: VecDeque<Epoch>,
+    /// The newest checkpoint whose barrier passed.
+    last_checkpoint: Option<CheckpointId>,
+}
+
+/// The transactional id of a subtask.
+pub fn transactional_id(prefix: Option<&str>, job: &str, uid: &str, subtask: u32) -> String {
+    format!("{}-{job}-{uid}-{subtask}", prefix.unwrap_or("eddy"))
+}
+
+impl KafkaSink {
+    /// Checks the settings and that the topic exists; in at-least-once mode, also connects.
+    pub fn open(cx: &ConnectorContext<'_>, spec: &KafkaSinkSpec) -> Result<KafkaSink, TaskError> {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &spec.brokers).set("enable.idempotence", "true");
+        for (name, value) in &spec.properties.0 {
+            config.set(name, value);
+        }
+        let mut marker = ClientConfig::new();
+        marker
+            .set("bootstrap.servers", &spec.brokers)
+            .set("enable.auto.commit", "false")
+            .set("isolation.level", "read_committed");
+        for (name, value) in &spec.properties.0 {
+            if name.starts_with("security.") || name.starts_with("ssl.") || name.starts_with("sasl.") {
+                marker.set(name, value);
+            }
+        }
+        check_topic(&marker, &spec.topic, &spec.brokers)?;
+        let exactly_once = spec.delivery == Delivery::ExactlyOnce;
+        let id = exactly_once
+            .then(|| transactional_id(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid, cx.subtask));
+        let writer = if exactly_once { None } else { Some(Writer::open(&config, &marker, &spec.topic, None)?) };
+        Ok(KafkaSink {
+            topic: spec.topic.clone(),
+            subtask: cx.subtask,
+            config,
+            marker,
+            id,
+            writer,
+            epochs: VecDeque::from([Epoch::default()]),
+            last_checkpoint: None,
+        })
+    }
+
+    /// The transactional id, in exactly-once mode.
+    pub fn transactional_id(&self) -> Option<&str> {
+        self.id.as_deref()
+    }
+
+    /// The producer, made on first use.
+    fn writer(&mut self) -> Result<&mut Writer, TaskError> {
+        let writer = match self.writer.take() {
+            Some(writer) => writer,
+            None => Writer::open(&self.config, &self.marker, &self.topic, self.id.as_deref())?,
+        };
+        Ok(self.writer.insert(writer))
+    }
+
+    /// Sends the records of the front epoch, which waited in memory, in a new transaction.
+    fn write_front(&mut self) -> Result<(), TaskError> {
+        let Some(front) = self.epochs.front_mut() else { return Ok(()) };
+        if front.records == 0 {
+            return Ok(());
+        }
+        let batches = std::mem::take(&mut front.batches);
+        let writer = self.writer()?;
+        for batch in &batches {
+            writer.send(batch)?;
+        }
+        if let Some(front) = self.epochs.front_mut() {
+            front.batches = batches;
+        }
+        Ok(())
+    }
+
+    /// Commits the front epochs closed by checkpoints up to `upto`, each in its own transaction, and starts
+    /// writing the next; with `open`, also the epoch still being written (the input ended).
+    fn commit_epochs(&mut self, upto: CheckpointId, open: bool) -> Result<(), TaskError> {
+        loop {
+            let due = self.epochs.front().is_some_and(|e| match e.checkpoint {
+                Some(c) => c <= upto,
+                None => open && e.records > 0,
+            });
+            if !due {
+                return Ok(());
+            }
+            let Some(epoch) = self.epochs.pop_front() else { return Ok(()) };
+            if self.epochs.is_empty() {
+                self.epochs.push_back(Epoch::default());
+            }
+            if epoch.records > 0 {
+                let marker = epoch.checkpoint.or(self.last_checkpoint);
+                self.writer()?.commit(marker)?;
+            }
+            self.write_front()?;
+        }
+    }
+
+    /// Takes over the transactional id of an old subtask's snapshot: fences its producers, aborts their open
+    /// transaction, and writes again, each in its own transaction, the epochs whose records did not reach Kafka.
+    fn recover(&self, state: SinkState) -> Result<(), TaskError> {
+        let mut writer = Writer::open(&self.config, &self.marker, &state.topic, Some(&state.transactional_id))?;
+        let committed = writer.committed_checkpoint()?;
+        let due: Vec<_> = state.epochs.into_iter().filter(|(c, _)| committed.is_none_or(|m| *c > m)).collect();
+        if !due.is_empty() {
+            tracing::info!(
+                "Kafka sink `{}`: writing again {} epoch(s) that did not reach Kafka (last committed checkpoint: \
+                 {committed:?})",
+                state.transactional_id,
+                due.len()
+            );
+        }
+        for (checkpoint, wires) in due {
+            let mut records = 0;
+            for wire in wires {
+                let batch = Batch::from_wire(wire)
+                    .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
+                records += batch.len();
+                writer.send(&batch)?;
+            }
+            if records > 0 {
+                writer.commit(Some(checkpoint))?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Fails clearly when `topic` does not exist (and the brokers would not create it).
-fn check_topic(producer: &BaseProducer<SinkContext>, topic: &str, brokers: &str) -> Result<(), TaskError> {
-    let metadata = producer
-        .client()
+fn check_topic(config: &ClientConfig, topic: &str, brokers: &str) -> Result<(), TaskError> {
+    let mut config = config.clone();
+    config.set("group.id", "eddy-metadata").set("allow.auto.create.topics", "false");
+    let client: BaseConsumer = config.create().map_err(|e| TaskError::user(format!("Kafka settings: {e}")))?;
+    let metadata = client
         .fetch_metadata(Some(topic), timeout())
         .map_err(|e| TaskError::external(format!("cannot reach the Kafka brokers {brokers}: {}", describe(&e))))?;
     match metadata.topics().first() {
@@ -332,13 +417,14 @@ fn check_topic(producer: &BaseProducer<SinkContext>, topic: &str, brokers: &str)
 
 impl Operator for KafkaSink {
     fn process(&mut self, _: usize, batch: Batch, _: &mut OpContext<'_>) -> Result<(), TaskError> {
-        let Some(t) = &mut self.transactions else { return self.send(&batch) };
-        let writing = t.epochs.len() == 1;
-        if writing {
-            self.begin()?;
-            self.send(&batch)?;
+        if self.id.is_none() {
+            return self.writer()?.send(&batch);
         }
-        if let Some(current) = self.transactions.as_mut().and_then(|t| t.epochs.back_mut()) {
+        // Records go out at once while their epoch is the front one; later epochs wait for its commit.
+        if self.epochs.len() == 1 {
+            self.writer()?.send(&batch)?;
+        }
+        if let Some(current) = self.epochs.back_mut() {
             current.records += batch.len();
             current.batches.push(batch);
         }
@@ -346,27 +432,30 @@ impl Operator for KafkaSink {
     }
 
     fn finish(&mut self, _: &mut OpContext<'_>) -> Result<(), TaskError> {
-        match self.transactions {
+        match self.id {
             // The input ended: nothing more will come for the open epochs; commit them all now.
             Some(_) => self.commit_epochs(CheckpointId::MAX, true),
-            None => self.flush(),
+            None => self.writer()?.flush(),
         }
     }
 
     fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
-        let Some(t) = &mut self.transactions else {
-            self.flush()?;
+        let Some(id) = self.id.clone() else {
+            self.writer()?.flush()?;
             return Ok(OperatorSnapshot { layout: LAYOUT.into(), ..OperatorSnapshot::default() });
         };
-        let writing = t.epochs.len() == 1;
-        if let Some(current) = t.epochs.back_mut() {
+        // The producer starts by the first barrier at the latest, taking over the id from any zombie.
+        let writing = self.epochs.len() == 1;
+        self.writer()?;
+        if let Some(current) = self.epochs.back_mut() {
             current.checkpoint = Some(checkpoint);
         }
-        t.epochs.push_back(Epoch::default());
-        t.last_checkpoint = Some(checkpoint);
+        self.epochs.push_back(Epoch::default());
+        self.last_checkpoint = Some(checkpoint);
         let state = SinkState {
-            transactional_id: t.id.clone(),
-            epochs: t
+            transactional_id: id,
+            topic: self.topic.clone(),
+            epochs: self
                 .epochs
                 .iter()
                 .filter_map(|e| Some((e.checkpoint?, e.batches.iter().map(Batch::to_wire).collect())))
@@ -374,54 +463,32 @@ impl Operator for KafkaSink {
         };
         if writing {
             // Surface write errors at the barrier, and make the commit that follows completion quick.
-            self.flush()?;
+            self.writer()?.flush()?;
         }
-        let extra = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
-        Ok(OperatorSnapshot { layout: LAYOUT.into(), extra, ..OperatorSnapshot::default() })
+        let value = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
+        // Key group `subtask`: after a rescale, one new subtask gets it (see the module's documentation).
+        let entry = SnapshotEntry {
+            state: STATE.into(),
+            group: self.subtask as eddy_engine::keys::KeyGroup,
+            key: self.subtask.to_be_bytes().to_vec(),
+            namespace: Vec::new(),
+            value,
+        };
+        Ok(OperatorSnapshot { layout: LAYOUT.into(), entries: vec![entry], ..OperatorSnapshot::default() })
     }
 
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
         snapshot.expect_layout("Kafka sink", LAYOUT)?;
-        if snapshot.extra.is_empty() || self.transactions.is_none() {
+        if self.id.is_none() {
             return Ok(());
         }
-        let state: SinkState = postcard::from_bytes(&snapshot.extra)
-            .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
-        let committed = self.committed_checkpoint()?;
-        let mut epochs = VecDeque::new();
-        for (checkpoint, wires) in state.epochs {
-            // Records of checkpoints up to the marker reached Kafka before the failure.
-            if committed.is_some_and(|c| checkpoint <= c) {
-                continue;
-            }
-            let mut epoch = Epoch { checkpoint: Some(checkpoint), ..Epoch::default() };
-            for wire in wires {
-                let batch = Batch::from_wire(wire)
-                    .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
-                epoch.records += batch.len();
-                epoch.batches.push(batch);
-            }
-            epochs.push_back(epoch);
+        for entry in snapshot.entries.into_iter().filter(|e| e.state == STATE) {
+            let state: SinkState = postcard::from_bytes(&entry.value)
+                .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
+            self.last_checkpoint = self.last_checkpoint.max(state.epochs.iter().map(|(c, _)| *c).max());
+            self.recover(state)?;
         }
-        let rewrite = epochs.len();
-        if let Some(t) = &mut self.transactions {
-            t.last_checkpoint = epochs.back().and_then(|e| e.checkpoint).or(t.last_checkpoint);
-            epochs.push_back(Epoch::default());
-            t.epochs = epochs;
-        }
-        if rewrite > 0 {
-            tracing::info!(
-                "Kafka sink `{}`: writing again {rewrite} epoch(s) of the restored checkpoint that did not reach Kafka \
-                 (last committed: {committed:?})",
-                self.transactional_id().unwrap_or_default()
-            );
-        }
-        // The restored checkpoint completed: its epochs are all due.
-        self.write_front()?;
-        match self.transactions.as_ref().and_then(|t| t.last_checkpoint) {
-            Some(last) => self.commit_epochs(last, false),
-            None => Ok(()),
-        }
+        Ok(())
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {

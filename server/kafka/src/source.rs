@@ -225,6 +225,11 @@ impl KafkaSource {
             }
         }
         let mut assignment = TopicPartitionList::new();
+        tracing::debug!(
+            "Kafka source subtask {} starts {:?}",
+            self.subtask,
+            self.splits[first..].iter().map(|s| (&s.topic, s.partition, s.next)).collect::<Vec<_>>()
+        );
         for split in &self.splits[first..] {
             let offset = Offset::Offset(split.next.unwrap_or(0));
             assignment.add_partition_offset(&split.topic, split.partition, offset).map_err(fail)?;

@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 pub fn brokers() -> &'static str {
     static BROKERS: OnceLock<String> = OnceLock::new();
     BROKERS.get_or_init(|| {
+        // What the connectors log (restores, recoveries, discovery), shown for failing tests.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "eddy_kafka=info,eddy_engine=warn".into());
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         if let Ok(brokers) = std::env::var("EDDY_KAFKA_BROKERS")
             && !brokers.is_empty()
         {
@@ -89,10 +92,41 @@ pub struct Rec {
     pub timestamp: i64,
 }
 
+/// Remembers failed deliveries.
+#[derive(Default)]
+struct Deliveries(std::sync::Mutex<Vec<String>>);
+
+impl rdkafka::client::ClientContext for Deliveries {}
+
+impl rdkafka::producer::ProducerContext for Deliveries {
+    type DeliveryOpaque = ();
+
+    fn delivery(&self, result: &rdkafka::producer::DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result
+            && let Ok(mut failed) = self.0.lock()
+        {
+            failed.push(e.to_string());
+        }
+    }
+}
+
 /// Writes `records` (each to its partition), waiting until all are acknowledged.
 pub fn produce(topic: &str, records: &[Rec]) {
-    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
-    for r in records {
+    produce_paced(topic, records, records.len().max(1), Duration::ZERO);
+}
+
+/// Writes `records` in chunks of `chunk`, each acknowledged before a pause of `pause`.
+pub fn produce_paced(topic: &str, records: &[Rec], chunk: usize, pause: Duration) {
+    let producer: BaseProducer<Deliveries> = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("enable.idempotence", "true")
+        .create_with_context(Deliveries::default())
+        .expect("producer");
+    for (i, r) in records.iter().enumerate() {
+        if i > 0 && i % chunk == 0 {
+            producer.flush(Duration::from_secs(30)).expect("flush");
+            std::thread::sleep(pause);
+        }
         let mut message =
             BaseRecord::<str, str>::to(topic).partition(r.partition).payload(&r.value).timestamp(r.timestamp);
         if let Some(key) = &r.key {
@@ -110,6 +144,8 @@ pub fn produce(topic: &str, records: &[Rec]) {
         }
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
+    let failed = producer.context().0.lock().map(|f| f.clone()).unwrap_or_default();
+    assert!(failed.is_empty(), "{} record(s) could not be written to {topic}: {:?}", failed.len(), failed.first());
 }
 
 /// Every record of `topic` a `read_committed` consumer sees now, with its headers, in partition and offset order.
@@ -192,4 +228,30 @@ pub fn batch_of(values: &[&str]) -> Batch {
         batch.push_with_headers(1_000 + i as i64, Some(v.as_bytes()), v.as_bytes(), &[("origin", b"eddy")]);
     }
     batch
+}
+
+/// Each partition's high watermark (including records of open and aborted transactions), for diagnostics.
+pub fn high_watermarks(topic: &str) -> Vec<(i32, i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("watermarks"))
+        .set("isolation.level", "read_uncommitted")
+        .create()
+        .expect("consumer");
+    let committed: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", unique("watermarks"))
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).expect("metadata");
+    metadata.topics()[0]
+        .partitions()
+        .iter()
+        .map(|p| {
+            let high = consumer.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map_or(-1, |w| w.1);
+            let stable = committed.fetch_watermarks(topic, p.id(), Duration::from_secs(10)).map_or(-1, |w| w.1);
+            (p.id(), high, stable)
+        })
+        .collect()
 }

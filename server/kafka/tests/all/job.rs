@@ -1,7 +1,7 @@
 //! A Kafka → Kafka job run by the engine with checkpoints, stopped abruptly several times and restored from its
 //! latest checkpoint: a `read_committed` consumer of the output finds every input record exactly once.
 
-use crate::broker::{Rec, brokers, create_topic, produce, read_committed, unique};
+use crate::broker::{Rec, brokers, create_topic, produce_paced, read_committed, unique};
 use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::runtime::{DeployEnv, JobState, deploy};
@@ -13,11 +13,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn run(
+    job: &str,
     graph: &JobGraph,
     store: &Arc<dyn CheckpointStore>,
     restore: Option<Restore>,
 ) -> eddy_engine::runtime::RunningJob {
-    let mut env = DeployEnv::new("e2e", "test", Arc::new(TestFunctions));
+    let mut env = DeployEnv::new(job, "test", Arc::new(TestFunctions));
     env.connectors = Some(Arc::new(KafkaConnectors));
     env.checkpointing = Some(Checkpointing {
         spec: graph.checkpoints.clone().expect("checkpoints"),
@@ -32,32 +33,42 @@ fn run(
 
 #[test]
 fn exactly_once_from_kafka_to_kafka_across_abrupt_stops() {
-    let (input, output) = (unique("job-in"), unique("job-out"));
+    exactly_once_across_stops(&[(700, 2), (450, 2), (120, 2), (900, 2), (300, 2), (650, 2)]);
+}
+
+#[test]
+fn exactly_once_from_kafka_to_kafka_across_abrupt_stops_and_rescales() {
+    exactly_once_across_stops(&[(700, 2), (450, 3), (500, 1), (900, 3), (300, 2), (650, 3)]);
+}
+
+/// Runs the job once per `(milliseconds, parallelism)` and stops it abruptly after that long, then once more
+/// until all input is out.
+fn exactly_once_across_stops(rounds: &[(u64, u32)]) {
+    let (input, output, job_id) = (unique("job-in"), unique("job-out"), unique("e2e"));
     create_topic(&input, 3);
     create_topic(&output, 2);
     let total = 3_000usize;
+    // Recent event times: the broker deletes records older than its retention.
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+        - 3_600_000;
     let records: Vec<Rec> = (0..total)
         .map(|i| Rec {
             partition: (i % 3) as i32,
             key: Some(format!("k{}", i % 7)),
             value: format!("{{\"n\":{i}}}"),
-            timestamp: 1_700_000_000_000 + i as i64,
+            timestamp: base + i as i64,
         })
         .collect();
     // The input arrives while the job runs and is stopped, in chunks, so that every epoch has records.
     let feeder = {
         let (input, records) = (input.clone(), records.clone());
-        std::thread::spawn(move || {
-            for chunk in records.chunks(30) {
-                produce(&input, chunk);
-                std::thread::sleep(Duration::from_millis(25));
-            }
-        })
+        std::thread::spawn(move || produce_paced(&input, &records, 30, Duration::from_millis(25)))
     };
-    let spec = format!(
-        r#"
+    let graph = |parallelism: u32| {
+        let spec = format!(
+            r#"
 name: e2e
-parallelism: 2
+parallelism: {parallelism}
 checkpoints: {{ interval: 150ms }}
 operators:
   - uid: in
@@ -65,19 +76,19 @@ operators:
     batch_size: 64
   - uid: out
     input: in
-    parallelism: 2
     sink: {{ kafka: {{ brokers: "{b}", topic: {output}, delivery: exactly_once, properties: {{ transaction.timeout.ms: 30000 }} }} }}
 "#,
-        b = brokers()
-    );
-    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
-    let graph = JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"));
+            b = brokers()
+        );
+        let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+        JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+    };
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path()));
 
     let mut restore = None;
-    for (round, stop_after) in [700u64, 450, 120, 900, 300, 650].into_iter().enumerate() {
-        let job = run(&graph, &store, restore.take());
+    for (round, &(stop_after, parallelism)) in rounds.iter().enumerate() {
+        let job = run(&job_id, &graph(parallelism), &store, restore.take());
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(stop_after) {
             std::thread::sleep(Duration::from_millis(10));
@@ -96,7 +107,7 @@ operators:
     }
     feeder.join().expect("feeder");
     // A last run until every record is out.
-    let job = run(&graph, &store, restore.take());
+    let job = run(&job_id, &graph(2), &store, restore.take());
     let deadline = Instant::now() + Duration::from_secs(120);
     let seen = loop {
         let seen = read_committed(&output);
@@ -104,7 +115,8 @@ operators:
             break seen;
         }
         assert_eq!(job.handle.state(), JobState::Running, "{:?}", job.handle.error());
-        std::thread::sleep(Duration::from_millis(300));
+        eprintln!("{} of {total} records out; checkpoints: {:?}", seen.len(), job.handle.checkpoints());
+        std::thread::sleep(Duration::from_millis(1000));
     };
     job.handle.cancel();
     job.handle.wait(Duration::from_secs(30));
@@ -114,10 +126,18 @@ operators:
     }
     let duplicates: Vec<_> = counts.iter().filter(|(_, n)| **n > 1).take(5).collect();
     assert!(duplicates.is_empty(), "records written more than once: {duplicates:?}");
-    let missing: Vec<_> = records.iter().filter(|r| !counts.contains_key(&r.value)).take(5).collect();
-    assert!(missing.is_empty(), "records missing from the output: {missing:?}");
+    let missing: Vec<_> = records.iter().filter(|r| !counts.contains_key(&r.value)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} records missing from the output ({} seen, {} in the input), such as {:?}; output high watermarks: {:?}",
+        missing.len(),
+        seen.len(),
+        read_committed(&input).len(),
+        &missing[..missing.len().min(5)],
+        crate::broker::high_watermarks(&output)
+    );
     assert_eq!(seen.len(), total);
     // Keys and event times travel through.
     let first = seen.iter().find(|(r, _)| r.value == "{\"n\":8}").expect("record 8");
-    assert_eq!((first.0.key.as_deref(), first.0.timestamp), (Some("k1"), 1_700_000_000_008));
+    assert_eq!((first.0.key.as_deref(), first.0.timestamp), (Some("k1"), base + 8));
 }

@@ -140,13 +140,56 @@ fn a_zombie_with_the_same_transactional_id_is_fenced() {
     let snapshot1 = zombie.snapshot(1).expect("snapshot");
     write(&mut zombie, &["old2"]);
 
-    // A new incarnation of the same subtask (the job restarted while the old one still runs).
+    // A new incarnation of the same subtask (the job restarted while the old one still runs) restores the
+    // checkpoint: it takes the id over, which fences the zombie and aborts its transaction, then writes the epoch.
     let mut successor = open(&spec);
-    let error = zombie.checkpoint_complete(1).expect_err("the zombie's commit must fail");
-    assert!(error.message.contains("fenced") || error.message.contains("Fenced"), "{}", error.message);
-    assert!(read_committed(&topic).is_empty(), "the zombie's transaction was aborted");
     successor.restore(snapshot1).expect("restore");
-    assert_eq!(values(&read_committed(&topic)), ["old1"]);
+    let error = zombie.checkpoint_complete(1).expect_err("the zombie's commit must fail");
+    assert!(error.message.to_lowercase().contains("fenced"), "{}", error.message);
+    assert_eq!(values(&read_committed(&topic)), ["old1"], "once, and nothing of the zombie's open epoch");
+    write(&mut successor, &["new1"]);
+    let _ = successor.snapshot(2).expect("snapshot");
+    successor.checkpoint_complete(2).expect("complete");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["new1", "old1"]));
+}
+
+#[test]
+fn after_a_rescale_one_new_subtask_takes_over_each_old_transactional_id() {
+    let topic = unique("sink-rescale");
+    create_topic(&topic, 2);
+    let spec = exactly_once(&topic);
+    // Three subtasks write, take checkpoint 1, and die before it completes, their transactions open.
+    let mut entries = Vec::new();
+    for subtask in 0..3u32 {
+        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec).expect("open");
+        write(&mut sink, &[&format!("s{subtask}-a"), &format!("s{subtask}-b")]);
+        let snapshot = sink.snapshot(1).expect("snapshot");
+        assert_eq!(snapshot.entries.len(), 1);
+        assert_eq!(u32::from(snapshot.entries[0].group), subtask, "kept in key group <subtask>");
+        entries.extend(snapshot.entries);
+        write(&mut sink, &[&format!("s{subtask}-after")]);
+        std::mem::forget(sink);
+    }
+    // At parallelism 2 (128 key groups), subtask 0 owns key groups 0..=63: every old subtask's entry, as the
+    // engine's restore gives it. It recovers all three ids, ending subtask 2's open transaction too, which would
+    // otherwise hold back read_committed readers until the transaction timeout.
+    let groups = eddy_engine::keys::key_groups_of(0, 2, 128);
+    assert!(entries.iter().all(|e| groups.contains(&e.group)));
+    let mut first = KafkaSink::open(&context("job", "out", 0, 2), &spec).expect("open");
+    let merged = OperatorSnapshot { layout: "kafka-sink/1".into(), entries, ..OperatorSnapshot::default() };
+    first.restore(merged).expect("restore");
+    let mut second = KafkaSink::open(&context("job", "out", 1, 2), &spec).expect("open");
+    second.restore(OperatorSnapshot::default()).expect("restore");
+    assert_eq!(values(&read_committed(&topic)), sorted(&["s0-a", "s0-b", "s1-a", "s1-b", "s2-a", "s2-b"]));
+    for (i, sink) in [&mut first, &mut second].into_iter().enumerate() {
+        write(sink, &[&format!("new{i}")]);
+        let _ = sink.snapshot(2).expect("snapshot");
+        sink.checkpoint_complete(2).expect("complete");
+    }
+    assert_eq!(
+        values(&read_committed(&topic)),
+        sorted(&["new0", "new1", "s0-a", "s0-b", "s1-a", "s1-b", "s2-a", "s2-b"])
+    );
 }
 
 #[test]

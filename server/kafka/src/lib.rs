@@ -16,7 +16,7 @@
 //!         key_field: $.user               # JSON only; else the Kafka key
 //!         timestamp: { field: $.ts }      # kafka (default): the record's Kafka timestamp
 //!         isolation: read_committed       # the default; or read_uncommitted
-//!         metadata: true                  # kafka.topic / kafka.partition / kafka.offset headers
+//!         metadata: true                  # kafka.topic / .partition / .offset / .timestamp headers
 //!         discovery_interval: 10s         # new partitions and matching topics join the running job
 //!         properties: { fetch.min.bytes: 1 }
 //!   - uid: out

@@ -306,6 +306,11 @@ fn append(spec: &KafkaSourceSpec, batch: &mut Batch, message: &impl Message) -> 
         return Ok(());
     }
     let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+    let kafka_time = match message.timestamp() {
+        rdkafka::Timestamp::CreateTime(t) => format!("create:{t}"),
+        rdkafka::Timestamp::LogAppendTime(t) => format!("log_append:{t}"),
+        rdkafka::Timestamp::NotAvailable => String::new(),
+    };
     let mut pairs: Vec<(&str, &[u8])> = Vec::new();
     if let Some(headers) = headers {
         pairs.extend(headers.iter().map(|h| (h.key, h.value.unwrap_or_default())));
@@ -314,6 +319,7 @@ fn append(spec: &KafkaSourceSpec, batch: &mut Batch, message: &impl Message) -> 
         pairs.push(("kafka.topic", message.topic().as_bytes()));
         pairs.push(("kafka.partition", partition.as_bytes()));
         pairs.push(("kafka.offset", offset.as_bytes()));
+        pairs.push(("kafka.timestamp", kafka_time.as_bytes()));
     }
     batch.push_with_headers(timestamp, key, value, &pairs);
     Ok(())

@@ -81,7 +81,8 @@ pub struct KafkaSourceSpec {
     /// Whether records of open and aborted transactions are skipped.
     #[serde(default)]
     pub isolation: Isolation,
-    /// Adds `kafka.topic`, `kafka.partition` and `kafka.offset` headers to each record (besides its own headers).
+    /// Adds `kafka.topic`, `kafka.partition`, `kafka.offset` and `kafka.timestamp` (`create:<ms>` or
+    /// `log_append:<ms>`) headers to each record, besides its own headers.
     #[serde(default)]
     pub metadata: bool,
     /// How often new partitions and topics are looked for; none: only at the start.

@@ -104,6 +104,8 @@ fn subtasks_read_their_partitions_with_keys_timestamps_and_metadata() {
                 assert_eq!(headers.get("kafka.topic"), Some(&topic.as_bytes()));
                 assert_eq!(headers.get("kafka.partition"), Some(&partition.to_string().as_bytes()));
                 assert_eq!(headers.get("kafka.offset"), Some(&i.to_string().as_bytes()));
+                let created = format!("create:{}", 1_700_000_000_000 + i * 1000);
+                assert_eq!(headers.get("kafka.timestamp"), Some(&created.as_bytes()));
             }
             // One poll returns records of one split only.
             let partitions: std::collections::HashSet<&[u8]> = batch.iter().map(|r| &r.value[..2]).collect();

@@ -21,7 +21,9 @@
 //! A subtask's snapshot is one keyed-state entry in key group `<subtask>`, so that after a rescale exactly one new
 //! subtask takes over each old subtask's transactional id: it recovers it as above (which also ends the open
 //! transactions of subtasks that no longer exist), before any subtask writes. A subtask's own producer starts at its
-//! first record or barrier, after every restore of the deployment is done.
+//! first record or barrier, after every restore of the deployment is done; a new id first commits the marker `0`
+//! (nothing yet), so that ids ever used can be told apart, and subtask `s` of `p` then also ends the open
+//! transactions of the used ids `s + p`, `s + 2p`, ... that a failed run at a higher parallelism may have left.
 
 use crate::config::{describe, kafka_error, timeout};
 use eddy_codec::Batch;
@@ -237,6 +239,14 @@ impl Writer {
         self.check_deliveries()
     }
 
+    /// Commits a transaction of only the marker `0` (no checkpoint), so that the id is known to have been used.
+    fn register(&mut self) -> Result<(), TaskError> {
+        let Some(t) = &mut self.transactions else { return Ok(()) };
+        self.producer.begin_transaction().map_err(|e| kafka_error("cannot begin a transaction", e))?;
+        t.open = true;
+        self.commit(Some(0))
+    }
+
     /// Reads the marker: the last checkpoint whose records are in Kafka.
     fn committed_checkpoint(&self) -> Result<Option<CheckpointId>, TaskError> {
         let Some(t) = &self.transactions else { return Ok(None) };
@@ -260,6 +270,9 @@ impl Writer {
 pub struct KafkaSink {
     topic: String,
     subtask: u32,
+    parallelism: u32,
+    /// Transactional ids are this, `-`, and the subtask index.
+    id_base: String,
     /// Producer settings (without a transactional id).
     config: ClientConfig,
     /// Settings of the consumer that reads and writes checkpoint markers (without a group).
@@ -277,7 +290,11 @@ pub struct KafkaSink {
 
 /// The transactional id of a subtask.
 pub fn transactional_id(prefix: Option<&str>, job: &str, uid: &str, subtask: u32) -> String {
-    format!("{}-{job}-{uid}-{subtask}", prefix.unwrap_or("eddy"))
+    format!("{}-{subtask}", id_base(prefix, job, uid))
+}
+
+fn id_base(prefix: Option<&str>, job: &str, uid: &str) -> String {
+    format!("{}-{job}-{uid}", prefix.unwrap_or("eddy"))
 }
 
 impl KafkaSink {
@@ -306,6 +323,8 @@ impl KafkaSink {
         Ok(KafkaSink {
             topic: spec.topic.clone(),
             subtask: cx.subtask,
+            parallelism: cx.parallelism.max(1),
+            id_base: id_base(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid),
             config,
             marker,
             id,
@@ -320,13 +339,53 @@ impl KafkaSink {
         self.id.as_deref()
     }
 
-    /// The producer, made on first use.
+    /// The producer, made on first use. In exactly-once mode, taking over the subtask's id fences older producers
+    /// with it; then the ids of subtasks that no longer exist are ended too.
     fn writer(&mut self) -> Result<&mut Writer, TaskError> {
         let writer = match self.writer.take() {
             Some(writer) => writer,
-            None => Writer::open(&self.config, &self.marker, &self.topic, self.id.as_deref())?,
+            None => {
+                let mut writer = Writer::open(&self.config, &self.marker, &self.topic, self.id.as_deref())?;
+                if self.id.is_some() {
+                    if writer.committed_checkpoint()?.is_none() {
+                        writer.register()?;
+                    }
+                    self.end_lingering()?;
+                }
+                writer
+            }
         };
         Ok(self.writer.insert(writer))
+    }
+
+    /// Ends the transactions of subtasks beyond the job's parallelism, left open by an earlier run at a higher
+    /// parallelism that failed before its checkpoint completed (no checkpoint names them, and their open
+    /// transactions would hold back `read_committed` readers until the broker's transaction timeout). This subtask
+    /// takes the ids `subtask + k * parallelism` (k = 1, 2, ...) that were ever used, as their marker shows, until
+    /// one was not.
+    fn end_lingering(&self) -> Result<(), TaskError> {
+        let mut subtask = self.subtask + self.parallelism;
+        while subtask < 32_768 {
+            let id = format!("{}-{subtask}", self.id_base);
+            let mut probe = self.marker.clone();
+            probe.set("group.id", &id);
+            let probe: BaseConsumer =
+                probe.create().map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
+            let mut wanted = TopicPartitionList::new();
+            wanted.add_partition(&self.topic, 0);
+            let committed = probe
+                .committed_offsets(wanted, timeout())
+                .map_err(|e| kafka_error(&format!("cannot read the checkpoint marker of `{id}`"), e))?;
+            let used =
+                committed.find_partition(&self.topic, 0).is_some_and(|e| matches!(e.offset(), Offset::Offset(_)));
+            if !used {
+                return Ok(());
+            }
+            tracing::info!("Kafka sink `{id}`: the subtask no longer exists; ending its open transaction");
+            drop(Writer::open(&self.config, &self.marker, &self.topic, Some(&id))?);
+            subtask += self.parallelism;
+        }
+        Ok(())
     }
 
     /// Sends the records of the front epoch, which waited in memory, in a new transaction.

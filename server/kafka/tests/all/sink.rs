@@ -226,3 +226,28 @@ fn a_missing_topic_fails_clearly() {
     let error = KafkaSink::open(&context("job", "out", 0, 1), &spec).err().expect("fails").message;
     assert!(error.contains("Kafka topic `no-such-output-topic` does not exist"), "{error}");
 }
+
+#[test]
+fn a_scale_down_ends_the_open_transactions_of_subtasks_that_no_longer_exist() {
+    let topic = unique("sink-scale-down");
+    create_topic(&topic, 1);
+    // A long transaction timeout: the broker would not end the transactions left open for a minute.
+    let spec = spec(&format!(
+        "topic: {topic}, delivery: exactly_once, transactional_id_prefix: t-{topic}, properties: {{ transaction.timeout.ms: 60000 }}"
+    ));
+    // A run at parallelism 3 writes, and dies before any checkpoint completes: no checkpoint names its subtasks.
+    for subtask in 0..3u32 {
+        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec).expect("open");
+        write(&mut sink, &[&format!("lost{subtask}")]);
+        std::mem::forget(sink);
+    }
+    // The job starts again at parallelism 1, from no checkpoint. Its subtask's first record takes over id 0, and
+    // ends the open transactions of ids 1 and 2, which would otherwise hold back read_committed readers.
+    let mut sink = KafkaSink::open(&context("job", "out", 0, 1), &spec).expect("open");
+    write(&mut sink, &["kept"]);
+    let _ = sink.snapshot(1).expect("snapshot");
+    sink.checkpoint_complete(1).expect("complete");
+    let started = std::time::Instant::now();
+    assert_eq!(values(&read_committed(&topic)), ["kept"]);
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "readers were held back");
+}

@@ -174,8 +174,11 @@ impl KafkaSource {
     }
 
     /// Resolves where splits without a position start, and assigns them to the consumer. `initial`: the splits
-    /// found at the start (they follow `starting_offsets`); later ones start at their earliest record.
+    /// found at the start, which follow `starting_offsets` unless the source was restored from a checkpoint that
+    /// had read some splits; splits found later, and splits new since the checkpoint, start at their earliest
+    /// record (nothing written to them since they appeared is skipped).
     fn start_splits(&mut self, first: usize, initial: bool) -> Result<(), TaskError> {
+        let initial = initial && self.restored.is_empty();
         let fail = |e: rdkafka::error::KafkaError| kafka_error("cannot find where to start reading", e);
         let mut by_time = TopicPartitionList::new();
         let mut committed = TopicPartitionList::new();

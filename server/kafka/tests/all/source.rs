@@ -149,6 +149,15 @@ fn a_restored_source_goes_on_from_its_positions_and_commits_them_to_the_group_on
     expected.sort();
     assert_eq!(all, expected, "each record once across the restore");
 
+    // A source restored from a checkpoint that knew only partition 0 reads partition 1, new since, from its
+    // earliest record, even with starting_offsets latest.
+    let latest = super::source::spec(&format!("topics: [{topic}], starting_offsets: latest"));
+    let mut partial = KafkaSource::open(&context("job", "in", 0, 1), &latest).expect("open");
+    partial.restore(&[SplitPosition { split: split_id(&topic, 0), offset: 20 }]).expect("restore");
+    let read = values(&read(&mut partial, 20));
+    assert_eq!(read.len(), 20);
+    assert!(read.iter().all(|v| v.starts_with("p1-")), "{read:?}");
+
     // The group holds the positions of the completed checkpoint, for monitoring.
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers())

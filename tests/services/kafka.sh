@@ -7,6 +7,9 @@
 #                                      until it answers, and prints two lines: `127.0.0.1:<port>` and its PID file
 #   tests/services/kafka.sh fetch      only fetches the jars
 #   tests/services/kafka.sh stop FILE  stops the broker of PID file FILE and removes its data folder
+#   tests/services/kafka.sh restart FILE [DELAY]
+#                                      kills that broker (SIGKILL), waits DELAY seconds and starts it again on the
+#                                      same ports with the same data
 #
 # With EDDY_KAFKA_OWNER_PID set, the broker is also stopped when that process ends (tests that start a broker
 # for themselves have no hook that runs when they exit).
@@ -47,14 +50,14 @@ free_port() {
 }
 
 answers() {
-  # The broker answers once its port accepts connections and it has registered with its controller.
+  # Whether the broker's port accepts connections.
   (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
 }
 
 start() {
   fetch
   command -v java >/dev/null || { echo "kafka.sh: java is not installed (Kafka $version needs Java 17+)" >&2; exit 1; }
-  local dir port controller pid
+  local dir port controller
   dir="$(mktemp -d "${TMPDIR:-/tmp}/eddy-kafka-XXXXXX")"
   port="$(free_port)"
   controller="$(free_port)"
@@ -83,32 +86,52 @@ EOF
   java -cp "$home/libs/*" kafka.tools.StorageTool format --standalone -t "$cluster" \
     -c "$dir/server.properties" > "$dir/format.log" 2>&1 \
     || { cat "$dir/format.log" >&2; rm -rf "$dir"; exit 1; }
+  launch "$dir" "$port" || { rm -rf "$dir"; exit 1; }
+  if [ -n "${EDDY_KAFKA_OWNER_PID:-}" ]; then
+    # Watches the PID file rather than the process: `restart` replaces the process.
+    nohup bash -c 'while kill -0 "$1" 2>/dev/null && [ -f "$2" ]; do sleep 1; done; [ -f "$2" ] && "$3" stop "$2"' \
+      _ "$EDDY_KAFKA_OWNER_PID" "$dir/kafka.pid" "$(readlink -f "$0")" > /dev/null 2>&1 < /dev/null &
+  fi
+  echo "127.0.0.1:$port"
+  echo "$dir/kafka.pid"
+}
+
+# Starts the broker of folder $1 (formatted, with its server.properties) and waits until port $2 answers.
+launch() {
+  local dir="$1" port="$2" pid waited=0
   nohup java -Xmx512m -Xms128m -XX:+UseSerialGC -cp "$home/libs/*" \
-    kafka.Kafka "$dir/server.properties" > "$dir/broker.log" 2>&1 < /dev/null &
+    kafka.Kafka "$dir/server.properties" >> "$dir/broker.log" 2>&1 < /dev/null &
   pid=$!
   echo "$pid" > "$dir/kafka.pid"
-  local waited=0
   until answers "$port"; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "kafka.sh: the broker exited before answering; its log:" >&2
       tail -n 40 "$dir/broker.log" >&2
-      rm -rf "$dir"
-      exit 1
+      return 1
     fi
     if [ "$waited" -ge 600 ]; then
       echo "kafka.sh: the broker did not answer on 127.0.0.1:$port within 60 s" >&2
       kill "$pid" 2>/dev/null || true
-      exit 1
+      return 1
     fi
     sleep 0.1
     waited=$((waited + 1))
   done
-  if [ -n "${EDDY_KAFKA_OWNER_PID:-}" ]; then
-    nohup bash -c 'while kill -0 "$1" 2>/dev/null && kill -0 "$2" 2>/dev/null; do sleep 1; done; "$3" stop "$4"' \
-      _ "$EDDY_KAFKA_OWNER_PID" "$pid" "$(readlink -f "$0")" "$dir/kafka.pid" > /dev/null 2>&1 < /dev/null &
-  fi
+}
+
+# Kills the broker of PID file $1 as a crash would (SIGKILL) and starts it again on the same ports and data.
+restart() {
+  local pidfile="$1" dir pid port
+  [ -f "$pidfile" ] || { echo "kafka.sh: no PID file $pidfile" >&2; exit 1; }
+  dir="$(dirname "$pidfile")"
+  pid="$(cat "$pidfile")"
+  kill -9 "$pid" 2>/dev/null || true
+  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+  port="$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:||p' "$dir/server.properties")"
+  # The ports may linger a moment after the kill.
+  sleep "${2:-0}"
+  launch "$dir" "$port"
   echo "127.0.0.1:$port"
-  echo "$dir/kafka.pid"
 }
 
 stop() {
@@ -133,5 +156,6 @@ case "${1:-start}" in
   start) start ;;
   fetch) fetch; echo "$home/libs" ;;
   stop) stop "${2:?usage: kafka.sh stop PIDFILE}" ;;
-  *) echo "usage: kafka.sh [start|fetch|stop PIDFILE]" >&2; exit 2 ;;
+  restart) restart "${2:?usage: kafka.sh restart PIDFILE [DELAY]}" "${3:-0}" ;;
+  *) echo "usage: kafka.sh [start|fetch|stop PIDFILE|restart PIDFILE [DELAY]]" >&2; exit 2 ;;
 esac

@@ -49,6 +49,47 @@ pub fn brokers() -> &'static str {
     })
 }
 
+/// A broker of one test's own, which it may kill and start again; stopped when dropped.
+pub struct OwnBroker {
+    pub address: String,
+    pidfile: String,
+}
+
+fn script() -> &'static str {
+    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/services/kafka.sh")
+}
+
+impl OwnBroker {
+    /// Starts a broker through `tests/services/kafka.sh`.
+    pub fn start() -> OwnBroker {
+        let output = Command::new("bash")
+            .arg(script())
+            .env("EDDY_KAFKA_OWNER_PID", std::process::id().to_string())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script()));
+        assert!(output.status.success(), "cannot start a broker: {}", String::from_utf8_lossy(&output.stderr));
+        let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+        let mut lines = stdout.lines();
+        let (address, pidfile) = (lines.next().expect("address"), lines.next().expect("PID file"));
+        OwnBroker { address: address.to_string(), pidfile: pidfile.to_string() }
+    }
+
+    /// Kills the broker as a crash would and starts it again with its data, after `delay` seconds.
+    pub fn restart(&self, delay: u32) {
+        let output = Command::new("bash")
+            .args([script(), "restart", &self.pidfile, &delay.to_string()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script()));
+        assert!(output.status.success(), "cannot restart the broker: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+impl Drop for OwnBroker {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").args([script(), "stop", &self.pidfile]).output();
+    }
+}
+
 /// A topic name no other test uses.
 pub fn unique(name: &str) -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
@@ -58,8 +99,13 @@ pub fn unique(name: &str) -> String {
 
 /// Creates `topic` with `partitions` partitions.
 pub fn create_topic(topic: &str, partitions: i32) {
+    create_topic_at(brokers(), topic, partitions)
+}
+
+/// [`create_topic`] on the broker at `address`.
+pub fn create_topic_at(address: &str, topic: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> =
-        ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin client");
+        ClientConfig::new().set("bootstrap.servers", address).create().expect("admin client");
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = futures::executor::block_on(admin.create_topics([&new], &options)).expect("create topics");
@@ -117,14 +163,19 @@ pub fn produce(topic: &str, records: &[Rec]) {
 
 /// Writes `records` in chunks of `chunk`, each acknowledged before a pause of `pause`.
 pub fn produce_paced(topic: &str, records: &[Rec], chunk: usize, pause: Duration) {
+    produce_paced_at(brokers(), topic, records, chunk, pause)
+}
+
+/// [`produce_paced`] on the broker at `address`; an outage of the broker shorter than two minutes only delays it.
+pub fn produce_paced_at(address: &str, topic: &str, records: &[Rec], chunk: usize, pause: Duration) {
     let producer: BaseProducer<Deliveries> = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", address)
         .set("enable.idempotence", "true")
         .create_with_context(Deliveries::default())
         .expect("producer");
     for (i, r) in records.iter().enumerate() {
         if i > 0 && i % chunk == 0 {
-            producer.flush(Duration::from_secs(30)).expect("flush");
+            producer.flush(Duration::from_secs(120)).expect("flush");
             std::thread::sleep(pause);
         }
         let mut message =
@@ -143,15 +194,20 @@ pub fn produce_paced(topic: &str, records: &[Rec], chunk: usize, pause: Duration
             }
         }
     }
-    producer.flush(Duration::from_secs(30)).expect("flush");
+    producer.flush(Duration::from_secs(120)).expect("flush");
     let failed = producer.context().0.lock().map(|f| f.clone()).unwrap_or_default();
     assert!(failed.is_empty(), "{} record(s) could not be written to {topic}: {:?}", failed.len(), failed.first());
 }
 
 /// Every record of `topic` a `read_committed` consumer sees now, with its headers, in partition and offset order.
 pub fn read_committed(topic: &str) -> Vec<(Rec, Vec<(String, String)>)> {
+    read_committed_at(brokers(), topic)
+}
+
+/// [`read_committed`] on the broker at `address`.
+pub fn read_committed_at(address: &str, topic: &str) -> Vec<(Rec, Vec<(String, String)>)> {
     let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers())
+        .set("bootstrap.servers", address)
         .set("group.id", unique("reader"))
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "true")
@@ -167,7 +223,7 @@ pub fn read_committed(topic: &str) -> Vec<(Rec, Vec<(String, String)>)> {
     consumer.assign(&assignment).expect("assign");
     let mut at_end = std::collections::HashSet::new();
     let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(60);
     while at_end.len() < partitions.len() {
         assert!(Instant::now() < deadline, "reading {topic} did not reach the end of every partition");
         match consumer.poll(Duration::from_millis(100)) {

@@ -168,3 +168,90 @@ operators:
     let first = seen.iter().find(|(r, _)| r.value == "{\"n\":8}").expect("record 8");
     assert_eq!((first.0.key.as_deref(), first.0.timestamp), (Some("k1"), base + 8));
 }
+
+/// The broker is killed and started again while the job runs: the job fails or rides it out; failed runs are
+/// restored from the latest checkpoint, as a restart strategy does, and the output holds every record once.
+#[test]
+fn exactly_once_across_a_broker_crash() {
+    let broker = crate::broker::OwnBroker::start();
+    let (input, output, job_id) = (unique("crash-in"), unique("crash-out"), unique("crash"));
+    crate::broker::create_topic_at(&broker.address, &input, 2);
+    crate::broker::create_topic_at(&broker.address, &output, 2);
+    let total = 2_000usize;
+    let base = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64
+        - 3_600_000;
+    let records: Vec<Rec> = (0..total)
+        .map(|i| Rec { partition: (i % 2) as i32, key: None, value: format!("r{i}"), timestamp: base + i as i64 })
+        .collect();
+    let feeder = {
+        let (address, input, records) = (broker.address.clone(), input.clone(), records.clone());
+        std::thread::spawn(move || {
+            crate::broker::produce_paced_at(&address, &input, &records, 50, Duration::from_millis(50))
+        })
+    };
+    let spec = format!(
+        r#"
+name: crash
+parallelism: 2
+checkpoints: {{ interval: 200ms }}
+operators:
+  - uid: in
+    source: {{ kafka: {{ brokers: "{b}", topics: [{input}] }} }}
+  - uid: out
+    input: in
+    sink: {{ kafka: {{ brokers: "{b}", topic: {output}, delivery: exactly_once, properties: {{ transaction.timeout.ms: 60000 }} }} }}
+"#,
+        b = broker.address
+    );
+    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    let graph = JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path()));
+    let deploy_restored = || loop {
+        let restore = Restore::latest(store.as_ref(), "job/").expect("read checkpoints");
+        let mut env = DeployEnv::new(&job_id, "test", Arc::new(TestFunctions));
+        env.connectors = Some(Arc::new(KafkaConnectors));
+        env.checkpointing = Some(Checkpointing {
+            spec: graph.checkpoints.clone().expect("checkpoints"),
+            store: Arc::clone(&store),
+            prefix: "job/".into(),
+            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+            max_parallelism: graph.max_parallelism,
+        });
+        env.restore = restore;
+        match deploy(&graph, env) {
+            Ok(job) => return job,
+            // While the broker starts again, a deployment may fail to reach it: try again, as a restart would.
+            Err(e) => {
+                eprintln!("deploy failed: {e}");
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    };
+    let mut job = deploy_restored();
+    std::thread::sleep(Duration::from_millis(1500));
+    let killed = Instant::now();
+    broker.restart(1);
+    eprintln!("the broker was killed and answers again after {:?}", killed.elapsed());
+    let mut restarts = 0;
+    let deadline = Instant::now() + Duration::from_secs(240);
+    loop {
+        assert!(Instant::now() < deadline, "the output did not complete in time");
+        if job.handle.state() == JobState::Failed {
+            eprintln!("the job failed ({:?}); restoring it", job.handle.error().map(|e| e.message));
+            restarts += 1;
+            job = deploy_restored();
+        }
+        let seen = crate::broker::read_committed_at(&broker.address, &output);
+        let distinct: std::collections::HashSet<&str> = seen.iter().map(|(r, _)| r.value.as_str()).collect();
+        if distinct.len() >= total {
+            assert_eq!(seen.len(), total, "records written more than once");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(30));
+    feeder.join().expect("feeder");
+    eprintln!("exactly once across a broker crash, with {restarts} restart(s) of the job");
+}

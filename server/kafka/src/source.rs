@@ -308,11 +308,15 @@ fn append(spec: &KafkaSourceSpec, batch: &mut Batch, message: &impl Message) -> 
         batch.push(timestamp, key, value);
         return Ok(());
     }
-    let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
-    let kafka_time = match message.timestamp() {
-        rdkafka::Timestamp::CreateTime(t) => format!("create:{t}"),
-        rdkafka::Timestamp::LogAppendTime(t) => format!("log_append:{t}"),
-        rdkafka::Timestamp::NotAvailable => String::new(),
+    let (partition, offset, kafka_time) = if spec.metadata {
+        let time = match message.timestamp() {
+            rdkafka::Timestamp::CreateTime(t) => format!("create:{t}"),
+            rdkafka::Timestamp::LogAppendTime(t) => format!("log_append:{t}"),
+            rdkafka::Timestamp::NotAvailable => String::new(),
+        };
+        (message.partition().to_string(), message.offset().to_string(), time)
+    } else {
+        Default::default()
     };
     let mut pairs: Vec<(&str, &[u8])> = Vec::new();
     if let Some(headers) = headers {

@@ -1,7 +1,7 @@
 //! Kafka sources and sinks as a job spec writes them. The engine only reads and checks these settings; the
 //! `eddy-kafka` crate runs them (through [`crate::io::Connectors`]).
 
-use super::{CheckpointSpec, Millis};
+use super::{CheckpointMode, CheckpointSpec, Millis};
 use crate::json::JsonPath;
 use serde::{Deserialize, Deserializer};
 use std::collections::BTreeMap;
@@ -296,6 +296,12 @@ impl KafkaSinkSpec {
                 (None, _) => problems.push((
                     "delivery".into(),
                     "exactly_once commits a transaction per checkpoint: the job needs `checkpoints`".into(),
+                )),
+                (Some(c), _) if c.mode != CheckpointMode::ExactlyOnce => problems.push((
+                    "delivery".into(),
+                    "exactly_once needs checkpoints with mode exactly_once (aligned barriers), else an epoch's \
+                     records would not match the checkpoint's state"
+                        .into(),
                 )),
                 (_, Err(e)) => problems.push(("properties.transaction.timeout.ms".into(), e)),
                 (Some(c), Ok(timeout)) if timeout < c.interval.0 => problems.push((

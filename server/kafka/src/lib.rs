@@ -25,6 +25,7 @@
 //!       kafka:
 //!         brokers: 127.0.0.1:9092
 //!         topic: enriched
+//!         topic_header: route             # a record with this header goes to the topic it names
 //!         delivery: exactly_once          # at_least_once (default)
 //!         transactional_id_prefix: shop   # ids <prefix>-<job>-<uid>-<subtask>; `eddy` by default
 //!         properties: { acks: all, compression.type: lz4, linger.ms: 5, transaction.timeout.ms: 60000 }

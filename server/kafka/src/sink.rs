@@ -104,6 +104,8 @@ struct SinkState {
 struct Writer {
     producer: BaseProducer<SinkContext>,
     topic: String,
+    /// A header that names a record's topic, if the spec has one.
+    topic_header: Option<String>,
     /// Records sent since delivery reports were last served.
     unpolled: usize,
     transactions: Option<Transactions>,
@@ -152,7 +154,7 @@ impl Writer {
                 Some(Transactions { id: id.to_string(), marker, group, open: false })
             }
         };
-        Ok(Writer { producer, topic: topic.to_string(), unpolled: 0, transactions })
+        Ok(Writer { producer, topic: topic.to_string(), topic_header: None, unpolled: 0, transactions })
     }
 
     /// Fails if a delivery failed.
@@ -174,7 +176,16 @@ impl Writer {
             t.open = true;
         }
         for record in batch.iter() {
-            let mut message = BaseRecord::<[u8], [u8]>::to(&self.topic).payload(record.value);
+            let topic = match &self.topic_header {
+                Some(name) => record
+                    .headers
+                    .get(name)
+                    .and_then(|t| std::str::from_utf8(t).ok())
+                    .filter(|t| !t.is_empty())
+                    .unwrap_or(&self.topic),
+                None => &self.topic,
+            };
+            let mut message = BaseRecord::<[u8], [u8]>::to(topic).payload(record.value);
             if let Some(key) = record.key {
                 message = message.key(key);
             }
@@ -196,7 +207,7 @@ impl Writer {
                         self.producer.poll(Duration::from_millis(10));
                         message = back;
                     }
-                    Err((e, _)) => return Err(kafka_error(&format!("cannot write to `{}`", self.topic), e)),
+                    Err((e, _)) => return Err(kafka_error(&format!("cannot write to `{topic}`"), e)),
                 }
             }
             self.unpolled += 1;
@@ -273,6 +284,7 @@ pub struct KafkaSink {
     parallelism: u32,
     /// Transactional ids are this, `-`, and the subtask index.
     id_base: String,
+    topic_header: Option<String>,
     /// Producer settings (without a transactional id).
     config: ClientConfig,
     /// Settings of the consumer that reads and writes checkpoint markers (without a group).
@@ -319,12 +331,20 @@ impl KafkaSink {
         let exactly_once = spec.delivery == Delivery::ExactlyOnce;
         let id = exactly_once
             .then(|| transactional_id(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid, cx.subtask));
-        let writer = if exactly_once { None } else { Some(Writer::open(&config, &marker, &spec.topic, None)?) };
+        let writer = match exactly_once {
+            true => None,
+            false => {
+                let mut writer = Writer::open(&config, &marker, &spec.topic, None)?;
+                writer.topic_header.clone_from(&spec.topic_header);
+                Some(writer)
+            }
+        };
         Ok(KafkaSink {
             topic: spec.topic.clone(),
             subtask: cx.subtask,
             parallelism: cx.parallelism.max(1),
             id_base: id_base(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid),
+            topic_header: spec.topic_header.clone(),
             config,
             marker,
             id,
@@ -346,6 +366,7 @@ impl KafkaSink {
             Some(writer) => writer,
             None => {
                 let mut writer = Writer::open(&self.config, &self.marker, &self.topic, self.id.as_deref())?;
+                writer.topic_header.clone_from(&self.topic_header);
                 if self.id.is_some() {
                     if writer.committed_checkpoint()?.is_none() {
                         writer.register()?;
@@ -432,6 +453,7 @@ impl KafkaSink {
     /// transaction, and writes again, each in its own transaction, the epochs whose records did not reach Kafka.
     fn recover(&self, state: SinkState) -> Result<(), TaskError> {
         let mut writer = Writer::open(&self.config, &self.marker, &state.topic, Some(&state.transactional_id))?;
+        writer.topic_header.clone_from(&self.topic_header);
         let committed = writer.committed_checkpoint()?;
         let due: Vec<_> = state.epochs.into_iter().filter(|(c, _)| committed.is_none_or(|m| *c > m)).collect();
         if !due.is_empty() {

@@ -244,6 +244,9 @@ pub struct KafkaSinkSpec {
     pub brokers: String,
     /// The topic records are written to.
     pub topic: String,
+    /// A header whose value, in a record that has it, names the topic that record goes to instead of `topic`.
+    #[serde(default)]
+    pub topic_header: Option<String>,
     /// What a restore guarantees about the output.
     #[serde(default)]
     pub delivery: Delivery,
@@ -280,6 +283,9 @@ impl KafkaSinkSpec {
         }
         if let Err(e) = check_topic(&self.topic) {
             problems.push(("topic".into(), e));
+        }
+        if self.topic_header.as_deref().is_some_and(str::is_empty) {
+            problems.push(("topic_header".into(), "must name a header".into()));
         }
         if let Some(prefix) = &self.transactional_id_prefix
             && (prefix.is_empty() || prefix.len() > 100)

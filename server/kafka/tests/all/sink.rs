@@ -251,3 +251,21 @@ fn a_scale_down_ends_the_open_transactions_of_subtasks_that_no_longer_exist() {
     assert_eq!(values(&read_committed(&topic)), ["kept"]);
     assert!(started.elapsed() < std::time::Duration::from_secs(10), "readers were held back");
 }
+
+#[test]
+fn a_header_can_name_each_records_topic() {
+    let (main, other) = (unique("sink-main"), unique("sink-other"));
+    create_topic(&main, 1);
+    create_topic(&other, 1);
+    let spec =
+        spec(&format!("topic: {main}, topic_header: route, delivery: exactly_once, transactional_id_prefix: t-{main}"));
+    let mut sink = open(&spec);
+    let mut batch = eddy_engine::Batch::new();
+    batch.push(1, None, b"to-main");
+    batch.push_with_headers(2, None, b"to-other", &[("route", other.as_bytes())]);
+    with_ctx(|ctx| sink.process(0, batch, ctx)).expect("process");
+    let _ = sink.snapshot(1).expect("snapshot");
+    sink.checkpoint_complete(1).expect("complete");
+    assert_eq!(values(&read_committed(&main)), ["to-main"]);
+    assert_eq!(values(&read_committed(&other)), ["to-other"]);
+}

@@ -19,6 +19,18 @@ if ! command -v clang >/dev/null || ! dpkg -s libclang-dev >/dev/null 2>&1; then
   $sudo_if_needed apt-get install -y -qq clang libclang-dev >/dev/null
 fi
 
+echo "==> cmake and libcurl headers (librdkafka's build, for the Kafka connectors)"
+# librdkafka 2.12's CMake build includes curl/curl.h even with curl off, so the headers must be there.
+if ! command -v cmake >/dev/null || ! dpkg -s libcurl4-openssl-dev >/dev/null 2>&1; then
+  sudo_if_needed=""
+  [ "$(id -u)" -eq 0 ] || sudo_if_needed="sudo"
+  $sudo_if_needed apt-get update -qq
+  $sudo_if_needed apt-get install -y -qq cmake libcurl4-openssl-dev >/dev/null
+fi
+
+echo "==> Apache Kafka (the Kafka tests start a broker of their own through tests/services/kafka.sh)"
+tests/services/kafka.sh fetch >/dev/null
+
 echo "==> Python toolchain (componentize-py)"
 if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ] || [ ! -x "$tools/py/bin/st" ]; then
   python3 -m venv "$tools/py"

@@ -1,12 +1,15 @@
 //! Built-in sources and sinks that need nothing installed: the benchmark generator, JSON-lines files, records
 //! POSTed over HTTP, standard output, and output streams that HTTP clients read.
 
+mod connectors;
 mod file;
 mod generator;
 mod ingest;
 mod sinks;
 mod stream;
 
+pub(crate) use connectors::missing as missing_connector;
+pub use connectors::{ConnectorContext, Connectors};
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource};

@@ -14,8 +14,8 @@ use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
 use crate::io::{
-    DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink, IngestHandle, IngestLog, IngestSource,
-    OutputRate, OutputStream, RateLimited, Retention, Source, StdoutSink,
+    ConnectorContext, Connectors, DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink,
+    IngestHandle, IngestLog, IngestSource, OutputRate, OutputStream, RateLimited, Retention, Source, StdoutSink,
 };
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
@@ -84,6 +84,8 @@ pub struct DeployEnv {
     pub ingest_dir: Option<std::path::PathBuf>,
     /// Start even if `restore` holds state of operators the job no longer has (that state is dropped).
     pub allow_non_restored_state: bool,
+    /// Builds sources and sinks the engine has no code for (Kafka); none: specs naming them fail to deploy.
+    pub connectors: Option<Arc<dyn Connectors>>,
 }
 
 impl DeployEnv {
@@ -108,6 +110,18 @@ impl DeployEnv {
             outputs: HashMap::new(),
             ingest_dir: None,
             allow_non_restored_state: false,
+            connectors: None,
+        }
+    }
+
+    /// What a connector gets to build subtask `subtask` of `node`.
+    fn connector_context<'a>(&'a self, node: &'a Node, subtask: u32) -> ConnectorContext<'a> {
+        ConnectorContext {
+            job_id: &self.job_id,
+            uid: &node.uid,
+            subtask,
+            parallelism: node.parallelism,
+            checkpoints: self.checkpointing.as_ref().map(|c| &c.spec),
         }
     }
 
@@ -253,6 +267,11 @@ fn build_operator(
                     Box::new(FileSink::create(&env.files, location, subtask, env.checkpointing.is_some())?)
                 }
                 SinkSpec::Discard => Box::new(DiscardSink::new()),
+                SinkSpec::Kafka(_) => env
+                    .connectors
+                    .as_ref()
+                    .and_then(|c| c.sink(&env.connector_context(node, subtask), sink))
+                    .unwrap_or_else(|| Err(crate::io::missing_connector("Kafka sink")))?,
                 SinkSpec::Http => {
                     let stream = outputs
                         .entry(node.uid.clone())
@@ -307,6 +326,12 @@ fn build_source(
             inputs.insert(node.uid.clone(), IngestHandle::new(Arc::clone(&log)));
             Box::new(IngestSource::new(log, env.checkpointing.is_some()))
         }
+        SourceSpec::Kafka(_) => env
+            .connectors
+            .as_ref()
+            .and_then(|c| c.source(&env.connector_context(node, subtask), &spec.source))
+            .unwrap_or_else(|| Err(crate::io::missing_connector("Kafka source")))
+            .map_err(|e| e.in_operator(&node.uid))?,
     };
     let timestamps = match &spec.watermark.timestamp {
         TimestampSpec::Source => Timestamps::Source,

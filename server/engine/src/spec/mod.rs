@@ -6,9 +6,14 @@
 //! checks the graph as a whole (inputs, cycles, modules).
 
 mod duration;
+mod kafka;
 mod parse;
 
 pub use duration::Millis;
+pub use kafka::{
+    DEFAULT_TRANSACTION_TIMEOUT_MS, Delivery, Isolation, KafkaFormat, KafkaProperties, KafkaSinkSpec, KafkaSourceSpec,
+    KafkaTimestamp, StartingOffsets,
+};
 pub use parse::{MAX_PANES_PER_WINDOW, MAX_SPEC_BYTES, MAX_WINDOWS_PER_RECORD};
 
 use crate::json::JsonPath;
@@ -404,6 +409,8 @@ pub enum SourceSpec {
     File(FileLocation),
     /// Records POSTed to `/v1/jobs/{id}/inputs/{uid}` while the job runs.
     Http,
+    /// Partitions of Kafka topics (run by the server's connectors).
+    Kafka(Box<KafkaSourceSpec>),
 }
 
 /// A file of a tenant's: a path relative to one of its file folders (its own, or a root the server's admin gave
@@ -706,6 +713,8 @@ pub enum SinkSpec {
     Http,
     /// Counts and drops records.
     Discard,
+    /// A Kafka topic (run by the server's connectors).
+    Kafka(Box<KafkaSinkSpec>),
 }
 
 /// One problem in a spec.

@@ -140,6 +140,7 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
         Some(_) => p.err("operators", "must be a list of operators"),
         None => p.err("operators", "is required"),
     }
+    check_connectors(&mut p, &operators, checkpoints.as_ref());
     if p.errors.is_empty() {
         Ok(JobSpec { name, parallelism, max_parallelism, state, operators, checkpoints, restart })
     } else {
@@ -639,6 +640,23 @@ impl Parser {
             (Some(PreAggregate::Aggregate(a)), None) => Some(WindowFunctionSpec::Aggregate(a)),
             (Some(PreAggregate::Reduce(r)), None) => Some(WindowFunctionSpec::Reduce(r)),
             (pre, Some(function)) => Some(WindowFunctionSpec::Process { pre, function: function? }),
+        }
+    }
+}
+
+/// Checks connector settings that depend on more than their own field (a Kafka sink's transaction timeout
+/// against the checkpoint interval).
+fn check_connectors(p: &mut Parser, operators: &[OperatorSpec], checkpoints: Option<&CheckpointSpec>) {
+    for op in operators {
+        let (field, problems) = match &op.kind {
+            OperatorKind::Source(SourceOperator { source: SourceSpec::Kafka(kafka), .. }) => {
+                ("source.kafka.", kafka.problems())
+            }
+            OperatorKind::Sink(SinkSpec::Kafka(kafka)) => ("sink.kafka.", kafka.problems(checkpoints)),
+            _ => continue,
+        };
+        for (name, message) in problems {
+            p.errors.push(Some(&op.uid), format!("{field}{name}"), message);
         }
     }
 }

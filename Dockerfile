@@ -4,11 +4,12 @@
 
 FROM rust:1.95-bookworm AS build
 WORKDIR /src
-# RocksDB's bindings are generated with libclang.
-RUN apt-get update && apt-get install -y --no-install-recommends clang libclang-dev && rm -rf /var/lib/apt/lists/*
+# RocksDB's bindings are generated with libclang; librdkafka builds with cmake (and includes the libcurl headers).
+RUN apt-get update && apt-get install -y --no-install-recommends clang libclang-dev cmake libcurl4-openssl-dev \
+ && rm -rf /var/lib/apt/lists/*
 RUN rustup target add wasm32-wasip2
 COPY . .
-RUN cargo build --release -p eddy-server \
+RUN cargo build --release -p eddy-server --features rocksdb,kafka \
  && cd udfs && cargo build --release --target wasm32-wasip2
 
 FROM debian:bookworm-slim

@@ -52,7 +52,7 @@ export COMPONENTIZE_QJS="$tools/js/node_modules/.bin/componentize-qjs"
 
 echo "==> Rust tests"
 # End-to-end tests start the `eddy` binary itself (with every backend); `cargo test` builds only test harnesses.
-cargo build --workspace --bins --features eddy-server/rocksdb
+cargo build --workspace --bins --features eddy-server/rocksdb,eddy-server/kafka
 cargo test --workspace --all-targets
 cargo test --workspace --doc
 

@@ -5,6 +5,7 @@ mod api;
 mod attacks;
 mod cli;
 mod failures;
+mod kafka;
 mod languages;
 mod recovery;
 mod restart;

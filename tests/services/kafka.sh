@@ -10,7 +10,15 @@
 #   tests/services/kafka.sh restart FILE [DELAY]
 #                                      kills that broker (SIGKILL), waits DELAY seconds and starts it again on the
 #                                      same ports with the same data
+#   tests/services/kafka.sh topics BROKERS NAME[:PARTITIONS] ...
+#                                      creates topics (the broker creates none by itself)
+#   tests/services/kafka.sh produce BROKERS TOPIC
+#                                      sends each line of standard input as a record
+#   tests/services/kafka.sh consume BROKERS TOPIC [SECONDS]
+#                                      prints what committed transactions wrote (read_committed) until SECONDS
+#                                      (5 by default) pass without a record
 #
+# EDDY_KAFKA_PORT chooses the broker's port (the examples in udfs/jobs use 9092); a free one otherwise.
 # With EDDY_KAFKA_OWNER_PID set, the broker is also stopped when that process ends (tests that start a broker
 # for themselves have no hook that runs when they exit).
 #
@@ -59,7 +67,7 @@ start() {
   command -v java >/dev/null || { echo "kafka.sh: java is not installed (Kafka $version needs Java 17+)" >&2; exit 1; }
   local dir port controller
   dir="$(mktemp -d "${TMPDIR:-/tmp}/eddy-kafka-XXXXXX")"
-  port="$(free_port)"
+  port="${EDDY_KAFKA_PORT:-$(free_port)}"
   controller="$(free_port)"
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
@@ -152,10 +160,17 @@ stop() {
   esac
 }
 
+# Runs KafkaTool.java (next to this script) with the broker's client jar.
+tool() {
+  fetch
+  java -cp "$home/libs/*" "$(dirname "$(readlink -f "$0")")/KafkaTool.java" "$@" 2> >(grep -v '^SLF4J:' >&2)
+}
+
 case "${1:-start}" in
   start) start ;;
   fetch) fetch; echo "$home/libs" ;;
   stop) stop "${2:?usage: kafka.sh stop PIDFILE}" ;;
   restart) restart "${2:?usage: kafka.sh restart PIDFILE [DELAY]}" "${3:-0}" ;;
-  *) echo "usage: kafka.sh [start|fetch|stop PIDFILE|restart PIDFILE [DELAY]]" >&2; exit 2 ;;
+  topics | produce | consume) tool "$@" ;;
+  *) echo "usage: kafka.sh [start|fetch|stop PIDFILE|restart PIDFILE [DELAY]|topics|produce|consume ...]" >&2; exit 2 ;;
 esac

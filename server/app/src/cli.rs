@@ -549,7 +549,8 @@ fn print_status(view: &Value) {
             inputs.join(",")
         );
     }
-    for (written, running) in view["running_modules"].as_object().into_iter().flatten() {
+    let upgraded = view["upgrades"].as_array().is_some_and(|u| !u.is_empty());
+    for (written, running) in view["running_modules"].as_object().into_iter().flatten().filter(|_| upgraded) {
         if running.as_str() != Some(written) {
             println!("module {written} runs as {}", running.as_str().unwrap_or_default());
         }

@@ -587,6 +587,7 @@ impl Jobs {
             BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
             BackendKind::Rocksdb => rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id))?,
         };
+        env.connectors = connectors();
         let io = self.job_io(tenant, id, &graph, io)?;
         env.inputs = io.inputs.clone();
         env.outputs = io.outputs.clone();
@@ -1236,6 +1237,17 @@ pub struct TenantUse {
 /// Whether a job holds resources: running, or about to start.
 fn is_active(entry: &Entry) -> bool {
     entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+}
+
+/// The connectors this build has (Kafka when built with the `kafka` feature).
+#[cfg(feature = "kafka")]
+fn connectors() -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+    Some(Arc::new(eddy_kafka::KafkaConnectors))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn connectors() -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+    None
 }
 
 /// A RocksDB backend keeping a job's working state in `folder` (checkpoints restore it: a run starts afresh).

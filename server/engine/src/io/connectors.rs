@@ -33,5 +33,7 @@ pub trait Connectors: Send + Sync {
 
 /// The error of a deployment whose host has no connector for `what`.
 pub(crate) fn missing(what: &str) -> TaskError {
-    TaskError::user(format!("this server has no {what} connector (the engine was deployed without one)"))
+    TaskError::user(format!(
+        "this server has no {what} connector: it was built without Kafka (build Eddy with `--features kafka`)"
+    ))
 }

@@ -1,0 +1,255 @@
+//! Kafka through the server, against the real Apache Kafka broker that `tests/services/kafka.sh` starts: the two
+//! example jobs of `udfs/jobs` run as the README shows them, and a Kafka -> Wasm map -> keyed window -> Kafka job
+//! whose server is killed with SIGKILL at random moments writes each result exactly once.
+
+use crate::support::{Rust, ServerProcess, example, examples, submit, wait_job};
+use eddy_server::client::Client;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+fn script() -> String {
+    examples().repo().join("tests/services/kafka.sh").display().to_string()
+}
+
+/// The broker: `EDDY_KAFKA_BROKERS`, or one started for this test process (stopped when it ends).
+fn brokers() -> &'static str {
+    static BROKERS: OnceLock<String> = OnceLock::new();
+    BROKERS.get_or_init(|| {
+        if let Ok(brokers) = std::env::var("EDDY_KAFKA_BROKERS")
+            && !brokers.is_empty()
+        {
+            return brokers;
+        }
+        // A second try for a broker that fails to come up (a port taken between choosing and binding it).
+        let mut failures = Vec::new();
+        for _ in 0..2 {
+            let output = Command::new("bash")
+                .arg(script())
+                .env("EDDY_KAFKA_OWNER_PID", std::process::id().to_string())
+                .output()
+                .expect("run tests/services/kafka.sh");
+            if output.status.success() {
+                return String::from_utf8_lossy(&output.stdout).lines().next().expect("the broker's address").into();
+            }
+            failures.push(String::from_utf8_lossy(&output.stderr).into_owned());
+        }
+        panic!("cannot start a broker:\n{}", failures.join("\n---\n"))
+    })
+}
+
+/// Topic names no other test uses, created with `partitions` partitions each.
+fn topics(names: &[&str], partitions: u32) -> Vec<String> {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let unique: Vec<String> = names.iter().map(|name| format!("{name}-{}-{n}", std::process::id())).collect();
+    let mut command = Command::new("bash");
+    command.args([script(), "topics".into(), brokers().into()]);
+    command.args(unique.iter().map(|t| format!("{t}:{partitions}")));
+    let output = command.output().expect("run kafka.sh topics");
+    assert!(output.status.success(), "cannot create topics: {}", String::from_utf8_lossy(&output.stderr));
+    unique
+}
+
+fn produce(topic: &str, lines: &[String]) {
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    for line in lines {
+        let mut record = BaseRecord::<(), str>::to(topic).payload(line.as_str());
+        loop {
+            match producer.send(record) {
+                Ok(()) => break,
+                Err((_, back)) => {
+                    record = back;
+                    producer.poll(Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+}
+
+/// Every value committed to `topic` (read_committed), once `enough` of them are there and nothing more came for
+/// two seconds, or after `limit`.
+fn committed(topic: &str, enough: usize, limit: Duration) -> Vec<String> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers())
+        .set("group.id", format!("check-{topic}-{}", uuid_like()))
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    consumer.subscribe(&[topic]).expect("subscribe");
+    let (started, mut last) = (Instant::now(), Instant::now());
+    let mut values = Vec::new();
+    while started.elapsed() < limit && (values.len() < enough || last.elapsed() < Duration::from_secs(2)) {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) {
+            values.push(String::from_utf8_lossy(message.payload().unwrap_or_default()).into_owned());
+            last = Instant::now();
+        }
+    }
+    values.sort();
+    values
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos())
+}
+
+/// An example spec of `udfs/jobs` on this test's broker and topics.
+fn example_spec(file: &str, renames: &[(&str, &str)]) -> String {
+    let mut spec = std::fs::read_to_string(examples().repo().join("udfs/jobs").join(file)).expect("example spec");
+    spec = spec.replace("127.0.0.1:9092", brokers());
+    for (from, to) in renames {
+        spec = spec
+            .replace(&format!("[{from}]"), &format!("[{to}]"))
+            .replace(&format!("topic: {from},"), &format!("topic: {to},"));
+    }
+    spec
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_kafka_examples_count_words_and_raise_alerts_exactly_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ServerProcess::start(dir.path()).await;
+    let c = &server.client;
+    for name in ["split-words", "stopwords", "word-key", "fraud-detection"] {
+        c.push_module(name, None, example(Rust, name).await).await.expect("upload");
+    }
+    // One partition each: the watermark waits for every partition, and a few records may all land in one.
+    let t = topics(&["lines", "word-counts", "transactions", "alerts"], 1);
+
+    let words = submit(c, &example_spec("kafka-word-count.yaml", &[("lines", &t[0]), ("word-counts", &t[1])])).await;
+    let minute = 1_767_225_600_000i64;
+    let lines: Vec<String> = [
+        (minute, "the river flows"),
+        (minute + 10_000, "a river bends"),
+        (minute + 20_000, "the river"),
+        // Next minute: moves the watermark past the first window.
+        (minute + 90_000, "sea"),
+    ]
+    .iter()
+    .map(|(ts, text)| format!("{{\"text\":\"{text}\",\"ts\":{ts}}}"))
+    .collect();
+    produce(&t[0], &lines);
+
+    let fraud =
+        submit(c, &example_spec("kafka-fraud-detection.yaml", &[("transactions", &t[2]), ("alerts", &t[3])])).await;
+    let transactions =
+        std::fs::read_to_string(examples().repo().join("udfs/jobs/fraud-detection.input.jsonl")).expect("input");
+    produce(&t[2], &transactions.lines().map(str::to_string).collect::<Vec<_>>());
+
+    let counts = committed(&t[1], 3, Duration::from_secs(60));
+    let counts: Vec<(String, u64)> = counts
+        .iter()
+        .map(|v| {
+            let v: serde_json::Value = serde_json::from_str(v).expect("JSON");
+            (v["key"].as_str().unwrap_or_default().to_string(), v["count"].as_u64().unwrap_or(0))
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        [("bends".to_string(), 1), ("flows".to_string(), 1), ("river".to_string(), 3)],
+        "the first minute's counts, each once"
+    );
+    let alerts = committed(&t[3], 1, Duration::from_secs(60));
+    assert!(!alerts.is_empty(), "the walkthrough's input raises alerts");
+    for alert in &alerts {
+        let alert: serde_json::Value = serde_json::from_str(alert).expect("JSON");
+        assert!(alert["large_amount"].as_f64().unwrap_or(0.0) > 500.0, "{alert}");
+    }
+    for job in [&words, &fraud] {
+        let status = c.job(job).await.expect("status");
+        assert_eq!(status["state"], "running", "{status:#}");
+        assert!(status["checkpoints"]["completed"].as_u64().unwrap_or(0) > 0, "{status:#}");
+    }
+    server.kill();
+}
+
+/// Records per produced batch, and batches in all.
+const BATCH: u64 = 40;
+const BATCHES: u64 = 60;
+
+fn batch(n: u64) -> Vec<String> {
+    (0..BATCH)
+        .map(|i| {
+            let seq = n * BATCH + i;
+            let ts = seq * 7 + (seq * 13) % 50;
+            format!(r#"{{"key":"k{}","ts":{ts},"amount":{}}}"#, seq % 7, seq % 100)
+        })
+        .collect()
+}
+
+fn ledger(input: &str, output: &str) -> String {
+    format!(
+        r#"
+name: kafka-ledger
+checkpoints: {{ interval: 1s }}
+operators:
+  - {{ uid: src, source: {{ kafka: {{ brokers: "{b}", topics: [{input}] }} }}, watermark: {{ out_of_orderness: 100ms, timestamp: {{ json: "$.ts" }} }} }}
+  - {{ uid: m, map: lower, input: src }}
+  - {{ uid: w, input: m, key_by: {{ json: "$.key" }}, window: {{ tumbling: 500ms }}, aggregate: {{ module: stats }} }}
+  - {{ uid: out, input: w, sink: {{ kafka: {{ brokers: "{b}", topic: {output}, delivery: exactly_once }} }} }}
+"#,
+        b = brokers()
+    )
+}
+
+/// Kills of the server during the interrupted run; `EDDY_TEST_KILLS` asks for more (or fewer).
+fn kills() -> u64 {
+    std::env::var("EDDY_TEST_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20)
+}
+
+async fn checkpointed(client: &Client, id: &str) {
+    wait_job(client, id, Duration::from_secs(60), |s| {
+        s["state"] == "running" && s["checkpoints"]["completed"].as_u64().is_some_and(|c| c >= 1)
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_job_whose_server_is_killed_at_random_moments_writes_each_result_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = ServerProcess::start(dir.path()).await;
+    server.client.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    server.client.push_module("stats", None, example(Rust, "running-stats").await).await.expect("upload");
+    let t = topics(&["ledger", "whole", "crashed"], 1);
+    let input: Vec<String> = (0..BATCHES).flat_map(batch).collect();
+
+    // The uninterrupted run reads the whole input at once.
+    produce(&t[0], &input);
+    let whole = submit(&server.client, &ledger(&t[0], &t[1])).await;
+    checkpointed(&server.client, &whole).await;
+    let expected = committed(&t[1], 1, Duration::from_secs(20));
+    assert!(expected.len() > 100, "{} results", expected.len());
+    server.client.cancel(&whole).await.expect("cancel");
+
+    // The same input from another topic, produced batch by batch, with the server killed in between.
+    let seed = std::env::var("EDDY_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(0x5eed);
+    let mut random = crate::recovery::SplitMix(seed);
+    let crashed_input = topics(&["ledger-slow"], 1).remove(0);
+    let kills = kills();
+    let mut kill_after: Vec<u64> = (0..kills).map(|_| random.below(BATCHES)).collect();
+    kill_after.sort_unstable();
+    let id = submit(&server.client, &ledger(&crashed_input, &t[2])).await;
+    checkpointed(&server.client, &id).await;
+    let mut next_kill = kill_after.iter().peekable();
+    for n in 0..BATCHES {
+        produce(&crashed_input, &batch(n));
+        while next_kill.next_if(|&&k| k == n).is_some() {
+            // At once, or after checkpoints have completed and their transactions may be committing.
+            tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
+            server.kill();
+            server = ServerProcess::start(dir.path()).await;
+            checkpointed(&server.client, &id).await;
+        }
+    }
+    let actual = committed(&t[2], expected.len(), Duration::from_secs(60));
+    assert_eq!(actual.len(), expected.len(), "as many results as the uninterrupted run (seed {seed}, {kills} kills)");
+    assert_eq!(actual, expected, "the same results, each once (seed {seed})");
+    server.kill();
+}

@@ -7,6 +7,8 @@
 
 mod fair;
 mod idle;
+#[cfg(feature = "kafka")]
+mod k1;
 mod native;
 mod recover;
 mod upgrade;
@@ -32,9 +34,9 @@ use std::time::{Duration, Instant};
 /// Options of `eddy bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
-    /// The workload: W1, W2, W2CP, W3, W4 or W5; `idle`, what idle jobs cost; `fair`, CPU shares between tenants;
-    /// `recover`, a checkpoint of `--keys` keys' state and the time to run again from it; `upgrade`, the output
-    /// gap of `--upgrades` upgrades of a running job's module.
+    /// The workload: W1, W2, W2CP, W3, W4 or W5; K1 (W1 through Kafka); `idle`, what idle jobs cost; `fair`, CPU
+    /// shares between tenants; `recover`, a checkpoint of `--keys` keys' state and the time to run again from it;
+    /// `upgrade`, the output gap of `--upgrades` upgrades of a running job's module.
     pub workload: String,
     /// Jobs to deploy (`idle` only).
     #[arg(long, default_value_t = 1000)]
@@ -45,6 +47,12 @@ pub struct BenchArgs {
     /// Upgrades to time (`upgrade` only).
     #[arg(long, default_value_t = 20)]
     pub upgrades: u32,
+    /// The Kafka broker, `host:port` (`K1` only).
+    #[arg(long)]
+    pub bootstrap: Option<String>,
+    /// `exactly-once` or `at-least-once` (`K1` only).
+    #[arg(long, default_value = "exactly-once")]
+    pub guarantee: String,
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
@@ -210,6 +218,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     if args.workload.eq_ignore_ascii_case("upgrade") {
         return upgrade::run(args.upgrades);
     }
+    if args.workload.eq_ignore_ascii_case("K1") {
+        return kafka_bench(args);
+    }
     if args.workload.eq_ignore_ascii_case("fair") {
         return fair::run(args.parallelism, args.events.unwrap_or(200_000_000), args.udf != "off");
     }
@@ -290,6 +301,26 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         tally.sum,
         tally.fp
     ))
+}
+
+#[cfg(feature = "kafka")]
+fn kafka_bench(args: &BenchArgs) -> anyhow::Result<String> {
+    let bootstrap =
+        args.bootstrap.clone().context("K1 needs --bootstrap HOST:PORT (tests/services/kafka.sh starts a broker)")?;
+    if args.parallelism == 0 || args.parallelism > 128 {
+        bail!("--parallelism must be between 1 and 128");
+    }
+    k1::run(&k1::K1Args {
+        bootstrap,
+        guarantee: args.guarantee.clone(),
+        parallelism: args.parallelism,
+        events: args.events.unwrap_or(5_000_000),
+    })
+}
+
+#[cfg(not(feature = "kafka"))]
+fn kafka_bench(_: &BenchArgs) -> anyhow::Result<String> {
+    bail!("this build of Eddy has no Kafka connectors: build it with `--features kafka`")
 }
 
 #[cfg(feature = "rocksdb")]

@@ -1,15 +1,15 @@
 //! `eddy bench K1`: W1 through Kafka (`BENCHMARKS.md`). The generator's events are produced to a topic first (not
 //! timed); then a job reads them with the Kafka source, runs the Rust-Wasm map and filter of W1 and writes to a
 //! Kafka sink, timed until a `read_committed` consumer has seen every output record. `out`/`sum`/`fp` come from what
-//! that consumer read, so they must equal W1's for the same N.
+//! that consumer read, so they must equal W1's for the same N. With `--rate R` the events are produced live at R per
+//! second instead, and each output record's latency, from its event's send to its committed visibility, is kept.
 
 use super::{GOLDEN, mix64, peak_rss_mb, u64_at, wasm_functions};
 use anyhow::{Context, bail};
-use eddy_engine::Batch;
 use eddy_engine::graph::JobGraph;
-use eddy_engine::io::{GeneratorSource, Source, SourcePoll};
+use eddy_engine::io::{BENCH_BASE_TS, generate};
 use eddy_engine::runtime::{DeployEnv, deploy};
-use eddy_engine::spec::{EventEncoding, GeneratorSpec, JobSpec};
+use eddy_engine::spec::JobSpec;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
@@ -17,7 +17,11 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+/// Distinct keys of W1's events.
+const KEYS: u64 = 10_000;
 
 /// What K1 is asked to run.
 pub struct K1Args {
@@ -29,6 +33,8 @@ pub struct K1Args {
     pub parallelism: u32,
     /// Events.
     pub events: u64,
+    /// Events per second produced live while the job runs (for latencies); none: all produced first.
+    pub rate: Option<u64>,
 }
 
 /// Runs K1 and returns its line.
@@ -41,7 +47,14 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     let run_id = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_millis();
     let (input, output) = (format!("k1-in-{run_id}"), format!("k1-out-{run_id}"));
     create_topics(&args.bootstrap, &[&input, &output], args.parallelism)?;
-    let expected = produce(&args.bootstrap, &input, args.events)?;
+    let expected = kept(args.events);
+    let producer = producer(&args.bootstrap)?;
+    if args.rate.is_none() {
+        for j in 0..args.events {
+            send(&producer, &input, j);
+        }
+        producer.flush(Duration::from_secs(300)).context("producing the input")?;
+    }
 
     let delivery = if exactly_once { "exactly_once" } else { "at_least_once" };
     let checkpoints = if exactly_once { "checkpoints: { interval: 1s }\n" } else { "" };
@@ -73,6 +86,25 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     let consumer = committed_reader(&args.bootstrap, &output)?;
     let started = Instant::now();
     let running = deploy(&graph, env).map_err(|e| anyhow::anyhow!("the benchmark job cannot start: {e}"))?;
+    // With a rate, events are produced live and each one's send time is kept, for its latency.
+    let sent: Arc<Vec<AtomicU64>> =
+        Arc::new((0..args.rate.map_or(0, |_| args.events)).map(|_| AtomicU64::new(0)).collect());
+    let live = args.rate.map(|rate| {
+        let (sent, input, events) = (Arc::clone(&sent), input.clone(), args.events);
+        std::thread::spawn(move || {
+            for j in 0..events {
+                let due = Duration::from_secs_f64(j as f64 / rate as f64);
+                if let Some(wait) = due.checked_sub(started.elapsed()) {
+                    std::thread::sleep(wait);
+                }
+                sent[j as usize].store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                send(&producer, &input, j);
+                producer.poll(Duration::ZERO);
+            }
+            producer.flush(Duration::from_secs(300))
+        })
+    });
+    let mut latencies = Vec::new();
     let (mut out, mut sum, mut fp, mut last) = (0u64, 0u64, 0u64, started);
     while out < expected {
         if started.elapsed() > Duration::from_secs(3600) {
@@ -86,6 +118,12 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
         let key = message.key().map_or(0, |k| u64_at(k, 0));
         let amount = message.payload().map_or(0, |v| u64_at(v, 0));
         let ts = message.timestamp().to_millis().unwrap_or(0);
+        if args.rate.is_some()
+            && let Some(j) = event_of(key, ts)
+        {
+            let produced = Duration::from_nanos(sent[j as usize].load(Ordering::Relaxed));
+            latencies.push(started.elapsed().saturating_sub(produced).as_secs_f64() * 1000.0);
+        }
         out += 1;
         sum = sum.wrapping_add(amount);
         fp = fp.wrapping_add(mix64(key.wrapping_mul(GOLDEN).wrapping_add(ts as u64)) ^ amount);
@@ -93,9 +131,18 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     }
     running.handle.cancel();
     running.handle.wait(Duration::from_secs(30));
+    if let Some(live) = live {
+        live.join().map_err(|_| anyhow::anyhow!("the producer thread panicked"))?.context("producing the input")?;
+    }
     let secs = last.duration_since(started).as_secs_f64().max(1e-9);
+    let (p50, p99) = match latencies.is_empty() {
+        true => ("-".to_string(), "-".to_string()),
+        false => {
+            (format!("{:.0}", percentile(&mut latencies, 50.0)), format!("{:.0}", percentile(&mut latencies, 99.0)))
+        }
+    };
     Ok(format!(
-        "eddy K1 p={} guarantee={} udf=rust events={} secs={secs:.3} eps={:.0} p50_ms=- p99_ms=- rss_mb={} out={out} sum={sum} fp={fp:016x} enc=binary",
+        "eddy K1 p={} guarantee={} udf=rust events={} secs={secs:.3} eps={:.0} p50_ms={p50} p99_ms={p99} rss_mb={} out={out} sum={sum} fp={fp:016x} enc=binary",
         args.parallelism,
         args.guarantee,
         args.events,
@@ -117,47 +164,53 @@ fn create_topics(bootstrap: &str, topics: &[&str], partitions: u32) -> anyhow::R
     Ok(())
 }
 
-/// Produces W1's N generator events (key, event time and amount as the generator makes them) and returns how many
-/// records W1's map and filter keep.
-fn produce(bootstrap: &str, topic: &str, events: u64) -> anyhow::Result<u64> {
-    let producer: BaseProducer = ClientConfig::new()
+fn producer(bootstrap: &str) -> anyhow::Result<BaseProducer> {
+    ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
-        .set("linger.ms", "20")
+        .set("linger.ms", "5")
         .set("batch.size", "1000000")
         .set("compression.type", "lz4")
         .set("queue.buffering.max.messages", "1000000")
         .create()
-        .context("a Kafka producer")?;
-    let spec = GeneratorSpec { events: Some(events), keys: 10_000, encoding: EventEncoding::Binary, rate: None };
-    let mut generator = GeneratorSource::new(spec, 0, 1);
-    let mut kept = 0;
+        .context("a Kafka producer")
+}
+
+/// Produces generator event `j` as the generator's binary encoding has it: key and amount as little-endian u64s,
+/// the event time as the record's timestamp.
+fn send(producer: &BaseProducer, topic: &str, j: u64) {
+    let event = generate(j, KEYS);
+    let (key, amount) = (event.key.to_le_bytes(), event.amount.to_le_bytes());
+    let mut record = BaseRecord::to(topic).payload(&amount[..]).key(&key[..]).timestamp(event.ts);
     loop {
-        let mut batch = Batch::with_capacity(4096, 4096 * 24);
-        if let SourcePoll::Finished = generator.poll(&mut batch, 4096).map_err(|e| anyhow::anyhow!("{e}"))? {
-            break;
-        }
-        for record in batch.iter() {
-            if u64_at(record.value, 0) * 107 / 100 >= 5350 {
-                kept += 1;
-            }
-            let mut next = BaseRecord::to(topic)
-                .payload(record.value)
-                .key(record.key.unwrap_or_default())
-                .timestamp(record.timestamp);
-            loop {
-                match producer.send(next) {
-                    Ok(()) => break,
-                    Err((_, back)) => {
-                        next = back;
-                        producer.poll(Duration::from_millis(5));
-                    }
-                }
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                record = back;
+                producer.poll(Duration::from_millis(1));
             }
         }
-        producer.poll(Duration::ZERO);
     }
-    producer.flush(Duration::from_secs(300)).context("producing the input")?;
-    Ok(kept)
+}
+
+/// The records of `events` that W1's map and filter keep.
+fn kept(events: u64) -> u64 {
+    (0..events).filter(|&j| generate(j, KEYS).amount * 107 / 100 >= 5350).count() as u64
+}
+
+/// The event an output record came from: its event time is at most 63 ms before the event's index says.
+fn event_of(key: u64, ts: i64) -> Option<u64> {
+    let newest = u64::try_from(ts - BENCH_BASE_TS).ok()?;
+    (newest..newest + 64).find(|&j| {
+        let event = generate(j, KEYS);
+        event.key == key && event.ts == ts
+    })
+}
+
+/// The nearest-rank percentile `p` of `values`.
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
+    values.get(rank - 1).copied().unwrap_or(0.0)
 }
 
 fn committed_reader(bootstrap: &str, topic: &str) -> anyhow::Result<BaseConsumer> {

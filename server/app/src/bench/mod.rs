@@ -53,6 +53,9 @@ pub struct BenchArgs {
     /// `exactly-once` or `at-least-once` (`K1` only).
     #[arg(long, default_value = "exactly-once")]
     pub guarantee: String,
+    /// Events per second, produced live for latencies (`K1` only; all are produced first when omitted).
+    #[arg(long)]
+    pub rate: Option<u64>,
     /// Subtasks per operator.
     #[arg(long, default_value_t = 1)]
     pub parallelism: u32,
@@ -315,6 +318,7 @@ fn kafka_bench(args: &BenchArgs) -> anyhow::Result<String> {
         guarantee: args.guarantee.clone(),
         parallelism: args.parallelism,
         events: args.events.unwrap_or(5_000_000),
+        rate: args.rate,
     })
 }
 

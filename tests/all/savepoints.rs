@@ -243,3 +243,23 @@ async fn the_memory_and_rocksdb_backends_restore_each_others_savepoints() {
         |n: i64| serde_json::json!({ "hex": n.to_le_bytes().iter().map(|b| format!("{b:02x}")).collect::<String>() });
     assert_eq!(ann, [le(1), le(2), le(3)], "{states:#?}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_savepoint_whose_state_layout_does_not_fit_the_operator_is_refused() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
+    c.push_module("visits", None, example(Rust, "visit-counter").await).await.expect("upload");
+    let job = submit(c, &spec("lower", "w")).await;
+    c.ingest(&job, "src", words(&["a", "b"])).await.expect("ingest");
+    let savepoint = c.savepoint(&job, true).await.expect("stop with a savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+
+    // Same uid, another kind of operator: a process function cannot read a window's state.
+    let process = "name: words\ncheckpoints: { interval: 1h }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: lower, input: src }\n  - { uid: w, input: m, key_by: { json: \"$.word\" }, process: visits }\n  - { uid: out, sink: http, input: w }\n";
+    let refused = c.submit_from(process, id, true).await.expect_err("window state under a process function");
+    assert_eq!(refused.status, Some(422), "{refused}");
+    assert!(refused.message.contains("holds state of layout `window/1/"), "{refused}");
+    assert!(refused.message.contains("which this operator (layout `process/1`) cannot read"), "{refused}");
+    assert!(c.jobs().await.expect("jobs").as_array().is_some_and(|j| j.len() == 1), "nothing was left running");
+}

@@ -64,6 +64,24 @@ pub struct Client {
 
 type Result<T> = std::result::Result<T, ClientError>;
 
+/// The error an answer with a failing status carries (`{"error": {"code", "message", "details"}}`).
+fn refusal(status: u16, body: &Value) -> ClientError {
+    let error = &body["error"];
+    ClientError {
+        status: Some(status),
+        code: error["code"].as_str().unwrap_or("error").to_string(),
+        message: error["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string()),
+        details: error["details"].as_array().cloned().unwrap_or_default(),
+    }
+}
+
+/// [`refusal`] of an answer whose body is not read yet (streamed answers).
+async fn refused(response: reqwest::Response) -> ClientError {
+    let status = response.status().as_u16();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    refusal(status, &body)
+}
+
 fn unreachable_server(e: reqwest::Error) -> ClientError {
     ClientError {
         status: None,
@@ -104,13 +122,7 @@ impl Client {
         if status.is_success() {
             return Ok(body);
         }
-        let error = &body["error"];
-        Err(ClientError {
-            status: Some(status.as_u16()),
-            code: error["code"].as_str().unwrap_or("error").to_string(),
-            message: error["message"].as_str().map(str::to_string).unwrap_or_else(|| body.to_string()),
-            details: error["details"].as_array().cloned().unwrap_or_default(),
-        })
+        Err(refusal(status.as_u16(), &body))
     }
 
     /// Checks that the server answers.
@@ -189,14 +201,7 @@ impl Client {
         let builder = self.request(reqwest::Method::GET, &format!("/savepoints/{savepoint}/archive"));
         let response = builder.send().await.map_err(unreachable_server)?;
         if !response.status().is_success() {
-            let status = response.status().as_u16();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(ClientError {
-                status: Some(status),
-                code: body["error"]["code"].as_str().unwrap_or("error").to_string(),
-                message: body["error"]["message"].as_str().unwrap_or("the download failed").to_string(),
-                details: Vec::new(),
-            });
+            return Err(refused(response).await);
         }
         response.bytes().await.map(|b| b.to_vec()).map_err(unreachable_server)
     }
@@ -260,14 +265,7 @@ impl Client {
         }
         let response = builder.send().await.map_err(unreachable_server)?;
         if !response.status().is_success() {
-            let status = response.status();
-            let body: Value = response.json().await.unwrap_or(Value::Null);
-            return Err(ClientError {
-                status: Some(status.as_u16()),
-                code: body["error"]["code"].as_str().unwrap_or("error").to_string(),
-                message: body["error"]["message"].as_str().unwrap_or_default().to_string(),
-                details: Vec::new(),
-            });
+            return Err(refused(response).await);
         }
         let mut bytes = response.bytes_stream();
         let mut buffer = String::new();

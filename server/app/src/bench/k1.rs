@@ -4,7 +4,7 @@
 //! that consumer read, so they must equal W1's for the same N. With `--rate R` the events are produced live at R per
 //! second instead, and each output record's latency, from its event's send to its committed visibility, is kept.
 
-use super::{GOLDEN, mix64, peak_rss_mb, u64_at, wasm_functions};
+use super::{GOLDEN, mix64, peak_rss_mb, percentile, u64_at, wasm_functions};
 use anyhow::{Context, bail};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{BENCH_BASE_TS, generate};
@@ -204,13 +204,6 @@ fn event_of(key: u64, ts: i64) -> Option<u64> {
         let event = generate(j, KEYS);
         event.key == key && event.ts == ts
     })
-}
-
-/// The nearest-rank percentile `p` of `values`.
-fn percentile(values: &mut [f64], p: f64) -> f64 {
-    values.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
-    values.get(rank - 1).copied().unwrap_or(0.0)
 }
 
 fn committed_reader(bootstrap: &str, topic: &str) -> anyhow::Result<BaseConsumer> {

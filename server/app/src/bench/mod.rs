@@ -205,6 +205,13 @@ fn status_mb(field: &str) -> u64 {
         .map_or(0, |kb| kb / 1024)
 }
 
+/// The nearest-rank percentile `p` of `values` (sorted in place).
+fn percentile(values: &mut [f64], p: f64) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let rank = ((p / 100.0) * values.len() as f64).ceil().max(1.0) as usize;
+    values.get(rank - 1).copied().unwrap_or(0.0)
+}
+
 /// Peak resident memory of this process, in MiB.
 fn peak_rss_mb() -> u64 {
     status_mb("VmHWM")

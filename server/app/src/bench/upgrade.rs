@@ -3,6 +3,7 @@
 //! counts visits per key of a paced generator in keyed state (100 keys) with `visit-counter`, and each upgrade
 //! switches between its versions 1 and 2, whose records say which version wrote them.
 
+use super::percentile;
 use crate::client::Client;
 use crate::config::ServerConfig;
 use crate::examples::{Examples, Language};
@@ -99,10 +100,10 @@ async fn measure(upgrades: u32) -> anyhow::Result<String> {
     client.cancel(&job).await?;
     let _ = tokio::time::timeout(Duration::from_secs(10), follower).await;
     server.shutdown().await?;
-    let (p50, p99, max) = (percentile(&gaps, 50.0), percentile(&gaps, 99.0), percentile(&gaps, 100.0));
+    let (p50, p99, max) = (percentile(&mut gaps, 50.0), percentile(&mut gaps, 99.0), percentile(&mut gaps, 100.0));
     Ok(format!(
         "eddy upgrade upgrades={upgrades} downtime_p50_ms={p50:.0} downtime_p99_ms={p99:.0} downtime_max_ms={max:.0} switch_p50_ms={:.0}",
-        percentile(&server_downtimes, 50.0)
+        percentile(&mut server_downtimes, 50.0)
     ))
 }
 
@@ -115,12 +116,4 @@ async fn wait_for(limit: Duration, done: impl Fn() -> bool) -> anyhow::Result<()
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     Ok(())
-}
-
-/// The nearest-rank percentile `p` of `values`.
-fn percentile(values: &[f64], p: f64) -> f64 {
-    let mut sorted = values.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    let rank = ((p / 100.0) * sorted.len() as f64).ceil().max(1.0) as usize;
-    sorted.get(rank - 1).copied().unwrap_or(0.0)
 }

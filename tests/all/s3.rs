@@ -294,7 +294,7 @@ operators:
     let after = wait_for("a checkpoint after S3 is back", || handle.checkpoints(), |s| s.completed > completed);
     assert_eq!(handle.state(), JobState::Running, "{:?}", handle.error());
 
-    let restore = Restore::latest(store.as_ref(), "job/").expect("read S3").expect("a completed checkpoint in S3");
+    let restore = Restore::latest(&store, "job/").expect("read S3").expect("a completed checkpoint in S3");
     assert!(restore.checkpoint > before.latest.unwrap_or(0), "restored {} after {after:?}", restore.checkpoint);
     handle.cancel();
     assert_eq!(handle.wait(Duration::from_secs(30)), JobState::Canceled);

@@ -290,11 +290,15 @@ impl CheckpointStore for S3Store {
     }
 
     fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        let paths = self.list(prefix)?;
+        self.delete(&paths)
+    }
+
+    fn delete(&self, paths: &[String]) -> Result<(), StoreError> {
+        let keys = paths.iter().map(|path| self.key(path)).collect::<Result<Vec<_>, _>>()?;
         let (client, bucket) = (self.client.clone(), self.bucket.clone());
-        let key_prefix = format!("{}{prefix}", self.prefix);
         self.runtime.run(async move {
-            let keys = S3Store::list_keys(client.clone(), bucket.clone(), key_prefix.clone()).await?;
-            let failed = |cause: String| StoreError(format!("cannot delete s3://{bucket}/{key_prefix}*: {cause}"));
+            let failed = |cause: String| StoreError(format!("cannot delete objects of s3://{bucket}: {cause}"));
             // DeleteObjects takes at most 1,000 keys a request.
             for chunk in keys.chunks(1000) {
                 let objects = chunk

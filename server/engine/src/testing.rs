@@ -13,8 +13,12 @@
 use crate::checkpoint::TaskSnapshot;
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator, Output};
+use crate::state::{FetchObject, StateError, StateFiles};
 use eddy_codec::Batch;
 use serde_json::Value;
+
+/// Builds the operator a restart restores into, given the checkpoint's state files and a way to read them.
+pub type FreshOperator<'a> = dyn FnMut(&[StateFiles], FetchObject<'_>) -> Result<Box<dyn Operator>, String> + 'a;
 
 /// An operator under test.
 pub struct Harness {
@@ -93,23 +97,36 @@ impl Harness {
         self.op.late_records_dropped()
     }
 
-    /// Checkpoints the operator and carries on with `fresh` restored from that checkpoint, as a job restored after
-    /// a crash would: the snapshot goes through its encoding, and the watermark and processing time stay (a task
-    /// restores its input watermarks).
-    pub fn restart_from_checkpoint(&mut self, mut fresh: Box<dyn Operator>) -> Result<(), TaskError> {
-        let snapshot = self.op.snapshot(1)?;
+    /// Checkpoints the operator and carries on with an operator from `fresh` restored from that checkpoint, as a
+    /// job restored after a crash would: the snapshot goes through its encoding, `fresh` gets the checkpoint's
+    /// state files (if the backend wrote files) and a way to read them, and the watermark and processing time stay
+    /// (a task restores its input watermarks).
+    pub fn restart_from_checkpoint(&mut self, fresh: &mut FreshOperator<'_>) -> Result<(), String> {
+        let snapshot = self.op.snapshot(1).map_err(|e| e.to_string())?;
+        // What checkpoint storage would hold of the state files.
+        let mut objects = std::collections::HashMap::new();
+        for files in &snapshot.files {
+            let local = files.local.as_ref().ok_or("state files that are not on disk")?;
+            for file in &files.files {
+                let bytes = std::fs::read(local.join(&file.name)).map_err(|e| format!("{}: {e}", file.name))?;
+                objects.insert(file.object.clone(), bytes);
+            }
+        }
+        let fetch = |object: &str| objects.get(object).cloned().ok_or_else(|| StateError(format!("no {object}")));
         let task =
             TaskSnapshot { task: "harness-0".into(), operators: vec![("w".into(), 0, snapshot)], ..Default::default() };
-        let mut decoded = TaskSnapshot::decode(&task.encode()?)?;
-        let (_, _, snapshot) = decoded.operators.pop().ok_or_else(|| TaskError::internal("the snapshot was lost"))?;
-        fresh.restore(snapshot)?;
-        self.op = fresh;
+        let encoded = task.encode().map_err(|e| e.to_string())?;
+        let mut decoded = TaskSnapshot::decode(&encoded).map_err(|e| e.to_string())?;
+        let (_, _, snapshot) = decoded.operators.pop().ok_or("the snapshot was lost")?;
+        let mut restored = fresh(&snapshot.files, &fetch)?;
+        restored.restore(snapshot).map_err(|e| e.to_string())?;
+        self.op = restored;
         Ok(())
     }
 
     /// Runs golden-test input lines (see the module docs); returns the output lines.
     pub fn run_lines(&mut self, input: &str) -> Result<Vec<Value>, String> {
-        self.run_lines_restarting(input, None, &mut || Err("no restart".into()))
+        self.run_lines_restarting(input, None, &mut |_, _| Err("no restart".into()))
     }
 
     /// Runs golden-test input lines, and before the `cut`-th command (if any) restarts from a checkpoint with an
@@ -118,13 +135,12 @@ impl Harness {
         &mut self,
         input: &str,
         cut: Option<usize>,
-        fresh: &mut dyn FnMut() -> Result<Box<dyn Operator>, String>,
+        fresh: &mut FreshOperator<'_>,
     ) -> Result<Vec<Value>, String> {
         let commands = input.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
         for (index, (n, text)) in commands.enumerate() {
             if cut == Some(index) {
-                let operator = fresh()?;
-                self.restart_from_checkpoint(operator).map_err(|e| format!("restart before line {}: {e}", n + 1))?;
+                self.restart_from_checkpoint(fresh).map_err(|e| format!("restart before line {}: {e}", n + 1))?;
             }
             let at = |e: String| format!("input line {}: {e}", n + 1);
             let command: Value = serde_json::from_str(text).map_err(|e| at(e.to_string()))?;

@@ -158,7 +158,7 @@ fn restarts_change_nothing(spec: &str, input: &str, expected: &[Value]) -> Resul
     let commands = input.lines().filter(|l| !l.trim().is_empty()).count();
     for cut in 1..commands {
         let mut harness = harness_for(spec, "w")?;
-        let actual = harness.run_lines_restarting(input, Some(cut), &mut || operator_for(spec, "w"))?;
+        let actual = harness.run_lines_restarting(input, Some(cut), &mut |_, _| operator_for(spec, "w"))?;
         if actual != expected {
             return Err(format!(
                 "restored from a checkpoint before input command {}, the output differs:\n{}",

@@ -143,7 +143,7 @@ fn a_job_restored_from_a_checkpoint_commits_each_result_exactly_once() {
     first.handle.wait(Duration::from_secs(10));
     let before = committed_lines(&dir.path().join("out/crashed"));
     assert!(before.len() < expected.len(), "the crash came before the end");
-    let restore = Restore::latest(store.as_ref(), "job/").expect("read").expect("a completed checkpoint");
+    let restore = Restore::latest(&store, "job/").expect("read").expect("a completed checkpoint");
     assert!(restore.checkpoint >= 3);
     let second = run(&graph, Some(restore));
     assert_eq!(finish(&second), JobState::Finished, "{:?}", second.handle.error());
@@ -228,7 +228,7 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_results() {
         let id = first.handle.savepoint(&folder, Duration::from_secs(30)).expect("savepoint");
         first.handle.cancel();
         first.handle.wait(Duration::from_secs(10));
-        let restore = Restore::load_folder(store.as_ref(), &folder, "the savepoint").expect("load");
+        let restore = Restore::load_folder(&store, &folder, "the savepoint").expect("load");
         assert_eq!(restore.checkpoint, id);
         let second = run(&rescalable_graph(after, name), &log, Some(restore));
         feed(&second, 20..40);
@@ -266,7 +266,7 @@ fn a_savepoint_with_state_of_a_removed_operator_needs_permission() {
     let renamed = JobGraph::build(&JobSpec::parse(spec).expect("spec"), &TestFunctions).expect("graph");
     let attempt = |allow: bool| {
         let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
-        env.restore = Some(Restore::load_folder(store.as_ref(), "sp/", "the savepoint").expect("load"));
+        env.restore = Some(Restore::load_folder(&store, "sp/", "the savepoint").expect("load"));
         env.allow_non_restored_state = allow;
         deploy(&renamed, env)
     };
@@ -278,7 +278,7 @@ fn a_savepoint_with_state_of_a_removed_operator_needs_permission() {
     let spec = spec.replace("name: renamed\n", "name: renamed\nmax_parallelism: 64\n").replace("w2", "w");
     let regrouped = JobGraph::build(&JobSpec::parse(&spec).expect("spec"), &TestFunctions).expect("graph");
     let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
-    env.restore = Some(Restore::load_folder(store.as_ref(), "sp/", "the savepoint").expect("load"));
+    env.restore = Some(Restore::load_folder(&store, "sp/", "the savepoint").expect("load"));
     let refused = deploy(&regrouped, env).expect_err("key groups differ").message;
     assert!(refused.contains("max_parallelism 128") && refused.contains("cannot change"), "{refused}");
 }

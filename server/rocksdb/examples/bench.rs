@@ -106,7 +106,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     workload("memory", &mut MemoryStateStore::default(), n);
     let dir = tempfile::tempdir()?;
     let backend = RocksDbBackend::new(dir.path().join("state"), RocksDbConfig::default());
-    let mut store = backend.open_store("bench", 0)?;
+    let mut store = backend.open_store("bench", 0, 0..=127)?;
     workload("rocksdb (64 MiB cache + 64 MiB write buffers)", &mut store, n);
     drop(store);
     // Range tombstones in a memtable are re-fragmented on reads after each new one: the cost per cycle grows with

@@ -1,10 +1,13 @@
 //! The backend: where stores live and the memory they share.
 
+use crate::files::{RestoredFrom, checkpoints_folder, materialize, remove_folder};
 use crate::store::RocksDbStateStore;
-use eddy_engine::state::{KeyedStateStore, StateBackend, StateError};
+use eddy_engine::keys::KeyGroup;
+use eddy_engine::state::{FetchObject, KeyedStateStore, StateBackend, StateError, StateFiles};
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteBufferManager};
 use std::collections::HashSet;
 use std::fmt::Write as _;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -83,9 +86,68 @@ impl RocksDbBackend {
         self.root.join(name)
     }
 
-    /// Opens the store of operator `uid` in subtask `subtask`, empty: whatever its folder held is wiped (a restore
-    /// loads a snapshot's entries through [`KeyedStateStore::restore`]).
-    pub fn open_store(&self, uid: &str, subtask: u32) -> Result<RocksDbStateStore, StateError> {
+    /// Opens the store of operator `uid` in subtask `subtask`, owner of `key_groups`, empty: whatever its folder
+    /// and local checkpoints held is wiped (a restore from entries loads them through
+    /// [`KeyedStateStore::restore`]).
+    pub fn open_store(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+    ) -> Result<RocksDbStateStore, StateError> {
+        let folder = self.claim(uid, subtask)?;
+        remove_folder(&checkpoints_folder(&folder.path))?;
+        let groups = (*key_groups.start(), *key_groups.end());
+        RocksDbStateStore::open(folder, self.options()?, groups, None)
+    }
+
+    /// Opens the store of operator `uid` in subtask `subtask`, owner of `key_groups`, with the state of those key
+    /// groups in `parts`. One part taken by a store of the same key groups is used as it is: from the store's own
+    /// local copy when it is on disk, else downloaded with `fetch`. Otherwise (the parallelism changed) each part
+    /// is downloaded and its entries of `key_groups` copied.
+    pub fn restore(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+        parts: &[StateFiles],
+        fetch: FetchObject<'_>,
+    ) -> Result<RocksDbStateStore, StateError> {
+        let groups = (*key_groups.start(), *key_groups.end());
+        let folder = self.claim(uid, subtask)?;
+        let local = checkpoints_folder(&folder.path);
+        if let [part] = parts
+            && part.key_groups == groups
+        {
+            let copy = local.join(part.checkpoint.to_string());
+            let from = match materialize(part, &copy, &folder.path, fetch)? {
+                true => RestoredFrom::LocalDisk,
+                false => RestoredFrom::Storage,
+            };
+            return RocksDbStateStore::open(folder, self.options()?, groups, Some((part, from)));
+        }
+        remove_folder(&local)?;
+        let options = self.options()?;
+        let mut store = RocksDbStateStore::open(
+            folder,
+            options.clone(),
+            groups,
+            parts.first().map(|p| (p, RestoredFrom::Rescaled)),
+        )?;
+        for (i, part) in parts.iter().enumerate() {
+            let scratch = local.with_file_name(format!("{}.restore-{i}", store_name(&local)));
+            remove_folder(&scratch)?;
+            // Nothing is local for another store's files: everything is downloaded.
+            let copied = materialize(part, &scratch.join("none"), &scratch, fetch)
+                .and_then(|_| store.copy_groups_from(&scratch, &options, groups));
+            remove_folder(&scratch)?;
+            copied?;
+        }
+        Ok(store)
+    }
+
+    /// Claims the folder of operator `uid`'s store in `subtask`, and empties it.
+    fn claim(&self, uid: &str, subtask: u32) -> Result<Folder, StateError> {
         let path = self.folder(uid, subtask);
         let folder = Folder::claim(path, Arc::clone(&self.open))
             .ok_or_else(|| StateError(format!("operator `{uid}` subtask {subtask} already has an open state store")))?;
@@ -98,7 +160,7 @@ impl RocksDbBackend {
             Err(e) => return Err(failed("wipe", e)),
         }
         std::fs::create_dir_all(&folder.path).map_err(|e| failed("create", e))?;
-        RocksDbStateStore::open(folder, self.options()?)
+        Ok(folder)
     }
 
     /// Options of a store's database and of each of its column families.
@@ -130,9 +192,31 @@ impl RocksDbBackend {
 }
 
 impl StateBackend for RocksDbBackend {
-    fn create_store(&self, uid: &str, subtask: u32) -> Result<Box<dyn KeyedStateStore>, StateError> {
-        Ok(Box::new(self.open_store(uid, subtask)?))
+    fn create_store(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+    ) -> Result<Box<dyn KeyedStateStore>, StateError> {
+        Ok(Box::new(self.open_store(uid, subtask, key_groups)?))
     }
+
+    fn restore_store(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+        parts: &[StateFiles],
+        fetch: FetchObject<'_>,
+    ) -> Result<Box<dyn KeyedStateStore>, StateError> {
+        Ok(Box::new(self.restore(uid, subtask, key_groups, parts, fetch)?))
+    }
+}
+
+/// The name of a store's folder from its checkpoints folder (`<name>.checkpoints`).
+fn store_name(checkpoints: &Path) -> String {
+    let name = checkpoints.file_name().unwrap_or_default().to_string_lossy();
+    name.strip_suffix(".checkpoints").unwrap_or(&name).to_string()
 }
 
 /// `append`: the stored bytes (none counts as empty) followed by each operand. Concatenation is associative, so

@@ -50,8 +50,10 @@
 //! [`StateError`](eddy_engine::state::StateError) naming the store's folder; nothing panics.
 
 mod backend;
+mod files;
 mod keys;
 mod store;
 
 pub use backend::{RocksDbBackend, RocksDbConfig};
+pub use files::RestoredFrom;
 pub use store::RocksDbStateStore;

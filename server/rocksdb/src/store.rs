@@ -1,8 +1,11 @@
 //! The store: one RocksDB instance, a column family per state.
 
 use crate::backend::Folder;
+use crate::files::{LocalCheckpoints, RestoredFrom};
 use crate::keys;
-use eddy_engine::state::{Expiry, KeyedStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use eddy_engine::checkpoint::CheckpointId;
+use eddy_engine::keys::KeyGroup;
+use eddy_engine::state::{Expiry, KeyedStateStore, SnapshotEntry, StateError, StateFiles, StateId, StateKey};
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, Options, ReadOptions, SingleThreaded,
@@ -70,6 +73,11 @@ pub struct RocksDbStateStore {
     read: ReadOptions,
     /// Reused to encode composite keys without allocating.
     scratch: Vec<u8>,
+    /// The key groups it holds.
+    key_groups: (KeyGroup, KeyGroup),
+    /// Its checkpoints on local disk.
+    checkpoints: LocalCheckpoints,
+    restored_from: Option<RestoredFrom>,
     /// Declared after `db` so that the database is closed before its folder is removed.
     folder: Folder,
 }
@@ -107,24 +115,96 @@ fn bounded(lower: Option<Vec<u8>>, upper: Option<Vec<u8>>, fill_cache: bool) -> 
 }
 
 impl RocksDbStateStore {
-    /// Opens a database in `folder` (empty).
-    pub(crate) fn open(folder: Folder, options: Options) -> Result<RocksDbStateStore, StateError> {
+    /// Opens the database in `folder`, empty or with the column families it has (a restored checkpoint's).
+    pub(crate) fn open(
+        folder: Folder,
+        options: Options,
+        key_groups: (KeyGroup, KeyGroup),
+        restored: Option<(&StateFiles, RestoredFrom)>,
+    ) -> Result<RocksDbStateStore, StateError> {
+        let failed = |e: rocksdb::Error| StateError(format!("cannot open RocksDB in {}: {e}", folder.path.display()));
+        let existing = match restored {
+            Some(_) => Db::list_cf(&options, &folder.path).map_err(failed)?,
+            None => Vec::new(),
+        };
+        // Each state's column family with its time-to-live filter, as `register` creates them.
+        let mut states = Vec::new();
+        for name in existing.iter().filter(|name| name.as_str() != DEFAULT_FAMILY) {
+            let expiry = Arc::new(OnceLock::new());
+            let options = with_expiry_filter(&options, &expiry);
+            let cleanup = Cleanup::default();
+            states.push(State {
+                name: name.clone(),
+                broken: None,
+                cleanup,
+                expiry: Some(expiry),
+                _options: Some(options),
+            });
+        }
         // The default column family is opened with the state options too, in case a state is called `default`.
-        let default = ColumnFamilyDescriptor::new(DEFAULT_FAMILY, options.clone());
-        let db = Db::open_cf_descriptors(&options, &folder.path, [default])
-            .map_err(|e| StateError(format!("cannot open RocksDB in {}: {e}", folder.path.display())))?;
+        let descriptors = std::iter::once(ColumnFamilyDescriptor::new(DEFAULT_FAMILY, options.clone())).chain(
+            states.iter().map(|s| {
+                let options = s._options.clone().unwrap_or_else(|| options.clone());
+                ColumnFamilyDescriptor::new(&s.name, options)
+            }),
+        );
+        let db = Db::open_cf_descriptors(&options, &folder.path, descriptors).map_err(failed)?;
         let mut write = WriteOptions::default();
         write.disable_wal(true);
         write.set_sync(false);
+        let restored_checkpoint = restored.filter(|(_, from)| *from != RestoredFrom::Rescaled).map(|(files, _)| files);
         Ok(RocksDbStateStore {
             db,
-            states: Vec::new(),
+            states,
             options,
             write,
             read: ReadOptions::default(),
             scratch: Vec::new(),
+            key_groups,
+            checkpoints: LocalCheckpoints::new(&folder.path, restored_checkpoint),
+            restored_from: restored.map(|(_, from)| from),
             folder,
         })
+    }
+
+    /// Where its state came from, if it was restored from a checkpoint's files.
+    pub fn restored_from(&self) -> Option<RestoredFrom> {
+        self.restored_from
+    }
+
+    /// Copies the entries of `key_groups` from the database in `folder` (another store's checkpoint) into this one.
+    pub(crate) fn copy_groups_from(
+        &mut self,
+        folder: &std::path::Path,
+        options: &Options,
+        key_groups: (KeyGroup, KeyGroup),
+    ) -> Result<(), StateError> {
+        let failed = |e: rocksdb::Error| StateError(format!("cannot read RocksDB in {}: {e}", folder.display()));
+        let names = Db::list_cf(options, folder).map_err(failed)?;
+        let descriptors = names.iter().map(|name| ColumnFamilyDescriptor::new(name, options.clone()));
+        let source = Db::open_cf_descriptors_read_only(options, folder, descriptors, false).map_err(failed)?;
+        let lower = key_groups.0.to_be_bytes().to_vec();
+        let upper = key_groups.1.checked_add(1).map(|next| next.to_be_bytes().to_vec());
+        for name in &names {
+            let Some(cf) = source.cf_handle(name) else { continue };
+            let state = self.register(name);
+            let target = family(&self.db, &self.states, state)?;
+            let mut iter = source.raw_iterator_cf_opt(cf, bounded(Some(lower.clone()), upper.clone(), false));
+            iter.seek_to_first();
+            let mut batch = WriteBatch::default();
+            while let Some((key, value)) = iter.item() {
+                batch.put_cf(target, key, value);
+                if batch.size_in_bytes() >= RESTORE_BATCH_BYTES {
+                    self.db.write_opt(std::mem::take(&mut batch), &self.write).map_err(|e| self.failed("write", e))?;
+                }
+                iter.next();
+            }
+            iter.status().map_err(failed)?;
+            if !batch.is_empty() {
+                self.db.write_opt(batch, &self.write).map_err(|e| self.failed("write", e))?;
+            }
+        }
+        Ok(())
     }
 
     /// The folder the store's files are in.
@@ -407,6 +487,18 @@ impl KeyedStateStore for RocksDbStateStore {
             entries[start..].sort_by(|a, b| (a.group, &a.key, &a.namespace).cmp(&(b.group, &b.key, &b.namespace)));
         }
         Ok(entries)
+    }
+
+    fn checkpoint_files(&mut self, checkpoint: CheckpointId) -> Result<Option<StateFiles>, StateError> {
+        self.checkpoints.take(&self.db, checkpoint, self.key_groups).map(Some)
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: CheckpointId) {
+        self.checkpoints.complete(checkpoint);
+    }
+
+    fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        self.checkpoints.abort(checkpoint);
     }
 
     /// Counts by walking the state: for tests and metrics, not for a hot path. A read error ends the count early.

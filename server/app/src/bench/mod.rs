@@ -354,7 +354,9 @@ fn windowed_results(cx: &OverrideContext<'_>) -> Result<Box<dyn Operator>, TaskE
     };
     let aggregate = cx.env.functions.aggregate(udf, &cx.env.scope(&cx.node.uid, cx.subtask))?;
     let config = WindowConfig::new(window, ResultFormat::Windowed, cx.node.keyed, cx.max_parallelism);
-    let store = cx.env.state.create_store(&cx.node.uid, cx.subtask).map_err(|e| TaskError::internal(e.0))?;
+    let key_groups = eddy_engine::keys::key_groups_of(cx.subtask, cx.node.parallelism, cx.max_parallelism);
+    let store =
+        cx.env.state.create_store(&cx.node.uid, cx.subtask, key_groups).map_err(|e| TaskError::internal(e.0))?;
     let functions = WindowFunctions { incremental: Some(Incremental::Aggregate(aggregate)), process: None };
     Ok(Box::new(WindowOperator::new(config, functions, store)?))
 }

@@ -83,7 +83,7 @@ pub fn run(keys: u64) -> anyhow::Result<String> {
 
     *first_output.lock() = None;
     let restarting = Instant::now();
-    let restore = Restore::load(store.as_ref(), "recover/", checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let restore = Restore::load(&store, "recover/", checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
     let loaded = restarting.elapsed();
     let job = start(Some(restore))?;
     let running = loop {

@@ -597,12 +597,12 @@ impl Jobs {
             let cannot_start = |e: TaskError| {
                 ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
             };
-            let (mut restore, last_id) = prepare_restore(store.as_ref(), &prefix).map_err(cannot_start)?;
+            let (mut restore, last_id) = prepare_restore(&store, &prefix).map_err(cannot_start)?;
             // Until the job has a checkpoint of its own, it starts from the savepoint it was submitted with.
             if let (None, Some(from)) = (&restore, &record.start_from) {
                 let folder = savepoint_folder(tenant, &from.savepoint);
                 let what = format!("savepoint {}", from.savepoint);
-                restore = Some(Restore::load_folder(store.as_ref(), &folder, &what).map_err(cannot_start)?);
+                restore = Some(Restore::load_folder(&store, &folder, &what).map_err(cannot_start)?);
                 env.allow_non_restored_state = from.allow_non_restored_state;
             }
             env.checkpointing = Some(Checkpointing {
@@ -1116,7 +1116,7 @@ impl Jobs {
     ) -> Result<KeyStateView, ApiError> {
         self.savepoint_info(tenant, savepoint)?;
         let folder = savepoint_folder(tenant, savepoint);
-        let restore = Restore::load_folder(self.inner.checkpoints.as_ref(), &folder, &format!("savepoint {savepoint}"))
+        let restore = Restore::load_folder(&self.inner.checkpoints, &folder, &format!("savepoint {savepoint}"))
             .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.message))?;
         key_state(&restore, operator, key).ok_or_else(|| {
             ApiError::not_found(format!("savepoint {savepoint} holds no state of operator `{operator}`"))

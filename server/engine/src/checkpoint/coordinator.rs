@@ -56,6 +56,10 @@ struct Metadata {
     max_parallelism: Option<u32>,
     /// Task name -> object path (relative to the checkpoint's folder) and size.
     tasks: BTreeMap<String, (String, u64)>,
+    /// The state files it refers to, relative to the job's folder (`shared/...`); other checkpoints may refer to
+    /// them too. A file is deleted once no retained checkpoint refers to it.
+    #[serde(default)]
+    shared: Vec<String>,
 }
 
 /// The checkpoints under `prefix`, from one listing: every id used (complete or not), and those that completed
@@ -94,10 +98,10 @@ pub fn newest_checkpoint_id(store: &dyn CheckpointStore, prefix: &str) -> Result
 /// Finds where a job under `prefix` starts: the newest completed checkpoint that can be read (an older one if the
 /// newest is damaged), and the newest id used, so numbering goes on. Checkpoints that never completed are removed.
 pub fn prepare_restore(
-    store: &dyn CheckpointStore,
+    store: &Arc<dyn CheckpointStore>,
     prefix: &str,
 ) -> Result<(Option<Restore>, CheckpointId), TaskError> {
-    let (used, completed) = checkpoint_ids(store, prefix)?;
+    let (used, completed) = checkpoint_ids(store.as_ref(), prefix)?;
     let newest = used.last().copied().unwrap_or(0);
     for &id in used.iter().filter(|id| !completed.contains(id)) {
         store.delete_prefix(&checkpoint_folder(prefix, id)).map_err(|e| TaskError::external(e.0))?;
@@ -125,7 +129,7 @@ pub fn to_discard(completed: &[CheckpointId], retained: u32) -> Vec<CheckpointId
 }
 
 /// A completed checkpoint or savepoint to start a job from.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Restore {
     /// Its id.
     pub checkpoint: CheckpointId,
@@ -133,6 +137,15 @@ pub struct Restore {
     pub max_parallelism: Option<u32>,
     tasks: HashMap<String, TaskSnapshot>,
     operators: HashMap<(String, u32), OperatorSnapshot>,
+    /// Where its state files are: the storage, and the folder their paths are relative to (the one that holds the
+    /// checkpoint's folder).
+    files: Option<(Arc<dyn CheckpointStore>, String)>,
+}
+
+impl std::fmt::Debug for Restore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Restore").field("checkpoint", &self.checkpoint).finish_non_exhaustive()
+    }
 }
 
 /// Splits a task name `<uid>-<subtask>`.
@@ -143,12 +156,12 @@ fn task_parts(name: &str) -> Option<(&str, u32)> {
 
 impl Restore {
     /// Reads checkpoint `id` under `prefix`.
-    pub fn load(store: &dyn CheckpointStore, prefix: &str, id: CheckpointId) -> Result<Restore, TaskError> {
+    pub fn load(store: &Arc<dyn CheckpointStore>, prefix: &str, id: CheckpointId) -> Result<Restore, TaskError> {
         Restore::load_folder(store, &checkpoint_folder(prefix, id), &format!("checkpoint {id}"))
     }
 
     /// Reads the checkpoint or savepoint in `folder` (ending in `/`); `what` names it in errors.
-    pub fn load_folder(store: &dyn CheckpointStore, folder: &str, what: &str) -> Result<Restore, TaskError> {
+    pub fn load_folder(store: &Arc<dyn CheckpointStore>, folder: &str, what: &str) -> Result<Restore, TaskError> {
         let unreadable = |why: String| TaskError::external(format!("{what} in {}: {why}", store.describe()));
         let metadata = store
             .get(&format!("{folder}{METADATA}"))
@@ -158,9 +171,11 @@ impl Restore {
         if metadata.format != METADATA_FORMAT {
             return Err(unreadable(format!("metadata format {} is unknown", metadata.format)));
         }
+        let parent = folder.trim_end_matches('/').rsplit_once('/').map_or(String::new(), |(p, _)| format!("{p}/"));
         let mut restore = Restore {
             checkpoint: metadata.checkpoint,
             max_parallelism: metadata.max_parallelism,
+            files: Some((Arc::clone(store), parent)),
             ..Restore::default()
         };
         for (task, (path, _)) in metadata.tasks {
@@ -178,11 +193,22 @@ impl Restore {
     }
 
     /// The newest completed checkpoint under `prefix`, if any.
-    pub fn latest(store: &dyn CheckpointStore, prefix: &str) -> Result<Option<Restore>, TaskError> {
-        match completed_checkpoints(store, prefix)?.last() {
+    pub fn latest(store: &Arc<dyn CheckpointStore>, prefix: &str) -> Result<Option<Restore>, TaskError> {
+        match completed_checkpoints(store.as_ref(), prefix)?.last() {
             Some(&id) => Restore::load(store, prefix, id).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Reads one of its state files (a [`crate::state::StateFile::object`]).
+    pub fn fetch(&self, object: &str) -> Result<Vec<u8>, crate::state::StateError> {
+        let Some((store, parent)) = &self.files else {
+            return Err(crate::state::StateError("this checkpoint was not read from storage".into()));
+        };
+        store
+            .get(&format!("{parent}{object}"))
+            .map_err(|e| crate::state::StateError(e.0))?
+            .ok_or_else(|| crate::state::StateError(format!("state file {object} is missing in {}", store.describe())))
     }
 
     /// Uids of the operators that have state in it.
@@ -205,8 +231,9 @@ impl Restore {
 
     /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
     /// parallelism it was taken at, a subtask gets its own snapshot; at another, the entries and timers of the key
-    /// groups it now owns, gathered from every subtask of the snapshot. Per-subtask bytes (`extra`) do not move
-    /// between subtasks and are dropped then. Call it once per operator subtask.
+    /// groups it now owns, gathered from every subtask of the snapshot (state files: every subtask's, which the
+    /// backend filters by key group). Per-subtask bytes (`extra`) do not move between subtasks and are dropped
+    /// then. Call it once per operator subtask.
     pub fn operator(
         &mut self,
         uid: &str,
@@ -231,6 +258,7 @@ impl Restore {
             }
             merged.entries.extend(snapshot.entries.iter().filter(|e| groups.contains(&e.group)).cloned());
             merged.timers.extend(snapshot.timers.iter().filter(|t| groups.contains(&t.group)).cloned());
+            merged.files.extend(snapshot.files.iter().cloned());
         }
         merged
             .entries
@@ -311,8 +339,10 @@ pub struct CheckpointStats {
     pub latest: Option<CheckpointId>,
     /// How long it took, from trigger to metadata.
     pub latest_duration_ms: Option<u64>,
-    /// Bytes it wrote.
+    /// Bytes it wrote: with RocksDB, only the state files no earlier checkpoint had.
     pub latest_bytes: Option<u64>,
+    /// Bytes a restore from it reads: everything it refers to, including files earlier checkpoints wrote.
+    pub latest_full_bytes: Option<u64>,
     /// Why the last failed checkpoint failed.
     pub last_failure: Option<String>,
     /// The checkpoint this run started from.
@@ -342,10 +372,28 @@ struct Pending {
     /// Where its files go (ending in `/`).
     folder: String,
     savepoint: bool,
-    /// Task index -> (object path, bytes), once acknowledged.
-    acked: HashMap<usize, (String, u64)>,
+    /// Task index -> what was written for it, once acknowledged.
+    acked: HashMap<usize, Written>,
     waiters: Vec<Sender<Result<CheckpointId, String>>>,
 }
+
+/// What a task's acknowledgement wrote.
+#[derive(Debug, Default)]
+struct Written {
+    /// The snapshot's object, relative to the checkpoint's folder.
+    name: String,
+    /// The snapshot's size.
+    snapshot_bytes: u64,
+    /// Bytes of state files uploaded for it.
+    uploaded_bytes: u64,
+    /// Bytes of every state file it refers to.
+    file_bytes: u64,
+    /// The state files it refers to, relative to the job's folder.
+    objects: Vec<String>,
+}
+
+/// The folder, under a job's prefix, of state files that checkpoints share.
+const SHARED: &str = "shared/";
 
 /// Runs the coordinator until every task has ended or the job stops.
 pub struct Coordinator {
@@ -373,6 +421,14 @@ impl Coordinator {
         let mut last_end: Option<Instant> = None;
         let mut failures_in_a_row = 0u32;
         let mut queued: Vec<TriggerRequest> = Vec::new();
+        // State files that completed checkpoints refer to: a later checkpoint may refer to them without uploading.
+        let mut known = match self.referenced_files() {
+            Ok(known) => known,
+            Err(e) => {
+                tracing::warn!("cannot read the job's checkpoints; every state file will be uploaded again: {e}");
+                std::collections::HashSet::new()
+            }
+        };
         loop {
             if self.stop.load(Ordering::Relaxed) {
                 break;
@@ -406,16 +462,17 @@ impl Coordinator {
                     let mut checkpoint =
                         Pending { started: now, folder, savepoint: is_savepoint, acked: HashMap::new(), waiters };
                     for (&task, snapshot) in &finished {
-                        match self.write(&checkpoint.folder, snapshot) {
+                        match self.write(&checkpoint.folder, snapshot, &known) {
                             Ok(written) => {
                                 checkpoint.acked.insert(task, written);
                             }
                             Err(e) => tracing::warn!("checkpoint {id}: {e}"),
                         }
                     }
+                    let barrier = super::Barrier { id, savepoint: is_savepoint };
                     for task in self.tasks.iter().filter(|t| t.is_source) {
                         // A source that just ended cannot take it; its `Finished` is on the way.
-                        let _ = task.control.send(Control::Checkpoint(id));
+                        let _ = task.control.send(Control::Checkpoint(barrier));
                     }
                     pending.insert(id, checkpoint);
                 }
@@ -456,7 +513,7 @@ impl Coordinator {
             let completed_ids: Vec<CheckpointId> = match ack {
                 Ack::Snapshot { checkpoint, task, snapshot } => {
                     let Some(p) = pending.get_mut(&checkpoint) else { continue };
-                    match self.write(&p.folder, &snapshot) {
+                    match self.write(&p.folder, &snapshot, &known) {
                         Ok(written) => {
                             p.acked.insert(task, written);
                             vec![checkpoint]
@@ -475,7 +532,7 @@ impl Coordinator {
                     let mut touched = Vec::new();
                     for (&id, p) in pending.iter_mut() {
                         if let std::collections::hash_map::Entry::Vacant(slot) = p.acked.entry(task)
-                            && let Ok(written) = self.write(&p.folder, &snapshot)
+                            && let Ok(written) = self.write(&p.folder, &snapshot, &known)
                         {
                             slot.insert(written);
                             touched.push(id);
@@ -492,8 +549,15 @@ impl Coordinator {
                 }
                 let Some(p) = pending.remove(&id) else { continue };
                 last_end = Some(Instant::now());
-                match self.complete(id, &p) {
+                let in_flight: std::collections::HashSet<&str> = pending
+                    .values()
+                    .flat_map(|p| p.acked.values())
+                    .flat_map(|w| &w.objects)
+                    .map(String::as_str)
+                    .collect();
+                match self.complete(id, &p, &in_flight) {
                     Ok(()) => {
+                        known.extend(p.acked.values().flat_map(|w| w.objects.iter().cloned()));
                         failures_in_a_row = 0;
                         // Older checkpoints still in progress can only be superseded now (savepoints finish).
                         let older: Vec<CheckpointId> =
@@ -526,25 +590,95 @@ impl Coordinator {
         }
     }
 
-    /// Writes a task's snapshot into `folder`; returns its object name there and size.
-    fn write(&self, folder: &str, snapshot: &TaskSnapshot) -> Result<(String, u64), String> {
+    /// Writes a task's snapshot into `folder`, after uploading the state files it refers to that no completed
+    /// checkpoint has (`known`: those that do).
+    fn write(
+        &self,
+        folder: &str,
+        snapshot: &TaskSnapshot,
+        known: &std::collections::HashSet<String>,
+    ) -> Result<Written, String> {
+        let store = &self.checkpointing.store;
+        let prefix = &self.checkpointing.prefix;
+        let mut written = Written::default();
+        for files in snapshot.operators.iter().flat_map(|(_, _, operator)| &operator.files) {
+            for file in &files.files {
+                // A file the store thinks uploaded but no completed checkpoint of this job has (its state came from
+                // elsewhere) is uploaded too.
+                if file.upload || !known.contains(&file.object) {
+                    let local = files
+                        .local
+                        .as_ref()
+                        .ok_or_else(|| format!("state file {} is not on this machine", file.name))?;
+                    let path = local.join(&file.name);
+                    let bytes =
+                        std::fs::read(&path).map_err(|e| format!("cannot read state file {}: {e}", path.display()))?;
+                    store.put(&format!("{prefix}{}", file.object), &bytes).map_err(|e| e.0)?;
+                    written.uploaded_bytes += bytes.len() as u64;
+                }
+                written.file_bytes += file.size;
+                written.objects.push(file.object.clone());
+            }
+        }
         let bytes = snapshot.encode().map_err(|e| e.message)?;
-        let name = snapshot.task.clone();
-        let path = format!("{folder}{name}");
-        self.checkpointing.store.put(&path, &bytes).map_err(|e| e.0)?;
-        Ok((name, bytes.len() as u64))
+        written.name = snapshot.task.clone();
+        store.put(&format!("{folder}{}", written.name), &bytes).map_err(|e| e.0)?;
+        written.snapshot_bytes = bytes.len() as u64;
+        Ok(written)
     }
 
-    /// Writes the metadata, tells the tasks, drops checkpoints beyond the retained count.
-    fn complete(&self, id: CheckpointId, p: &Pending) -> Result<(), String> {
+    /// The state files the completed checkpoints under the job's prefix refer to.
+    fn referenced_files(&self) -> Result<std::collections::HashSet<String>, String> {
+        let store = self.checkpointing.store.as_ref();
+        let prefix = &self.checkpointing.prefix;
+        let mut referenced = std::collections::HashSet::new();
+        for id in completed_checkpoints(store, prefix).map_err(|e| e.message)? {
+            let path = format!("{}{METADATA}", checkpoint_folder(prefix, id));
+            let Some(bytes) = store.get(&path).map_err(|e| e.0)? else { continue };
+            let metadata: Metadata = serde_json::from_slice(&bytes).map_err(|e| format!("{path}: {e}"))?;
+            referenced.extend(metadata.shared);
+        }
+        Ok(referenced)
+    }
+
+    /// Deletes the shared state files that neither a retained checkpoint nor one in progress (`in_flight`) refers
+    /// to: those of checkpoints dropped by retention, given up, or left unfinished by a crash.
+    fn delete_unreferenced_files(&self, in_flight: &std::collections::HashSet<&str>) -> Result<usize, String> {
+        let store = self.checkpointing.store.as_ref();
+        let prefix = &self.checkpointing.prefix;
+        let referenced = self.referenced_files()?;
+        let unreferenced: Vec<String> = store
+            .list(&format!("{prefix}{SHARED}"))
+            .map_err(|e| e.0)?
+            .into_iter()
+            .filter(|path| {
+                let object = path.strip_prefix(prefix.as_str()).unwrap_or(path);
+                !referenced.contains(object) && !in_flight.contains(object)
+            })
+            .collect();
+        store.delete(&unreferenced).map_err(|e| e.0)?;
+        Ok(unreferenced.len())
+    }
+
+    /// Writes the metadata, tells the tasks, drops checkpoints beyond the retained count and the state files no
+    /// checkpoint needs any more.
+    fn complete(
+        &self,
+        id: CheckpointId,
+        p: &Pending,
+        in_flight: &std::collections::HashSet<&str>,
+    ) -> Result<(), String> {
         let store = &self.checkpointing.store;
         let prefix = &self.checkpointing.prefix;
         let tasks: BTreeMap<String, (String, u64)> = p
             .acked
             .iter()
-            .map(|(&task, (path, bytes))| (self.tasks[task].name.clone(), (path.clone(), *bytes)))
+            .map(|(&task, w)| (self.tasks[task].name.clone(), (w.name.clone(), w.snapshot_bytes)))
             .collect();
-        let bytes: u64 = tasks.values().map(|(_, b)| b).sum();
+        let bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.uploaded_bytes).sum();
+        let full_bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.file_bytes).sum();
+        let shared: std::collections::BTreeSet<String> =
+            p.acked.values().flat_map(|w| w.objects.iter().cloned()).collect();
         let completed_at_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let metadata = Metadata {
@@ -553,6 +687,7 @@ impl Coordinator {
             completed_at_ms,
             max_parallelism: Some(self.checkpointing.max_parallelism),
             tasks,
+            shared: shared.into_iter().collect(),
         };
         let json = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
         store.put(&format!("{}{METADATA}", p.folder), &json).map_err(|e| e.0)?;
@@ -562,6 +697,7 @@ impl Coordinator {
             stats.latest = Some(id);
             stats.latest_duration_ms = Some(p.started.elapsed().as_millis() as u64);
             stats.latest_bytes = Some(bytes);
+            stats.latest_full_bytes = Some(full_bytes);
         }
         for task in &self.tasks {
             let _ = task.control.send(Control::CheckpointComplete(id));
@@ -580,7 +716,10 @@ impl Coordinator {
             }
             Err(e) => tracing::warn!("cannot list checkpoints: {e}"),
         }
-        tracing::debug!(checkpoint = id, bytes, "checkpoint completed");
+        if let Err(e) = self.delete_unreferenced_files(in_flight) {
+            tracing::warn!("cannot delete state files no checkpoint needs: {e}");
+        }
+        tracing::debug!(checkpoint = id, bytes, full_bytes, "checkpoint completed");
         Ok(())
     }
 
@@ -637,6 +776,7 @@ mod tests {
         store.put(&format!("{}{METADATA}", checkpoint_folder("other/", 7)), b"{}").expect("put");
         assert_eq!(completed_checkpoints(&store, "j/").expect("list"), [1]);
         assert_eq!(newest_checkpoint_id(&store, "j/").expect("list"), 2);
+        let store: Arc<dyn CheckpointStore> = Arc::new(store);
         let error = Restore::load(&store, "j/", 2).expect_err("incomplete");
         assert!(error.message.contains("did not complete"), "{}", error.message);
     }
@@ -649,17 +789,24 @@ mod tests {
             let folder = checkpoint_folder("j/", id);
             store.put(&format!("{folder}t-0"), snapshot).expect("put");
             let tasks = BTreeMap::from([("t-0".to_string(), ("t-0".to_string(), snapshot.len() as u64))]);
-            let metadata =
-                Metadata { format: METADATA_FORMAT, checkpoint: id, completed_at_ms: 0, max_parallelism: None, tasks };
+            let metadata = Metadata {
+                format: METADATA_FORMAT,
+                checkpoint: id,
+                completed_at_ms: 0,
+                max_parallelism: None,
+                tasks,
+                shared: Vec::new(),
+            };
             store.put(&format!("{folder}{METADATA}"), &serde_json::to_vec(&metadata).expect("json")).expect("put");
         };
         let good = TaskSnapshot { task: "t-0".into(), ..TaskSnapshot::default() }.encode().expect("encode");
         write(1, &good);
         write(2, b"damaged");
         store.put(&format!("{}t-0", checkpoint_folder("j/", 3)), &good).expect("an unfinished checkpoint");
+        let store: Arc<dyn CheckpointStore> = Arc::new(store);
         let (restore, newest) = prepare_restore(&store, "j/").expect("prepare");
         assert_eq!(restore.map(|r| r.checkpoint), Some(1), "the damaged newest one is passed over");
         assert_eq!(newest, 3, "numbers go on after every id used");
-        assert_eq!(newest_checkpoint_id(&store, "j/").expect("list"), 2, "the unfinished one is gone");
+        assert_eq!(newest_checkpoint_id(store.as_ref(), "j/").expect("list"), 2, "the unfinished one is gone");
     }
 }

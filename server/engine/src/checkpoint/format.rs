@@ -3,14 +3,14 @@
 
 use crate::error::TaskError;
 use crate::keys::KeyGroup;
-use crate::state::SnapshotEntry;
+use crate::state::{SnapshotEntry, StateFiles};
 use crate::timers::TimeDomain;
 use serde::{Deserialize, Serialize};
 
 /// The first bytes of every task snapshot file.
 const MAGIC: &[u8; 8] = b"EDDYSNP\0";
-/// The version of the encoding below; a reader refuses versions it does not know.
-const VERSION: u32 = 1;
+/// The version of the encoding below; a reader refuses versions it does not know. Version 1 had no state files.
+const VERSION: u32 = 2;
 
 /// A registered timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,12 +39,15 @@ pub struct OperatorSnapshot {
     pub timers: Vec<TimerEntry>,
     /// The operator's own bytes (a file sink's pending part files).
     pub extra: Vec<u8>,
+    /// Keyed state held as a state backend's own files instead of `entries` (RocksDB in checkpoints), one set per
+    /// store: one, or at another parallelism each old subtask's.
+    pub files: Vec<StateFiles>,
 }
 
 impl OperatorSnapshot {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty()
+        self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty() && self.files.is_empty()
     }
 
     /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing).
@@ -114,10 +117,65 @@ impl TaskSnapshot {
         let body = bytes.strip_prefix(MAGIC.as_slice()).ok_or_else(|| corrupt("not a task snapshot".into()))?;
         let (version, body) = body.split_at_checked(4).ok_or_else(|| corrupt("truncated".into()))?;
         let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
-        if version != VERSION {
-            return Err(corrupt(format!("format version {version}; this Eddy reads version {VERSION}")));
+        match version {
+            VERSION => postcard::from_bytes(body).map_err(|e| corrupt(e.to_string())),
+            1 => postcard::from_bytes::<v1::TaskSnapshot>(body)
+                .map(TaskSnapshot::from)
+                .map_err(|e| corrupt(e.to_string())),
+            _ => Err(corrupt(format!("format version {version}; this Eddy reads versions 1 to {VERSION}"))),
         }
-        postcard::from_bytes(body).map_err(|e| corrupt(e.to_string()))
+    }
+}
+
+/// Version 1 of the encoding, read still: the same, without state files.
+mod v1 {
+    use super::{SourceSnapshot, TimerEntry};
+    use crate::state::SnapshotEntry;
+    use serde::Deserialize;
+
+    #[derive(Deserialize)]
+    pub struct OperatorSnapshot {
+        layout: String,
+        entries: Vec<SnapshotEntry>,
+        timers: Vec<TimerEntry>,
+        extra: Vec<u8>,
+    }
+
+    #[derive(Deserialize)]
+    pub struct TaskSnapshot {
+        task: String,
+        operators: Vec<(String, u32, OperatorSnapshot)>,
+        source: Option<SourceSnapshot>,
+        input_watermarks: Vec<i64>,
+        watermark: i64,
+        finished: bool,
+    }
+
+    impl From<TaskSnapshot> for super::TaskSnapshot {
+        fn from(old: TaskSnapshot) -> super::TaskSnapshot {
+            let operators = old
+                .operators
+                .into_iter()
+                .map(|(uid, subtask, o)| {
+                    let snapshot = super::OperatorSnapshot {
+                        layout: o.layout,
+                        entries: o.entries,
+                        timers: o.timers,
+                        extra: o.extra,
+                        files: Vec::new(),
+                    };
+                    (uid, subtask, snapshot)
+                })
+                .collect();
+            super::TaskSnapshot {
+                task: old.task,
+                operators,
+                source: old.source,
+                input_watermarks: old.input_watermarks,
+                watermark: old.watermark,
+                finished: old.finished,
+            }
+        }
     }
 }
 
@@ -149,6 +207,18 @@ mod tests {
                         namespace: vec![],
                     }],
                     extra: vec![9],
+                    files: vec![StateFiles {
+                        format: "rocksdb/1".into(),
+                        checkpoint: 4,
+                        key_groups: (0, 63),
+                        files: vec![crate::state::StateFile {
+                            name: "000012.sst".into(),
+                            size: 1024,
+                            object: "shared/w-0/x-000012.sst".into(),
+                            upload: false,
+                        }],
+                        local: None,
+                    }],
                 },
             )],
             source: Some(SourceSnapshot {
@@ -167,5 +237,57 @@ mod tests {
         let mut newer = bytes.clone();
         newer[8] = 9;
         assert!(TaskSnapshot::decode(&newer).expect_err("version").message.contains("version 9"));
+    }
+
+    #[test]
+    fn version_1_snapshots_are_still_read() {
+        // Written by hand in version 1's field order, which has no state files.
+        let operator = OperatorSnapshot {
+            layout: "process/1".into(),
+            entries: vec![SnapshotEntry {
+                state: "s".into(),
+                group: 3,
+                key: b"k".to_vec(),
+                namespace: vec![],
+                value: vec![1],
+            }],
+            ..OperatorSnapshot::default()
+        };
+        let today =
+            TaskSnapshot { task: "p-0".into(), operators: vec![("p".into(), 0, operator)], ..TaskSnapshot::default() };
+        let encoded = today.encode().expect("encode");
+        let mut version_1 = Vec::from(&encoded[..8]);
+        version_1.extend_from_slice(&1u32.to_le_bytes());
+        version_1.extend_from_slice(&v1_body(&today));
+        assert_eq!(TaskSnapshot::decode(&version_1).expect("decode version 1"), today);
+    }
+
+    /// `snapshot` in version 1's encoding.
+    fn v1_body(snapshot: &TaskSnapshot) -> Vec<u8> {
+        #[derive(Serialize)]
+        struct OperatorV1<'a>(&'a str, &'a [SnapshotEntry], &'a [TimerEntry], &'a [u8]);
+        #[derive(Serialize)]
+        struct TaskV1<'a>(
+            &'a str,
+            Vec<(&'a str, u32, OperatorV1<'a>)>,
+            &'a Option<SourceSnapshot>,
+            &'a [i64],
+            i64,
+            bool,
+        );
+        let operators = snapshot
+            .operators
+            .iter()
+            .map(|(uid, subtask, o)| (uid.as_str(), *subtask, OperatorV1(&o.layout, &o.entries, &o.timers, &o.extra)))
+            .collect();
+        let task = TaskV1(
+            &snapshot.task,
+            operators,
+            &snapshot.source,
+            &snapshot.input_watermarks,
+            snapshot.watermark,
+            snapshot.finished,
+        );
+        postcard::to_stdvec(&task).expect("encode version 1")
     }
 }

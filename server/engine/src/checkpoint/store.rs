@@ -18,6 +18,8 @@ pub trait CheckpointStore: Send + Sync {
     fn list(&self, prefix: &str) -> Result<Vec<String>, StoreError>;
     /// Removes every path that starts with `prefix`.
     fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
+    /// Removes each of `paths` (those that exist).
+    fn delete(&self, paths: &[String]) -> Result<(), StoreError>;
     /// Where it keeps things, for messages.
     fn describe(&self) -> String;
 }
@@ -107,15 +109,20 @@ impl CheckpointStore for LocalStore {
         Ok(found)
     }
 
-    fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
-        for path in self.list(prefix)? {
-            let file = self.file(&path)?;
+    fn delete(&self, paths: &[String]) -> Result<(), StoreError> {
+        for path in paths {
+            let file = self.file(path)?;
             match std::fs::remove_file(&file) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(io_error("delete", &file, e)),
             }
         }
+        Ok(())
+    }
+
+    fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {
+        self.delete(&self.list(prefix)?)?;
         // Folders the prefix names whole are removed too, once empty.
         let folder = prefix.trim_end_matches('/');
         if !folder.is_empty()
@@ -162,6 +169,9 @@ mod tests {
         assert_eq!(store.list("job/").expect("list"), ["job/chk-1/_metadata", "job/chk-1/a-0", "job/chk-2/a-0"]);
         store.delete_prefix("job/chk-1/").expect("delete");
         assert_eq!(store.list("job/").expect("list"), ["job/chk-2/a-0"]);
+        store.put("job/chk-2/a-00", b"longer name").expect("put");
+        store.delete(&["job/chk-2/a-0".into(), "job/chk-9/gone".into()]).expect("delete");
+        assert_eq!(store.list("job/").expect("list"), ["job/chk-2/a-00"], "exactly the paths named are deleted");
         assert!(!dir.path().join("cp/job/chk-1").exists(), "the emptied folder is gone");
         for bad in ["../x", "/x", "a//b", "a/./b", ""] {
             assert!(store.put(bad, b"x").is_err(), "{bad} must be refused");

@@ -134,6 +134,13 @@ pub trait Operator: Send {
         Ok(OperatorSnapshot::default())
     }
 
+    /// Copies the operator's state for savepoint `checkpoint`: as [`Operator::snapshot`], but keyed state is held
+    /// as entries (the canonical format), never as a state backend's own files, so that it restores into any
+    /// backend and needs no file of the job's checkpoints.
+    fn savepoint(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        self.snapshot(checkpoint)
+    }
+
     /// Takes back the state of a snapshot, before the first call. Called only when the checkpoint has one for
     /// this operator and subtask.
     fn restore(&mut self, _snapshot: OperatorSnapshot) -> Result<(), TaskError> {

@@ -344,21 +344,50 @@ impl Operator for ProcessOperator {
         self.ctx.timers.next_processing_time()
     }
 
-    fn snapshot(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        let files = match &mut self.ctx.state {
+            Some(state) => state.checkpoint_files(checkpoint).map_err(TaskError::internal)?,
+            None => None,
+        };
+        match files {
+            Some(files) => Ok(OperatorSnapshot {
+                layout: PROCESS_LAYOUT.into(),
+                timers: self.ctx.timers.snapshot(),
+                files: vec![files],
+                ..OperatorSnapshot::default()
+            }),
+            None => self.savepoint(checkpoint),
+        }
+    }
+
+    fn savepoint(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
         let now = self.ctx.now;
         let entries = match &mut self.ctx.state {
             Some(state) => state.snapshot(now).map_err(TaskError::internal)?,
             None => Vec::new(),
         };
         let timers = self.ctx.timers.snapshot();
-        Ok(OperatorSnapshot { layout: PROCESS_LAYOUT.into(), entries, timers, extra: Vec::new() })
+        Ok(OperatorSnapshot { layout: PROCESS_LAYOUT.into(), entries, timers, ..OperatorSnapshot::default() })
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        if let Some(state) = &mut self.ctx.state {
+            state.checkpoint_complete(checkpoint);
+        }
+        Ok(())
+    }
+
+    fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        if let Some(state) = &mut self.ctx.state {
+            state.checkpoint_aborted(checkpoint);
+        }
     }
 
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
         snapshot.expect_layout("process", PROCESS_LAYOUT)?;
         if let Some(state) = &mut self.ctx.state {
             state.restore(&snapshot.entries).map_err(TaskError::internal)?;
-        } else if !snapshot.entries.is_empty() {
+        } else if !snapshot.entries.is_empty() || !snapshot.files.is_empty() {
             return Err(TaskError::user("the checkpoint holds keyed state for an operator that is no longer keyed"));
         }
         self.ctx.timers.restore(&snapshot.timers);

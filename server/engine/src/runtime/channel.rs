@@ -16,7 +16,7 @@ pub enum Message {
     /// The sender became idle (true) or active again (false).
     Idle(bool),
     /// Everything before it belongs to checkpoint `id`; everything after, to the next.
-    Barrier(crate::checkpoint::CheckpointId),
+    Barrier(crate::checkpoint::Barrier),
     /// The sender has finished; nothing follows.
     End,
 }
@@ -28,7 +28,7 @@ pub enum Control {
     /// The job is stopping: leave the task loop.
     Stop,
     /// (Sources only.) Snapshot now and send the checkpoint's barrier downstream.
-    Checkpoint(crate::checkpoint::CheckpointId),
+    Checkpoint(crate::checkpoint::Barrier),
     /// The checkpoint completed: commit what it covers.
     CheckpointComplete(crate::checkpoint::CheckpointId),
     /// The checkpoint was given up.

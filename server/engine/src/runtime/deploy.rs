@@ -23,7 +23,7 @@ use crate::spec::{
     AggregateSpec, CheckpointMode, KeySpec, OnError, OperatorKind, PreAggregate, SinkSpec, SourceSpec, TimestampSpec,
     WindowFunctionSpec,
 };
-use crate::state::{KeyedState, MemoryBackend, StateBackend};
+use crate::state::{FetchObject, KeyedState, KeyedStateStore, MemoryBackend, StateBackend, StateError, StateFiles};
 use crate::time::{Clock, SourceWatermarks, SystemClock};
 use crate::window::builtin::Builtin;
 use crate::window::{Incremental, ResultFormat, WindowConfig, WindowFunctions, WindowOperator};
@@ -202,12 +202,22 @@ fn key_extractor(key: &KeySpec, env: &DeployEnv, uid: &str, subtask: u32) -> Res
     })
 }
 
+/// State files a restored operator's store starts from (see [`StateBackend::restore_store`]).
+#[derive(Default)]
+struct RestoredFiles<'a> {
+    parts: &'a [StateFiles],
+    fetch: Option<FetchObject<'a>>,
+    /// Set once a store took them: files nobody took mean state the operator no longer keeps.
+    taken: std::cell::Cell<bool>,
+}
+
 fn build_operator(
     graph: &JobGraph,
     index: usize,
     subtask: u32,
     env: &DeployEnv,
     outputs: &mut HashMap<String, Arc<OutputStream>>,
+    files: &RestoredFiles<'_>,
 ) -> Result<Box<dyn Operator>, TaskError> {
     let node = &graph.nodes[index];
     if let Some(build) = env.overrides.get(&node.uid) {
@@ -215,7 +225,17 @@ fn build_operator(
         return build(&cx);
     }
     let scope = env.scope(&node.uid, subtask);
-    let store = || env.state.create_store(&node.uid, subtask).map_err(|e| TaskError::internal(e.0));
+    let key_groups = crate::keys::key_groups_of(subtask, node.parallelism, graph.max_parallelism);
+    let store = || -> Result<Box<dyn KeyedStateStore>, TaskError> {
+        let store = if files.parts.is_empty() {
+            env.state.create_store(&node.uid, subtask, key_groups.clone())
+        } else {
+            files.taken.set(true);
+            let fetch = files.fetch.ok_or_else(|| TaskError::internal("no checkpoint to read state files from"))?;
+            env.state.restore_store(&node.uid, subtask, key_groups.clone(), files.parts, fetch)
+        };
+        store.map_err(|e| TaskError::internal(e.0))
+    };
     Ok(match &node.kind {
         OperatorKind::Map(udf) => Box::new(MapOperator::new(env.functions.map(udf, &scope)?)),
         OperatorKind::Filter(udf) => Box::new(FilterOperator::new(env.functions.filter(udf, &scope)?)),
@@ -357,7 +377,22 @@ pub fn build_single_operator(
     env: &DeployEnv,
 ) -> Result<Box<dyn Operator>, TaskError> {
     let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
-    build_operator(graph, index, subtask, env, &mut HashMap::new())
+    build_operator(graph, index, subtask, env, &mut HashMap::new(), &RestoredFiles::default())
+}
+
+/// Builds subtask `subtask` of operator `uid` alone, outside any task, with its keyed state restored from a
+/// checkpoint's state files `files` (for operator tests).
+pub fn build_single_operator_from(
+    graph: &JobGraph,
+    uid: &str,
+    subtask: u32,
+    env: &DeployEnv,
+    files: &[StateFiles],
+    fetch: FetchObject<'_>,
+) -> Result<Box<dyn Operator>, TaskError> {
+    let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
+    let files = RestoredFiles { parts: files, fetch: Some(fetch), taken: std::cell::Cell::new(false) };
+    build_operator(graph, index, subtask, env, &mut HashMap::new(), &files)
 }
 
 enum TaskBody {
@@ -447,11 +482,23 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             let mut links = Vec::new();
             for &n in chain.iter().skip(usize::from(is_source)) {
                 let uid = &graph.nodes[n].uid;
-                let mut op = build_operator(graph, n, subtask, &env, &mut outputs).map_err(|e| e.in_operator(uid))?;
                 let parallelism = graph.nodes[n].parallelism;
-                if let Some(snapshot) =
-                    restore.as_mut().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism))
-                {
+                let snapshot =
+                    restore.as_mut().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism));
+                let parts = snapshot.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+                let fetch = |object: &str| match restore.as_ref() {
+                    Some(restore) => restore.fetch(object),
+                    None => Err(StateError("no checkpoint to read state files from".into())),
+                };
+                let files = RestoredFiles { parts: &parts, fetch: Some(&fetch), taken: std::cell::Cell::new(false) };
+                let mut op =
+                    build_operator(graph, n, subtask, &env, &mut outputs, &files).map_err(|e| e.in_operator(uid))?;
+                if !files.parts.is_empty() && !files.taken.get() {
+                    return Err(TaskError::user(format!(
+                        "the checkpoint holds keyed state of operator `{uid}`, which keeps none now"
+                    )));
+                }
+                if let Some(snapshot) = snapshot {
                     op.restore(snapshot).map_err(|e| e.in_operator(uid))?;
                 }
                 let mut side = Vec::new();

@@ -13,7 +13,9 @@ pub mod restart;
 mod task;
 
 pub use channel::Control;
-pub use deploy::{DeployEnv, OperatorOverride, OverrideContext, build_single_operator, deploy};
+pub use deploy::{
+    DeployEnv, OperatorOverride, OverrideContext, build_single_operator, build_single_operator_from, deploy,
+};
 pub use metrics::{OperatorCounters, OperatorMetrics};
 
 use crate::checkpoint::coordinator::TriggerRequest;

@@ -5,7 +5,7 @@ use super::govern;
 use super::metrics::OperatorMetrics;
 use crate::checkpoint::coordinator::Ack;
 use crate::checkpoint::{
-    Aligned, BarrierAligner, CheckpointId, OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot,
+    Aligned, Barrier, BarrierAligner, CheckpointId, OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot,
 };
 use crate::error::TaskError;
 use crate::function::{KeySelectorFunction, TimestampAssignerFunction};
@@ -446,21 +446,22 @@ impl Chain {
     }
 
     /// Snapshots every link, in chain order.
-    pub fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<Vec<(String, u32, OperatorSnapshot)>, TaskError> {
+    pub fn snapshot(&mut self, barrier: Barrier) -> Result<Vec<(String, u32, OperatorSnapshot)>, TaskError> {
         let mut snapshots = Vec::with_capacity(self.links.len());
         for link in &mut self.links {
             let uid = &link.metrics.uid;
-            let snapshot = link.op.snapshot(checkpoint).map_err(|e| e.in_operator(uid))?;
+            let snapshot = if barrier.savepoint { link.op.savepoint(barrier.id) } else { link.op.snapshot(barrier.id) };
+            let snapshot = snapshot.map_err(|e| e.in_operator(uid))?;
             snapshots.push((uid.clone(), self.subtask, snapshot));
         }
         Ok(snapshots)
     }
 
     /// Sends checkpoint `checkpoint`'s barrier down every output.
-    pub fn barrier(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+    pub fn barrier(&mut self, barrier: Barrier) -> Result<(), TaskError> {
         let mut waited = Duration::ZERO;
         for writer in self.network_writers() {
-            waited += writer.broadcast(|| Message::Barrier(checkpoint), &self.cancel)?;
+            waited += writer.broadcast(|| Message::Barrier(barrier), &self.cancel)?;
         }
         self.backpressured(self.links.len(), waited);
         Ok(())
@@ -744,18 +745,19 @@ fn source_control(
             }
         }
         Control::Resume => *suspended = false,
-        Control::Checkpoint(id) => {
+        Control::Checkpoint(barrier) => {
+            let id = barrier.id;
             let positions = runner.source.position();
             let source = SourceSnapshot {
                 positions: positions.clone(),
                 max_timestamps: runner.watermarks.max_timestamps(),
                 watermark: runner.watermarks.current(),
             };
-            let operators = chain.snapshot(id)?;
+            let operators = chain.snapshot(barrier)?;
             let snapshot =
                 TaskSnapshot { task: checkpoints.name.clone(), operators, source: Some(source), ..Default::default() };
             checkpoints.ack(snapshot, Some(id));
-            chain.barrier(id)?;
+            chain.barrier(barrier)?;
             recorded.push((id, positions));
         }
         Control::CheckpointComplete(id) => {
@@ -851,13 +853,13 @@ impl Gate {
 }
 
 /// Snapshots a task with inputs once a checkpoint's barriers are aligned, and passes the barrier on.
-fn aligned(id: CheckpointId, gate: &Gate, chain: &mut Chain, checkpoints: &TaskCheckpoints) -> Result<(), TaskError> {
-    let operators = chain.snapshot(id)?;
+fn aligned(barrier: Barrier, gate: &Gate, chain: &mut Chain, checkpoints: &TaskCheckpoints) -> Result<(), TaskError> {
+    let operators = chain.snapshot(barrier)?;
     let (input_watermarks, watermark) = gate.watermarks.snapshot();
     let snapshot =
         TaskSnapshot { task: checkpoints.name.clone(), operators, input_watermarks, watermark, ..Default::default() };
-    checkpoints.ack(snapshot, Some(id));
-    chain.barrier(id)
+    checkpoints.ack(snapshot, Some(barrier.id));
+    chain.barrier(barrier)
 }
 
 /// Runs a task fed by channels until every input ends or the job is cancelled. It sleeps until a message, a
@@ -875,6 +877,9 @@ pub fn run_task(
         chain.restore_watermark(restored.watermark);
     }
     govern::enter();
+    // The newest barrier seen: alignment completes only the checkpoint of the newest barrier (older ones are
+    // overtaken), and this says whether it is a savepoint.
+    let mut newest = Barrier::checkpoint(0);
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -889,13 +894,14 @@ pub fn run_task(
                 let input = gate.channels[channel].input;
                 chain.push(0, input, batch, now)?;
             }
-            Received::Message(channel, Message::Barrier(id)) => {
-                let (result, overtaken) = gate.aligner.on_barrier(channel, id);
+            Received::Message(channel, Message::Barrier(barrier)) => {
+                newest = barrier;
+                let (result, overtaken) = gate.aligner.on_barrier(channel, barrier.id);
                 if let Some(old) = overtaken {
                     chain.checkpoint_aborted(old);
                 }
                 if let Aligned::Complete(id) = result {
-                    aligned(id, gate, chain, checkpoints)?;
+                    aligned(Barrier { id, savepoint: newest.savepoint }, gate, chain, checkpoints)?;
                 }
             }
             Received::Message(channel, Message::Watermark(w)) => {
@@ -918,7 +924,7 @@ pub fn run_task(
                     chain.watermark(w, now)?;
                 }
                 if let Aligned::Complete(id) = gate.aligner.on_end(channel) {
-                    aligned(id, gate, chain, checkpoints)?;
+                    aligned(Barrier { id, savepoint: newest.savepoint }, gate, chain, checkpoints)?;
                 }
                 if gate.watermarks.all_ended() {
                     if gate.watermarks.current() < MAX_WATERMARK {

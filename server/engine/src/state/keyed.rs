@@ -1,6 +1,7 @@
 //! Value, list and map state for user functions, with Flink's time-to-live semantics.
 
 use super::{KeyedStateStore, StateId, StateKey, ttl};
+use crate::checkpoint::CheckpointId;
 use crate::spec::{TtlCleanup, TtlSpec, TtlVisibility};
 
 /// The shape of a state.
@@ -437,6 +438,23 @@ impl KeyedState {
             _ => true,
         };
         self.store.snapshot(&mut keep).map_err(|e| backend_failed(&mut self.failure, e))
+    }
+
+    /// The store's own files for checkpoint `checkpoint`, if it keeps state in files (see
+    /// [`super::KeyedStateStore::checkpoint_files`]). Expired entries are in them until compactions drop them;
+    /// reads hide them either way.
+    pub fn checkpoint_files(&mut self, checkpoint: CheckpointId) -> StateResult<Option<super::StateFiles>> {
+        self.store.checkpoint_files(checkpoint).map_err(|e| backend_failed(&mut self.failure, e))
+    }
+
+    /// Tells the store that checkpoint `checkpoint` completed.
+    pub fn checkpoint_complete(&mut self, checkpoint: CheckpointId) {
+        self.store.checkpoint_complete(checkpoint);
+    }
+
+    /// Tells the store that checkpoint `checkpoint` was given up.
+    pub fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        self.store.checkpoint_aborted(checkpoint);
     }
 
     /// Loads a snapshot's entries, before any state is opened.

@@ -15,7 +15,9 @@ pub use keyed::{
 };
 pub use memory::MemoryStateStore;
 
+use crate::checkpoint::CheckpointId;
 use crate::keys::KeyGroup;
+use std::ops::RangeInclusive;
 
 /// Index of a registered state within a store.
 pub type StateId = u32;
@@ -98,6 +100,16 @@ pub trait KeyedStateStore: Send {
     fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError>;
     /// Number of entries of `state` (for tests and metrics).
     fn len(&mut self, state: StateId) -> usize;
+    /// The store's own files for checkpoint `checkpoint`, if the backend keeps state in files (RocksDB): a
+    /// checkpoint then records these instead of entries, and uploads only the files no earlier checkpoint did.
+    /// None: the checkpoint takes [`KeyedStateStore::snapshot`]'s entries.
+    fn checkpoint_files(&mut self, _checkpoint: CheckpointId) -> Result<Option<StateFiles>, StateError> {
+        Ok(None)
+    }
+    /// Checkpoint `checkpoint` completed: its files may be referred to by the next ones.
+    fn checkpoint_complete(&mut self, _checkpoint: CheckpointId) {}
+    /// Checkpoint `checkpoint` was given up: its files are not to be referred to.
+    fn checkpoint_aborted(&mut self, _checkpoint: CheckpointId) {}
     /// Loads the entries of a snapshot, registering their states by name.
     fn restore(&mut self, entries: &[SnapshotEntry]) -> Result<(), StateError> {
         for entry in entries {
@@ -108,10 +120,68 @@ pub trait KeyedStateStore: Send {
     }
 }
 
+/// A store's own files at a checkpoint: what a checkpoint records of a store that keeps state in files
+/// ([`KeyedStateStore::checkpoint_files`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateFiles {
+    /// Which backend and file layout wrote them, such as `rocksdb/1`.
+    pub format: String,
+    /// The checkpoint they were taken for (a store finds its local copy by it).
+    pub checkpoint: CheckpointId,
+    /// The key groups the store held.
+    pub key_groups: (KeyGroup, KeyGroup),
+    /// The files.
+    pub files: Vec<StateFile>,
+    /// Where the files are on this machine until the checkpoint has uploaded them.
+    #[serde(skip)]
+    pub local: Option<std::path::PathBuf>,
+}
+
+/// One file of a store's checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct StateFile {
+    /// Its name in the store's folder.
+    pub name: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// The object that holds it, relative to the folder that holds the job's checkpoints (`shared/...`): every
+    /// checkpoint that has the file refers to the same object.
+    pub object: String,
+    /// This checkpoint uploads it (false: an earlier checkpoint did).
+    #[serde(skip)]
+    pub upload: bool,
+}
+
+/// Reads an object of checkpoint storage.
+pub type FetchObject<'a> = &'a dyn Fn(&str) -> Result<Vec<u8>, StateError>;
+
 /// Creates the state stores of a job's operators.
 pub trait StateBackend: Send + Sync {
-    /// The store of operator `uid` in subtask `subtask`.
-    fn create_store(&self, uid: &str, subtask: u32) -> Result<Box<dyn KeyedStateStore>, StateError>;
+    /// The store of operator `uid` in subtask `subtask`, which owns the key groups `key_groups`; empty.
+    fn create_store(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+    ) -> Result<Box<dyn KeyedStateStore>, StateError>;
+
+    /// The store of operator `uid` in subtask `subtask`, holding the state of `key_groups` found in `parts`: the
+    /// files of one or more stores (of the subtasks before a change of parallelism) at a checkpoint.
+    fn restore_store(
+        &self,
+        uid: &str,
+        subtask: u32,
+        key_groups: RangeInclusive<KeyGroup>,
+        parts: &[StateFiles],
+        _fetch: FetchObject<'_>,
+    ) -> Result<Box<dyn KeyedStateStore>, StateError> {
+        let _ = (subtask, key_groups);
+        let format = parts.first().map_or("", |p| p.format.as_str());
+        Err(StateError(format!(
+            "the checkpoint holds operator `{uid}`'s state as `{format}` files, which this state backend cannot read; \
+             a savepoint restores into any backend"
+        )))
+    }
 }
 
 /// Keeps all state in memory, optionally within a budget.
@@ -128,7 +198,12 @@ impl MemoryBackend {
 }
 
 impl StateBackend for MemoryBackend {
-    fn create_store(&self, _: &str, _: u32) -> Result<Box<dyn KeyedStateStore>, StateError> {
+    fn create_store(
+        &self,
+        _: &str,
+        _: u32,
+        _: RangeInclusive<KeyGroup>,
+    ) -> Result<Box<dyn KeyedStateStore>, StateError> {
         Ok(Box::new(match &self.budget {
             Some(budget) => MemoryStateStore::within(std::sync::Arc::clone(budget)),
             None => MemoryStateStore::default(),

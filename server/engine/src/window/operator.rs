@@ -811,9 +811,31 @@ impl Operator for WindowOperator {
         self.late_dropped
     }
 
-    fn snapshot(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+        match self.store.checkpoint_files(checkpoint).map_err(state_err)? {
+            Some(files) => Ok(OperatorSnapshot {
+                layout: self.layout(),
+                timers: self.timers.snapshot(),
+                files: vec![files],
+                ..OperatorSnapshot::default()
+            }),
+            None => self.savepoint(checkpoint),
+        }
+    }
+
+    fn savepoint(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
         let entries = self.store.snapshot(&mut |_, _| true).map_err(state_err)?;
-        Ok(OperatorSnapshot { layout: self.layout(), entries, timers: self.timers.snapshot(), extra: Vec::new() })
+        let timers = self.timers.snapshot();
+        Ok(OperatorSnapshot { layout: self.layout(), entries, timers, ..OperatorSnapshot::default() })
+    }
+
+    fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
+        self.store.checkpoint_complete(checkpoint);
+        Ok(())
+    }
+
+    fn checkpoint_aborted(&mut self, checkpoint: CheckpointId) {
+        self.store.checkpoint_aborted(checkpoint);
     }
 
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {

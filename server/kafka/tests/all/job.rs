@@ -121,7 +121,7 @@ operators:
         job.handle.cancel();
         assert_eq!(job.handle.wait(Duration::from_secs(30)), JobState::Canceled, "{:?}", job.handle.error());
         drop(job);
-        restore = Restore::latest(store.as_ref(), "job/").expect("read checkpoints");
+        restore = Restore::latest(&store, "job/").expect("read checkpoints");
         eprintln!(
             "round {round}: {completed} checkpoint(s) completed, restoring {:?}",
             restore.as_ref().map(|r| r.checkpoint)
@@ -208,7 +208,7 @@ operators:
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path()));
     let deploy_restored = || loop {
-        let restore = Restore::latest(store.as_ref(), "job/").expect("read checkpoints");
+        let restore = Restore::latest(&store, "job/").expect("read checkpoints");
         let mut env = DeployEnv::new(&job_id, "test", Arc::new(TestFunctions));
         env.connectors = Some(Arc::new(KafkaConnectors));
         env.checkpointing = Some(Checkpointing {

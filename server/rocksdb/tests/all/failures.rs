@@ -22,7 +22,7 @@ fn writes_fail_once_flushes_cannot_write_files() {
     // A small budget, so that memtables fill and RocksDB flushes them in the background.
     let config = RocksDbConfig { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20 };
     let backend = RocksDbBackend::new(dir.path(), config);
-    let mut store = backend.create_store("op", 0).expect("open");
+    let mut store = backend.create_store("op", 0, crate::ALL_GROUPS).expect("open");
     let s = store.register("s");
     std::fs::remove_dir_all(dir.path().join("op-0")).expect("remove the store's folder");
     let value = vec![1u8; 4_096];
@@ -58,23 +58,23 @@ fn an_unusable_root_is_an_error() {
     let file = dir.path().join("a-file");
     std::fs::write(&file, b"not a folder").expect("write");
     let backend = RocksDbBackend::new(&file, RocksDbConfig::default());
-    let Err(error) = backend.create_store("op", 0) else { panic!("the root is a file") };
+    let Err(error) = backend.create_store("op", 0, crate::ALL_GROUPS) else { panic!("the root is a file") };
     assert!(error.0.contains("state folder"), "{}", error.0);
 }
 
 #[test]
 fn one_store_per_operator_and_subtask_at_a_time() {
     let (_dir, backend) = crate::backend();
-    let mut first = backend.open_store("op", 0).expect("open");
+    let mut first = backend.open_store("op", 0, crate::ALL_GROUPS).expect("open");
     let s = first.register("s");
     first.put(s, K, b"", b"x").expect("put");
-    let error = backend.open_store("op", 0).expect_err("the folder is in use");
+    let error = backend.open_store("op", 0, crate::ALL_GROUPS).expect_err("the folder is in use");
     assert!(error.0.contains("already has an open state store"), "{}", error.0);
     assert_eq!(first.len(s), 1, "the open store was left alone");
     let folder = first.folder().to_path_buf();
     drop(first);
     assert!(!folder.exists(), "a dropped store removes its folder");
-    backend.open_store("op", 0).expect("free again");
+    backend.open_store("op", 0, crate::ALL_GROUPS).expect("free again");
     // Uids cannot name folders outside the root.
     assert!(backend.folder("../x", 0).starts_with(backend.root()));
     assert_eq!(backend.folder("a/b.c", 3).file_name().and_then(|n| n.to_str()), Some("a%2Fb%2Ec-3"));

@@ -4,9 +4,9 @@
 
 use eddy_engine::graph::JobGraph;
 use eddy_engine::operator::Operator;
-use eddy_engine::runtime::{DeployEnv, build_single_operator};
+use eddy_engine::runtime::{DeployEnv, build_single_operator, build_single_operator_from};
 use eddy_engine::spec::JobSpec;
-use eddy_engine::state::{MemoryBackend, StateBackend};
+use eddy_engine::state::{FetchObject, MemoryBackend, StateBackend, StateError, StateFiles};
 use eddy_engine::testing::{Harness, TestFunctions};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,28 +17,46 @@ fn cases_dir() -> PathBuf {
     manifest.join("../../tests/cases/windows")
 }
 
-/// Builds the case's operator `w` over `state`.
-fn operator(spec: &str, state: Arc<dyn StateBackend>) -> Result<Box<dyn Operator>, String> {
+/// Builds the case's operator `w` over `state`, restored from `files` if there are any.
+fn operator(
+    spec: &str,
+    state: Arc<dyn StateBackend>,
+    files: &[StateFiles],
+    fetch: FetchObject<'_>,
+) -> Result<Box<dyn Operator>, String> {
     let spec = JobSpec::parse(spec).map_err(|e| e.to_string())?;
     let graph = JobGraph::build(&spec, &TestFunctions).map_err(|e| e.to_string())?;
     let mut env = DeployEnv::new("test", "test", Arc::new(TestFunctions));
     env.state = state;
-    build_single_operator(&graph, "w", 0, &env).map_err(|e| e.to_string())
+    let built = if files.is_empty() {
+        build_single_operator(&graph, "w", 0, &env)
+    } else {
+        build_single_operator_from(&graph, "w", 0, &env, files, fetch)
+    };
+    built.map_err(|e| e.to_string())
+}
+
+fn no_files(object: &str) -> Result<Vec<u8>, StateError> {
+    Err(StateError(format!("no state file {object}")))
 }
 
 /// The output lines (or the error) of a run, with a restart before command `cut` if given, and late drops.
 fn run(spec: &str, input: &str, memory: bool, cut: Option<usize>) -> Result<(Vec<serde_json::Value>, u64), String> {
     let (dir, backend) = crate::backend();
     let state: Arc<dyn StateBackend> = if memory { Arc::new(MemoryBackend::default()) } else { Arc::new(backend) };
-    let mut harness = Harness::new(operator(spec, Arc::clone(&state))?);
+    let mut harness = Harness::new(operator(spec, Arc::clone(&state), &[], &no_files)?);
     // The restored operator gets a store of a backend of its own: the harness builds it while the old one is open.
-    let mut fresh = || -> Result<Box<dyn Operator>, String> {
+    // Its checkpoint holds RocksDB's files, which it downloads (the harness stands in for checkpoint storage).
+    let mut fresh = |files: &[StateFiles], fetch: FetchObject<'_>| -> Result<Box<dyn Operator>, String> {
+        if !memory && files.is_empty() {
+            return Err("a RocksDB checkpoint without state files".into());
+        }
         let state: Arc<dyn StateBackend> = if memory {
             Arc::new(MemoryBackend::default())
         } else {
             Arc::new(eddy_rocksdb::RocksDbBackend::new(dir.path().join("restored"), Default::default()))
         };
-        operator(spec, state)
+        operator(spec, state, files, fetch)
     };
     let lines = harness.run_lines_restarting(input, cut, &mut fresh)?;
     Ok((lines, harness.late_records_dropped()))

@@ -6,7 +6,7 @@ use eddy_engine::state::{KeyedStateStore, StateKey};
 #[test]
 fn folders_column_families_and_keys_are_as_documented() {
     let (_dir, backend) = crate::backend();
-    let mut store = backend.open_store("window/1", 2).expect("open");
+    let mut store = backend.open_store("window/1", 2, crate::ALL_GROUPS).expect("open");
     assert_eq!(store.folder(), backend.root().join("window%2F1-2"));
     let contents = store.register("window-contents");
     let value = store.register("default");

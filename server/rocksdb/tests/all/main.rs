@@ -10,6 +10,9 @@ mod snapshots;
 
 use eddy_rocksdb::{RocksDbBackend, RocksDbConfig, RocksDbStateStore};
 
+/// The key groups of a store that owns them all (of a job with 128).
+pub const ALL_GROUPS: std::ops::RangeInclusive<u16> = 0..=127;
+
 /// A backend in a fresh temporary folder (removed when the guard drops) with a small memory budget.
 pub fn backend() -> (tempfile::TempDir, RocksDbBackend) {
     let dir = tempfile::tempdir().expect("temporary folder");
@@ -21,6 +24,6 @@ pub fn backend() -> (tempfile::TempDir, RocksDbBackend) {
 /// A store of its own backend; keep the guards alive as long as the store.
 pub fn store() -> (tempfile::TempDir, RocksDbBackend, RocksDbStateStore) {
     let (dir, backend) = backend();
-    let store = backend.open_store("op", 0).expect("open store");
+    let store = backend.open_store("op", 0, crate::ALL_GROUPS).expect("open store");
     (dir, backend, store)
 }

@@ -38,7 +38,7 @@ fn snapshot_matches_memory_and_survives_restore() {
     assert_eq!(snapshot.first().map(|e| (e.state.as_str(), e.group, e.key.as_slice())), Some(("a-map", 0, &b""[..])));
 
     // Into a fresh store whose states are registered in another order: restore addresses them by name.
-    let mut fresh = backend.open_store("op", 1).expect("open");
+    let mut fresh = backend.open_store("op", 1, crate::ALL_GROUPS).expect("open");
     fresh.register("value");
     fresh.restore(&snapshot).expect("restore");
     assert_eq!(fresh.snapshot(&mut |_, _| true).expect("snapshot"), snapshot);
@@ -76,7 +76,7 @@ fn a_large_restore_is_batched_and_complete() {
         rocks.put(s, StateKey { group: (i % 128) as u16, key: &i.to_le_bytes() }, b"", &payload).expect("put");
     }
     let snapshot = rocks.snapshot(&mut |_, _| true).expect("snapshot");
-    let mut fresh = backend.open_store("other", 0).expect("open");
+    let mut fresh = backend.open_store("other", 0, crate::ALL_GROUPS).expect("open");
     fresh.restore(&snapshot).expect("restore");
     assert_eq!(fresh.len(0), 20_000);
     assert_eq!(fresh.snapshot(&mut |_, _| true).expect("snapshot"), snapshot);

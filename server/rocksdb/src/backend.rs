@@ -124,7 +124,9 @@ impl RocksDbBackend {
                 true => RestoredFrom::LocalDisk,
                 false => RestoredFrom::Storage,
             };
-            return RocksDbStateStore::open(folder, self.options()?, groups, Some((part, from)));
+            let store = RocksDbStateStore::open(folder, self.options()?, groups, Some((part, from)))?;
+            store.keep_only_local_copy_of(part.checkpoint);
+            return Ok(store);
         }
         remove_folder(&local)?;
         let options = self.options()?;

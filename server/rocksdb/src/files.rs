@@ -177,14 +177,21 @@ impl LocalCheckpoints {
     }
 }
 
+impl LocalCheckpoints {
+    /// Removes the copies of checkpoints other than `id` (after a restore from it).
+    pub(crate) fn keep_only(&self, id: CheckpointId) {
+        self.remove_copies_except(|other| other == id);
+    }
+}
+
 impl Drop for LocalCheckpoints {
-    /// Keeps only the newest completed checkpoint's copy, for a restart on this machine.
+    /// Keeps the newest completed checkpoint's copy, for a restart on this machine, and those of newer checkpoints
+    /// still in progress, whose files the checkpoint may be uploading yet (the next open of the store removes
+    /// them).
     fn drop(&mut self) {
         let kept = self.kept;
-        self.remove_copies_except(|id| Some(id) == kept);
-        if kept.is_none() {
-            let _ = std::fs::remove_dir(&self.folder);
-        }
+        self.remove_copies_except(|id| kept.is_none_or(|kept| id >= kept));
+        let _ = std::fs::remove_dir(&self.folder); // only if empty
     }
 }
 

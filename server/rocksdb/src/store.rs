@@ -124,8 +124,10 @@ impl RocksDbStateStore {
     ) -> Result<RocksDbStateStore, StateError> {
         let failed = |e: rocksdb::Error| StateError(format!("cannot open RocksDB in {}: {e}", folder.path.display()));
         let existing = match restored {
-            Some(_) => Db::list_cf(&options, &folder.path).map_err(failed)?,
-            None => Vec::new(),
+            Some((_, RestoredFrom::LocalDisk | RestoredFrom::Storage)) => {
+                Db::list_cf(&options, &folder.path).map_err(failed)?
+            }
+            _ => Vec::new(),
         };
         // Each state's column family with its time-to-live filter, as `register` creates them.
         let mut states = Vec::new();
@@ -165,6 +167,11 @@ impl RocksDbStateStore {
             restored_from: restored.map(|(_, from)| from),
             folder,
         })
+    }
+
+    /// Removes the local copies of checkpoints other than `id`.
+    pub(crate) fn keep_only_local_copy_of(&self, id: CheckpointId) {
+        self.checkpoints.keep_only(id);
     }
 
     /// Where its state came from, if it was restored from a checkpoint's files.

@@ -223,7 +223,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         return idle::run(args.jobs);
     }
     if args.workload.eq_ignore_ascii_case("recover") {
-        return recover::run(args.keys);
+        return recover::run(args.keys, &args.backend);
     }
     if args.workload.eq_ignore_ascii_case("upgrade") {
         return upgrade::run(args.upgrades);

@@ -1,10 +1,12 @@
-//! `eddy bench recover`: what a checkpoint of a job with state for `--keys` keys costs, and how long the job takes
-//! to run again from it. The job counts events per key in a window that never fires, so its state only grows; a
+//! `eddy bench recover`: what checkpoints of a job with state for `--keys` keys cost, and how long the job takes
+//! to run again from one. The job counts events per key in a window that never fires, so its state only grows; a
 //! second branch passes events straight to a sink, whose first record after the restore marks the job as running.
+//! A first checkpoint holds everything; a second follows after a tenth as many events again, which RocksDB's
+//! incremental checkpoints write only the changed files of.
 
 use super::native::NativeFunctions;
 use anyhow::{Context, bail};
-use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
+use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, LocalStore, Restore};
 use eddy_engine::graph::{JobGraph, ModuleCatalog};
 use eddy_engine::io::DiscardSink;
 use eddy_engine::operator::Operator;
@@ -37,18 +39,25 @@ operators:
     )
 }
 
-/// Runs the benchmark for state over `keys` keys and returns its line.
-pub fn run(keys: u64) -> anyhow::Result<String> {
+/// Runs the benchmark for state over `keys` keys on `backend` (memory or rocksdb) and returns its line.
+pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
     if keys == 0 {
         bail!("--keys must be at least 1");
+    }
+    if backend != "memory" && backend != "rocksdb" {
+        bail!("unknown --backend `{backend}`: use memory or rocksdb");
     }
     let spec = JobSpec::parse(&spec(keys)).map_err(|e| anyhow::anyhow!("{e}"))?;
     let graph = JobGraph::build(&spec, &NoModules).map_err(|e| anyhow::anyhow!("{e}"))?;
     let folder = tempfile::tempdir()?;
-    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(folder.path()));
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(folder.path().join("checkpoints")));
+    let state_folder = folder.path().join("state");
     let first_output: Arc<Mutex<Option<Instant>>> = Arc::default();
     let start = |restore: Option<Restore>| -> anyhow::Result<RunningJob> {
         let mut env = DeployEnv::new("recover", "bench", Arc::new(NativeFunctions));
+        if backend == "rocksdb" {
+            env.state = super::rocksdb_backend(&state_folder)?;
+        }
         env.checkpointing = Some(Checkpointing {
             spec: graph.checkpoints.clone().context("the spec has checkpoints")?,
             store: Arc::clone(&store),
@@ -70,38 +79,65 @@ pub fn run(keys: u64) -> anyhow::Result<String> {
         );
         deploy(&graph, env).map_err(|e| anyhow::anyhow!("the benchmark job cannot start: {e}"))
     };
+    let events = |job: &RunningJob| job.handle.operators()[0].1.records_out;
+    let checkpoint = |job: &RunningJob| -> anyhow::Result<(u64, CheckpointStats)> {
+        let id = job.handle.checkpoint_now(Duration::from_secs(3600)).map_err(anyhow::Error::msg)?;
+        Ok((id, job.handle.checkpoints()))
+    };
 
     // Enough events that nearly every key has state (2 per key on average: 86 % of the keys).
     let job = start(None)?;
-    while job.handle.operators()[0].1.records_out < 2 * keys {
+    while events(&job) < 2 * keys {
         std::thread::sleep(Duration::from_millis(20));
     }
-    let checkpoint = job.handle.checkpoint_now(Duration::from_secs(3600)).map_err(anyhow::Error::msg)?;
-    let stats = job.handle.checkpoints();
+    let (_, first) = checkpoint(&job)?;
+    // A tenth as many events again: the state changes a little, and a second checkpoint follows.
+    let target = events(&job) + keys / 10;
+    while events(&job) < target {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let (id, second) = checkpoint(&job)?;
     job.handle.cancel();
     job.handle.wait(Duration::from_secs(60));
 
-    *first_output.lock() = None;
-    let restarting = Instant::now();
-    let restore = Restore::load(&store, "recover/", checkpoint).map_err(|e| anyhow::anyhow!("{e}"))?;
-    let loaded = restarting.elapsed();
-    let job = start(Some(restore))?;
-    let running = loop {
-        if let Some(at) = *first_output.lock() {
-            break at.duration_since(restarting);
+    // Started again from the second checkpoint: on the same machine (RocksDB finds its local copy), then with
+    // the local state folder wiped (everything comes from checkpoint storage).
+    let mut restarts = Vec::new();
+    for wipe in [false, true] {
+        if wipe {
+            match std::fs::remove_dir_all(&state_folder) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).context("cannot wipe the state folder"),
+            }
         }
-        if restarting.elapsed() > Duration::from_secs(3600) {
-            bail!("the restored job produced nothing within an hour");
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    };
-    job.handle.cancel();
-    job.handle.wait(Duration::from_secs(60));
+        *first_output.lock() = None;
+        let restarting = Instant::now();
+        let restore = Restore::load(&store, "recover/", id).map_err(|e| anyhow::anyhow!("{e}"))?;
+        let job = start(Some(restore))?;
+        let running = loop {
+            if let Some(at) = *first_output.lock() {
+                break at.duration_since(restarting);
+            }
+            if restarting.elapsed() > Duration::from_secs(3600) {
+                bail!("the restored job produced nothing within an hour");
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        };
+        job.handle.cancel();
+        job.handle.wait(Duration::from_secs(60));
+        restarts.push(running.as_millis());
+    }
     Ok(format!(
-        "eddy recover keys={keys} backend=memory checkpoint_ms={} checkpoint_bytes={} load_ms={} first_output_ms={}",
-        stats.latest_duration_ms.unwrap_or(0),
-        stats.latest_bytes.unwrap_or(0),
-        loaded.as_millis(),
-        running.as_millis()
+        "eddy recover keys={keys} backend={backend} first_checkpoint_ms={} first_checkpoint_bytes={} \
+         second_checkpoint_ms={} second_checkpoint_bytes={} restore_bytes={} restart_local_ms={} \
+         restart_from_storage_ms={}",
+        first.latest_duration_ms.unwrap_or(0),
+        first.latest_bytes.unwrap_or(0),
+        second.latest_duration_ms.unwrap_or(0),
+        second.latest_bytes.unwrap_or(0),
+        second.latest_full_bytes.unwrap_or(0),
+        restarts[0],
+        restarts[1],
     ))
 }

@@ -579,11 +579,15 @@ impl Coordinator {
                 }
             }
         }
+        let abandoned_files = pending.values().any(|p| p.acked.values().any(|w| w.uploaded_bytes > 0));
         for (id, p) in pending {
             let _ = self.checkpointing.store.delete_prefix(&p.folder);
             for waiter in p.waiters {
                 let _ = waiter.send(Err(format!("checkpoint {id} was abandoned: the job stopped")));
             }
+        }
+        if abandoned_files && let Err(e) = self.delete_unreferenced_files(&std::collections::HashSet::new()) {
+            tracing::warn!("cannot delete the state files of abandoned checkpoints: {e}");
         }
         for waiter in queued {
             let _ = waiter.reply.send(Err("the job stopped".into()));

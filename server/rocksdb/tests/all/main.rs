@@ -4,6 +4,8 @@ mod cleanup;
 mod differential;
 mod failures;
 mod golden;
+mod incremental;
+mod jobs;
 mod keyed;
 mod layout;
 mod snapshots;

@@ -1,0 +1,147 @@
+//! Whole jobs on the RocksDB backend with incremental checkpoints: what storage holds, and restores from the
+//! task's local copy or from storage alone.
+
+use eddy_engine::checkpoint::{CheckpointStore, Checkpointing, LocalStore, Restore};
+use eddy_engine::graph::JobGraph;
+use eddy_engine::io::FileRoots;
+use eddy_engine::runtime::{DeployEnv, JobState, RunningJob, deploy};
+use eddy_engine::spec::JobSpec;
+use eddy_engine::testing::TestFunctions;
+use eddy_rocksdb::RocksDbBackend;
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A paced keyed window job with exactly-once checkpoints every 50 ms (three retained), writing into
+/// `out/<folder>`.
+fn graph(folder: &str) -> JobGraph {
+    let spec = format!(
+        r#"
+name: incremental
+parallelism: 2
+checkpoints: {{ interval: 50ms, retained: 3 }}
+operators:
+  - {{ uid: src, source: {{ generator: {{ events: 12000, keys: 500, encoding: json, rate: 4000 }} }}, watermark: {{ out_of_orderness: 100ms }}, batch_size: 50 }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 50ms }}, aggregate: {{ builtin: sum, field: "$.amount" }} }}
+  - {{ uid: out, sink: {{ file: {{ path: out/{folder} }} }}, input: w }}
+"#
+    );
+    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The lines of the visible part files in a file sink's folder, sorted.
+fn committed_lines(folder: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(folder).expect("output folder") {
+        let path = entry.expect("entry").path();
+        if path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")) {
+            lines.extend(std::fs::read_to_string(&path).expect("part").lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    store: Arc<dyn CheckpointStore>,
+}
+
+impl Setup {
+    fn run(&self, graph: &JobGraph, state: &Path, restore: Option<Restore>) -> RunningJob {
+        let mut env = DeployEnv::new("incremental", "test", Arc::new(TestFunctions));
+        env.files = FileRoots::new(self.dir.path());
+        env.state = Arc::new(RocksDbBackend::new(state, Default::default()));
+        env.checkpointing = Some(Checkpointing {
+            spec: graph.checkpoints.clone().expect("checkpoints"),
+            store: Arc::clone(&self.store),
+            prefix: "job/".into(),
+            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
+            max_parallelism: graph.max_parallelism,
+        });
+        env.restore = restore;
+        deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// The state files each completed checkpoint's metadata refers to.
+    fn referenced(&self) -> BTreeSet<String> {
+        let mut referenced = BTreeSet::new();
+        for path in self.store.list("job/").expect("list").iter().filter(|p| p.ends_with("/_metadata")) {
+            let bytes = self.store.get(path).expect("read").expect("metadata");
+            let metadata: serde_json::Value = serde_json::from_slice(&bytes).expect("JSON");
+            let shared = metadata["shared"].as_array().expect("a list of shared files");
+            referenced.extend(shared.iter().map(|s| format!("job/{}", s.as_str().expect("a path"))));
+        }
+        referenced
+    }
+}
+
+fn finish(job: &RunningJob) -> JobState {
+    let state = job.handle.wait(Duration::from_secs(120));
+    assert_ne!(state, JobState::Running, "the job ends");
+    state
+}
+
+/// Runs until at least `checkpoints` completed, then stops without warning.
+fn crash_after(job: &RunningJob, checkpoints: u64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while job.handle.checkpoints().completed < checkpoints && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(10));
+}
+
+#[test]
+fn jobs_restore_from_incremental_checkpoints_locally_or_from_storage_alone() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path().join("cp")));
+    let setup = Setup { dir, store };
+    let root = setup.dir.path().to_path_buf();
+
+    let whole = setup.run(&graph("whole"), &root.join("state-whole"), None);
+    assert_eq!(finish(&whole), JobState::Finished, "{:?}", whole.handle.error());
+    let expected = committed_lines(&root.join("out/whole"));
+    assert!(expected.len() > 500, "{} results", expected.len());
+    setup.store.delete_prefix("job/").expect("clean");
+
+    for wipe in [false, true] {
+        let folder = if wipe { "from-storage" } else { "from-local-copy" };
+        let graph = graph(folder);
+        let state = root.join(format!("state-{folder}"));
+        let first = setup.run(&graph, &state, None);
+        crash_after(&first, 6);
+        let stats = first.handle.checkpoints();
+        let written = stats.latest_bytes.expect("bytes written");
+        let full = stats.latest_full_bytes.expect("bytes referred to");
+        assert!(written <= full, "{stats:?}");
+
+        // Storage holds exactly the state files the retained checkpoints refer to: those of older checkpoints
+        // and of checkpoints given up when the job stopped are gone.
+        let referenced = setup.referenced();
+        assert!(!referenced.is_empty(), "RocksDB checkpoints refer to state files");
+        let held: BTreeSet<String> = setup.store.list("job/shared/").expect("list").into_iter().collect();
+        let completed = setup.store.list("job/").expect("list").iter().filter(|p| p.ends_with("_metadata")).count();
+        assert!(completed <= 3, "three checkpoints are retained, not {completed}");
+        assert_eq!(held, referenced, "shared state files");
+        let restore = Restore::latest(&setup.store, "job/").expect("read").expect("a completed checkpoint");
+        if wipe {
+            std::fs::remove_dir_all(&state).expect("wipe the local disk");
+        } else {
+            let copies = std::fs::read_dir(&state)
+                .expect("the state folder outlives the job")
+                .filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .filter(|n| n.ends_with(".checkpoints"))
+                .count();
+            assert!(copies > 0, "local copies of the newest checkpoint are kept for a restart here");
+        }
+        let second = setup.run(&graph, &state, Some(restore));
+        assert_eq!(finish(&second), JobState::Finished, "{:?}", second.handle.error());
+        assert_eq!(committed_lines(&root.join("out").join(folder)), expected, "restored from {folder}");
+        let held: BTreeSet<String> = setup.store.list("job/shared/").expect("list").into_iter().collect();
+        assert_eq!(held, setup.referenced(), "shared state files after the restored run");
+        setup.store.delete_prefix("job/").expect("clean");
+    }
+}

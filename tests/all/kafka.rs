@@ -167,6 +167,36 @@ async fn the_kafka_examples_count_words_and_raise_alerts_exactly_once() {
         assert_eq!(status["state"], "running", "{status:#}");
         assert!(status["checkpoints"]["completed"].as_u64().unwrap_or(0) > 0, "{status:#}");
     }
+
+    // The status shows where the source stands in its partition and what the sink committed: all four lines
+    // read, their offsets committed with a checkpoint, nothing left (lag 0); transactions committed.
+    let operator = |status: &serde_json::Value, uid: &str| {
+        let operators = status["operators"].as_array().cloned().unwrap_or_default();
+        operators.into_iter().find(|o| o["uid"] == uid).unwrap_or_default()
+    };
+    let status = wait_job(c, &words, Duration::from_secs(30), |s| {
+        let partition = &operator(s, "lines")["connectors"][0]["partitions"][0];
+        partition["committed_offset"] == 4 && partition["lag"] == 0
+    })
+    .await;
+    let partition = &operator(&status, "lines")["connectors"][0]["partitions"][0];
+    assert_eq!(partition["topic"], t[0].as_str(), "{partition:#}");
+    assert_eq!(partition["partition"], 0);
+    assert_eq!(partition["current_offset"], 4);
+    assert_eq!(partition["end_offset"], 4);
+    let transactions = &operator(&status, "out")["connectors"][0]["transactions"];
+    assert!(transactions["commits"].as_u64().is_some_and(|n| n >= 1), "{transactions:#}");
+    assert!(transactions["last_committed_checkpoint"].as_u64().is_some(), "{transactions:#}");
+    assert!(transactions["last_commit_ms"].as_u64().is_some(), "{transactions:#}");
+    assert!(transactions["transactional_id"].as_str().is_some_and(|id| id.contains(&words)), "{transactions:#}");
+    // And Prometheus sees the same.
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.expect("metrics").text().await.expect("text");
+    let lag = metrics
+        .lines()
+        .find(|l| l.starts_with("eddy_source_partition_lag{") && l.contains(&t[0]))
+        .unwrap_or_else(|| panic!("no partition lag for {} in:\n{metrics}", t[0]));
+    assert!(lag.ends_with(" 0"), "{lag}");
+    assert!(metrics.contains("eddy_sink_transactions_committed_total{"), "{metrics}");
     server.kill();
 }
 

@@ -97,7 +97,8 @@ async fn an_http_fed_job_killed_at_random_moments_commits_every_result_exactly_o
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_job_on_rocksdb_killed_at_random_moments_commits_every_result_exactly_once() {
-    // RocksDB's working folder is rebuilt from the checkpoint at each start: the kills leave it behind half-written.
+    // Each start restores RocksDB from the local copy of the newest checkpoint; the kills leave the working folder
+    // and local copies of checkpoints in progress behind, half-written.
     killed_at_random_moments("rocksdb", kills().div_ceil(4)).await;
 }
 
@@ -193,6 +194,17 @@ async fn a_failing_job_restarts_on_schedule_from_its_checkpoint_then_gives_up() 
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_killed_server_resumes_a_job_from_its_checkpoints_in_s3_alone() {
+    resumes_from_s3("memory").await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_server_with_its_local_state_wiped_resumes_a_rocksdb_job_from_s3_alone() {
+    resumes_from_s3("rocksdb").await;
+}
+
+/// A job whose checkpoints go to S3, its server killed halfway through its input; with RocksDB, the server's
+/// local state folder (working state and local copies of checkpoints) is wiped too, as on a new machine.
+async fn resumes_from_s3(backend: &str) {
     use eddy_engine::checkpoint::CheckpointStore;
     let moto = crate::s3::Moto::start();
     let settings = crate::s3::settings(&moto);
@@ -209,8 +221,10 @@ async fn a_killed_server_resumes_a_job_from_its_checkpoints_in_s3_alone() {
         ("AWS_SECRET_ACCESS_KEY", "testsecret"),
     ];
     let server = ServerProcess::start_with_env(dir.path(), &env).await;
-    let spec = "name: counts\ncheckpoints: { interval: 100ms }\noperators:\n  - { uid: src, source: { http: {} }, watermark: { out_of_orderness: 100ms, timestamp: { json: \"$.ts\" } } }\n  - { uid: w, input: src, key_by: { json: \"$.key\" }, window: { tumbling: 500ms }, aggregate: { builtin: sum, field: \"$.amount\" } }\n  - { uid: out, sink: { file: { path: counts } }, input: w }\n";
-    let id = submit(&server.client, spec).await;
+    let spec = format!(
+        "name: counts\nstate: {{ backend: {backend} }}\ncheckpoints: {{ interval: 100ms }}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }}, watermark: {{ out_of_orderness: 100ms, timestamp: {{ json: \"$.ts\" }} }} }}\n  - {{ uid: w, input: src, key_by: {{ json: \"$.key\" }}, window: {{ tumbling: 500ms }}, aggregate: {{ builtin: sum, field: \"$.amount\" }} }}\n  - {{ uid: out, sink: {{ file: {{ path: counts }} }}, input: w }}\n"
+    );
+    let id = submit(&server.client, &spec).await;
     for n in 0..BATCHES / 2 {
         assert!(post(&server.client, &id, n).await, "POST {n}");
     }
@@ -219,6 +233,12 @@ async fn a_killed_server_resumes_a_job_from_its_checkpoints_in_s3_alone() {
     assert!(!dir.path().join("checkpoints").exists(), "no checkpoint went to the local disk");
     let listed = tokio::task::spawn_blocking(move || bucket.list("").expect("list")).await.expect("list");
     assert!(listed.iter().any(|k| k.ends_with("/_metadata")), "completed checkpoints are in the bucket: {listed:?}");
+    if backend == "rocksdb" {
+        assert!(listed.iter().any(|k| k.contains("/shared/w-0/")), "RocksDB's files are in the bucket: {listed:?}");
+        let state = dir.path().join("state");
+        assert!(state.exists(), "RocksDB kept state on the local disk");
+        std::fs::remove_dir_all(&state).expect("wipe the local state");
+    }
 
     let server = ServerProcess::start_with_env(dir.path(), &env).await;
     let status = settled(&server.client, &id).await;

@@ -29,7 +29,7 @@ use crate::config::{describe, kafka_error, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, OperatorSnapshot};
-use eddy_engine::io::ConnectorContext;
+use eddy_engine::io::{ConnectorContext, ConnectorReport, ReportSlot, TransactionReport};
 use eddy_engine::operator::{OpContext, Operator};
 use eddy_engine::spec::{Delivery, KafkaSinkSpec};
 use eddy_engine::state::SnapshotEntry;
@@ -298,6 +298,9 @@ pub struct KafkaSink {
     epochs: VecDeque<Epoch>,
     /// The newest checkpoint whose barrier passed.
     last_checkpoint: Option<CheckpointId>,
+    report: ReportSlot,
+    /// Exactly-once: the transactions so far, as reported.
+    transactions: TransactionReport,
 }
 
 /// The transactional id of a subtask.
@@ -339,6 +342,7 @@ impl KafkaSink {
                 Some(writer)
             }
         };
+        let transactions = TransactionReport { transactional_id: id.clone().unwrap_or_default(), ..Default::default() };
         Ok(KafkaSink {
             topic: spec.topic.clone(),
             subtask: cx.subtask,
@@ -351,7 +355,18 @@ impl KafkaSink {
             writer,
             epochs: VecDeque::from([Epoch::default()]),
             last_checkpoint: None,
+            report: cx.report.clone(),
+            transactions,
         })
+    }
+
+    /// Reports the transactions (exactly-once only).
+    fn publish_report(&mut self) {
+        if self.id.is_none() {
+            return;
+        }
+        self.transactions.uncommitted_records = self.epochs.iter().map(|e| e.records as u64).sum();
+        self.report.publish(ConnectorReport { transactions: Some(self.transactions.clone()), ..ConnectorReport::default() });
     }
 
     /// The transactional id, in exactly-once mode.
@@ -443,7 +458,17 @@ impl KafkaSink {
             }
             if epoch.records > 0 {
                 let marker = epoch.checkpoint.or(self.last_checkpoint);
+                let started = std::time::Instant::now();
                 self.writer()?.commit(marker)?;
+                let t = &mut self.transactions;
+                t.last_commit_ms = Some(started.elapsed().as_millis() as u64);
+                t.last_commit_at_ms = Some(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64),
+                );
+                t.last_committed_checkpoint = marker;
+                t.commits += 1;
             }
             self.write_front()?;
         }
@@ -515,7 +540,11 @@ impl Operator for KafkaSink {
     fn finish(&mut self, _: &mut OpContext<'_>) -> Result<(), TaskError> {
         match self.id {
             // The input ended: nothing more will come for the open epochs; commit them all now.
-            Some(_) => self.commit_epochs(CheckpointId::MAX, true),
+            Some(_) => {
+                self.commit_epochs(CheckpointId::MAX, true)?;
+                self.publish_report();
+                Ok(())
+            }
             None => self.writer()?.flush(),
         }
     }
@@ -546,6 +575,7 @@ impl Operator for KafkaSink {
             // Surface write errors at the barrier, and make the commit that follows completion quick.
             self.writer()?.flush()?;
         }
+        self.publish_report();
         let value = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
         // Key group `subtask`: after a rescale, one new subtask gets it (see the module's documentation).
         let entry = SnapshotEntry {
@@ -573,6 +603,8 @@ impl Operator for KafkaSink {
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
-        self.commit_epochs(checkpoint, false)
+        self.commit_epochs(checkpoint, false)?;
+        self.publish_report();
+        Ok(())
     }
 }

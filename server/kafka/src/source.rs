@@ -9,10 +9,13 @@ use crate::config::{describe, kafka_error, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, SplitPosition};
-use eddy_engine::io::{ConnectorContext, Source, SourcePoll, Wake};
+use eddy_engine::io::{ConnectorContext, ConnectorReport, PartitionReport, ReportSlot, Source, SourcePoll, Wake};
 use eddy_engine::spec::{Isolation, KafkaFormat, KafkaSourceSpec, KafkaTimestamp, StartingOffsets};
+use parking_lot::Mutex;
+use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::statistics::Statistics;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
@@ -49,10 +52,35 @@ struct Split {
     next: Option<i64>,
 }
 
+/// How often a source subtask reports its partitions (librdkafka's statistics come as often).
+const REPORT_EVERY: Duration = Duration::from_secs(1);
+
+/// Takes in librdkafka's statistics, served by the consumer's polls: where each partition ends.
+#[derive(Default)]
+struct SourceContext {
+    /// By topic and partition: the high watermark and the last stable offset (the end a `read_committed`
+    /// reader sees).
+    ends: Mutex<HashMap<(String, i32), (i64, i64)>>,
+}
+
+impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut ends = self.ends.lock();
+        for (name, topic) in statistics.topics {
+            // librdkafka lists an internal partition -1 for each topic.
+            for (partition, p) in topic.partitions.into_iter().filter(|(partition, _)| *partition >= 0) {
+                ends.insert((name.clone(), partition), (p.hi_offset, p.ls_offset));
+            }
+        }
+    }
+}
+
+impl ConsumerContext for SourceContext {}
+
 /// Reads the partitions of Kafka topics that this subtask owns.
 pub struct KafkaSource {
     spec: KafkaSourceSpec,
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<SourceContext>,
     subtask: u32,
     parallelism: u32,
     pattern: Option<regex::Regex>,
@@ -67,6 +95,10 @@ pub struct KafkaSource {
     /// A record of another split than the batch being filled, taken at the next poll.
     stashed: Option<OwnedMessage>,
     next_discovery: Option<Instant>,
+    /// Offsets committed to the group with the newest completed checkpoint, by split id.
+    committed: HashMap<String, u64>,
+    report: ReportSlot,
+    next_report: Instant,
 }
 
 impl KafkaSource {
@@ -89,11 +121,14 @@ impl KafkaSource {
                     Isolation::ReadUncommitted => "read_uncommitted",
                 },
             );
+        // Partition ends and lag for the job's status come from librdkafka's statistics.
+        config.set("statistics.interval.ms", REPORT_EVERY.as_millis().to_string());
         for (name, value) in &spec.properties.0 {
             config.set(name, value);
         }
-        let consumer: BaseConsumer =
-            config.create().map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
+        let consumer: BaseConsumer<SourceContext> = config
+            .create_with_context(SourceContext::default())
+            .map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
         let pattern = match &spec.topic_pattern {
             Some(p) => Some(
                 regex::Regex::new(&format!("^(?:{p})$"))
@@ -114,6 +149,9 @@ impl KafkaSource {
             started: false,
             stashed: None,
             next_discovery: None,
+            committed: HashMap::new(),
+            report: cx.report.clone(),
+            next_report: Instant::now(),
         };
         let found = source.discover(true)?;
         source.add_splits(found);
@@ -270,6 +308,40 @@ impl KafkaSource {
         Ok(())
     }
 
+    /// Reports each partition's offsets and lag, at most every [`REPORT_EVERY`] unless `now`.
+    fn publish_report(&mut self, now: bool) {
+        let at = Instant::now();
+        if !now && at < self.next_report {
+            return;
+        }
+        self.next_report = at + REPORT_EVERY;
+        let ends = self.consumer.context().ends.lock();
+        let read_committed = matches!(self.spec.isolation, Isolation::ReadCommitted);
+        let partitions = self
+            .splits
+            .iter()
+            .map(|split| {
+                let id = split_id(&split.topic, split.partition);
+                let current = split.next.or_else(|| self.restored.get(&id).copied()).map(|o| o.max(0) as u64);
+                let end = ends
+                    .get(&(split.topic.clone(), split.partition))
+                    .map(|(high, stable)| if read_committed && *stable >= 0 { *stable } else { *high })
+                    .filter(|end| *end >= 0)
+                    .map(|end| end as u64);
+                PartitionReport {
+                    topic: split.topic.clone(),
+                    partition: split.partition,
+                    current_offset: current,
+                    committed_offset: self.committed.get(&id).copied(),
+                    end_offset: end,
+                    lag: end.zip(current).map(|(end, current)| end.saturating_sub(current)),
+                }
+            })
+            .collect();
+        drop(ends);
+        self.report.publish(ConnectorReport { partitions, ..ConnectorReport::default() });
+    }
+
     /// The split index the task's watermarks know a split by: splits found after the start share the last one.
     fn watermark_split(&self, split: usize) -> usize {
         split.min(self.initial_splits.max(1) - 1)
@@ -374,13 +446,25 @@ impl Source for KafkaSource {
             return;
         }
         // For monitoring only: positions live in the checkpoint, so a failed commit loses nothing.
-        if let Err(e) = self.consumer.commit(&offsets, CommitMode::Async) {
-            tracing::warn!("cannot commit the offsets of checkpoint {checkpoint} to the Kafka group: {}", describe(&e));
+        match self.consumer.commit(&offsets, CommitMode::Async) {
+            Ok(()) => {
+                for position in positions {
+                    self.committed.insert(position.split.clone(), position.offset);
+                }
+                self.publish_report(true);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    "cannot commit the offsets of checkpoint {checkpoint} to the Kafka group: {}",
+                    describe(&e)
+                );
+            }
         }
     }
 
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError> {
         self.ensure_started()?;
+        self.publish_report(false);
         let before = batch.len();
         let mut current: Option<usize> = None;
         if let Some(message) = self.stashed.take() {
@@ -421,6 +505,7 @@ impl Source for KafkaSource {
     }
 
     fn wait(&mut self, wake: &crossbeam_channel::Receiver<Wake>, timeout: Option<Duration>) {
+        self.publish_report(false);
         let start = Instant::now();
         let deadline = [timeout.map(|t| start + t), self.next_discovery].into_iter().flatten().min();
         while self.stashed.is_none() && wake.is_empty() {

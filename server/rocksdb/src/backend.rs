@@ -3,7 +3,7 @@
 use crate::files::{RestoredFrom, checkpoints_folder, materialize, remove_folder};
 use crate::store::RocksDbStateStore;
 use eddy_engine::keys::KeyGroup;
-use eddy_engine::state::{FetchObject, KeyedStateStore, StateBackend, StateError, StateFiles};
+use eddy_engine::state::{FetchObject, KeyedStateStore, StateBackend, StateBudget, StateError, StateFiles};
 use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteBufferManager};
 use std::collections::HashSet;
 use std::fmt::Write as _;
@@ -43,6 +43,8 @@ pub struct RocksDbBackend {
     write_buffers: WriteBufferManager,
     /// Folders of the stores that are open: a second store for the same operator and subtask would wipe them.
     open: Arc<Mutex<HashSet<PathBuf>>>,
+    /// What the stores' disk use counts against, if anything.
+    budget: Option<Arc<StateBudget>>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -58,7 +60,22 @@ impl RocksDbBackend {
         // No stall: a write over the limit triggers flushes rather than waiting for them.
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(config.write_buffer_bytes, false, cache.clone());
-        RocksDbBackend { root: root.into(), config, cache, write_buffers, open: Arc::default() }
+        RocksDbBackend { root: root.into(), config, cache, write_buffers, open: Arc::default(), budget: None }
+    }
+
+    /// The backend whose stores count their disk use (live SST files and memtables) against `budget`: a store
+    /// that takes it past its limit refuses writes, as an in-memory store does with its memory.
+    pub fn within(mut self, budget: Arc<StateBudget>) -> RocksDbBackend {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Starts counting a new store against the budget, if there is one.
+    fn budgeted(&self, mut store: RocksDbStateStore) -> Result<RocksDbStateStore, StateError> {
+        if let Some(budget) = &self.budget {
+            store.charge_to(Arc::clone(budget))?;
+        }
+        Ok(store)
     }
 
     /// The folder the stores live under.
@@ -98,7 +115,7 @@ impl RocksDbBackend {
         let folder = self.claim(uid, subtask)?;
         remove_folder(&checkpoints_folder(&folder.path))?;
         let groups = (*key_groups.start(), *key_groups.end());
-        RocksDbStateStore::open(folder, self.options()?, groups, None)
+        self.budgeted(RocksDbStateStore::open(folder, self.options()?, groups, None)?)
     }
 
     /// Opens the store of operator `uid` in subtask `subtask`, owner of `key_groups`, with the state of those key
@@ -126,7 +143,7 @@ impl RocksDbBackend {
             };
             let store = RocksDbStateStore::open(folder, self.options()?, groups, Some((part, from)))?;
             store.keep_only_local_copy_of(part.checkpoint);
-            return Ok(store);
+            return self.budgeted(store);
         }
         remove_folder(&local)?;
         let options = self.options()?;
@@ -136,6 +153,7 @@ impl RocksDbBackend {
             groups,
             parts.first().map(|p| (p, RestoredFrom::Rescaled)),
         )?;
+        // Measured once the entries are in, below: the copy itself is not refused part way.
         for (i, part) in parts.iter().enumerate() {
             let scratch = local.with_file_name(format!("{}.restore-{i}", store_name(&local)));
             remove_folder(&scratch)?;
@@ -145,7 +163,7 @@ impl RocksDbBackend {
             remove_folder(&scratch)?;
             copied?;
         }
-        Ok(store)
+        self.budgeted(store)
     }
 
     /// Claims the folder of operator `uid`'s store in `subtask`, and empties it.

@@ -8,9 +8,11 @@
 //!
 //! - **One RocksDB instance per store**, that is per operator and subtask, in the folder `<root>/<uid>-<subtask>/`
 //!   under the backend's root (bytes of the uid other than `[A-Za-z0-9_-]` written as `%XX`). The folder is wiped
-//!   when the store is opened and removed when it is dropped: a store always starts empty, and restoring loads a
-//!   snapshot's entries through `restore`. A backend refuses to open a second store for an operator and subtask
-//!   while the first is open (it would wipe the first one's files).
+//!   when the store is opened and removed when it is dropped: a store starts empty, or from a checkpoint's files
+//!   ([`RocksDbBackend::restore`]), or loads a savepoint's entries through `restore`. Beside it,
+//!   `<root>/<uid>-<subtask>.checkpoints/<id>/` holds the local copies of its checkpoints (module `files`). A
+//!   backend refuses to open a second store for an operator and subtask while the first is open (it would wipe the
+//!   first one's files).
 //! - **One column family per state**, named after the state (a state called `default` uses RocksDB's default column
 //!   family).
 //! - **Keys** are the canonical composite key
@@ -43,6 +45,14 @@
 //! default column family, which has no filter: it keeps the per-access `cleanup_step`, a walk in byte order that
 //! resumes where the last step stopped (the store keeps that position; the cursor it returns is only a generation
 //! number, 0 starts over). [`RocksDbStateStore::compact`] compacts everything now.
+//!
+//! # Checkpoints
+//!
+//! A checkpoint takes a RocksDB checkpoint of the store (hard links to its SST files) and hands the engine the
+//! list of files, with the SST files the newest completed checkpoint uploaded marked as already in storage: only
+//! new files are uploaded. The newest completed checkpoint's local copy is kept for a restore on the same machine;
+//! otherwise a restore downloads the files, or, at another parallelism, copies the entries of the store's key
+//! groups out of every old store's files. Savepoints take entries (`snapshot`), never files.
 //!
 //! # Errors
 //!

@@ -5,7 +5,9 @@ use crate::files::{LocalCheckpoints, RestoredFrom};
 use crate::keys;
 use eddy_engine::checkpoint::CheckpointId;
 use eddy_engine::keys::KeyGroup;
-use eddy_engine::state::{Expiry, KeyedStateStore, SnapshotEntry, StateError, StateFiles, StateId, StateKey};
+use eddy_engine::state::{
+    Expiry, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateFiles, StateId, StateKey,
+};
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBWithThreadMode, FlushOptions, Options, ReadOptions, SingleThreaded,
@@ -62,6 +64,26 @@ struct Cleanup {
     resume: Option<Vec<u8>>,
 }
 
+/// Writes and removals between two measurements of a budgeted store's size.
+const MEASURE_EVERY: u32 = 4096;
+
+/// A store's disk use (SST files and memtables), and what of it was last reported to its budget.
+struct DiskAccount {
+    budget: Arc<StateBudget>,
+    reported: u64,
+    /// Changes since the last measurement.
+    changes: u32,
+    /// Why writes are refused, once the budget is used up (until removals and compactions make room again).
+    exhausted: Option<String>,
+}
+
+impl Drop for DiskAccount {
+    fn drop(&mut self) {
+        // A store that goes away gives back what it reported.
+        let _ = self.budget.charge(-(self.reported as i64));
+    }
+}
+
 /// Keyed state of one operator in one subtask, in a RocksDB instance of its own.
 pub struct RocksDbStateStore {
     db: Db,
@@ -78,6 +100,8 @@ pub struct RocksDbStateStore {
     /// Its checkpoints on local disk.
     checkpoints: LocalCheckpoints,
     restored_from: Option<RestoredFrom>,
+    /// Set when the store's disk use counts against a budget.
+    account: Option<DiskAccount>,
     /// Declared after `db` so that the database is closed before its folder is removed.
     folder: Folder,
 }
@@ -165,8 +189,60 @@ impl RocksDbStateStore {
             key_groups,
             checkpoints: LocalCheckpoints::new(&folder.path, restored_checkpoint),
             restored_from: restored.map(|(_, from)| from),
+            account: None,
             folder,
         })
+    }
+
+    /// Counts the store's disk use against `budget` from now on.
+    pub(crate) fn charge_to(&mut self, budget: Arc<StateBudget>) -> Result<(), StateError> {
+        self.account = Some(DiskAccount { budget, reported: 0, changes: 0, exhausted: None });
+        self.measure()
+    }
+
+    /// Bytes the store holds: its live SST files and its memtables, over every state.
+    pub fn disk_bytes(&self) -> u64 {
+        let mut bytes = 0;
+        let families = std::iter::once(DEFAULT_FAMILY).chain(self.states.iter().map(|s| s.name.as_str()));
+        for name in families {
+            let Some(cf) = self.db.cf_handle(name) else { continue };
+            for property in ["rocksdb.live-sst-files-size", "rocksdb.cur-size-all-mem-tables"] {
+                bytes += self.db.property_int_value_cf(cf, property).ok().flatten().unwrap_or(0);
+            }
+        }
+        bytes
+    }
+
+    /// Reports the store's size to its budget; an error (and writes refused) once the budget is used up.
+    fn measure(&mut self) -> Result<(), StateError> {
+        let size = self.disk_bytes();
+        let Some(account) = &mut self.account else { return Ok(()) };
+        account.changes = 0;
+        let change = size as i64 - account.reported as i64;
+        account.reported = size;
+        let charged = account.budget.charge(change);
+        account.exhausted = charged.as_ref().err().map(|e| e.0.clone());
+        charged
+    }
+
+    /// Refuses a write while the budget is used up, before anything is written.
+    #[inline]
+    fn check_room(&self) -> Result<(), StateError> {
+        match self.account.as_ref().and_then(|a| a.exhausted.as_ref()) {
+            Some(why) => Err(StateError(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a change; measures the size every [`MEASURE_EVERY`] changes.
+    #[inline]
+    fn changed(&mut self) -> Result<(), StateError> {
+        let Some(account) = &mut self.account else { return Ok(()) };
+        account.changes += 1;
+        if account.changes < MEASURE_EVERY {
+            return Ok(());
+        }
+        self.measure()
     }
 
     /// Removes the local copies of checkpoints other than `id`.
@@ -342,21 +418,26 @@ impl KeyedStateStore for RocksDbStateStore {
     }
 
     fn put(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], value: &[u8]) -> Result<(), StateError> {
+        self.check_room()?;
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
-        self.db.put_cf_opt(cf, &self.scratch, value, &self.write).map_err(|e| self.failed("put", e))
+        self.db.put_cf_opt(cf, &self.scratch, value, &self.write).map_err(|e| self.failed("put", e))?;
+        self.changed()
     }
 
     fn append(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8], bytes: &[u8]) -> Result<(), StateError> {
+        self.check_room()?;
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
-        self.db.merge_cf_opt(cf, &self.scratch, bytes, &self.write).map_err(|e| self.failed("append", e))
+        self.db.merge_cf_opt(cf, &self.scratch, bytes, &self.write).map_err(|e| self.failed("append", e))?;
+        self.changed()
     }
 
     fn remove(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<(), StateError> {
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
-        self.db.delete_cf_opt(cf, &self.scratch, &self.write).map_err(|e| self.failed("remove", e))
+        self.db.delete_cf_opt(cf, &self.scratch, &self.write).map_err(|e| self.failed("remove", e))?;
+        self.changed()
     }
 
     fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
@@ -497,7 +578,12 @@ impl KeyedStateStore for RocksDbStateStore {
     }
 
     fn checkpoint_files(&mut self, checkpoint: CheckpointId) -> Result<Option<StateFiles>, StateError> {
-        self.checkpoints.take(&self.db, checkpoint, self.key_groups).map(Some)
+        let files = self.checkpoints.take(&self.db, checkpoint, self.key_groups)?;
+        // The flush may have moved bytes from memtables to files; the budget hears of it here too.
+        if self.account.is_some() {
+            self.measure()?;
+        }
+        Ok(Some(files))
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) {

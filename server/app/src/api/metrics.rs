@@ -84,6 +84,49 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
         }
     }
 
+    // Connectors: a Kafka source's partitions, an exactly-once Kafka sink's transactions.
+    let partition_offset = Family::<ByTenant, Gauge>::default();
+    let partition_committed = Family::<ByTenant, Gauge>::default();
+    let partition_lag = Family::<ByTenant, Gauge>::default();
+    let uncommitted = Family::<ByTenant, Gauge>::default();
+    let commit_ms = Family::<ByTenant, Gauge>::default();
+    let commits = Family::<ByTenant, Counter>::default();
+    for tenant in &tenants {
+        for (job, operator, reports) in state.jobs.connector_reports(tenant) {
+            let labels = |extra: &[(&str, String)]| {
+                let mut labels = vec![
+                    ("tenant".to_string(), tenant.clone()),
+                    ("job".to_string(), job.clone()),
+                    ("operator".to_string(), operator.clone()),
+                ];
+                labels.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+                labels
+            };
+            for report in &reports {
+                for p in &report.partitions {
+                    let labels = labels(&[("topic", p.topic.clone()), ("partition", p.partition.to_string())]);
+                    if let Some(offset) = p.current_offset {
+                        partition_offset.get_or_create(&labels).set(offset as i64);
+                    }
+                    if let Some(offset) = p.committed_offset {
+                        partition_committed.get_or_create(&labels).set(offset as i64);
+                    }
+                    if let Some(lag) = p.lag {
+                        partition_lag.get_or_create(&labels).set(lag as i64);
+                    }
+                }
+                if let Some(t) = &report.transactions {
+                    let labels = labels(&[("subtask", report.subtask.to_string())]);
+                    uncommitted.get_or_create(&labels).set(t.uncommitted_records as i64);
+                    commits.get_or_create(&labels).inc_by(t.commits);
+                    if let Some(ms) = t.last_commit_ms {
+                        commit_ms.get_or_create(&labels).set(ms as i64);
+                    }
+                }
+            }
+        }
+    }
+
     let mut registry = Registry::with_prefix("eddy");
     registry.register("tenant_jobs", "Running jobs of a tenant", jobs);
     registry.register("tenant_subtasks", "Subtasks of a tenant's running jobs", subtasks);
@@ -98,6 +141,20 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     registry.register("operator_late_records_dropped", "Late records a window dropped", late);
     registry.register("operator_back_pressured_time_ms", "Time spent waiting on full output channels", backpressured);
     registry.register("operator_current_watermark", "An operator's event-time watermark (ms)", watermark);
+    registry.register("source_partition_current_offset", "The next offset a source reads in a partition", partition_offset);
+    registry.register(
+        "source_partition_committed_offset",
+        "The offset committed to the broker with the newest completed checkpoint",
+        partition_committed,
+    );
+    registry.register("source_partition_lag", "Records between a source's offset and the partition's end", partition_lag);
+    registry.register(
+        "sink_uncommitted_records",
+        "Records an exactly-once sink wrote in transactions not yet committed",
+        uncommitted,
+    );
+    registry.register("sink_last_commit_ms", "How long an exactly-once sink's last commit took", commit_ms);
+    registry.register("sink_transactions_committed", "Transactions an exactly-once sink committed", commits);
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;
     Ok(([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], text))

@@ -15,7 +15,7 @@ use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
 use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, Restore};
 use eddy_engine::graph::{JobGraph, Partitioning};
 use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
-use eddy_engine::io::{IngestHandle, OutputStream};
+use eddy_engine::io::{ConnectorReport, IngestHandle, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::restart::{Decision, RestartPolicy};
 use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
@@ -55,6 +55,12 @@ pub struct OperatorView {
     pub unreadable_records: u64,
     /// Current event-time watermark.
     pub watermark: Option<i64>,
+    /// What each subtask of a connector reported last: a Kafka source's partitions (current and committed offset,
+    /// end, lag), an exactly-once Kafka sink's transactions (records not yet committed, the last commit, its
+    /// latency).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(value_type = Vec<Object>)]
+    pub connectors: Vec<ConnectorReport>,
 }
 
 /// One edge in a job's status.
@@ -105,8 +111,10 @@ pub struct CheckpointView {
     pub latest: Option<u64>,
     /// How long it took, in milliseconds.
     pub latest_duration_ms: Option<u64>,
-    /// Bytes it wrote.
+    /// Bytes it wrote (with RocksDB, only the state files no earlier checkpoint had).
     pub latest_bytes: Option<u64>,
+    /// Bytes a restore from it reads: everything it refers to.
+    pub latest_full_bytes: Option<u64>,
     /// Why the last failed checkpoint failed.
     pub last_failure: Option<String>,
     /// The checkpoint the current run started from.
@@ -121,6 +129,7 @@ impl From<CheckpointStats> for CheckpointView {
             latest: s.latest,
             latest_duration_ms: s.latest_duration_ms,
             latest_bytes: s.latest_bytes,
+            latest_full_bytes: s.latest_full_bytes,
             last_failure: s.last_failure,
             restored_from: s.restored_from,
         }
@@ -486,6 +495,18 @@ impl Jobs {
         usage
     }
 
+    /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).
+    pub fn connector_reports(&self, tenant: &str) -> Vec<(String, String, Vec<ConnectorReport>)> {
+        let entries = self.inner.entries.lock();
+        let mut all = Vec::new();
+        for (id, entry) in entries.get(tenant).into_iter().flatten() {
+            if let Some(running) = &entry.running {
+                all.extend(running.handle.connector_reports().into_iter().map(|(uid, r)| (id.clone(), uid, r)));
+            }
+        }
+        all
+    }
+
     /// Counters of every operator of `tenant`'s jobs that have run since the server started: (job, operator, counters).
     pub fn operator_counters(&self, tenant: &str) -> Vec<(String, String, eddy_engine::runtime::OperatorCounters)> {
         let entries = self.inner.entries.lock();
@@ -585,7 +606,9 @@ impl Jobs {
         env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
         env.state = match graph.state_backend.unwrap_or(self.inner.config.state_backend) {
             BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
-            BackendKind::Rocksdb => rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id))?,
+            BackendKind::Rocksdb => {
+                rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id), accounts.state)?
+            }
         };
         env.connectors = connectors();
         let io = self.job_io(tenant, id, &graph, io)?;
@@ -845,10 +868,11 @@ impl Jobs {
         let entry =
             entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
         let record = &entry.record;
-        let (state, error, counters) = match &entry.running {
+        let (state, error, counters, mut reports) = match &entry.running {
             Some(running) => {
                 let handle = &running.handle;
-                (handle.state(), handle.error().map(|e| failure(&e)), handle.operators())
+                let reports = handle.connector_reports();
+                (handle.state(), handle.error().map(|e| failure(&e)), handle.operators(), reports)
             }
             None => (
                 record.state,
@@ -858,6 +882,7 @@ impl Jobs {
                     domain: "user".into(),
                     logs: Vec::new(),
                 }),
+                Vec::new(),
                 Vec::new(),
             ),
         };
@@ -916,6 +941,11 @@ impl Jobs {
                     backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
                     unreadable_records: counters.map_or(0, |c| c.unreadable_records),
                     watermark: counters.and_then(|c| c.watermark),
+                    connectors: reports
+                        .iter_mut()
+                        .find(|(uid, _)| *uid == node.uid)
+                        .map(|(_, r)| std::mem::take(r))
+                        .unwrap_or_default(),
                 });
                 match &node.kind {
                     OperatorKind::Source(s) if s.source == SourceSpec::Http => view.inputs.push(node.uid.clone()),
@@ -1252,12 +1282,16 @@ fn connectors() -> Option<Arc<dyn eddy_engine::io::Connectors>> {
 
 /// A RocksDB backend keeping a job's working state in `folder` (checkpoints restore it: a run starts afresh).
 #[cfg(feature = "rocksdb")]
-fn rocksdb_backend(folder: &std::path::Path) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
-    Ok(Arc::new(eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default())))
+fn rocksdb_backend(
+    folder: &std::path::Path,
+    budget: Arc<StateBudget>,
+) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+    let backend = eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default());
+    Ok(Arc::new(backend.within(budget)))
 }
 
 #[cfg(not(feature = "rocksdb"))]
-fn rocksdb_backend(_: &std::path::Path) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+fn rocksdb_backend(_: &std::path::Path, _: Arc<StateBudget>) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
     Err(ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "cannot_start",

@@ -9,7 +9,9 @@ mod sinks;
 mod stream;
 
 pub(crate) use connectors::missing as missing_connector;
-pub use connectors::{ConnectorContext, Connectors};
+pub use connectors::{
+    ConnectorContext, ConnectorReport, Connectors, PartitionReport, ReportSlot, TransactionReport,
+};
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource};

@@ -15,7 +15,8 @@ use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
 use crate::io::{
     ConnectorContext, Connectors, DiscardSink, FileRoots, FileSink, FileSource, GeneratorSource, HttpSink,
-    IngestHandle, IngestLog, IngestSource, OutputRate, OutputStream, RateLimited, Retention, Source, StdoutSink,
+    IngestHandle, IngestLog, IngestSource, OutputRate, OutputStream, RateLimited, ReportSlot, Retention, Source,
+    StdoutSink,
 };
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
@@ -115,13 +116,19 @@ impl DeployEnv {
     }
 
     /// What a connector gets to build subtask `subtask` of `node`.
-    fn connector_context<'a>(&'a self, node: &'a Node, subtask: u32) -> ConnectorContext<'a> {
+    fn connector_context<'a>(
+        &'a self,
+        node: &'a Node,
+        subtask: u32,
+        metrics: Option<&Arc<OperatorMetrics>>,
+    ) -> ConnectorContext<'a> {
         ConnectorContext {
             job_id: &self.job_id,
             uid: &node.uid,
             subtask,
             parallelism: node.parallelism,
             checkpoints: self.checkpointing.as_ref().map(|c| &c.spec),
+            report: metrics.map(|m| ReportSlot::new(Arc::clone(m), subtask)).unwrap_or_default(),
         }
     }
 
@@ -218,6 +225,7 @@ fn build_operator(
     env: &DeployEnv,
     outputs: &mut HashMap<String, Arc<OutputStream>>,
     files: &RestoredFiles<'_>,
+    metrics: Option<&Arc<OperatorMetrics>>,
 ) -> Result<Box<dyn Operator>, TaskError> {
     let node = &graph.nodes[index];
     if let Some(build) = env.overrides.get(&node.uid) {
@@ -290,7 +298,7 @@ fn build_operator(
                 SinkSpec::Kafka(_) => env
                     .connectors
                     .as_ref()
-                    .and_then(|c| c.sink(&env.connector_context(node, subtask), sink))
+                    .and_then(|c| c.sink(&env.connector_context(node, subtask, metrics), sink))
                     .unwrap_or_else(|| Err(crate::io::missing_connector("Kafka sink")))?,
                 SinkSpec::Http => {
                     let stream = outputs
@@ -349,7 +357,7 @@ fn build_source(
         SourceSpec::Kafka(_) => env
             .connectors
             .as_ref()
-            .and_then(|c| c.source(&env.connector_context(node, subtask), &spec.source))
+            .and_then(|c| c.source(&env.connector_context(node, subtask, Some(&metrics)), &spec.source))
             .unwrap_or_else(|| Err(crate::io::missing_connector("Kafka source")))
             .map_err(|e| e.in_operator(&node.uid))?,
     };
@@ -377,7 +385,7 @@ pub fn build_single_operator(
     env: &DeployEnv,
 ) -> Result<Box<dyn Operator>, TaskError> {
     let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
-    build_operator(graph, index, subtask, env, &mut HashMap::new(), &RestoredFiles::default())
+    build_operator(graph, index, subtask, env, &mut HashMap::new(), &RestoredFiles::default(), None)
 }
 
 /// Builds subtask `subtask` of operator `uid` alone, outside any task, with its keyed state restored from a
@@ -392,7 +400,7 @@ pub fn build_single_operator_from(
 ) -> Result<Box<dyn Operator>, TaskError> {
     let (index, _) = graph.node(uid).ok_or_else(|| TaskError::internal(format!("no operator `{uid}`")))?;
     let files = RestoredFiles { parts: files, fetch: Some(fetch), taken: std::cell::Cell::new(false) };
-    build_operator(graph, index, subtask, env, &mut HashMap::new(), &files)
+    build_operator(graph, index, subtask, env, &mut HashMap::new(), &files, None)
 }
 
 enum TaskBody {
@@ -492,7 +500,8 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 };
                 let files = RestoredFiles { parts: &parts, fetch: Some(&fetch), taken: std::cell::Cell::new(false) };
                 let mut op =
-                    build_operator(graph, n, subtask, &env, &mut outputs, &files).map_err(|e| e.in_operator(uid))?;
+                    build_operator(graph, n, subtask, &env, &mut outputs, &files, Some(&metrics[n]))
+                        .map_err(|e| e.in_operator(uid))?;
                 if !files.parts.is_empty() && !files.taken.get() {
                     return Err(TaskError::user(format!(
                         "the checkpoint holds keyed state of operator `{uid}`, which keeps none now"

@@ -1,5 +1,6 @@
 //! Counters a running job exposes per operator.
 
+use crate::io::ConnectorReport;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 /// Live counters of one operator, summed over its subtasks.
@@ -19,6 +20,8 @@ pub struct OperatorMetrics {
     pub unreadable_records: AtomicU64,
     /// The operator's input watermark per subtask.
     watermarks: Vec<AtomicI64>,
+    /// What each subtask of a connector reported last.
+    reports: parking_lot::Mutex<Vec<Option<ConnectorReport>>>,
 }
 
 impl OperatorMetrics {
@@ -32,7 +35,20 @@ impl OperatorMetrics {
             backpressured_us: AtomicU64::new(0),
             unreadable_records: AtomicU64::new(0),
             watermarks: (0..parallelism).map(|_| AtomicI64::new(i64::MIN)).collect(),
+            reports: parking_lot::Mutex::new(vec![None; parallelism as usize]),
         }
+    }
+
+    /// Replaces subtask `subtask`'s connector report.
+    pub fn set_report(&self, subtask: u32, report: ConnectorReport) {
+        if let Some(slot) = self.reports.lock().get_mut(subtask as usize) {
+            *slot = Some(report);
+        }
+    }
+
+    /// The connector reports of the subtasks that made one, by subtask.
+    pub fn reports(&self) -> Vec<ConnectorReport> {
+        self.reports.lock().iter().flatten().cloned().collect()
     }
 
     /// Records subtask `subtask`'s watermark.

@@ -136,6 +136,11 @@ impl JobHandle {
         self.metrics.iter().map(|m| (m.uid.clone(), m.snapshot())).collect()
     }
 
+    /// What the job's connector subtasks reported last, by operator uid.
+    pub fn connector_reports(&self) -> Vec<(String, Vec<crate::io::ConnectorReport>)> {
+        self.metrics.iter().map(|m| (m.uid.clone(), m.reports())).filter(|(_, r)| !r.is_empty()).collect()
+    }
+
     /// Checkpoint figures.
     pub fn checkpoints(&self) -> CheckpointStats {
         self.shared.checkpoints.lock().clone()

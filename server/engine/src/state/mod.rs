@@ -250,7 +250,7 @@ impl StateBudget {
     }
 
     /// Adds `delta` bytes (negative: released); an error once a growth takes this budget or a parent past its limit.
-    fn charge(&self, delta: i64) -> Result<(), StateError> {
+    pub fn charge(&self, delta: i64) -> Result<(), StateError> {
         let used = self.used.fetch_add(delta, std::sync::atomic::Ordering::Relaxed) + delta;
         let parent = match &self.parent {
             Some(parent) => parent.charge(delta),

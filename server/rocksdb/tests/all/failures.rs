@@ -79,3 +79,38 @@ fn one_store_per_operator_and_subtask_at_a_time() {
     assert!(backend.folder("../x", 0).starts_with(backend.root()));
     assert_eq!(backend.folder("a/b.c", 3).file_name().and_then(|n| n.to_str()), Some("a%2Fb%2Ec-3"));
 }
+
+#[test]
+fn a_store_past_its_disk_quota_refuses_writes_and_gives_back_what_it_held() {
+    use eddy_engine::state::StateBudget;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let budget = StateBudget::new("tenant t", 1 << 20, None);
+    let backend = RocksDbBackend::new(dir.path(), RocksDbConfig::default()).within(std::sync::Arc::clone(&budget));
+    let mut store = backend.open_store("op", 0, crate::ALL_GROUPS).expect("open");
+    let s = store.register("s");
+    // Values that do not compress, so that the files grow as the data does.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let mut refused = None;
+    for n in 0u32..20_000 {
+        let value: Vec<u8> = (0..256)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        if let Err(e) = store.put(s, StateKey { group: 1, key: &n.to_be_bytes() }, b"", &value) {
+            refused = Some((n, e));
+            break;
+        }
+    }
+    let (n, error) = refused.expect("1 MiB of quota does not hold 5 MB");
+    assert!(error.0.contains("tenant t's state quota of 1 MiB is used up"), "{}", error.0);
+    assert!((4095..8192).contains(&n), "refused at the first measurement past 1 MiB, not at write {n}");
+    assert!(budget.used() >= 1 << 20, "the budget holds the store's bytes: {}", budget.used());
+    let again = store.put(s, K, b"", b"small").expect_err("still refused");
+    assert_eq!(again, error, "every write is refused until there is room again");
+    drop(store);
+    assert_eq!(budget.used(), 0, "a store that goes away gives its bytes back");
+}

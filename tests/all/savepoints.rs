@@ -260,6 +260,7 @@ async fn a_savepoint_whose_state_layout_does_not_fit_the_operator_is_refused() {
     let refused = c.submit_from(process, id, true).await.expect_err("window state under a process function");
     assert_eq!(refused.status, Some(422), "{refused}");
     assert!(refused.message.contains("holds state of layout `window/1/"), "{refused}");
-    assert!(refused.message.contains("which this operator (layout `process/1`) cannot read"), "{refused}");
+    assert!(refused.message.contains("which this process operator (layout `process/1`) cannot read"), "{refused}");
+    assert!(refused.message.contains("`w`"), "the operator's uid is named: {refused}");
     assert!(c.jobs().await.expect("jobs").as_array().is_some_and(|j| j.len() == 1), "nothing was left running");
 }

@@ -366,7 +366,8 @@ impl KafkaSink {
             return;
         }
         self.transactions.uncommitted_records = self.epochs.iter().map(|e| e.records as u64).sum();
-        self.report.publish(ConnectorReport { transactions: Some(self.transactions.clone()), ..ConnectorReport::default() });
+        self.report
+            .publish(ConnectorReport { transactions: Some(self.transactions.clone()), ..ConnectorReport::default() });
     }
 
     /// The transactional id, in exactly-once mode.

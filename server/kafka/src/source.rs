@@ -15,8 +15,8 @@ use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::statistics::Statistics;
 use rdkafka::message::{Headers, Message, OwnedMessage};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -97,6 +97,8 @@ pub struct KafkaSource {
     next_discovery: Option<Instant>,
     /// Offsets committed to the group with the newest completed checkpoint, by split id.
     committed: HashMap<String, u64>,
+    /// Records of the last poll that could not be read, with why the first was refused.
+    unreadable: Option<(Batch, String)>,
     report: ReportSlot,
     next_report: Instant,
 }
@@ -150,6 +152,7 @@ impl KafkaSource {
             stashed: None,
             next_discovery: None,
             committed: HashMap::new(),
+            unreadable: None,
             report: cx.report.clone(),
             next_report: Instant::now(),
         };
@@ -348,29 +351,43 @@ impl KafkaSource {
     }
 }
 
-/// Appends one Kafka record to `batch`, read as the spec says.
-fn append(spec: &KafkaSourceSpec, batch: &mut Batch, message: &impl Message) -> Result<(), TaskError> {
+/// Appends one Kafka record to `batch`, read as the spec says; a record that cannot be read so goes to
+/// `unreadable` instead, as it came (with `eddy.error` and its Kafka coordinates as headers).
+fn append_or_set_aside(
+    spec: &KafkaSourceSpec,
+    batch: &mut Batch,
+    unreadable: &mut Option<(Batch, String)>,
+    message: &impl Message,
+) {
+    let Err(why) = append(spec, batch, message) else { return };
+    let (partition, offset) = (message.partition().to_string(), message.offset().to_string());
+    let headers = [
+        ("eddy.error", why.as_bytes()),
+        ("kafka.topic", message.topic().as_bytes()),
+        ("kafka.partition", partition.as_bytes()),
+        ("kafka.offset", offset.as_bytes()),
+    ];
+    let (set_aside, _) = unreadable.get_or_insert_with(|| (Batch::new(), why.clone()));
+    set_aside.push_with_headers(0, message.key(), message.payload().unwrap_or_default(), &headers);
+}
+
+/// Appends one Kafka record to `batch`, read as the spec says; why not, if it cannot be.
+fn append(spec: &KafkaSourceSpec, batch: &mut Batch, message: &impl Message) -> Result<(), String> {
     let value = message.payload().unwrap_or_default();
     let at = || format!("topic `{}`, partition {}, offset {}", message.topic(), message.partition(), message.offset());
     if spec.format == KafkaFormat::Json && serde_json::from_slice::<serde::de::IgnoredAny>(value).is_err() {
-        return Err(TaskError::user(format!(
-            "a Kafka record is not JSON ({}): {}",
-            at(),
-            eddy_engine::json::preview(value)
-        )));
+        return Err(format!("a Kafka record is not JSON ({}): {}", at(), eddy_engine::json::preview(value)));
     }
     let timestamp = match &spec.timestamp {
         KafkaTimestamp::Kafka => message.timestamp().to_millis().unwrap_or_else(now_millis),
-        KafkaTimestamp::Field(path) => path
-            .extract_i64(value)
-            .map_err(|e| TaskError::user(format!("a Kafka record has no event time ({}): {e}", at())))?,
+        KafkaTimestamp::Field(path) => {
+            path.extract_i64(value).map_err(|e| format!("a Kafka record has no event time ({}): {e}", at()))?
+        }
     };
     let json_key;
     let key = match &spec.key_field {
         Some(path) => {
-            json_key = path
-                .extract_key(value)
-                .map_err(|e| TaskError::user(format!("a Kafka record has no key ({}): {e}", at())))?;
+            json_key = path.extract_key(value).map_err(|e| format!("a Kafka record has no key ({}): {e}", at()))?;
             Some(json_key.as_slice())
         }
         None => message.key(),
@@ -471,7 +488,7 @@ impl Source for KafkaSource {
             let Some(&index) = self.by_partition.get(&(message.topic().to_string(), message.partition())) else {
                 return Ok(SourcePoll::Pending);
             };
-            append(&self.spec, batch, &message)?;
+            append_or_set_aside(&self.spec, batch, &mut self.unreadable, &message);
             self.splits[index].next = Some(message.offset() + 1);
             current = Some(index);
         }
@@ -495,13 +512,17 @@ impl Source for KafkaSource {
                 }
                 _ => current = Some(index),
             }
-            append(&self.spec, batch, &message)?;
+            append_or_set_aside(&self.spec, batch, &mut self.unreadable, &message);
             self.splits[index].next = Some(message.offset() + 1);
         }
         Ok(match current {
             Some(split) if batch.len() > before => SourcePoll::Records { split: self.watermark_split(split) },
             _ => SourcePoll::Pending,
         })
+    }
+
+    fn take_unreadable(&mut self) -> Option<(Batch, String)> {
+        self.unreadable.take()
     }
 
     fn wait(&mut self, wake: &crossbeam_channel::Receiver<Wake>, timeout: Option<Duration>) {

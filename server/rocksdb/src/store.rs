@@ -6,7 +6,7 @@ use crate::keys;
 use eddy_engine::checkpoint::CheckpointId;
 use eddy_engine::keys::KeyGroup;
 use eddy_engine::state::{
-    Expiry, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateFiles, StateId, StateKey,
+    BudgetAccount, Expiry, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateFiles, StateId, StateKey,
 };
 use rocksdb::compaction_filter::Decision;
 use rocksdb::{
@@ -67,21 +67,11 @@ struct Cleanup {
 /// Writes and removals between two measurements of a budgeted store's size.
 const MEASURE_EVERY: u32 = 4096;
 
-/// A store's disk use (SST files and memtables), and what of it was last reported to its budget.
+/// A store's share of its budget, for its disk use (SST files and memtables).
 struct DiskAccount {
-    budget: Arc<StateBudget>,
-    reported: u64,
+    share: BudgetAccount,
     /// Changes since the last measurement.
     changes: u32,
-    /// Why writes are refused, once the budget is used up (until removals and compactions make room again).
-    exhausted: Option<String>,
-}
-
-impl Drop for DiskAccount {
-    fn drop(&mut self) {
-        // A store that goes away gives back what it reported.
-        let _ = self.budget.charge(-(self.reported as i64));
-    }
 }
 
 /// Keyed state of one operator in one subtask, in a RocksDB instance of its own.
@@ -196,7 +186,7 @@ impl RocksDbStateStore {
 
     /// Counts the store's disk use against `budget` from now on.
     pub(crate) fn charge_to(&mut self, budget: Arc<StateBudget>) -> Result<(), StateError> {
-        self.account = Some(DiskAccount { budget, reported: 0, changes: 0, exhausted: None });
+        self.account = Some(DiskAccount { share: BudgetAccount::new(budget), changes: 0 });
         self.measure()
     }
 
@@ -218,20 +208,13 @@ impl RocksDbStateStore {
         let size = self.disk_bytes();
         let Some(account) = &mut self.account else { return Ok(()) };
         account.changes = 0;
-        let change = size as i64 - account.reported as i64;
-        account.reported = size;
-        let charged = account.budget.charge(change);
-        account.exhausted = charged.as_ref().err().map(|e| e.0.clone());
-        charged
+        account.share.report(size)
     }
 
     /// Refuses a write while the budget is used up, before anything is written.
     #[inline]
     fn check_room(&self) -> Result<(), StateError> {
-        match self.account.as_ref().and_then(|a| a.exhausted.as_ref()) {
-            Some(why) => Err(StateError(why.clone())),
-            None => Ok(()),
-        }
+        self.account.as_ref().map_or(Ok(()), |a| a.share.check_room())
     }
 
     /// Counts a change; measures the size every [`MEASURE_EVERY`] changes.

@@ -141,13 +141,21 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     registry.register("operator_late_records_dropped", "Late records a window dropped", late);
     registry.register("operator_back_pressured_time_ms", "Time spent waiting on full output channels", backpressured);
     registry.register("operator_current_watermark", "An operator's event-time watermark (ms)", watermark);
-    registry.register("source_partition_current_offset", "The next offset a source reads in a partition", partition_offset);
+    registry.register(
+        "source_partition_current_offset",
+        "The next offset a source reads in a partition",
+        partition_offset,
+    );
     registry.register(
         "source_partition_committed_offset",
         "The offset committed to the broker with the newest completed checkpoint",
         partition_committed,
     );
-    registry.register("source_partition_lag", "Records between a source's offset and the partition's end", partition_lag);
+    registry.register(
+        "source_partition_lag",
+        "Records between a source's offset and the partition's end",
+        partition_lag,
+    );
     registry.register(
         "sink_uncommitted_records",
         "Records an exactly-once sink wrote in transactions not yet committed",

@@ -14,8 +14,8 @@ use eddy_engine::checkpoint::coordinator::prepare_restore;
 use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
 use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, Restore};
 use eddy_engine::graph::{JobGraph, Partitioning};
-use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
 use eddy_engine::io::{ConnectorReport, IngestHandle, OutputStream};
+use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::restart::{Decision, RestartPolicy};
 use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
@@ -1291,7 +1291,10 @@ fn rocksdb_backend(
 }
 
 #[cfg(not(feature = "rocksdb"))]
-fn rocksdb_backend(_: &std::path::Path, _: Arc<StateBudget>) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+fn rocksdb_backend(
+    _: &std::path::Path,
+    _: Arc<StateBudget>,
+) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
     Err(ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,
         "cannot_start",

@@ -50,14 +50,15 @@ impl OperatorSnapshot {
         self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty() && self.files.is_empty()
     }
 
-    /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing).
-    pub fn expect_layout(&self, uid: &str, layout: &str) -> Result<(), TaskError> {
+    /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing); `kind`
+    /// names the operator kind reading it (the caller adds the uid).
+    pub fn expect_layout(&self, kind: &str, layout: &str) -> Result<(), TaskError> {
         if self.layout == layout || self.is_empty() {
             return Ok(());
         }
         Err(TaskError::user(format!(
-            "operator `{uid}`: the checkpoint holds state of layout `{}`, which this operator (layout `{layout}`) \
-             cannot read; give the operator a new uid to start it without state",
+            "the checkpoint holds state of layout `{}`, which this {kind} operator (layout `{layout}`) cannot read; \
+             give the operator a new uid to start it without state",
             self.layout
         )))
     }

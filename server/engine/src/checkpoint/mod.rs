@@ -8,11 +8,14 @@
 //!    its snapshot holds the effect of exactly the records before the barrier. It snapshots its chain and passes
 //!    the barrier on.
 //! 3. Each task acknowledges with its [`TaskSnapshot`]; the task goes on processing while the coordinator writes
-//!    the snapshot to the [`store`]. When every task has acknowledged, the coordinator writes the checkpoint's
+//!    the snapshot to the [`store`]. A store that keeps state in files (RocksDB) hands over a list of its files
+//!    instead of entries, and the coordinator uploads only those no completed checkpoint has, into `shared/`,
+//!    where checkpoints share them; a file no retained checkpoint refers to any more is deleted. When every task has acknowledged, the coordinator writes the checkpoint's
 //!    metadata, last, so a checkpoint without metadata is never restored, and tells every task it completed:
 //!    sinks make the output the checkpoint covers visible then.
 //!
-//! The snapshot formats are documented in `docs/state-format.md`; they are the savepoint format too.
+//! The snapshot formats are documented in `docs/state-format.md`; they are the savepoint format too, except that
+//! a savepoint ([`Barrier::savepoint`]) always holds entries, never a backend's files.
 
 pub mod align;
 pub mod coordinator;

@@ -9,9 +9,7 @@ mod sinks;
 mod stream;
 
 pub(crate) use connectors::missing as missing_connector;
-pub use connectors::{
-    ConnectorContext, ConnectorReport, Connectors, PartitionReport, ReportSlot, TransactionReport,
-};
+pub use connectors::{ConnectorContext, ConnectorReport, Connectors, PartitionReport, ReportSlot, TransactionReport};
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource};
@@ -64,6 +62,13 @@ pub trait Source: Send {
 
     /// Appends up to `max` records of one split to `batch`, without waiting.
     fn poll(&mut self, batch: &mut Batch, max: usize) -> Result<SourcePoll, TaskError>;
+
+    /// Records the last poll read but could not make sense of (not JSON, no event time), as they came, with why
+    /// the first one was refused. The task sets them aside as the source's `on_error` says, or fails with the
+    /// reason if it says `fail`. Their positions are behind the source: they are never read again.
+    fn take_unreadable(&mut self) -> Option<(Batch, String)> {
+        None
+    }
 
     /// After a `Pending` poll: waits until records may be there, `timeout` passes (none: no limit) or `wake` becomes
     /// ready (it is not received from). Sources whose records arrive from elsewhere wait on that; the default,

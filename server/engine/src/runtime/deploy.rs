@@ -499,9 +499,8 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                     None => Err(StateError("no checkpoint to read state files from".into())),
                 };
                 let files = RestoredFiles { parts: &parts, fetch: Some(&fetch), taken: std::cell::Cell::new(false) };
-                let mut op =
-                    build_operator(graph, n, subtask, &env, &mut outputs, &files, Some(&metrics[n]))
-                        .map_err(|e| e.in_operator(uid))?;
+                let mut op = build_operator(graph, n, subtask, &env, &mut outputs, &files, Some(&metrics[n]))
+                    .map_err(|e| e.in_operator(uid))?;
                 if !files.parts.is_empty() && !files.taken.get() {
                     return Err(TaskError::user(format!(
                         "the checkpoint holds keyed state of operator `{uid}`, which keeps none now"

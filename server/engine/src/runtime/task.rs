@@ -653,6 +653,15 @@ pub fn run_source(
         let poll = runner.source.poll(&mut batch, runner.batch_size).map_err(|e| e.in_operator(&uid))?;
         // Polling may have waited: records are stamped and processed at the time they arrived.
         let now = clock.now();
+        if let Some((mut unreadable, why)) = runner.source.take_unreadable() {
+            if !chain.sets_aside_unreadable() {
+                return Err(TaskError::user(why).in_operator(&uid));
+            }
+            for i in 0..unreadable.len() {
+                unreadable.set_timestamp(i, now);
+            }
+            chain.set_aside(unreadable)?;
+        }
         match poll {
             SourcePoll::Records { split } if !batch.is_empty() => {
                 let mut unreadable = Batch::new();

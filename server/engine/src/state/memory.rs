@@ -1,6 +1,6 @@
 //! The in-memory state store: per state, a hash map from `(key group, key)` to the key's namespaces.
 
-use super::{KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateId, StateKey};
+use super::{BudgetAccount, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateId, StateKey};
 use crate::bytes;
 use indexmap::{Equivalent, IndexMap};
 use smallvec::SmallVec;
@@ -114,14 +114,11 @@ fn key_size(lookup: &[u8]) -> usize {
     lookup.len() + 48
 }
 
-/// A store's size, and what of it was last reported to its budget.
+/// A store's size, and its share of its budget.
 #[derive(Debug)]
 struct Account {
-    budget: Arc<StateBudget>,
     size: usize,
-    reported: usize,
-    /// Why writes are refused, once the budget is used up (until removals make room again).
-    exhausted: Option<String>,
+    share: BudgetAccount,
 }
 
 /// Keyed state in hash maps.
@@ -135,17 +132,10 @@ pub struct MemoryStateStore {
     account: Option<Account>,
 }
 
-impl Drop for Account {
-    fn drop(&mut self) {
-        // A store that goes away gives back what it reported.
-        let _ = self.budget.charge(-(self.reported as i64));
-    }
-}
-
 impl MemoryStateStore {
     /// A store whose size counts against `budget`.
     pub fn within(budget: Arc<StateBudget>) -> MemoryStateStore {
-        let account = Account { budget, size: 0, reported: 0, exhausted: None };
+        let account = Account { size: 0, share: BudgetAccount::new(budget) };
         MemoryStateStore { account: Some(account), ..MemoryStateStore::default() }
     }
 
@@ -153,10 +143,7 @@ impl MemoryStateStore {
     /// error cannot keep growing its state.
     #[inline]
     fn check_room(&self) -> Result<(), StateError> {
-        match self.account.as_ref().and_then(|a| a.exhausted.as_ref()) {
-            Some(why) => Err(StateError(why.clone())),
-            None => Ok(()),
-        }
+        self.account.as_ref().map_or(Ok(()), |a| a.share.check_room())
     }
 
     /// Notes that the store grew (or shrank) by `delta` bytes; reports to the budget in steps.
@@ -164,14 +151,10 @@ impl MemoryStateStore {
     fn grew(&mut self, delta: isize) -> Result<(), StateError> {
         let Some(account) = &mut self.account else { return Ok(()) };
         account.size = account.size.saturating_add_signed(delta);
-        if account.size.abs_diff(account.reported) < StateBudget::STEP {
+        if (account.size as u64).abs_diff(account.share.reported()) < StateBudget::STEP as u64 {
             return Ok(());
         }
-        let change = account.size as i64 - account.reported as i64;
-        account.reported = account.size;
-        let charged = account.budget.charge(change);
-        account.exhausted = charged.as_ref().err().map(|e| e.0.clone());
-        charged
+        account.share.report(account.size as u64)
     }
 
     fn lookup_key(&mut self, key: StateKey<'_>) -> &[u8] {

@@ -211,6 +211,53 @@ impl StateBackend for MemoryBackend {
     }
 }
 
+/// A store's share of a [`StateBudget`]: the size it reported last, and why writes are refused once the budget is
+/// used up (until the store shrinks again). What it reported is given back when it is dropped.
+#[derive(Debug)]
+pub struct BudgetAccount {
+    budget: std::sync::Arc<StateBudget>,
+    reported: u64,
+    exhausted: Option<String>,
+}
+
+impl BudgetAccount {
+    /// An account in `budget`, with nothing reported yet.
+    pub fn new(budget: std::sync::Arc<StateBudget>) -> BudgetAccount {
+        BudgetAccount { budget, reported: 0, exhausted: None }
+    }
+
+    /// The size reported last.
+    pub fn reported(&self) -> u64 {
+        self.reported
+    }
+
+    /// Refuses a write while the budget is used up, before anything is written: a function that ignores the
+    /// error cannot keep growing its state.
+    #[inline]
+    pub fn check_room(&self) -> Result<(), StateError> {
+        match &self.exhausted {
+            Some(why) => Err(StateError(why.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Reports that the store holds `size` bytes now; an error, and writes refused, while that takes the budget
+    /// past its limit.
+    pub fn report(&mut self, size: u64) -> Result<(), StateError> {
+        let change = size as i64 - self.reported as i64;
+        self.reported = size;
+        let charged = self.budget.charge(change);
+        self.exhausted = charged.as_ref().err().map(|e| e.0.clone());
+        charged
+    }
+}
+
+impl Drop for BudgetAccount {
+    fn drop(&mut self) {
+        let _ = self.budget.charge(-(self.reported as i64));
+    }
+}
+
 /// Bytes of state that many stores share: a job's, inside its tenant's. Stores report their size in steps of
 /// [`StateBudget::STEP`] bytes, so the hot path touches no shared counter.
 #[derive(Debug)]

@@ -267,7 +267,14 @@ pub fn checkpoints() -> &'static CheckpointSpec {
 
 /// What a connector gets for subtask `subtask` of `parallelism` of operator `uid` in job `job`.
 pub fn context<'a>(job: &'a str, uid: &'a str, subtask: u32, parallelism: u32) -> ConnectorContext<'a> {
-    ConnectorContext { job_id: job, uid, subtask, parallelism, checkpoints: Some(checkpoints()), report: Default::default() }
+    ConnectorContext {
+        job_id: job,
+        uid,
+        subtask,
+        parallelism,
+        checkpoints: Some(checkpoints()),
+        report: Default::default(),
+    }
 }
 
 /// Runs `f` with an operator context (sinks ignore it).

@@ -255,3 +255,76 @@ operators:
     feeder.join().expect("feeder");
     eprintln!("exactly once across a broker crash, with {restarts} restart(s) of the job");
 }
+
+/// Records that are not JSON, or lack the event time, go to the source's side output (here a dead-letter topic)
+/// with why and where they came from; the others flow on. With `on_error: fail` the first one fails the job.
+#[test]
+fn unreadable_records_go_to_a_dead_letter_topic_or_fail_the_job() {
+    let (input, output, dead) = (unique("dl-in"), unique("dl-out"), unique("dl-dead"));
+    create_topic(&input, 1);
+    create_topic(&output, 1);
+    create_topic(&dead, 1);
+    let values = ["{\"n\":1,\"ts\":10}", "not json", "{\"n\":2}", "{\"n\":3,\"ts\":30}"];
+    // A recent Kafka timestamp: the broker deletes records older than its retention.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).expect("clock").as_millis() as i64;
+    let records: Vec<Rec> = values
+        .iter()
+        .map(|v| Rec { partition: 0, key: Some("k".into()), value: v.to_string(), timestamp: now })
+        .collect();
+    crate::broker::produce(&input, &records);
+    let graph = |on_error: &str| {
+        let spec = format!(
+            r#"
+name: dead-letters
+checkpoints: {{ interval: 100ms }}
+operators:
+  - uid: in
+    source: {{ kafka: {{ brokers: "{b}", topics: [{input}], format: json, timestamp: {{ field: "$.ts" }} }} }}
+    on_error: {on_error}
+  - {{ uid: out, input: in, sink: {{ kafka: {{ brokers: "{b}", topic: {output}, delivery: exactly_once }} }} }}
+{dead_letters}"#,
+            b = brokers(),
+            dead_letters = match on_error {
+                "fail" => String::new(),
+                tag => format!(
+                    "  - {{ uid: dead, input: in.{tag}, sink: {{ kafka: {{ brokers: \"{}\", topic: {dead} }} }} }}\n",
+                    brokers()
+                ),
+            }
+        );
+        let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+        JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path()));
+
+    let job = run(&unique("dl"), &graph("bad"), &store, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (good, bad) = loop {
+        let (good, bad) = (read_committed(&output), read_committed(&dead));
+        if (good.len() >= 2 && bad.len() >= 2) || Instant::now() > deadline {
+            break (good, bad);
+        }
+        assert_eq!(job.handle.state(), JobState::Running, "{:?}", job.handle.error());
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    job.handle.cancel();
+    job.handle.wait(Duration::from_secs(30));
+    let good: Vec<&str> = good.iter().map(|(r, _)| r.value.as_str()).collect();
+    assert_eq!(good, [values[0], values[3]], "the readable records flow on");
+    let bad: Vec<(&str, &[(String, String)])> = bad.iter().map(|(r, h)| (r.value.as_str(), h.as_slice())).collect();
+    assert_eq!(bad.iter().map(|(v, _)| *v).collect::<Vec<_>>(), [values[1], values[2]], "as they came");
+    let header = |headers: &[(String, String)], name: &str| {
+        headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    assert!(header(bad[0].1, "eddy.error").contains("not JSON"), "{:?}", bad[0].1);
+    assert!(header(bad[1].1, "eddy.error").contains("no event time"), "{:?}", bad[1].1);
+    assert_eq!(header(bad[0].1, "kafka.topic"), input);
+    assert_eq!((header(bad[0].1, "kafka.partition"), header(bad[0].1, "kafka.offset")), ("0".into(), "1".into()));
+
+    // Failing instead: the job fails, naming the record.
+    let failing = run(&unique("dl-fail"), &graph("fail"), &store, None);
+    assert_eq!(failing.handle.wait(Duration::from_secs(60)), JobState::Failed);
+    let error = failing.handle.error().expect("an error");
+    assert!(error.message.contains("not JSON") && error.message.contains("offset 1"), "{error:?}");
+}

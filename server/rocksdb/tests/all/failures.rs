@@ -88,18 +88,9 @@ fn a_store_past_its_disk_quota_refuses_writes_and_gives_back_what_it_held() {
     let backend = RocksDbBackend::new(dir.path(), RocksDbConfig::default()).within(std::sync::Arc::clone(&budget));
     let mut store = backend.open_store("op", 0, crate::ALL_GROUPS).expect("open");
     let s = store.register("s");
-    // Values that do not compress, so that the files grow as the data does.
-    let mut x = 0x9e37_79b9_7f4a_7c15u64;
     let mut refused = None;
     for n in 0u32..20_000 {
-        let value: Vec<u8> = (0..256)
-            .map(|_| {
-                x ^= x << 13;
-                x ^= x >> 7;
-                x ^= x << 17;
-                x as u8
-            })
-            .collect();
+        let value = crate::noise(u64::from(n), 256);
         if let Err(e) = store.put(s, StateKey { group: 1, key: &n.to_be_bytes() }, b"", &value) {
             refused = Some((n, e));
             break;

@@ -39,15 +39,7 @@ fn write(store: &mut RocksDbStateStore, groups: std::ops::RangeInclusive<u16>, f
     for group in groups {
         for n in first..first + count {
             let key = n.to_be_bytes();
-            let mut x = u64::from(n) << 16 | u64::from(group) | 1;
-            let value: Vec<u8> = (0..1024)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    x as u8
-                })
-                .collect();
+            let value = crate::noise(u64::from(n) << 16 | u64::from(group), 1024);
             store.put(state, StateKey { group, key: &key }, b"", &value).expect("put");
         }
     }

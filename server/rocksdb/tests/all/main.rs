@@ -12,6 +12,19 @@ mod snapshots;
 
 use eddy_rocksdb::{RocksDbBackend, RocksDbConfig, RocksDbStateStore};
 
+/// `len` bytes that do not compress (xorshift from `seed`), so that files grow as the data does.
+pub fn noise(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
 /// The key groups of a store that owns them all (of a job with 128).
 pub const ALL_GROUPS: std::ops::RangeInclusive<u16> = 0..=127;
 

@@ -239,18 +239,25 @@ fn json_records_give_keys_and_event_time_and_bad_ones_name_their_offset() {
     let (_tx, wake) = crossbeam_channel::unbounded();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut batch = Batch::new();
-    let error = loop {
-        assert!(Instant::now() < deadline, "no error for the malformed record");
-        match source.poll(&mut batch, 10) {
-            Ok(SourcePoll::Pending) => source.wait(&wake, Some(Duration::from_millis(100))),
-            Ok(_) => {}
-            Err(e) => break e,
+    // The malformed record is handed over as it came, with why, for the task to set aside or fail on.
+    let (unreadable, why) = loop {
+        assert!(Instant::now() < deadline, "the malformed record was not handed over");
+        let poll = source.poll(&mut batch, 10).expect("a malformed record does not fail the poll");
+        if matches!(poll, SourcePoll::Pending) {
+            source.wait(&wake, Some(Duration::from_millis(100)));
+        }
+        if let Some(unreadable) = source.take_unreadable() {
+            break unreadable;
         }
     };
-    assert!(error.message.contains(&format!("topic `{topic}`, partition 0, offset 1")), "{}", error.message);
-    assert!(error.message.contains("not JSON"), "{}", error.message);
+    assert!(why.contains(&format!("topic `{topic}`, partition 0, offset 1")), "{why}");
+    assert!(why.contains("not JSON"), "{why}");
+    assert_eq!(unreadable.len(), 1);
+    assert_eq!(unreadable.get(0).value, b"not json");
+    assert_eq!(batch.len(), 1, "the good record is read");
     let first = batch.get(0);
     assert_eq!((first.key, first.timestamp), (Some(&b"ann"[..]), 42));
+    assert_eq!(source.position(), vec![SplitPosition { split: split_id(&topic, 0), offset: 2 }], "both are behind");
 }
 
 #[test]

@@ -63,3 +63,40 @@ async fn tenants_see_only_their_own_modules_and_jobs() {
     let globex_echo = globex.modules().await.expect("list");
     assert_ne!(acme_echo[0]["hash"], globex_echo[0]["hash"]);
 }
+
+/// A job naming Kafka brokers: the brokers are a way into the server's network, so once tenants are configured a
+/// job may name only brokers the admin listed.
+fn kafka_spec(brokers: &str, properties: &str) -> String {
+    format!(
+        "name: k\noperators:\n  - {{ uid: src, source: {{ kafka: {{ brokers: \"{brokers}\", topics: [t]{properties} }} }} }}\n  - {{ uid: out, sink: http, input: src }}\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_reach_only_the_kafka_brokers_the_admin_allows() {
+    let none_listed = two_tenants().await;
+    let acme = none_listed.client_with(Some("acme-secret"), None);
+    let refused = acme.submit(&kafka_spec("10.0.0.7:9092", "")).await.expect_err("no broker is allowed");
+    assert_eq!((refused.status, refused.code.as_str()), (Some(403), "broker_not_allowed"), "{refused}");
+    assert!(refused.message.contains("kafka_allowed_brokers"), "{refused}");
+
+    let server = TestServer::start_with(|c| {
+        c.tenants = vec![TenantConfig::new("acme", &token_hash("acme-secret"))];
+        c.kafka_allowed_brokers = Some(vec!["127.0.0.1:1".into()]);
+    })
+    .await;
+    let acme = server.client_with(Some("acme-secret"), None);
+    let refused = acme.submit(&kafka_spec("127.0.0.1:1,10.0.0.7:9092", "")).await.expect_err("one is not allowed");
+    assert_eq!(refused.status, Some(403), "{refused}");
+    assert!(refused.message.contains("10.0.0.7:9092") && !refused.message.contains("127.0.0.1:1 "), "{refused}");
+    // Another way to name brokers is closed too.
+    let sneaky = kafka_spec("127.0.0.1:1", ", properties: { metadata.broker.list: \"10.0.0.7:9092\" }");
+    let refused = acme.submit(&sneaky).await.expect_err("brokers through a property");
+    assert_eq!(refused.code, "invalid_spec", "{refused}");
+    assert!(
+        refused.message.contains("metadata.broker.list") || format!("{refused:?}").contains("metadata.broker.list")
+    );
+    // An allowed broker passes the check; nothing listens there, so the job cannot start, for another reason.
+    let other = acme.submit(&kafka_spec("127.0.0.1:1", "")).await.expect_err("nothing listens on port 1");
+    assert_ne!(other.code, "broker_not_allowed", "{other}");
+}

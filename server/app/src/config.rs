@@ -149,6 +149,9 @@ pub struct ServerConfig {
     pub checkpoints: CheckpointStorage,
     /// Where jobs keep keyed state unless their spec says (`state: { backend: ... }`).
     pub state_backend: eddy_engine::spec::BackendKind,
+    /// The Kafka brokers (`host:port`) jobs may name. None: any, in open mode; none at all once tenants are
+    /// configured, since a broker address is a way into the server's network.
+    pub kafka_allowed_brokers: Option<Vec<String>>,
 }
 
 /// Where checkpoints are kept: `[checkpoints]` in the config file.
@@ -209,6 +212,7 @@ impl Default for ServerConfig {
             admin_token_sha256: None,
             checkpoints: CheckpointStorage::default(),
             state_backend: eddy_engine::spec::BackendKind::Memory,
+            kafka_allowed_brokers: None,
         }
     }
 }
@@ -238,6 +242,7 @@ struct FileConfig {
     admin_token_sha256: Option<String>,
     checkpoints: Option<CheckpointStorage>,
     state_backend: Option<eddy_engine::spec::BackendKind>,
+    kafka_allowed_brokers: Option<Vec<String>>,
 }
 
 impl ServerConfig {
@@ -347,6 +352,10 @@ impl ServerConfig {
             }
         }
         config.admin_token_sha256 = env("EDDY_ADMIN_TOKEN_SHA256").or(raw.admin_token_sha256);
+        config.kafka_allowed_brokers = match env("EDDY_KAFKA_ALLOWED_BROKERS") {
+            Some(list) => Some(list.split(',').map(str::trim).filter(|b| !b.is_empty()).map(str::to_string).collect()),
+            None => raw.kafka_allowed_brokers,
+        };
         match env("EDDY_STATE_BACKEND").as_deref() {
             Some("memory") => config.state_backend = eddy_engine::spec::BackendKind::Memory,
             Some("rocksdb") => config.state_backend = eddy_engine::spec::BackendKind::Rocksdb,
@@ -479,6 +488,26 @@ impl ServerConfig {
     /// Whether the server runs without tokens, as the single tenant `default`.
     pub fn open_mode(&self) -> bool {
         self.tenants.is_empty() && self.admin_token_sha256.is_none()
+    }
+
+    /// Why a job may not talk to the Kafka brokers `brokers` (a `host:port[,host:port]` list), if it may not.
+    pub fn refuse_kafka_brokers(&self, brokers: &str) -> Option<String> {
+        let Some(allowed) = &self.kafka_allowed_brokers else {
+            return (!self.open_mode()).then(|| {
+                "this server lets jobs reach no Kafka broker: its admin lists those they may in \
+                 `kafka_allowed_brokers`"
+                    .to_string()
+            });
+        };
+        let refused: Vec<&str> =
+            brokers.split(',').map(str::trim).filter(|b| !allowed.iter().any(|a| a.eq_ignore_ascii_case(b))).collect();
+        (!refused.is_empty()).then(|| {
+            format!(
+                "Kafka broker(s) {} are not among those this server allows: {}",
+                refused.join(", "),
+                allowed.join(", ")
+            )
+        })
     }
 }
 

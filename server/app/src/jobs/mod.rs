@@ -377,6 +377,7 @@ impl Jobs {
         if let Some(from) = &start_from {
             self.savepoint_info(tenant, &from.savepoint)?;
         }
+        self.check_brokers(&graph)?;
         let mut entries = self.inner.entries.lock();
         self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
@@ -408,6 +409,28 @@ impl Jobs {
         }
         self.persist(tenant, &id);
         self.status(tenant, &id)
+    }
+
+    /// Refuses a job that names a Kafka broker the server does not allow.
+    fn check_brokers(&self, graph: &JobGraph) -> Result<(), ApiError> {
+        for node in &graph.nodes {
+            let brokers = match &node.kind {
+                OperatorKind::Source(s) => match &s.source {
+                    SourceSpec::Kafka(kafka) => &kafka.brokers,
+                    _ => continue,
+                },
+                OperatorKind::Sink(SinkSpec::Kafka(kafka)) => &kafka.brokers,
+                _ => continue,
+            };
+            if let Some(why) = self.inner.config.refuse_kafka_brokers(brokers) {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "broker_not_allowed",
+                    format!("operator `{}`: {why}", node.uid),
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Refuses a job that would take `tenant` past its quota of running jobs or subtasks.

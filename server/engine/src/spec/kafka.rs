@@ -42,13 +42,14 @@ impl KafkaProperties {
 /// Properties Eddy sets itself, which a spec may not override.
 const SOURCE_OWNED: &[&str] = &[
     "bootstrap.servers",
+    "metadata.broker.list",
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
     "isolation.level",
     "enable.partition.eof",
 ];
-const SINK_OWNED: &[&str] = &["bootstrap.servers", "transactional.id", "enable.idempotence"];
+const SINK_OWNED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "transactional.id", "enable.idempotence"];
 
 /// A Kafka source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]

@@ -4,7 +4,9 @@ use crate::files::{RestoredFrom, checkpoints_folder, materialize, remove_folder}
 use crate::store::RocksDbStateStore;
 use eddy_engine::keys::KeyGroup;
 use eddy_engine::state::{FetchObject, KeyedStateStore, StateBackend, StateBudget, StateError, StateFiles};
-use rocksdb::{BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteBufferManager};
+use rocksdb::{
+    BlockBasedIndexType, BlockBasedOptions, Cache, DBCompressionType, LogLevel, Options, WriteBufferManager,
+};
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::ops::RangeInclusive;
@@ -206,6 +208,14 @@ impl RocksDbBackend {
         // Window and trigger reads often miss (a new window, a key seen for the first time): a filter answers those
         // without reading a block.
         table.set_bloom_filter(10.0, false);
+        // Index and filter in partitions of 4 KiB, read into the cache as needed, with only their small top level
+        // pinned: a whole file's filter is megabytes, and once state outgrows the cache, reading it back (and
+        // checksumming it) for every lookup takes nearly all the time.
+        table.set_index_type(BlockBasedIndexType::TwoLevelIndexSearch);
+        table.set_partition_filters(true);
+        table.set_metadata_block_size(4096);
+        table.set_pin_top_level_index_and_filter(true);
+        table.set_cache_index_and_filter_blocks_with_high_priority(true);
         opts.set_block_based_table_factory(&table);
         Ok(opts)
     }

@@ -147,13 +147,8 @@ impl LocalCheckpoints {
         let Some(ssts) = self.pending.remove(&id) else { return }; // a savepoint, or not this store's
         self.uploaded = ssts;
         // Older checkpoints still pending were given up when this one completed.
-        let older: Vec<CheckpointId> = self.pending.range(..id).map(|(old, _)| *old).collect();
-        for old in older {
-            self.pending.remove(&old);
-        }
-        if let Some(previous) = self.kept.replace(id) {
-            let _ = remove_folder(&self.copy_of(previous));
-        }
+        self.pending = self.pending.split_off(&id);
+        self.kept = Some(id);
         self.remove_copies_except(|other| other == id || self.pending.contains_key(&other));
     }
 

@@ -556,8 +556,12 @@ impl Coordinator {
                     .map(String::as_str)
                     .collect();
                 match self.complete(id, &p, &in_flight) {
-                    Ok(()) => {
-                        known.extend(p.acked.values().flat_map(|w| w.objects.iter().cloned()));
+                    Ok(referenced) => {
+                        match referenced {
+                            // What the retained checkpoints refer to: files of dropped ones are gone from storage.
+                            Some(referenced) => known = referenced,
+                            None => known.extend(p.acked.values().flat_map(|w| w.objects.iter().cloned())),
+                        }
                         failures_in_a_row = 0;
                         // Older checkpoints still in progress can only be superseded now (savepoints finish).
                         let older: Vec<CheckpointId> =
@@ -646,8 +650,12 @@ impl Coordinator {
     }
 
     /// Deletes the shared state files that neither a retained checkpoint nor one in progress (`in_flight`) refers
-    /// to: those of checkpoints dropped by retention, given up, or left unfinished by a crash.
-    fn delete_unreferenced_files(&self, in_flight: &std::collections::HashSet<&str>) -> Result<usize, String> {
+    /// to: those of checkpoints dropped by retention, given up, or left unfinished by a crash. Returns the files
+    /// the retained checkpoints refer to.
+    fn delete_unreferenced_files(
+        &self,
+        in_flight: &std::collections::HashSet<&str>,
+    ) -> Result<std::collections::HashSet<String>, String> {
         let store = self.checkpointing.store.as_ref();
         let prefix = &self.checkpointing.prefix;
         let referenced = self.referenced_files()?;
@@ -661,17 +669,17 @@ impl Coordinator {
             })
             .collect();
         store.delete(&unreferenced).map_err(|e| e.0)?;
-        Ok(unreferenced.len())
+        Ok(referenced)
     }
 
     /// Writes the metadata, tells the tasks, drops checkpoints beyond the retained count and the state files no
-    /// checkpoint needs any more.
+    /// checkpoint needs any more. Returns the state files the retained checkpoints refer to, when it read them.
     fn complete(
         &self,
         id: CheckpointId,
         p: &Pending,
         in_flight: &std::collections::HashSet<&str>,
-    ) -> Result<(), String> {
+    ) -> Result<Option<std::collections::HashSet<String>>, String> {
         let store = &self.checkpointing.store;
         let prefix = &self.checkpointing.prefix;
         let tasks: BTreeMap<String, (String, u64)> = p
@@ -707,7 +715,7 @@ impl Coordinator {
             let _ = task.control.send(Control::CheckpointComplete(id));
         }
         if p.savepoint {
-            return Ok(());
+            return Ok(None);
         }
         // Retention failing does not fail the checkpoint: the next completion tries again.
         match completed_checkpoints(store.as_ref(), prefix) {
@@ -720,11 +728,14 @@ impl Coordinator {
             }
             Err(e) => tracing::warn!("cannot list checkpoints: {e}"),
         }
-        if let Err(e) = self.delete_unreferenced_files(in_flight) {
-            tracing::warn!("cannot delete state files no checkpoint needs: {e}");
-        }
         tracing::debug!(checkpoint = id, bytes, full_bytes, "checkpoint completed");
-        Ok(())
+        match self.delete_unreferenced_files(in_flight) {
+            Ok(referenced) => Ok(Some(referenced)),
+            Err(e) => {
+                tracing::warn!("cannot delete state files no checkpoint needs: {e}");
+                Ok(None)
+            }
+        }
     }
 
     fn abort_quietly(&self, id: CheckpointId, p: Pending, why: String) {

@@ -234,6 +234,17 @@ fn kills() -> u64 {
     std::env::var("EDDY_TEST_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20)
 }
 
+/// The exactly-once sink's transactions in a job's status.
+fn transactions(status: &serde_json::Value) -> serde_json::Value {
+    let operators = status["operators"].as_array().cloned().unwrap_or_default();
+    let sink = operators.into_iter().find(|o| o["uid"] == "out").unwrap_or_default();
+    sink["connectors"][0]["transactions"].clone()
+}
+
+/// How long the sink pauses between a checkpoint's completion and its commit in the killed runs, so that kills
+/// can land in that window on purpose.
+const COMMIT_DELAY_MS: &str = "800";
+
 async fn checkpointed(client: &Client, id: &str) {
     wait_job(client, id, Duration::from_secs(60), |s| {
         s["state"] == "running" && s["checkpoints"]["completed"].as_u64().is_some_and(|c| c >= 1)
@@ -244,7 +255,8 @@ async fn checkpointed(client: &Client, id: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_kafka_job_whose_server_is_killed_at_random_moments_writes_each_result_once() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut server = ServerProcess::start(dir.path()).await;
+    let hook = [("EDDY_KAFKA_TEST_COMMIT_DELAY_MS", COMMIT_DELAY_MS)];
+    let mut server = ServerProcess::start_with_env(dir.path(), &hook).await;
     server.client.push_module("lower", None, example(Rust, "lowercase").await).await.expect("upload");
     server.client.push_module("stats", None, example(Rust, "running-stats").await).await.expect("upload");
     let t = topics(&["ledger", "whole", "crashed"], 1);
@@ -268,18 +280,44 @@ async fn a_kafka_job_whose_server_is_killed_at_random_moments_writes_each_result
     let id = submit(&server.client, &ledger(&crashed_input, &t[2])).await;
     checkpointed(&server.client, &id).await;
     let mut next_kill = kill_after.iter().peekable();
+    let (mut kills_in_gap, mut kill_number) = (0, 0);
     for n in 0..BATCHES {
         produce(&crashed_input, &batch(n));
         while next_kill.next_if(|&&k| k == n).is_some() {
-            // At once, or after checkpoints have completed and their transactions may be committing.
-            tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
+            kill_number += 1;
+            // Every other kill waits until a completed checkpoint's transaction is committing, the window where
+            // the crash leaves records that only the checkpoint holds; the others come after a random pause.
+            let in_gap = kill_number % 2 == 0 && {
+                let started = Instant::now();
+                loop {
+                    let status = server.client.job(&id).await.expect("job status");
+                    if transactions(&status)["committing_checkpoint"].is_u64() {
+                        break true;
+                    }
+                    if started.elapsed() > Duration::from_secs(10) {
+                        break false;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            };
+            if !in_gap {
+                tokio::time::sleep(Duration::from_millis(random.below(1500))).await;
+            }
             server.kill();
-            server = ServerProcess::start(dir.path()).await;
+            server = ServerProcess::start_with_env(dir.path(), &hook).await;
             checkpointed(&server.client, &id).await;
+            if in_gap {
+                kills_in_gap += 1;
+                // The restored sink found the checkpoint's records missing from Kafka and wrote them again.
+                let status = server.client.job(&id).await.expect("job status");
+                let rewritten = transactions(&status)["rewritten_epochs"].as_u64();
+                assert!(rewritten.is_some_and(|r| r >= 1), "kill {kill_number}: {status:#}");
+            }
         }
     }
+    assert!(kills < 4 || kills_in_gap >= 1, "no kill landed between a checkpoint's completion and its commit");
     let actual = committed(&t[2], expected.len(), Duration::from_secs(60));
     assert_eq!(actual.len(), expected.len(), "as many results as the uninterrupted run (seed {seed}, {kills} kills)");
-    assert_eq!(actual, expected, "the same results, each once (seed {seed})");
+    assert_eq!(actual, expected, "the same results, each once (seed {seed}, {kills_in_gap} kills before a commit)");
     server.kill();
 }

@@ -21,3 +21,13 @@ pub(crate) fn describe(error: &KafkaError) -> String {
 pub(crate) fn kafka_error(what: &str, error: KafkaError) -> TaskError {
     TaskError::external(format!("Kafka: {what}: {}", describe(&error)))
 }
+
+/// A pause between a checkpoint's completion and its transaction's commit, from `EDDY_KAFKA_TEST_COMMIT_DELAY_MS`:
+/// a test hook that widens the window in which a crash leaves a completed checkpoint uncommitted. Unset: none.
+pub(crate) fn test_commit_delay() -> Option<Duration> {
+    static DELAY: std::sync::OnceLock<Option<Duration>> = std::sync::OnceLock::new();
+    *DELAY.get_or_init(|| {
+        let ms = std::env::var("EDDY_KAFKA_TEST_COMMIT_DELAY_MS").ok()?.parse().ok()?;
+        Some(Duration::from_millis(ms))
+    })
+}

@@ -25,7 +25,7 @@
 //! (nothing yet), so that ids ever used can be told apart, and subtask `s` of `p` then also ends the open
 //! transactions of the used ids `s + p`, `s + 2p`, ... that a failed run at a higher parallelism may have left.
 
-use crate::config::{describe, kafka_error, timeout};
+use crate::config::{describe, kafka_error, test_commit_delay, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, OperatorSnapshot};
@@ -460,8 +460,14 @@ impl KafkaSink {
             if epoch.records > 0 {
                 let marker = epoch.checkpoint.or(self.last_checkpoint);
                 let started = std::time::Instant::now();
+                self.transactions.committing_checkpoint = marker;
+                if let Some(delay) = test_commit_delay() {
+                    self.publish_report();
+                    std::thread::sleep(delay);
+                }
                 self.writer()?.commit(marker)?;
                 let t = &mut self.transactions;
+                t.committing_checkpoint = None;
                 t.last_commit_ms = Some(started.elapsed().as_millis() as u64);
                 t.last_commit_at_ms = Some(
                     std::time::SystemTime::now()
@@ -477,7 +483,7 @@ impl KafkaSink {
 
     /// Takes over the transactional id of an old subtask's snapshot: fences its producers, aborts their open
     /// transaction, and writes again, each in its own transaction, the epochs whose records did not reach Kafka.
-    fn recover(&self, state: SinkState) -> Result<(), TaskError> {
+    fn recover(&mut self, state: SinkState) -> Result<(), TaskError> {
         let mut writer = Writer::open(&self.config, &self.marker, &state.topic, Some(&state.transactional_id))?;
         writer.topic_header.clone_from(&self.topic_header);
         let committed = writer.committed_checkpoint()?;
@@ -500,6 +506,7 @@ impl KafkaSink {
             }
             if records > 0 {
                 writer.commit(Some(checkpoint))?;
+                self.transactions.rewritten_epochs += 1;
             }
         }
         Ok(())
@@ -600,6 +607,7 @@ impl Operator for KafkaSink {
             self.last_checkpoint = self.last_checkpoint.max(state.epochs.iter().map(|(c, _)| *c).max());
             self.recover(state)?;
         }
+        self.publish_report();
         Ok(())
     }
 

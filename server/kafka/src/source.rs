@@ -123,6 +123,11 @@ impl KafkaSource {
                     Isolation::ReadUncommitted => "read_uncommitted",
                 },
             );
+        // librdkafka stops fetching a partition once this many records wait in its queue, and then waits
+        // `fetch.queue.backoff.ms` (1 s by default) before fetching again: one fetch of small compressed records
+        // can hold 100,000 of them, so with the defaults a source reads in one-second steps. A short backoff keeps
+        // the queue topped up instead.
+        config.set("fetch.queue.backoff.ms", "10");
         // Partition ends and lag for the job's status come from librdkafka's statistics.
         config.set("statistics.interval.ms", REPORT_EVERY.as_millis().to_string());
         for (name, value) in &spec.properties.0 {

@@ -69,6 +69,11 @@ pub struct TransactionReport {
     pub last_commit_ms: Option<u64>,
     /// Transactions committed by this run.
     pub commits: u64,
+    /// A completed checkpoint whose transaction is being committed right now.
+    pub committing_checkpoint: Option<u64>,
+    /// Epochs this run wrote again at its restore: their checkpoint had completed, but the crash came before their
+    /// transaction committed.
+    pub rewritten_epochs: u64,
 }
 
 /// Where a connector subtask publishes its [`ConnectorReport`]; the newest one published is the one shown.

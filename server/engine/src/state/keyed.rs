@@ -290,9 +290,14 @@ impl KeyedState {
     /// Clears a state of any shape for `key`.
     pub fn clear(&mut self, index: StateIndex, key: StateKey<'_>, now: i64) -> StateResult<()> {
         let state = self.states.get(index).ok_or_else(|| format!("no state with index {index}"))?;
-        let id = state.id;
+        let (id, kind) = (state.id, state.kind);
         self.clean(index, now)?;
-        self.store.remove_key(id, key).map_err(|e| backend_failed(&mut self.failure, e))
+        let removed = match kind {
+            // One entry, under the empty namespace: a point delete, not a scan of the key's entries.
+            StateKind::Value | StateKind::List => self.store.remove(id, key, b""),
+            StateKind::Map => self.store.remove_key(id, key),
+        };
+        removed.map_err(|e| backend_failed(&mut self.failure, e))
     }
 
     /// A list state's elements, oldest first (expired elements hidden or returned per visibility).

@@ -48,12 +48,19 @@ fn value_list_and_map_state_without_ttl() {
         s.clear(m, K, 0).expect("clear");
         log.push(format!("{:?}", s.map_entries(m, K, 0)));
         log.push(format!("{:?}", s.snapshot(0).map(|e| e.len())));
+        // Clearing a value or a list state leaves the other states of the key alone.
+        s.clear(v, K, 0).expect("clear");
+        log.push(format!("{:?} {:?}", s.value_get(v, K, 0), s.list_get(l, K, 0)));
+        s.clear(l, K, 0).expect("clear");
+        log.push(format!("{:?} {:?}", s.list_get(l, K, 0), s.snapshot(0).map(|e| e.len())));
         log
     });
     assert_eq!(transcript[1], r#"Ok(Some([120]))"#);
     assert_eq!(transcript[2], r#"Ok([[97], [], [98, 99]])"#);
     assert_eq!(transcript[4], r#"Ok([([], [48]), ([97, 98], [51]), ([98], [50])])"#, "map entries in user-key order");
     assert_eq!(transcript[6], "Ok([])");
+    assert_eq!(transcript[8], "Ok(None) Ok([[122]])");
+    assert_eq!(transcript[9], "Ok([]) Ok(0)");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The store: one RocksDB instance, a column family per state.
 
 use crate::backend::Folder;
+use crate::cache::{KeyCache, MAX_ENTRIES_PER_KEY};
 use crate::files::{LocalCheckpoints, RestoredFrom};
 use crate::keys;
 use eddy_engine::checkpoint::CheckpointId;
@@ -33,6 +34,8 @@ struct State {
     /// Set once the state has a time-to-live: its column family's compaction filter drops expired entries (none
     /// for the default column family, which was created without the filter).
     expiry: Option<Arc<OnceLock<Expiry>>>,
+    /// Whether its keys may be kept in the store's cache: not once it has a time-to-live.
+    cached: bool,
     /// The options its column family was created with. RocksDB keeps only a pointer to their compaction filter,
     /// which these own, so they must outlive the database (`db` is declared before `states` and dropped first).
     _options: Option<Options>,
@@ -85,6 +88,9 @@ pub struct RocksDbStateStore {
     read: ReadOptions,
     /// Reused to encode composite keys without allocating.
     scratch: Vec<u8>,
+    /// Recently scanned keys' entries (module `cache`), and the buffer their ids are encoded in.
+    cache: KeyCache,
+    cache_id: Vec<u8>,
     /// The key groups it holds.
     key_groups: (KeyGroup, KeyGroup),
     /// Its checkpoints on local disk.
@@ -154,6 +160,7 @@ impl RocksDbStateStore {
                 broken: None,
                 cleanup,
                 expiry: Some(expiry),
+                cached: true,
                 _options: Some(options),
             });
         }
@@ -176,6 +183,8 @@ impl RocksDbStateStore {
             write,
             read: ReadOptions::default(),
             scratch: Vec::new(),
+            cache: KeyCache::default(),
+            cache_id: Vec::new(),
             key_groups,
             checkpoints: LocalCheckpoints::new(&folder.path, restored_checkpoint),
             restored_from: restored.map(|(_, from)| from),
@@ -346,6 +355,51 @@ impl RocksDbStateStore {
         })
     }
 
+    /// Encodes the cache's id of `key` in `state` into `cache_id`; false when the state's keys are not cached.
+    fn cache_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<bool, StateError> {
+        if !self.states.get(state as usize).is_some_and(|s| s.cached) {
+            return Ok(false);
+        }
+        keys::prefix(&mut self.cache_id, key)?;
+        self.cache_id.splice(0..0, state.to_be_bytes());
+        Ok(true)
+    }
+
+    /// Like `cache_key`, only when some key is cached (a write to a key not kept has nothing to update).
+    fn cached_key(&mut self, state: StateId, key: StateKey<'_>) -> Result<bool, StateError> {
+        Ok(!self.cache.is_empty() && self.cache_key(state, key)?)
+    }
+
+    /// Stops caching the state's keys (it has a time-to-live now, which compactions act on unseen).
+    fn stop_caching(&mut self, state: StateId) {
+        if let Some(slot) = self.states.get_mut(state as usize)
+            && slot.cached
+        {
+            slot.cached = false;
+            self.cache.forget_state(&state.to_be_bytes());
+        }
+    }
+
+    /// All of the key's entries, read into the cache when there are few enough; false when there were too many.
+    fn fill_cache(&mut self, state: StateId) -> Result<bool, StateError> {
+        let skip = self.cache_id.len() - std::mem::size_of::<StateId>();
+        let prefix = self.cache_id[std::mem::size_of::<StateId>()..].to_vec();
+        let mut entries = Vec::new();
+        let mut complete = true;
+        self.each_of_key(state, &prefix, &mut |stored, value| {
+            if entries.len() == MAX_ENTRIES_PER_KEY {
+                complete = false;
+                return Ok(false);
+            }
+            entries.push((stored[skip..].to_vec(), value.to_vec()));
+            Ok(true)
+        })?;
+        if complete {
+            self.cache.fill(&self.cache_id, entries);
+        }
+        Ok(complete)
+    }
+
     fn write(&self, batch: WriteBatch) -> Result<(), StateError> {
         self.db.write_opt(batch, &self.write).map_err(|e| self.failed("write", e))
     }
@@ -370,7 +424,7 @@ impl KeyedStateStore for RocksDbStateStore {
             (broken, Some(expiry), Some(options))
         };
         let cleanup = Cleanup::default();
-        self.states.push(State { name: name.to_string(), broken, cleanup, expiry, _options: options });
+        self.states.push(State { name: name.to_string(), broken, cleanup, expiry, cached: true, _options: options });
         (self.states.len() - 1) as StateId
     }
 
@@ -382,6 +436,12 @@ impl KeyedStateStore for RocksDbStateStore {
         out: &mut Vec<u8>,
     ) -> Result<bool, StateError> {
         out.clear();
+        if self.cached_key(state, key)?
+            && let Some(found) = self.cache.get(&self.cache_id, ns)
+        {
+            out.extend_from_slice(found.unwrap_or_default());
+            return Ok(found.is_some());
+        }
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
         match self.db.get_pinned_cf_opt(cf, &self.scratch, &self.read).map_err(|e| self.failed("read", e))? {
@@ -394,6 +454,11 @@ impl KeyedStateStore for RocksDbStateStore {
     }
 
     fn contains(&mut self, state: StateId, key: StateKey<'_>, ns: &[u8]) -> Result<bool, StateError> {
+        if self.cached_key(state, key)?
+            && let Some(found) = self.cache.get(&self.cache_id, ns)
+        {
+            return Ok(found.is_some());
+        }
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
         let found = self.db.get_pinned_cf_opt(cf, &self.scratch, &self.read).map_err(|e| self.failed("read", e))?;
@@ -405,6 +470,9 @@ impl KeyedStateStore for RocksDbStateStore {
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
         self.db.put_cf_opt(cf, &self.scratch, value, &self.write).map_err(|e| self.failed("put", e))?;
+        if self.cached_key(state, key)? {
+            self.cache.put(&self.cache_id, ns, value);
+        }
         self.changed()
     }
 
@@ -413,6 +481,9 @@ impl KeyedStateStore for RocksDbStateStore {
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
         self.db.merge_cf_opt(cf, &self.scratch, bytes, &self.write).map_err(|e| self.failed("append", e))?;
+        if self.cached_key(state, key)? {
+            self.cache.append(&self.cache_id, ns, bytes);
+        }
         self.changed()
     }
 
@@ -420,10 +491,22 @@ impl KeyedStateStore for RocksDbStateStore {
         keys::composite(&mut self.scratch, key, ns)?;
         let cf = family(&self.db, &self.states, state)?;
         self.db.delete_cf_opt(cf, &self.scratch, &self.write).map_err(|e| self.failed("remove", e))?;
+        if self.cached_key(state, key)? {
+            self.cache.remove(&self.cache_id, ns);
+        }
         self.changed()
     }
 
     fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
+        if self.cache_key(state, key)? {
+            family(&self.db, &self.states, state)?;
+            if self.cache.entries(&self.cache_id).is_none() {
+                self.fill_cache(state)?;
+            }
+            if let Some(entries) = self.cache.entries(&self.cache_id) {
+                return Ok(entries.clone());
+            }
+        }
         keys::prefix(&mut self.scratch, key)?;
         let skip = self.scratch.len();
         let mut entries = Vec::new();
@@ -442,10 +525,19 @@ impl KeyedStateStore for RocksDbStateStore {
         to: &[u8],
         visit: &mut dyn FnMut(&[u8], &[u8]),
     ) -> Result<(), StateError> {
-        let cf = family(&self.db, &self.states, state)?;
+        family(&self.db, &self.states, state)?;
         if from >= to {
             return Ok(());
         }
+        if self.cache_key(state, key)? && (self.cache.entries(&self.cache_id).is_some() || self.fill_cache(state)?) {
+            let entries = self.cache.entries(&self.cache_id).map_or(&[][..], Vec::as_slice);
+            let first = entries.partition_point(|(ns, _)| ns.as_slice() < from);
+            for (ns, value) in entries[first..].iter().take_while(|(ns, _)| ns.as_slice() < to) {
+                visit(ns, value);
+            }
+            return Ok(());
+        }
+        let cf = family(&self.db, &self.states, state)?;
         let mut lower = Vec::new();
         keys::prefix(&mut lower, key)?;
         let skip = lower.len();
@@ -470,7 +562,13 @@ impl KeyedStateStore for RocksDbStateStore {
             batch.delete_cf(cf, stored);
             Ok(true)
         })?;
-        if batch.is_empty() { Ok(()) } else { self.write(batch) }
+        if !batch.is_empty() {
+            self.write(batch)?;
+        }
+        if self.cached_key(state, key)? {
+            self.cache.remove_key(&self.cache_id);
+        }
+        Ok(())
     }
 
     /// Walks keys in byte order from where the last step stopped. The cursor is a generation number: the store keeps
@@ -485,6 +583,7 @@ impl KeyedStateStore for RocksDbStateStore {
         expired: &mut dyn FnMut(&[u8]) -> bool,
     ) -> Result<usize, StateError> {
         let unknown = || StateError(format!("unknown state id {state}"));
+        self.stop_caching(state);
         let slot = self.states.get_mut(state as usize).ok_or_else(unknown)?;
         let resume = match cursor {
             0 => None,
@@ -526,6 +625,7 @@ impl KeyedStateStore for RocksDbStateStore {
     }
 
     fn expire_in_background(&mut self, state: StateId, expiry: Expiry) -> bool {
+        self.stop_caching(state);
         match self.states.get(state as usize).and_then(|s| s.expiry.as_ref()) {
             Some(slot) => slot.get_or_init(|| expiry) == &expiry,
             None => false,
@@ -590,6 +690,7 @@ impl KeyedStateStore for RocksDbStateStore {
 
     /// Loads the entries in large write batches.
     fn restore(&mut self, entries: &[SnapshotEntry]) -> Result<(), StateError> {
+        self.cache.clear();
         let mut batch = WriteBatch::default();
         let mut last: Option<(&str, StateId)> = None;
         for entry in entries {

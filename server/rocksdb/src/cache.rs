@@ -1,0 +1,198 @@
+//! Every entry of recently scanned keys, kept in memory in front of RocksDB.
+//!
+//! A sliding window reads a key's panes with a scan at each firing, and a key fires about once per slide: with
+//! RocksDB each scan opens an iterator and seeks through the memtable and every sorted file, several microseconds
+//! where the memory store takes a few hundred nanoseconds. So a scan (or `entries`) reads all of the key's
+//! entries once and keeps them here; later scans, reads and writes of that key are served or kept up to date here.
+//!
+//! Writes go through to RocksDB first, so RocksDB stays the whole truth: checkpoints, savepoints and restores never
+//! look at the cache, and dropping any part of it loses nothing. Keys with many entries (a large map state) are not
+//! kept, and when the cache outgrows its limit it drops keys until it is back to three quarters of it. Keys are
+//! identified by the state's id and the key's composite prefix; only states without a time-to-live are kept, since
+//! compactions drop expired entries behind the cache's back.
+
+use std::collections::HashMap;
+
+/// Bytes of keys and entries one store keeps at most.
+pub(crate) const CACHE_BYTES: usize = 8 << 20;
+
+/// A key with more entries than this is not kept: reading all of them for one scan would cost more than it saves.
+pub(crate) const MAX_ENTRIES_PER_KEY: usize = 64;
+
+/// What an entry costs beyond its bytes (two vectors' headers and allocations), for the size limit.
+const ENTRY_OVERHEAD: usize = 64;
+
+/// The entries of one key, sorted by namespace.
+type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// Keys' complete sets of entries, by `state id ‖ key prefix`.
+#[derive(Debug, Default)]
+pub(crate) struct KeyCache {
+    keys: HashMap<Vec<u8>, Entries>,
+    bytes: usize,
+}
+
+fn cost(id: &[u8], entries: &Entries) -> usize {
+    id.len() + ENTRY_OVERHEAD + entries.iter().map(|(ns, v)| ns.len() + v.len() + ENTRY_OVERHEAD).sum::<usize>()
+}
+
+impl KeyCache {
+    /// Whether no key is kept (every operation is then a no-op, checked first to keep uncached work cheap).
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+
+    /// The key's entries, when it is kept.
+    pub(crate) fn entries(&self, id: &[u8]) -> Option<&Entries> {
+        self.keys.get(id)
+    }
+
+    /// The value under `ns`: `None` when the key is not kept, `Some(None)` when it is kept and has no such entry.
+    pub(crate) fn get(&self, id: &[u8], ns: &[u8]) -> Option<Option<&[u8]>> {
+        let entries = self.keys.get(id)?;
+        Some(entries.binary_search_by(|(n, _)| n.as_slice().cmp(ns)).ok().map(|i| entries[i].1.as_slice()))
+    }
+
+    /// Keeps `entries`, all of the key's, sorted by namespace.
+    pub(crate) fn fill(&mut self, id: &[u8], entries: Entries) {
+        if entries.len() > MAX_ENTRIES_PER_KEY {
+            return;
+        }
+        let added = cost(id, &entries);
+        if let Some(old) = self.keys.insert(id.to_vec(), entries) {
+            self.bytes -= cost(id, &old);
+        }
+        self.bytes += added;
+        if self.bytes > CACHE_BYTES {
+            self.shrink();
+        }
+    }
+
+    /// Drops keys until the cache is at three quarters of its limit.
+    fn shrink(&mut self) {
+        let target = CACHE_BYTES / 4 * 3;
+        let mut bytes = self.bytes;
+        self.keys.retain(|id, entries| {
+            if bytes <= target {
+                return true;
+            }
+            bytes -= cost(id, entries);
+            false
+        });
+        self.bytes = bytes;
+    }
+
+    /// Applies a write of the key's entry under `ns`, if the key is kept: `update` gets the old value (if any)
+    /// and returns the new one, or none for a removal.
+    fn update(&mut self, id: &[u8], ns: &[u8], update: impl FnOnce(Option<Vec<u8>>) -> Option<Vec<u8>>) {
+        let Some(entries) = self.keys.get_mut(id) else { return };
+        let before = cost(id, entries);
+        match entries.binary_search_by(|(n, _)| n.as_slice().cmp(ns)) {
+            Ok(i) => match update(Some(std::mem::take(&mut entries[i].1))) {
+                Some(value) => entries[i].1 = value,
+                None => {
+                    entries.remove(i);
+                }
+            },
+            Err(i) => {
+                if let Some(value) = update(None) {
+                    entries.insert(i, (ns.to_vec(), value));
+                }
+            }
+        }
+        let after = cost(id, entries);
+        if entries.len() > MAX_ENTRIES_PER_KEY {
+            self.keys.remove(id);
+            self.bytes -= before;
+            return;
+        }
+        self.bytes = self.bytes - before + after;
+        if self.bytes > CACHE_BYTES {
+            self.shrink();
+        }
+    }
+
+    pub(crate) fn put(&mut self, id: &[u8], ns: &[u8], value: &[u8]) {
+        self.update(id, ns, |_| Some(value.to_vec()));
+    }
+
+    /// As RocksDB's merge operator does: the bytes go after the old value (an absent one counts as empty).
+    pub(crate) fn append(&mut self, id: &[u8], ns: &[u8], bytes: &[u8]) {
+        self.update(id, ns, |old| {
+            let mut value = old.unwrap_or_default();
+            value.extend_from_slice(bytes);
+            Some(value)
+        });
+    }
+
+    pub(crate) fn remove(&mut self, id: &[u8], ns: &[u8]) {
+        self.update(id, ns, |_| None);
+    }
+
+    /// The key now has no entries.
+    pub(crate) fn remove_key(&mut self, id: &[u8]) {
+        if let Some(entries) = self.keys.get_mut(id) {
+            self.bytes -= cost(id, entries) - cost(id, &Vec::new());
+            entries.clear();
+        }
+    }
+
+    /// Forgets every key of the state whose ids start with `state`.
+    pub(crate) fn forget_state(&mut self, state: &[u8]) {
+        let mut bytes = self.bytes;
+        self.keys.retain(|id, entries| {
+            let keep = !id.starts_with(state);
+            if !keep {
+                bytes -= cost(id, entries);
+            }
+            keep
+        });
+        self.bytes = bytes;
+    }
+
+    /// Forgets everything.
+    pub(crate) fn clear(&mut self) {
+        self.keys.clear();
+        self.bytes = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_keep_a_kept_key_complete_and_sorted() {
+        let mut cache = KeyCache::default();
+        cache.put(b"k", b"a", b"1");
+        assert_eq!(cache.get(b"k", b"a"), None, "a key not filled is not kept");
+        cache.fill(b"k", vec![(b"b".to_vec(), b"2".to_vec())]);
+        cache.put(b"k", b"a", b"1");
+        cache.append(b"k", b"b", b"3");
+        cache.append(b"k", b"c", b"4");
+        cache.remove(b"k", b"a");
+        assert_eq!(cache.get(b"k", b"a"), Some(None));
+        let entries = cache.entries(b"k").cloned();
+        assert_eq!(entries, Some(vec![(b"b".to_vec(), b"23".to_vec()), (b"c".to_vec(), b"4".to_vec())]));
+        cache.remove_key(b"k");
+        assert_eq!(cache.entries(b"k").map(Vec::len), Some(0));
+        assert_eq!(cache.bytes, cost(b"k", &Vec::new()));
+    }
+
+    #[test]
+    fn stays_within_its_limit_and_skips_large_keys() {
+        let mut cache = KeyCache::default();
+        let big = vec![(b"n".to_vec(), vec![0u8; 1 << 20])];
+        for i in 0..20u32 {
+            cache.fill(&i.to_be_bytes(), big.clone());
+            assert!(cache.bytes <= CACHE_BYTES, "{} bytes after {i}", cache.bytes);
+        }
+        let many: Entries = (0..=MAX_ENTRIES_PER_KEY as u32).map(|i| (i.to_be_bytes().to_vec(), Vec::new())).collect();
+        cache.fill(b"many", many);
+        assert!(cache.entries(b"many").is_none());
+        let total: usize = cache.keys.iter().map(|(id, e)| cost(id, e)).sum();
+        assert_eq!(total, cache.bytes, "the running count matches");
+        cache.forget_state(&[0, 0]);
+        assert!(cache.keys.keys().all(|id| !id.starts_with(&[0, 0])));
+    }
+}

@@ -197,6 +197,10 @@ impl RocksDbBackend {
         opts.set_write_buffer_size(self.config.memtable_bytes());
         opts.set_compression_type(DBCompressionType::Lz4);
         opts.set_merge_operator_associative("eddy-concat", concat);
+        // A filter over each memtable's keys: most point reads find their entry in a file, or nowhere, and would
+        // otherwise walk every memtable's skip list first.
+        opts.set_memtable_whole_key_filtering(true);
+        opts.set_memtable_prefix_bloom_ratio(0.05);
         // RocksDB's info log goes into the store's folder; warnings are enough there.
         opts.set_log_level(LogLevel::Warn);
         opts.set_keep_log_file_num(1);

@@ -35,8 +35,8 @@
 //! log, and a store that goes away is rebuilt from a checkpoint. The stores of one backend share one block cache
 //! and one write-buffer manager whose memtables are charged to that cache, so their memory stays within
 //! [`RocksDbConfig`]'s budget however many operators, subtasks and states there are. Data is compressed with LZ4.
-Each store also keeps every entry of its recently scanned keys in memory (module `cache`, up to 8 MiB), written
-through: RocksDB always holds everything.
+//! Each store also keeps every entry of its recently scanned keys in memory (module `cache`, up to 8 MiB), written
+//! through: RocksDB always holds everything.
 //!
 //! # Time-to-live cleanup
 //!

@@ -1,5 +1,6 @@
 //! The backend: where stores live and the memory they share.
 
+use crate::cache::CachePool;
 use crate::files::{RestoredFrom, checkpoints_folder, materialize, remove_folder};
 use crate::store::RocksDbStateStore;
 use eddy_engine::keys::KeyGroup;
@@ -21,11 +22,14 @@ pub struct RocksDbConfig {
     /// Bytes of memtables (writes not yet flushed to files), across every store and state. Charged to the block
     /// cache too, so `block_cache_bytes + write_buffer_bytes` bounds what RocksDB holds in memory.
     pub write_buffer_bytes: usize,
+    /// Bytes of recently scanned keys' entries kept in memory in front of RocksDB, across every store (each store
+    /// keeps at most 8 MiB).
+    pub key_cache_bytes: usize,
 }
 
 impl Default for RocksDbConfig {
     fn default() -> RocksDbConfig {
-        RocksDbConfig { block_cache_bytes: 64 << 20, write_buffer_bytes: 64 << 20 }
+        RocksDbConfig { block_cache_bytes: 64 << 20, write_buffer_bytes: 64 << 20, key_cache_bytes: 64 << 20 }
     }
 }
 
@@ -47,6 +51,8 @@ pub struct RocksDbBackend {
     open: Arc<Mutex<HashSet<PathBuf>>>,
     /// What the stores' disk use counts against, if anything.
     budget: Option<Arc<StateBudget>>,
+    /// What the stores' key caches hold together.
+    key_cache: Arc<CachePool>,
 }
 
 impl std::fmt::Debug for RocksDbBackend {
@@ -62,7 +68,16 @@ impl RocksDbBackend {
         // No stall: a write over the limit triggers flushes rather than waiting for them.
         let write_buffers =
             WriteBufferManager::new_write_buffer_manager_with_cache(config.write_buffer_bytes, false, cache.clone());
-        RocksDbBackend { root: root.into(), config, cache, write_buffers, open: Arc::default(), budget: None }
+        let key_cache = CachePool::new(config.key_cache_bytes);
+        RocksDbBackend {
+            root: root.into(),
+            config,
+            cache,
+            write_buffers,
+            open: Arc::default(),
+            budget: None,
+            key_cache,
+        }
     }
 
     /// The backend whose stores count their disk use (live SST files and memtables) against `budget`: a store
@@ -73,7 +88,9 @@ impl RocksDbBackend {
     }
 
     /// Starts counting a new store against the budget, if there is one.
+    /// Also counts its key cache against the backend's.
     fn budgeted(&self, mut store: RocksDbStateStore) -> Result<RocksDbStateStore, StateError> {
+        store.share_key_cache(Arc::clone(&self.key_cache));
         if let Some(budget) = &self.budget {
             store.charge_to(Arc::clone(budget))?;
         }
@@ -85,9 +102,10 @@ impl RocksDbBackend {
         &self.root
     }
 
-    /// Bytes the stores hold in memory now: cached blocks and memtables (these are charged to the cache).
+    /// Bytes the stores hold in memory now: cached blocks and memtables (these are charged to the cache), and
+    /// their key caches.
     pub fn memory_used(&self) -> usize {
-        self.cache.get_usage()
+        self.cache.get_usage() + self.key_cache.used()
     }
 
     /// The folder of operator `uid`'s store in `subtask`: `<root>/<uid>-<subtask>`, with any byte of the uid other

@@ -7,14 +7,39 @@
 //!
 //! Writes go through to RocksDB first, so RocksDB stays the whole truth: checkpoints, savepoints and restores never
 //! look at the cache, and dropping any part of it loses nothing. Keys with many entries (a large map state) are not
-//! kept, and when the cache outgrows its limit it drops keys until it is back to three quarters of it. Keys are
-//! identified by the state's id and the key's composite prefix; only states without a time-to-live are kept, since
-//! compactions drop expired entries behind the cache's back.
+//! kept, and a store's cache holds at most [`CACHE_BYTES`], within a limit shared by every store of the backend
+//! ([`CachePool`]), so that many stores cannot add up to more; past either, it drops keys. Keys are identified by
+//! the state's id and the key's composite prefix; only states without a time-to-live are kept, since compactions
+//! drop expired entries behind the cache's back.
 
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Bytes of keys and entries one store keeps at most.
 pub(crate) const CACHE_BYTES: usize = 8 << 20;
+
+/// The bytes the caches of a backend's stores hold together, and how many they may.
+#[derive(Debug)]
+pub(crate) struct CachePool {
+    used: AtomicUsize,
+    limit: usize,
+}
+
+impl CachePool {
+    pub(crate) fn new(limit: usize) -> Arc<CachePool> {
+        Arc::new(CachePool { used: AtomicUsize::new(0), limit })
+    }
+
+    fn over(&self) -> bool {
+        self.used() > self.limit
+    }
+
+    /// Bytes the caches hold now.
+    pub(crate) fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+}
 
 /// A key with more entries than this is not kept: reading all of them for one scan would cost more than it saves.
 pub(crate) const MAX_ENTRIES_PER_KEY: usize = 64;
@@ -26,10 +51,17 @@ const ENTRY_OVERHEAD: usize = 64;
 type Entries = Vec<(Vec<u8>, Vec<u8>)>;
 
 /// Keys' complete sets of entries, by `state id ‖ key prefix`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct KeyCache {
     keys: HashMap<Vec<u8>, Entries>,
     bytes: usize,
+    pool: Arc<CachePool>,
+}
+
+impl Drop for KeyCache {
+    fn drop(&mut self) {
+        self.set_bytes(0);
+    }
 }
 
 fn cost(id: &[u8], entries: &Entries) -> usize {
@@ -37,6 +69,26 @@ fn cost(id: &[u8], entries: &Entries) -> usize {
 }
 
 impl KeyCache {
+    /// An empty cache whose bytes count against `pool`.
+    pub(crate) fn new(pool: Arc<CachePool>) -> KeyCache {
+        KeyCache { keys: HashMap::new(), bytes: 0, pool }
+    }
+
+    /// Records the cache's size, in the pool too.
+    fn set_bytes(&mut self, bytes: usize) {
+        if bytes >= self.bytes {
+            self.pool.used.fetch_add(bytes - self.bytes, Ordering::Relaxed);
+        } else {
+            self.pool.used.fetch_sub(self.bytes - bytes, Ordering::Relaxed);
+        }
+        self.bytes = bytes;
+    }
+
+    /// Whether the store's or the pool's limit is passed.
+    fn over(&self) -> bool {
+        self.bytes > CACHE_BYTES || self.pool.over()
+    }
+
     /// Whether no key is kept (every operation is then a no-op, checked first to keep uncached work cheap).
     pub(crate) fn is_empty(&self) -> bool {
         self.keys.is_empty()
@@ -59,27 +111,30 @@ impl KeyCache {
             return;
         }
         let added = cost(id, &entries);
+        let mut bytes = self.bytes + added;
         if let Some(old) = self.keys.insert(id.to_vec(), entries) {
-            self.bytes -= cost(id, &old);
+            bytes -= cost(id, &old);
         }
-        self.bytes += added;
-        if self.bytes > CACHE_BYTES {
+        self.set_bytes(bytes);
+        if self.over() {
             self.shrink();
         }
     }
 
-    /// Drops keys until the cache is at three quarters of its limit.
+    /// Drops keys until the cache is at three quarters of its limit and the pool within its own, or empty.
     fn shrink(&mut self) {
         let target = CACHE_BYTES / 4 * 3;
-        let mut bytes = self.bytes;
+        let pool = Arc::clone(&self.pool);
+        let (before, mut bytes) = (self.bytes, self.bytes);
         self.keys.retain(|id, entries| {
-            if bytes <= target {
+            let pool_over = pool.used.load(Ordering::Relaxed) + bytes > pool.limit + before;
+            if bytes <= target && !pool_over {
                 return true;
             }
             bytes -= cost(id, entries);
             false
         });
-        self.bytes = bytes;
+        self.set_bytes(bytes);
     }
 
     /// Applies a write of the key's entry under `ns`, if the key is kept: `update` gets the old value (if any)
@@ -103,11 +158,11 @@ impl KeyCache {
         let after = cost(id, entries);
         if entries.len() > MAX_ENTRIES_PER_KEY {
             self.keys.remove(id);
-            self.bytes -= before;
+            self.set_bytes(self.bytes - before);
             return;
         }
-        self.bytes = self.bytes - before + after;
-        if self.bytes > CACHE_BYTES {
+        self.set_bytes(self.bytes - before + after);
+        if self.over() {
             self.shrink();
         }
     }
@@ -132,8 +187,9 @@ impl KeyCache {
     /// The key now has no entries.
     pub(crate) fn remove_key(&mut self, id: &[u8]) {
         if let Some(entries) = self.keys.get_mut(id) {
-            self.bytes -= cost(id, entries) - cost(id, &Vec::new());
+            let freed = cost(id, entries) - cost(id, &Vec::new());
             entries.clear();
+            self.set_bytes(self.bytes - freed);
         }
     }
 
@@ -147,13 +203,13 @@ impl KeyCache {
             }
             keep
         });
-        self.bytes = bytes;
+        self.set_bytes(bytes);
     }
 
     /// Forgets everything.
     pub(crate) fn clear(&mut self) {
         self.keys.clear();
-        self.bytes = 0;
+        self.set_bytes(0);
     }
 }
 
@@ -163,7 +219,7 @@ mod tests {
 
     #[test]
     fn writes_keep_a_kept_key_complete_and_sorted() {
-        let mut cache = KeyCache::default();
+        let mut cache = KeyCache::new(CachePool::new(CACHE_BYTES));
         cache.put(b"k", b"a", b"1");
         assert_eq!(cache.get(b"k", b"a"), None, "a key not filled is not kept");
         cache.fill(b"k", vec![(b"b".to_vec(), b"2".to_vec())]);
@@ -181,7 +237,7 @@ mod tests {
 
     #[test]
     fn stays_within_its_limit_and_skips_large_keys() {
-        let mut cache = KeyCache::default();
+        let mut cache = KeyCache::new(CachePool::new(4 * CACHE_BYTES));
         let big = vec![(b"n".to_vec(), vec![0u8; 1 << 20])];
         for i in 0..20u32 {
             cache.fill(&i.to_be_bytes(), big.clone());
@@ -194,5 +250,20 @@ mod tests {
         assert_eq!(total, cache.bytes, "the running count matches");
         cache.forget_state(&[0, 0]);
         assert!(cache.keys.keys().all(|id| !id.starts_with(&[0, 0])));
+    }
+
+    #[test]
+    fn stores_sharing_a_pool_stay_within_it_together() {
+        let pool = CachePool::new(3 << 20);
+        let (mut a, mut b) = (KeyCache::new(Arc::clone(&pool)), KeyCache::new(Arc::clone(&pool)));
+        let entries = vec![(b"n".to_vec(), vec![0u8; 1 << 20])];
+        for i in 0..4u32 {
+            a.fill(&i.to_be_bytes(), entries.clone());
+            b.fill(&i.to_be_bytes(), entries.clone());
+            assert!(pool.used() <= 3 << 20, "{} bytes", pool.used());
+            assert_eq!(pool.used(), a.bytes + b.bytes);
+        }
+        drop(a);
+        assert_eq!(pool.used(), b.bytes, "a dropped cache gives its bytes back");
     }
 }

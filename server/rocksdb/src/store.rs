@@ -1,7 +1,7 @@
 //! The store: one RocksDB instance, a column family per state.
 
 use crate::backend::Folder;
-use crate::cache::{KeyCache, MAX_ENTRIES_PER_KEY};
+use crate::cache::{CACHE_BYTES, CachePool, KeyCache, MAX_ENTRIES_PER_KEY};
 use crate::files::{LocalCheckpoints, RestoredFrom};
 use crate::keys;
 use eddy_engine::checkpoint::CheckpointId;
@@ -183,7 +183,7 @@ impl RocksDbStateStore {
             write,
             read: ReadOptions::default(),
             scratch: Vec::new(),
-            cache: KeyCache::default(),
+            cache: KeyCache::new(CachePool::new(CACHE_BYTES)),
             cache_id: Vec::new(),
             key_groups,
             checkpoints: LocalCheckpoints::new(&folder.path, restored_checkpoint),
@@ -191,6 +191,11 @@ impl RocksDbStateStore {
             account: None,
             folder,
         })
+    }
+
+    /// Counts the store's key cache against `pool` (of the backend's stores) from now on.
+    pub(crate) fn share_key_cache(&mut self, pool: Arc<CachePool>) {
+        self.cache = KeyCache::new(pool);
     }
 
     /// Counts the store's disk use against `budget` from now on.

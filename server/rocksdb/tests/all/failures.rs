@@ -20,7 +20,7 @@ fn a_flush_into_a_removed_folder_is_an_error() {
 fn writes_fail_once_flushes_cannot_write_files() {
     let dir = tempfile::tempdir().expect("temporary folder");
     // A small budget, so that memtables fill and RocksDB flushes them in the background.
-    let config = RocksDbConfig { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20 };
+    let config = RocksDbConfig { block_cache_bytes: 1 << 20, write_buffer_bytes: 1 << 20, key_cache_bytes: 1 << 20 };
     let backend = RocksDbBackend::new(dir.path(), config);
     let mut store = backend.create_store("op", 0, crate::ALL_GROUPS).expect("open");
     let s = store.register("s");

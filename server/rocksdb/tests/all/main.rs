@@ -31,7 +31,7 @@ pub const ALL_GROUPS: std::ops::RangeInclusive<u16> = 0..=127;
 /// A backend in a fresh temporary folder (removed when the guard drops) with a small memory budget.
 pub fn backend() -> (tempfile::TempDir, RocksDbBackend) {
     let dir = tempfile::tempdir().expect("temporary folder");
-    let config = RocksDbConfig { block_cache_bytes: 4 << 20, write_buffer_bytes: 4 << 20 };
+    let config = RocksDbConfig { block_cache_bytes: 4 << 20, write_buffer_bytes: 4 << 20, key_cache_bytes: 4 << 20 };
     let backend = RocksDbBackend::new(dir.path().join("state"), config);
     (dir, backend)
 }

@@ -170,10 +170,6 @@ async fn the_kafka_examples_count_words_and_raise_alerts_exactly_once() {
 
     // The status shows where the source stands in its partition and what the sink committed: all four lines
     // read, their offsets committed with a checkpoint, nothing left (lag 0); transactions committed.
-    let operator = |status: &serde_json::Value, uid: &str| {
-        let operators = status["operators"].as_array().cloned().unwrap_or_default();
-        operators.into_iter().find(|o| o["uid"] == uid).unwrap_or_default()
-    };
     let status = wait_job(c, &words, Duration::from_secs(30), |s| {
         let partition = &operator(s, "lines")["connectors"][0]["partitions"][0];
         partition["committed_offset"] == 4 && partition["lag"] == 0
@@ -234,11 +230,15 @@ fn kills() -> u64 {
     std::env::var("EDDY_TEST_KILLS").ok().and_then(|k| k.parse().ok()).unwrap_or(20)
 }
 
+/// Operator `uid` in a job's status (null when absent).
+fn operator(status: &serde_json::Value, uid: &str) -> serde_json::Value {
+    let operators = status["operators"].as_array().cloned().unwrap_or_default();
+    operators.into_iter().find(|o| o["uid"] == uid).unwrap_or_default()
+}
+
 /// The exactly-once sink's transactions in a job's status.
 fn transactions(status: &serde_json::Value) -> serde_json::Value {
-    let operators = status["operators"].as_array().cloned().unwrap_or_default();
-    let sink = operators.into_iter().find(|o| o["uid"] == "out").unwrap_or_default();
-    sink["connectors"][0]["transactions"].clone()
+    operator(status, "out")["connectors"][0]["transactions"].clone()
 }
 
 /// How long the sink pauses between a checkpoint's completion and its commit in the killed runs, so that kills

@@ -460,9 +460,10 @@ impl KafkaSink {
             if epoch.records > 0 {
                 let marker = epoch.checkpoint.or(self.last_checkpoint);
                 let started = std::time::Instant::now();
+                // Shown while the broker commits (and while the test hook holds the commit back).
                 self.transactions.committing_checkpoint = marker;
+                self.publish_report();
                 if let Some(delay) = test_commit_delay() {
-                    self.publish_report();
                     std::thread::sleep(delay);
                 }
                 self.writer()?.commit(marker)?;

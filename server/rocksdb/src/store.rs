@@ -503,14 +503,9 @@ impl KeyedStateStore for RocksDbStateStore {
     }
 
     fn entries(&mut self, state: StateId, key: StateKey<'_>) -> Result<Vec<(Vec<u8>, Vec<u8>)>, StateError> {
-        if self.cache_key(state, key)? {
-            family(&self.db, &self.states, state)?;
-            if self.cache.entries(&self.cache_id).is_none() {
-                self.fill_cache(state)?;
-            }
-            if let Some(entries) = self.cache.entries(&self.cache_id) {
-                return Ok(entries.clone());
-            }
+        let cached = self.cache_key(state, key)?;
+        if cached && let Some(entries) = self.cache.entries(&self.cache_id) {
+            return Ok(entries.clone());
         }
         keys::prefix(&mut self.scratch, key)?;
         let skip = self.scratch.len();
@@ -519,6 +514,10 @@ impl KeyedStateStore for RocksDbStateStore {
             entries.push((stored[skip..].to_vec(), value.to_vec()));
             Ok(true)
         })?;
+        // All of the key's entries were read anyway: keep them, if few enough.
+        if cached && entries.len() <= MAX_ENTRIES_PER_KEY {
+            self.cache.fill(&self.cache_id, entries.clone());
+        }
         Ok(entries)
     }
 

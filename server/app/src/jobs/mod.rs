@@ -520,23 +520,21 @@ impl Jobs {
 
     /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).
     pub fn connector_reports(&self, tenant: &str) -> Vec<(String, String, Vec<ConnectorReport>)> {
-        let entries = self.inner.entries.lock();
-        let mut all = Vec::new();
-        for (id, entry) in entries.get(tenant).into_iter().flatten() {
-            if let Some(running) = &entry.running {
-                all.extend(running.handle.connector_reports().into_iter().map(|(uid, r)| (id.clone(), uid, r)));
-            }
-        }
-        all
+        self.per_operator(tenant, JobHandle::connector_reports)
     }
 
     /// Counters of every operator of `tenant`'s jobs that have run since the server started: (job, operator, counters).
     pub fn operator_counters(&self, tenant: &str) -> Vec<(String, String, eddy_engine::runtime::OperatorCounters)> {
+        self.per_operator(tenant, JobHandle::operators)
+    }
+
+    /// What `read` gives per operator of each of `tenant`'s running jobs, as (job, operator, value).
+    fn per_operator<T>(&self, tenant: &str, read: impl Fn(&JobHandle) -> Vec<(String, T)>) -> Vec<(String, String, T)> {
         let entries = self.inner.entries.lock();
         let mut all = Vec::new();
         for (id, entry) in entries.get(tenant).into_iter().flatten() {
             if let Some(running) = &entry.running {
-                all.extend(running.handle.operators().into_iter().map(|(uid, c)| (id.clone(), uid, c)));
+                all.extend(read(&running.handle).into_iter().map(|(uid, value)| (id.clone(), uid, value)));
             }
         }
         all

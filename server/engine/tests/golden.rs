@@ -11,10 +11,13 @@
 //! - optionally `dropped.txt`: how many late records the operator must have dropped (no side output);
 //! - optionally `README`: one line saying what the case checks.
 //!
+//! Every case with expected output also runs checkpointed and restored before each input command, and (unless
+//! it moves processing time) in five task threads fed over one-batch channels under a CPU governor.
+//!
 //! A case that misses a required file, or holds an unknown one, fails: no case can pass silently. Set
 //! `GOLDEN_CASE=<part of a name>` to run only matching cases.
 
-use eddy_engine::testing::{harness_for, operator_for};
+use eddy_engine::testing::{harness_for, operator_for, run_lines_in_tasks};
 use serde_json::Value;
 use std::fmt::Write as _;
 use std::fs;
@@ -119,6 +122,7 @@ fn run_case(dir: &Path) -> Result<(), String> {
     });
     if let (Expect::Lines(expected), Ok(_)) = (&expect, &outcome) {
         restarts_change_nothing(&spec, &input, expected)?;
+        tasks_change_nothing(&spec, &input, expected)?;
     }
     match (expect, outcome) {
         (Expect::Error(wanted), Ok((lines, _))) => {
@@ -165,6 +169,26 @@ fn restarts_change_nothing(spec: &str, input: &str, expected: &[Value]) -> Resul
                 cut + 1,
                 diff(expected, &actual)
             ));
+        }
+    }
+    Ok(())
+}
+
+/// Five copies of the operator, each in a task of its own fed over one-batch channels by one feeder, on one and on
+/// two run slots of a CPU governor (a fan-out wider than the slots, as a job's): each copy's output must be the
+/// expected output. Cases that move processing time need the harness's clock and run only there.
+fn tasks_change_nothing(spec: &str, input: &str, expected: &[Value]) -> Result<(), String> {
+    if input.contains("processing_time") {
+        return Ok(());
+    }
+    for cores in [1, 2] {
+        for (copy, actual) in run_lines_in_tasks(spec, "w", input, 5, cores)?.iter().enumerate() {
+            if actual != expected {
+                return Err(format!(
+                    "run in tasks on {cores} run slot(s), copy {copy}'s output differs:\n{}",
+                    diff(expected, actual)
+                ));
+            }
         }
     }
     Ok(())

@@ -528,3 +528,101 @@ fn a_keyed_operator_down_the_job_skips_records_it_cannot_key() {
     let region = job.handle.operators().into_iter().find(|(uid, _)| uid == "by-region").expect("operator").1;
     assert_eq!(region.unreadable_records, 1, "the record without a region was skipped and counted");
 }
+
+/// A small bounded job whose source fans out to more window tasks than its tenant has run slots, with one-batch
+/// channels so that every send can find its channel full: it must finish, with every window's results complete.
+/// (A task that waited for a run slot while it held the next message of a channel reserved used to freeze the
+/// senders spinning on that channel, with the slots in their hands.)
+#[test]
+fn fan_out_wider_than_the_run_slots_finishes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lines: Vec<String> =
+        (0..400).map(|i| format!(r#"{{"user":"u{}","ts":{}}}"#, i % 7, i * 37 % 1000 + i * 3)).collect();
+    std::fs::write(dir.path().join("in.jsonl"), lines.join("\n")).expect("write input");
+    let windows = [
+        "{ session: 50, trigger: { purging: event_time }, late: late }",
+        "{ session: 20, allowed_lateness: 100, late: late }",
+        "{ tumbling: 100, late: late }",
+        "{ sliding: { size: 200, slide: 50 }, late: late }",
+        "{ session: 300, trigger: { purging: { count: 3 } }, late: late }",
+        "{ tumbling: 250, allowed_lateness: 50 }",
+    ];
+    let mut spec = String::from(
+        "name: fan-out\noperators:\n  - { uid: src, source: { file: { path: in.jsonl } }, batch_size: 4, \
+         watermark: { out_of_orderness: 20ms, timestamp: { json: \"$.ts\" } } }\n",
+    );
+    for (i, window) in windows.iter().enumerate() {
+        spec.push_str(&format!(
+            "  - {{ uid: w{i}, input: src, key_by: {{ json: \"$.user\" }}, window: {window}, aggregate: {{ builtin: count }} }}\n  - {{ uid: out{i}, sink: http, input: w{i} }}\n"
+        ));
+        if window.contains("late: late") {
+            spec.push_str(&format!("  - {{ uid: late{i}, sink: http, input: w{i}.late }}\n"));
+        }
+    }
+    let sinks: Vec<String> = spec
+        .lines()
+        .filter_map(|l| l.split("uid: ").nth(1)?.split(',').next())
+        .filter(|uid| uid.starts_with("out") || uid.starts_with("late"))
+        .map(str::to_string)
+        .collect();
+    let run = |governor: Option<usize>| {
+        let job = start(&spec, |env| {
+            env.files = FileRoots::new(dir.path());
+            env.channel_capacity = 1;
+            env.governor = governor.map(eddy_engine::runtime::govern::CpuGovernor::new);
+        });
+        assert_eq!(finish(&job), JobState::Finished, "with {governor:?} run slot(s)");
+        let outputs: Vec<Vec<String>> = sinks
+            .iter()
+            .map(|sink| {
+                let mut values: Vec<String> = published(&job, sink).iter().map(Value::to_string).collect();
+                values.sort();
+                values
+            })
+            .collect();
+        outputs
+    };
+    let reference = run(None);
+    for (sink, values) in sinks.iter().zip(&reference) {
+        assert!(sink.starts_with("late") || values.len() > 10, "window sink {sink} emitted results: {values:?}");
+    }
+    for cores in [1, 2] {
+        assert_eq!(run(Some(cores)), reference, "the same results with {cores} run slot(s)");
+    }
+}
+
+/// Two jobs of one tenant, each with many senders on one-batch channels into keyed windows, all sharing one run
+/// slot: both finish, with the results they have when nothing governs them.
+#[test]
+fn many_senders_sharing_one_run_slot_finish() {
+    let spec = r#"
+name: senders
+operators:
+  - { uid: src, source: { generator: { events: 20000, keys: 50 } }, watermark: { out_of_orderness: 100ms }, batch_size: 16, parallelism: 4 }
+  - { uid: w, input: src, key_by: { json: "$.key" }, window: { tumbling: 1s }, aggregate: { builtin: count }, parallelism: 3 }
+  - { uid: out, sink: http, input: w, parallelism: 2 }
+"#;
+    let counts = |job: &RunningJob| {
+        let mut counts: Vec<String> = published(job, "out").iter().map(Value::to_string).collect();
+        counts.sort();
+        counts
+    };
+    let retention = eddy_engine::io::Retention { records: 100_000, bytes: 1 << 30 };
+    let reference = start(spec, |env| env.output_retention = retention);
+    assert_eq!(finish(&reference), JobState::Finished);
+    let governor = eddy_engine::runtime::govern::CpuGovernor::new(1);
+    let jobs: Vec<RunningJob> = (0..2)
+        .map(|_| {
+            start(spec, |env| {
+                env.output_retention = retention;
+                env.channel_capacity = 1;
+                env.governor = Some(Arc::clone(&governor));
+            })
+        })
+        .collect();
+    for job in &jobs {
+        assert_eq!(finish(job), JobState::Finished);
+        assert_eq!(counts(job), counts(&reference));
+    }
+    assert!(!counts(&reference).is_empty());
+}

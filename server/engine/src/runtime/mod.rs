@@ -5,12 +5,12 @@
 //! and receiving subtasks. Each task runs on its own thread, so a slow or looping user function never stalls
 //! another job. The first task to fail cancels the rest; a supervisor thread records the outcome.
 
-mod channel;
+pub(crate) mod channel;
 mod deploy;
 pub mod govern;
 mod metrics;
 pub mod restart;
-mod task;
+pub(crate) mod task;
 
 pub use channel::Control;
 pub use deploy::{

@@ -836,27 +836,42 @@ impl Gate {
             select.recv(&self.channels[i].rx);
         }
         let control_index = select.recv(control);
-        // A task with input waiting keeps its run slot; one that must wait gives it back meanwhile.
-        let operation = match select.try_select() {
-            Ok(operation) => operation,
-            Err(_) => match govern::blocking(|| match timeout {
-                Some(timeout) => select.select_timeout(timeout).ok(),
-                None => Some(select.select()),
-            }) {
-                Some(operation) => operation,
-                None => return Ok(Received::Nothing),
-            },
+        // Selecting reserves the chosen message in its channel, and its senders spin until it is read: so it is
+        // read at once, never held while this task waits for a run slot (which a spinning sender may hold). A task
+        // with input waiting keeps its run slot; one that must wait gives it back meanwhile and reads what woke it
+        // before it asks for a slot again.
+        let received = match select.try_select() {
+            Ok(operation) => Some(self.complete(operation, control_index, &open, control)),
+            Err(_) => govern::blocking(|| {
+                let operation = match timeout {
+                    Some(timeout) => select.select_timeout(timeout).ok()?,
+                    None => select.select(),
+                };
+                Some(self.complete(operation, control_index, &open, control))
+            }),
         };
+        match received {
+            None | Some(Ok(None)) => Ok(Received::Nothing),
+            Some(Ok(Some(received))) => Ok(received),
+            Some(Err(())) => Err(disconnected()),
+        }
+    }
+
+    /// Reads the message a select chose: a control message, a channel's message, or (`Err`) the channel's end.
+    fn complete(
+        &self,
+        operation: crossbeam_channel::SelectedOperation<'_>,
+        control_index: usize,
+        open: &[usize],
+        control: &Receiver<Control>,
+    ) -> Result<Option<Received>, ()> {
         if operation.index() == control_index {
-            return Ok(match operation.recv(control) {
-                Ok(message) => Received::Control(message),
-                Err(_) => Received::Nothing,
-            });
+            return Ok(operation.recv(control).ok().map(Received::Control));
         }
         let channel = open[operation.index()];
         match operation.recv(&self.channels[channel].rx) {
-            Ok(message) => Ok(Received::Message(channel, message)),
-            Err(_) => Err(disconnected()),
+            Ok(message) => Ok(Some(Received::Message(channel, message))),
+            Err(_) => Err(()),
         }
     }
 }

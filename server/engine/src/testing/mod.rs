@@ -10,6 +10,10 @@
 //! Each output line is `{"ts":..,"key":..,"value":..}` plus `"side": tag` for side outputs; values that are JSON
 //! are embedded as JSON, others as strings.
 
+mod tasks;
+
+pub use tasks::run_lines_in_tasks;
+
 use crate::checkpoint::TaskSnapshot;
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator, Output};
@@ -36,12 +40,7 @@ impl Harness {
     }
 
     fn collect(&mut self) {
-        for batch in self.out.take_main() {
-            self.emitted.extend(batch.iter().map(|r| line(None, r.timestamp, r.key, r.value)));
-        }
-        for (tag, batch) in self.out.take_side() {
-            self.emitted.extend(batch.iter().map(|r| line(Some(&tag), r.timestamp, r.key, r.value)));
-        }
+        collect(&mut self.out, &mut self.emitted);
     }
 
     /// Feeds a batch on `input`.
@@ -137,39 +136,83 @@ impl Harness {
         cut: Option<usize>,
         fresh: &mut FreshOperator<'_>,
     ) -> Result<Vec<Value>, String> {
-        let commands = input.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
-        for (index, (n, text)) in commands.enumerate() {
+        for (index, (n, command)) in commands(input)?.into_iter().enumerate() {
             if cut == Some(index) {
-                self.restart_from_checkpoint(fresh).map_err(|e| format!("restart before line {}: {e}", n + 1))?;
+                self.restart_from_checkpoint(fresh).map_err(|e| format!("restart before line {n}: {e}"))?;
             }
-            let at = |e: String| format!("input line {}: {e}", n + 1);
-            let command: Value = serde_json::from_str(text).map_err(|e| at(e.to_string()))?;
-            if let Some(record) = command.get("record") {
-                let input = command.get("input").and_then(Value::as_u64).unwrap_or(0) as usize;
-                let ts = record.get("ts").and_then(Value::as_i64).ok_or_else(|| at("record needs ts".into()))?;
-                let key = record.get("key").map(|k| match k {
-                    Value::String(s) => s.clone().into_bytes(),
-                    other => other.to_string().into_bytes(),
-                });
-                let value = match record.get("value") {
-                    Some(Value::String(s)) => s.clone().into_bytes(),
-                    Some(other) => other.to_string().into_bytes(),
-                    None => Vec::new(),
-                };
-                let mut batch = Batch::new();
-                batch.push(ts, key.as_deref(), &value);
-                self.batch(input, batch).map_err(|e| at(e.to_string()))?;
-            } else if let Some(w) = command.get("watermark").and_then(Value::as_i64) {
-                self.watermark(w).map_err(|e| at(e.to_string()))?;
-            } else if let Some(t) = command.get("processing_time").and_then(Value::as_i64) {
-                self.processing_time(t).map_err(|e| at(e.to_string()))?;
-            } else if command.get("end").is_some() {
-                self.finish().map_err(|e| at(e.to_string()))?;
-            } else {
-                return Err(at(format!("unknown command {command}")));
-            }
+            let result = match command {
+                Command::Record { input, batch } => self.batch(input, batch),
+                Command::Watermark(w) => self.watermark(w),
+                Command::ProcessingTime(t) => self.processing_time(t),
+                Command::End => self.finish(),
+            };
+            result.map_err(|e| format!("input line {n}: {e}"))?;
         }
         Ok(self.take())
+    }
+}
+
+/// One harness command of a golden case's input.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// A record on an input.
+    Record {
+        /// 0, or 1 for a two-input operator's second input.
+        input: usize,
+        /// The one record.
+        batch: Batch,
+    },
+    /// The watermark advances.
+    Watermark(i64),
+    /// The wall clock moves.
+    ProcessingTime(i64),
+    /// The input ends: the final watermark, then the end.
+    End,
+}
+
+/// The commands of golden-test input lines, each with its line number.
+pub fn commands(input: &str) -> Result<Vec<(usize, Command)>, String> {
+    let lines = input.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    lines
+        .map(|(n, text)| parse_command(text).map(|c| (n + 1, c)).map_err(|e| format!("input line {}: {e}", n + 1)))
+        .collect()
+}
+
+fn parse_command(text: &str) -> Result<Command, String> {
+    let command: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+    if let Some(record) = command.get("record") {
+        let input = command.get("input").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let ts = record.get("ts").and_then(Value::as_i64).ok_or("record needs ts")?;
+        let key = record.get("key").map(|k| match k {
+            Value::String(s) => s.clone().into_bytes(),
+            other => other.to_string().into_bytes(),
+        });
+        let value = match record.get("value") {
+            Some(Value::String(s)) => s.clone().into_bytes(),
+            Some(other) => other.to_string().into_bytes(),
+            None => Vec::new(),
+        };
+        let mut batch = Batch::new();
+        batch.push(ts, key.as_deref(), &value);
+        Ok(Command::Record { input, batch })
+    } else if let Some(w) = command.get("watermark").and_then(Value::as_i64) {
+        Ok(Command::Watermark(w))
+    } else if let Some(t) = command.get("processing_time").and_then(Value::as_i64) {
+        Ok(Command::ProcessingTime(t))
+    } else if command.get("end").is_some() {
+        Ok(Command::End)
+    } else {
+        Err(format!("unknown command {command}"))
+    }
+}
+
+/// Moves what an operator emitted into output lines: main output first, then side outputs.
+fn collect(out: &mut Output, into: &mut Vec<Value>) {
+    for batch in out.take_main() {
+        into.extend(batch.iter().map(|r| line(None, r.timestamp, r.key, r.value)));
+    }
+    for (tag, batch) in out.take_side() {
+        into.extend(batch.iter().map(|r| line(Some(&tag), r.timestamp, r.key, r.value)));
     }
 }
 

@@ -21,6 +21,29 @@ pub struct TenantConfig {
     /// Quotas that differ from the server's defaults.
     #[serde(default)]
     pub quota: QuotaOverrides,
+    /// What its jobs' Kafka clients may reach, the names they may use and how they authenticate.
+    #[serde(default)]
+    pub kafka: TenantKafka,
+}
+
+/// A tenant's Kafka access (`[tenants.kafka]`): brokers, name prefixes on a shared cluster, and the client
+/// settings (TLS, SASL credentials) its jobs' clients get. A spec can set none of these itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantKafka {
+    /// The brokers (`host:port`) its jobs may name, instead of the server's `kafka_allowed_brokers`.
+    #[serde(default)]
+    pub brokers: Option<Vec<String>>,
+    /// Topics its jobs read and write start with it.
+    #[serde(default)]
+    pub topic_prefix: String,
+    /// Consumer groups and transactional ids of its jobs start with it (Eddy's default names do too).
+    #[serde(default)]
+    pub group_prefix: String,
+    /// librdkafka settings added to every client of its jobs: `security.protocol`, `sasl.username`,
+    /// `sasl.password`, `ssl.ca.location`, ...
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
 }
 
 impl TenantConfig {
@@ -152,6 +175,37 @@ pub struct ServerConfig {
     /// The Kafka brokers (`host:port`) jobs may name. None: any, in open mode; none at all once tenants are
     /// configured, since a broker address is a way into the server's network.
     pub kafka_allowed_brokers: Option<Vec<String>>,
+}
+
+impl TenantKafka {
+    /// Why a source may not read what it names, if it may not.
+    pub fn refuse_source(&self, spec: &eddy_engine::spec::KafkaSourceSpec) -> Option<String> {
+        let topic = spec.topics.iter().find(|t| !t.starts_with(&self.topic_prefix));
+        if let Some(topic) = topic {
+            return Some(outside("topic", topic, &self.topic_prefix));
+        }
+        match &spec.group {
+            Some(group) if !group.starts_with(&self.group_prefix) => Some(outside("group", group, &self.group_prefix)),
+            _ => None,
+        }
+    }
+
+    /// Why a sink may not write where it names, if it may not.
+    pub fn refuse_sink(&self, spec: &eddy_engine::spec::KafkaSinkSpec) -> Option<String> {
+        if !spec.topic.starts_with(&self.topic_prefix) {
+            return Some(outside("topic", &spec.topic, &self.topic_prefix));
+        }
+        match &spec.transactional_id_prefix {
+            Some(prefix) if !prefix.starts_with(&self.group_prefix) => {
+                Some(outside("transactional_id_prefix", prefix, &self.group_prefix))
+            }
+            _ => None,
+        }
+    }
+}
+
+fn outside(what: &str, name: &str, prefix: &str) -> String {
+    format!("{what} `{name}` is not one this tenant may use: its names start with `{prefix}`")
 }
 
 /// Where checkpoints are kept: `[checkpoints]` in the config file.
@@ -485,14 +539,21 @@ impl ServerConfig {
         None
     }
 
+    /// What `tenant`'s Kafka clients may do (nothing set for an unknown tenant, as in open mode).
+    pub fn tenant_kafka(&self, tenant: &str) -> TenantKafka {
+        self.tenants.iter().find(|t| t.name == tenant).map(|t| t.kafka.clone()).unwrap_or_default()
+    }
+
     /// Whether the server runs without tokens, as the single tenant `default`.
     pub fn open_mode(&self) -> bool {
         self.tenants.is_empty() && self.admin_token_sha256.is_none()
     }
 
-    /// Why a job may not talk to the Kafka brokers `brokers` (a `host:port[,host:port]` list), if it may not.
-    pub fn refuse_kafka_brokers(&self, brokers: &str) -> Option<String> {
-        let Some(allowed) = &self.kafka_allowed_brokers else {
+    /// Why a job of `tenant` may not talk to the Kafka brokers `brokers` (a `host:port[,host:port]` list), if it
+    /// may not: the tenant's own list decides if it has one, else the server's.
+    pub fn refuse_kafka_brokers(&self, tenant: &str, brokers: &str) -> Option<String> {
+        let own = self.tenants.iter().find(|t| t.name == tenant).and_then(|t| t.kafka.brokers.as_ref());
+        let Some(allowed) = own.or(self.kafka_allowed_brokers.as_ref()) else {
             return (!self.open_mode()).then(|| {
                 "this server lets jobs reach no Kafka broker: its admin lists those they may in \
                  `kafka_allowed_brokers`"
@@ -503,7 +564,7 @@ impl ServerConfig {
             brokers.split(',').map(str::trim).filter(|b| !allowed.iter().any(|a| a.eq_ignore_ascii_case(b))).collect();
         (!refused.is_empty()).then(|| {
             format!(
-                "Kafka broker(s) {} are not among those this server allows: {}",
+                "Kafka broker(s) {} are not among those this server allows this tenant: {}",
                 refused.join(", "),
                 allowed.join(", ")
             )

@@ -27,6 +27,7 @@ pub mod graph;
 pub mod io;
 pub mod json;
 pub mod keys;
+pub mod memory;
 pub mod operator;
 pub mod runtime;
 pub mod spec;

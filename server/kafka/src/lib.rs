@@ -40,6 +40,7 @@ mod config;
 pub mod sink;
 pub mod source;
 
+pub use config::KafkaAccess;
 pub use sink::{KafkaSink, transactional_id};
 pub use source::{KafkaSource, owner, split_id};
 
@@ -48,21 +49,28 @@ use eddy_engine::io::{ConnectorContext, Connectors, Source};
 use eddy_engine::operator::Operator;
 use eddy_engine::spec::{SinkSpec, SourceSpec};
 
-/// Builds Kafka sources and sinks for the engine.
-#[derive(Debug, Default, Clone, Copy)]
-pub struct KafkaConnectors;
+/// Builds Kafka sources and sinks for the engine, within what the server lets the job's tenant do.
+#[derive(Debug, Default, Clone)]
+pub struct KafkaConnectors {
+    /// The tenant's settings and name prefixes.
+    pub access: KafkaAccess,
+}
 
 impl Connectors for KafkaConnectors {
     fn source(&self, cx: &ConnectorContext<'_>, spec: &SourceSpec) -> Option<Result<Box<dyn Source>, TaskError>> {
         match spec {
-            SourceSpec::Kafka(kafka) => Some(KafkaSource::open(cx, kafka).map(|s| Box::new(s) as Box<dyn Source>)),
+            SourceSpec::Kafka(kafka) => {
+                Some(KafkaSource::open(cx, kafka, &self.access).map(|s| Box::new(s) as Box<dyn Source>))
+            }
             _ => None,
         }
     }
 
     fn sink(&self, cx: &ConnectorContext<'_>, spec: &SinkSpec) -> Option<Result<Box<dyn Operator>, TaskError>> {
         match spec {
-            SinkSpec::Kafka(kafka) => Some(KafkaSink::open(cx, kafka).map(|s| Box::new(s) as Box<dyn Operator>)),
+            SinkSpec::Kafka(kafka) => {
+                Some(KafkaSink::open(cx, kafka, &self.access).map(|s| Box::new(s) as Box<dyn Operator>))
+            }
             _ => None,
         }
     }

@@ -25,13 +25,14 @@
 //! (nothing yet), so that ids ever used can be told apart, and subtask `s` of `p` then also ends the open
 //! transactions of the used ids `s + p`, `s + 2p`, ... that a failed run at a higher parallelism may have left.
 
-use crate::config::{describe, kafka_error, test_commit_delay, timeout};
+use crate::config::{KafkaAccess, describe, kafka_error, test_commit_delay, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, OperatorSnapshot};
 use eddy_engine::io::{ConnectorContext, ConnectorReport, ReportSlot, TransactionReport};
+use eddy_engine::memory::MemoryReservation;
 use eddy_engine::operator::{OpContext, Operator};
-use eddy_engine::spec::{Delivery, KafkaSinkSpec};
+use eddy_engine::spec::{DEFAULT_SINK_QUEUE_KBYTES, Delivery, KafkaSinkSpec};
 use eddy_engine::state::SnapshotEntry;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -100,12 +101,20 @@ struct SinkState {
     epochs: Vec<(CheckpointId, Vec<Vec<u8>>)>,
 }
 
+/// A header whose value, in a record that has it, names the topic the record goes to.
+#[derive(Debug, Clone)]
+struct TopicHeader {
+    name: String,
+    /// The topics it may name start with it (the tenant's prefix).
+    prefix: String,
+}
+
 /// A producer, transactional or not, writing to one topic.
 struct Writer {
     producer: BaseProducer<SinkContext>,
     topic: String,
     /// A header that names a record's topic, if the spec has one.
-    topic_header: Option<String>,
+    topic_header: Option<TopicHeader>,
     /// Records sent since delivery reports were last served.
     unpolled: usize,
     transactions: Option<Transactions>,
@@ -176,13 +185,19 @@ impl Writer {
             t.open = true;
         }
         for record in batch.iter() {
-            let topic = match &self.topic_header {
-                Some(name) => record
-                    .headers
-                    .get(name)
-                    .and_then(|t| std::str::from_utf8(t).ok())
-                    .filter(|t| !t.is_empty())
-                    .unwrap_or(&self.topic),
+            let named = self.topic_header.as_ref().and_then(|header| {
+                let topic = record.headers.get(&header.name).and_then(|t| std::str::from_utf8(t).ok())?;
+                (!topic.is_empty()).then_some((header, topic))
+            });
+            let topic = match named {
+                Some((header, topic)) if !topic.starts_with(&header.prefix) => {
+                    return Err(TaskError::user(format!(
+                        "a record's `{}` header names the topic `{topic}`, which is not one of this tenant's (they \
+                         start with `{}`)",
+                        header.name, header.prefix
+                    )));
+                }
+                Some((_, topic)) => topic,
                 None => &self.topic,
             };
             let mut message = BaseRecord::<[u8], [u8]>::to(topic).payload(record.value);
@@ -284,7 +299,7 @@ pub struct KafkaSink {
     parallelism: u32,
     /// Transactional ids are this, `-`, and the subtask index.
     id_base: String,
-    topic_header: Option<String>,
+    topic_header: Option<TopicHeader>,
     /// Producer settings (without a transactional id).
     config: ClientConfig,
     /// Settings of the consumer that reads and writes checkpoint markers (without a group).
@@ -301,6 +316,8 @@ pub struct KafkaSink {
     report: ReportSlot,
     /// Exactly-once: the transactions so far, as reported.
     transactions: TransactionReport,
+    /// The job's memory charged for what the producer may buffer.
+    _buffers: MemoryReservation,
 }
 
 /// The transactional id of a subtask.
@@ -314,31 +331,40 @@ fn id_base(prefix: Option<&str>, job: &str, uid: &str) -> String {
 
 impl KafkaSink {
     /// Checks the settings and that the topic exists; in at-least-once mode, also connects.
-    pub fn open(cx: &ConnectorContext<'_>, spec: &KafkaSinkSpec) -> Result<KafkaSink, TaskError> {
+    /// The producer's buffers are charged to the job's memory for as long as the sink lives.
+    pub fn open(cx: &ConnectorContext<'_>, spec: &KafkaSinkSpec, access: &KafkaAccess) -> Result<KafkaSink, TaskError> {
+        let buffers = MemoryReservation::take(cx.memory.as_ref(), spec.client_buffer_bytes() as usize)
+            .map_err(|e| TaskError::user(format!("the Kafka producer's buffers do not fit: {e}")))?;
         let mut config = ClientConfig::new();
-        config.set("bootstrap.servers", &spec.brokers).set("enable.idempotence", "true");
+        config
+            .set("bootstrap.servers", &spec.brokers)
+            .set("enable.idempotence", "true")
+            // What the producer may queue, which its reservation above counts (librdkafka's own default is 1 GiB).
+            .set("queue.buffering.max.kbytes", DEFAULT_SINK_QUEUE_KBYTES.to_string());
         for (name, value) in &spec.properties.0 {
             config.set(name, value);
         }
+        access.apply(&mut config);
         let mut marker = ClientConfig::new();
         marker
             .set("bootstrap.servers", &spec.brokers)
             .set("enable.auto.commit", "false")
             .set("isolation.level", "read_committed");
-        for (name, value) in &spec.properties.0 {
-            if name.starts_with("security.") || name.starts_with("ssl.") || name.starts_with("sasl.") {
-                marker.set(name, value);
-            }
-        }
+        access.apply(&mut marker);
         check_topic(&marker, &spec.topic, &spec.brokers)?;
+        let topic_header = spec
+            .topic_header
+            .as_ref()
+            .map(|name| TopicHeader { name: name.clone(), prefix: access.topic_prefix.clone() });
+        // Transactional ids (and the marker groups named after them) start with the tenant's group prefix.
+        let id_prefix = spec.transactional_id_prefix.clone().unwrap_or_else(|| format!("{}eddy", access.group_prefix));
         let exactly_once = spec.delivery == Delivery::ExactlyOnce;
-        let id = exactly_once
-            .then(|| transactional_id(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid, cx.subtask));
+        let id = exactly_once.then(|| transactional_id(Some(&id_prefix), cx.job_id, cx.uid, cx.subtask));
         let writer = match exactly_once {
             true => None,
             false => {
                 let mut writer = Writer::open(&config, &marker, &spec.topic, None)?;
-                writer.topic_header.clone_from(&spec.topic_header);
+                writer.topic_header.clone_from(&topic_header);
                 Some(writer)
             }
         };
@@ -347,8 +373,8 @@ impl KafkaSink {
             topic: spec.topic.clone(),
             subtask: cx.subtask,
             parallelism: cx.parallelism.max(1),
-            id_base: id_base(spec.transactional_id_prefix.as_deref(), cx.job_id, cx.uid),
-            topic_header: spec.topic_header.clone(),
+            id_base: id_base(Some(&id_prefix), cx.job_id, cx.uid),
+            topic_header,
             config,
             marker,
             id,
@@ -357,6 +383,7 @@ impl KafkaSink {
             last_checkpoint: None,
             report: cx.report.clone(),
             transactions,
+            _buffers: buffers,
         })
     }
 

@@ -5,12 +5,16 @@
 //! puts every partition back where the checkpoint says, and a rescale moves partitions by the same rule. The
 //! group is only told the offsets of completed checkpoints, for monitoring (consumer lag).
 
-use crate::config::{describe, kafka_error, timeout};
+use crate::config::{KafkaAccess, describe, kafka_error, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, SplitPosition};
 use eddy_engine::io::{ConnectorContext, ConnectorReport, PartitionReport, ReportSlot, Source, SourcePoll, Wake};
-use eddy_engine::spec::{Isolation, KafkaFormat, KafkaSourceSpec, KafkaTimestamp, StartingOffsets};
+use eddy_engine::memory::MemoryReservation;
+use eddy_engine::spec::{
+    DEFAULT_FETCH_BYTES, DEFAULT_SOURCE_QUEUE_KBYTES, Isolation, KafkaFormat, KafkaSourceSpec, KafkaTimestamp,
+    StartingOffsets,
+};
 use parking_lot::Mutex;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -84,6 +88,8 @@ pub struct KafkaSource {
     subtask: u32,
     parallelism: u32,
     pattern: Option<regex::Regex>,
+    /// Topics a pattern may match start with it (the tenant's prefix).
+    topic_prefix: Option<String>,
     splits: Vec<Split>,
     by_partition: HashMap<(String, i32), usize>,
     /// Splits found when the source was built: the number the task's watermarks track.
@@ -100,14 +106,23 @@ pub struct KafkaSource {
     /// Records of the last poll that could not be read, with why the first was refused.
     unreadable: Option<(Batch, String)>,
     report: ReportSlot,
+    /// The job's memory charged for what the client may buffer.
+    _buffers: MemoryReservation,
     next_report: Instant,
 }
 
 impl KafkaSource {
     /// Connects and finds this subtask's partitions. Fails when the brokers cannot be reached or a named topic
     /// does not exist.
-    pub fn open(cx: &ConnectorContext<'_>, spec: &KafkaSourceSpec) -> Result<KafkaSource, TaskError> {
-        let group = spec.group.clone().unwrap_or_else(|| format!("eddy-{}-{}", cx.job_id, cx.uid));
+    /// The client's buffers are charged to the job's memory for as long as the source lives.
+    pub fn open(
+        cx: &ConnectorContext<'_>,
+        spec: &KafkaSourceSpec,
+        access: &KafkaAccess,
+    ) -> Result<KafkaSource, TaskError> {
+        let buffers = MemoryReservation::take(cx.memory.as_ref(), spec.client_buffer_bytes() as usize)
+            .map_err(|e| TaskError::user(format!("the Kafka consumer's buffers do not fit: {e}")))?;
+        let group = spec.group.clone().unwrap_or_else(|| access.default_name(cx.job_id, cx.uid));
         let mut config = ClientConfig::new();
         config
             .set("bootstrap.servers", &spec.brokers)
@@ -130,9 +145,14 @@ impl KafkaSource {
         config.set("fetch.queue.backoff.ms", "10");
         // Partition ends and lag for the job's status come from librdkafka's statistics.
         config.set("statistics.interval.ms", REPORT_EVERY.as_millis().to_string());
+        // What the client may buffer, which its reservation above counts; a spec may set either lower or higher.
+        config
+            .set("queued.max.messages.kbytes", DEFAULT_SOURCE_QUEUE_KBYTES.to_string())
+            .set("fetch.max.bytes", DEFAULT_FETCH_BYTES.to_string());
         for (name, value) in &spec.properties.0 {
             config.set(name, value);
         }
+        access.apply(&mut config);
         let consumer: BaseConsumer<SourceContext> = config
             .create_with_context(SourceContext::default())
             .map_err(|e| TaskError::user(format!("Kafka consumer settings: {e}")))?;
@@ -149,6 +169,7 @@ impl KafkaSource {
             subtask: cx.subtask,
             parallelism: cx.parallelism,
             pattern,
+            topic_prefix: Some(access.topic_prefix.clone()).filter(|p| !p.is_empty()),
             splits: Vec::new(),
             by_partition: HashMap::new(),
             initial_splits: 0,
@@ -159,6 +180,7 @@ impl KafkaSource {
             committed: HashMap::new(),
             unreadable: None,
             report: cx.report.clone(),
+            _buffers: buffers,
             next_report: Instant::now(),
         };
         let found = source.discover(true)?;
@@ -193,7 +215,11 @@ impl KafkaSource {
         }
         if let Some(pattern) = &self.pattern {
             for topic in metadata.topics() {
-                if topic.error().is_none() && !topic.name().starts_with("__") && pattern.is_match(topic.name()) {
+                if topic.error().is_none()
+                    && !topic.name().starts_with("__")
+                    && self.topic_prefix.as_ref().is_none_or(|prefix| topic.name().starts_with(prefix.as_str()))
+                    && pattern.is_match(topic.name())
+                {
                     found.extend(topic.partitions().iter().map(|p| (topic.name().to_string(), p.id())));
                 }
             }

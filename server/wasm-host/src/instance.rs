@@ -2,12 +2,11 @@
 //! errors the user can act on.
 
 use crate::compile::CompiledModule;
-use crate::limits::{
-    GuestUsage, InstanceLimiter, Limits, MAX_RESOURCES, MemoryBudget, MemoryLimitExceeded, thread_cpu_time,
-};
+use crate::limits::{GuestUsage, InstanceLimiter, Limits, MAX_RESOURCES, MemoryLimitExceeded, thread_cpu_time};
 use crate::logs::{LogBuffer, LogPipe};
 use eddy_engine::UdfError;
 use eddy_engine::function::FunctionScope;
+use eddy_engine::memory::MemoryBudget;
 use eddy_engine::operator::process::ProcessContext;
 use eddy_engine::state::DeclaredState;
 use std::sync::Arc;

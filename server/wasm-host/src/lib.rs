@@ -16,7 +16,8 @@ mod logs;
 mod worker;
 
 pub use compile::{CompiledModule, ModuleError, WasmRuntime, interface_name};
+pub use eddy_engine::memory::MemoryBudget;
 pub use functions::WasmFunctions;
 pub use instance::Accounts;
-pub use limits::{GuestUsage, Limits, MemoryBudget};
+pub use limits::{GuestUsage, Limits};
 pub use worker::{CompileWorker, run_worker};

@@ -3,9 +3,9 @@
 //! instance holds is also charged to budgets shared by many instances — its job's and its tenant's — so that many
 //! instances each within their own limit cannot together exhaust the server.
 
-use parking_lot::Mutex;
+use eddy_engine::memory::MemoryBudget;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// Resource limits of each instance.
@@ -56,68 +56,6 @@ impl GuestUsage {
 const TABLE_ELEMENT_BYTES: usize = 16;
 /// Most resources (state handles, WASI streams) one instance may hold open at once.
 pub(crate) const MAX_RESOURCES: usize = 10_000;
-
-/// Guest memory shared by many instances: a job's, a tenant's. Charges go up the chain of parents, so a charge
-/// that fits a job's budget can still be refused by its tenant's.
-#[derive(Debug)]
-pub struct MemoryBudget {
-    name: String,
-    limit: AtomicUsize,
-    used: AtomicUsize,
-    parent: Option<Arc<MemoryBudget>>,
-    /// Serializes charges so a check and its increment up the chain are one step.
-    charging: Mutex<()>,
-}
-
-impl MemoryBudget {
-    /// A budget of `limit` bytes, called `name` in errors (e.g. "tenant acme"), inside `parent` if given.
-    pub fn new(name: impl Into<String>, limit: usize, parent: Option<Arc<MemoryBudget>>) -> Arc<MemoryBudget> {
-        let limit = AtomicUsize::new(limit);
-        Arc::new(MemoryBudget { name: name.into(), limit, used: AtomicUsize::new(0), parent, charging: Mutex::new(()) })
-    }
-
-    /// Bytes charged now.
-    pub fn used(&self) -> usize {
-        self.used.load(Ordering::Relaxed)
-    }
-
-    /// The limit in bytes.
-    pub fn limit(&self) -> usize {
-        self.limit.load(Ordering::Relaxed)
-    }
-
-    /// Changes the limit; memory held beyond it stays, but no more is granted until use falls below it.
-    pub fn set_limit(&self, limit: usize) {
-        self.limit.store(limit, Ordering::Relaxed);
-    }
-
-    fn try_charge(&self, bytes: usize) -> Result<(), String> {
-        let _serial = self.charging.lock();
-        let used = self.used();
-        let limit = self.limit();
-        if used.saturating_add(bytes) > limit {
-            return Err(format!(
-                "{}'s guest memory budget of {} MiB is used up ({} MiB in use, {} MiB more asked)",
-                self.name,
-                limit >> 20,
-                used >> 20,
-                bytes.div_ceil(1 << 20)
-            ));
-        }
-        if let Some(parent) = &self.parent {
-            parent.try_charge(bytes)?;
-        }
-        self.used.fetch_add(bytes, Ordering::Relaxed);
-        Ok(())
-    }
-
-    fn release(&self, bytes: usize) {
-        self.used.fetch_sub(bytes, Ordering::Relaxed);
-        if let Some(parent) = &self.parent {
-            parent.release(bytes);
-        }
-    }
-}
 
 /// The limiter of one instance's store.
 pub(crate) struct InstanceLimiter {
@@ -211,7 +149,7 @@ mod tests {
         assert!(a.memory_growing(0, 1 << 20, None).is_ok());
         assert!(b.memory_growing(0, 1 << 20, None).is_ok());
         let refused = c.memory_growing(0, 1 << 20, None).expect_err("the job's budget is full").to_string();
-        assert!(refused.contains("job j's guest memory budget of 2 MiB"), "{refused}");
+        assert!(refused.contains("job j's memory budget of 2 MiB"), "{refused}");
         let mut d = InstanceLimiter::new(&limits, Some(Arc::clone(&other_job)));
         assert!(d.memory_growing(0, 1 << 20, None).is_ok());
         let mut e = InstanceLimiter::new(&limits, Some(Arc::clone(&other_job)));

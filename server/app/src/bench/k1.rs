@@ -72,7 +72,7 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     let spec = JobSpec::parse(&spec).map_err(|e| anyhow::anyhow!("{e}"))?;
     let graph = JobGraph::build(&spec, &catalog).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut env = DeployEnv::new(&format!("k1-{run_id}"), "bench", functions);
-    env.connectors = Some(Arc::new(eddy_kafka::KafkaConnectors));
+    env.connectors = Some(Arc::new(eddy_kafka::KafkaConnectors::default()));
     let checkpoint_dir = tempfile::tempdir()?;
     if let Some(spec) = &graph.checkpoints {
         env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing {

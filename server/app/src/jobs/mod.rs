@@ -377,7 +377,7 @@ impl Jobs {
         if let Some(from) = &start_from {
             self.savepoint_info(tenant, &from.savepoint)?;
         }
-        self.check_brokers(&graph)?;
+        self.check_kafka(tenant, &graph)?;
         let mut entries = self.inner.entries.lock();
         self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
@@ -411,21 +411,29 @@ impl Jobs {
         self.status(tenant, &id)
     }
 
-    /// Refuses a job that names a Kafka broker the server does not allow.
-    fn check_brokers(&self, graph: &JobGraph) -> Result<(), ApiError> {
+    /// Refuses a job that names a Kafka broker, topic, group or transactional id its tenant may not use.
+    fn check_kafka(&self, tenant: &str, graph: &JobGraph) -> Result<(), ApiError> {
+        let access = self.inner.config.tenant_kafka(tenant);
         for node in &graph.nodes {
-            let brokers = match &node.kind {
+            let (brokers, refused) = match &node.kind {
                 OperatorKind::Source(s) => match &s.source {
-                    SourceSpec::Kafka(kafka) => &kafka.brokers,
+                    SourceSpec::Kafka(kafka) => (&kafka.brokers, access.refuse_source(kafka)),
                     _ => continue,
                 },
-                OperatorKind::Sink(SinkSpec::Kafka(kafka)) => &kafka.brokers,
+                OperatorKind::Sink(SinkSpec::Kafka(kafka)) => (&kafka.brokers, access.refuse_sink(kafka)),
                 _ => continue,
             };
-            if let Some(why) = self.inner.config.refuse_kafka_brokers(brokers) {
+            if let Some(why) = self.inner.config.refuse_kafka_brokers(tenant, brokers) {
                 return Err(ApiError::new(
                     StatusCode::FORBIDDEN,
                     "broker_not_allowed",
+                    format!("operator `{}`: {why}", node.uid),
+                ));
+            }
+            if let Some(why) = refused {
+                return Err(ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "kafka_name_not_allowed",
                     format!("operator `{}`: {why}", node.uid),
                 ));
             }
@@ -615,12 +623,14 @@ impl Jobs {
         let accounts = self.accounts(tenant, &quota);
         let job_memory =
             MemoryBudget::new(format!("job {}", record.id), quota.job_memory_mb << 20, Some(accounts.memory));
+        let host_memory = Arc::clone(&job_memory);
         let functions = WasmFunctions::new(
             Arc::clone(self.inner.modules.runtime()),
             self.inner.config.instance_limits(Some(&quota)),
         )
         .with_accounts(Accounts { memory: Some(job_memory), usage: Some(accounts.usage) });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
+        env.memory = Some(host_memory);
         env.files = self.file_roots(tenant);
         self.inner.governor.set_weight(tenant, quota.cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
@@ -631,7 +641,7 @@ impl Jobs {
                 rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id), accounts.state)?
             }
         };
-        env.connectors = connectors();
+        env.connectors = connectors(self.inner.config.tenant_kafka(tenant));
         let io = self.job_io(tenant, id, &graph, io)?;
         env.inputs = io.inputs.clone();
         env.outputs = io.outputs.clone();
@@ -1292,12 +1302,17 @@ fn is_active(entry: &Entry) -> bool {
 
 /// The connectors this build has (Kafka when built with the `kafka` feature).
 #[cfg(feature = "kafka")]
-fn connectors() -> Option<Arc<dyn eddy_engine::io::Connectors>> {
-    Some(Arc::new(eddy_kafka::KafkaConnectors))
+fn connectors(access: crate::config::TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+    let access = eddy_kafka::KafkaAccess {
+        settings: access.properties,
+        topic_prefix: access.topic_prefix,
+        group_prefix: access.group_prefix,
+    };
+    Some(Arc::new(eddy_kafka::KafkaConnectors { access }))
 }
 
 #[cfg(not(feature = "kafka"))]
-fn connectors() -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+fn connectors(_: crate::config::TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
     None
 }
 

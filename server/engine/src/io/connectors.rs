@@ -21,6 +21,8 @@ pub struct ConnectorContext<'a> {
     pub checkpoints: Option<&'a CheckpointSpec>,
     /// Where the subtask reports what it knows of the system it talks to.
     pub report: ReportSlot,
+    /// The job's memory budget, charged for what the connector's client buffers; none: not counted.
+    pub memory: Option<std::sync::Arc<crate::memory::MemoryBudget>>,
 }
 
 /// What a connector subtask knows of the system it talks to (a Kafka source's partitions, a Kafka sink's

@@ -18,6 +18,7 @@ use crate::io::{
     IngestHandle, IngestLog, IngestSource, OutputRate, OutputStream, RateLimited, ReportSlot, Retention, Source,
     StdoutSink,
 };
+use crate::memory::MemoryBudget;
 use crate::operator::process::{ProcessContext, ProcessOperator};
 use crate::operator::{FilterOperator, FlatMapOperator, MapOperator, Operator, UnionOperator};
 use crate::spec::{
@@ -87,6 +88,8 @@ pub struct DeployEnv {
     pub allow_non_restored_state: bool,
     /// Builds sources and sinks the engine has no code for (Kafka); none: specs naming them fail to deploy.
     pub connectors: Option<Arc<dyn Connectors>>,
+    /// The job's memory budget, charged for the buffers the host keeps for it; none: they are not counted.
+    pub memory: Option<Arc<MemoryBudget>>,
 }
 
 impl DeployEnv {
@@ -112,6 +115,7 @@ impl DeployEnv {
             ingest_dir: None,
             allow_non_restored_state: false,
             connectors: None,
+            memory: None,
         }
     }
 
@@ -129,6 +133,7 @@ impl DeployEnv {
             parallelism: node.parallelism,
             checkpoints: self.checkpointing.as_ref().map(|c| &c.spec),
             report: metrics.map(|m| ReportSlot::new(Arc::clone(m), subtask)).unwrap_or_default(),
+            memory: self.memory.clone(),
         }
     }
 

@@ -37,7 +37,110 @@ impl KafkaProperties {
     pub fn get(&self, name: &str) -> Option<&str> {
         self.0.get(name).map(String::as_str)
     }
+
+    /// A property's value as a whole number, if it is one.
+    pub fn int(&self, name: &str) -> Option<i64> {
+        self.get(name)?.trim().parse().ok()
+    }
 }
+
+/// What values a client setting a spec may pass to librdkafka can take.
+#[derive(Debug, Clone, Copy)]
+enum Values {
+    /// A whole number in this range.
+    Int(i64, i64),
+    /// One of these words.
+    OneOf(&'static [&'static str]),
+    /// `true` or `false`.
+    Bool,
+    /// A name of 1 to 100 letters, digits, '.', '_' or '-' (a client id, a rack).
+    Name,
+}
+
+/// A setting a spec may pass through `properties`, with its bounds. Only these reach librdkafka: others can name
+/// files it would open or load (`plugin.library.paths`, `ssl.*.location`, `sasl.kerberos.*`), commands it would run,
+/// or buffers no budget bounds. Credentials and TLS come from the server's configuration for the tenant.
+type Allowed = (&'static str, Values);
+
+/// Settings both clients take.
+const CLIENT_SETTINGS: &[Allowed] = &[
+    ("client.id", Values::Name),
+    ("client.rack", Values::Name),
+    ("socket.timeout.ms", Values::Int(10, 300_000)),
+    ("socket.keepalive.enable", Values::Bool),
+    ("socket.connection.setup.timeout.ms", Values::Int(1_000, 300_000)),
+    ("connections.max.idle.ms", Values::Int(0, 3_600_000)),
+    ("reconnect.backoff.ms", Values::Int(0, 60_000)),
+    ("reconnect.backoff.max.ms", Values::Int(0, 3_600_000)),
+    ("topic.metadata.refresh.interval.ms", Values::Int(1_000, 3_600_000)),
+    ("metadata.max.age.ms", Values::Int(1_000, 86_400_000)),
+    ("request.timeout.ms", Values::Int(1_000, 300_000)),
+    ("message.max.bytes", Values::Int(1_000, 16 << 20)),
+];
+
+/// Consumer settings a source's spec may pass (`queued.max.messages.kbytes` and `fetch.max.bytes` bound what the
+/// client buffers, which is charged to the job's memory).
+const SOURCE_SETTINGS: &[Allowed] = &[
+    ("fetch.min.bytes", Values::Int(1, 16 << 20)),
+    ("fetch.max.bytes", Values::Int(1 << 10, MAX_FETCH_BYTES)),
+    ("max.partition.fetch.bytes", Values::Int(1 << 10, 16 << 20)),
+    ("fetch.wait.max.ms", Values::Int(0, 10_000)),
+    ("fetch.queue.backoff.ms", Values::Int(0, 1_000)),
+    ("fetch.error.backoff.ms", Values::Int(0, 10_000)),
+    ("queued.min.messages", Values::Int(1, 1_000_000)),
+    ("queued.max.messages.kbytes", Values::Int(1 << 10, MAX_CLIENT_QUEUE_KBYTES)),
+    ("check.crcs", Values::Bool),
+];
+
+/// Producer settings a sink's spec may pass (`queue.buffering.max.kbytes` bounds what the client buffers, which is
+/// charged to the job's memory). Idempotence is always on, so `acks` can only be `all`.
+const SINK_SETTINGS: &[Allowed] = &[
+    ("acks", Values::OneOf(&["all", "-1"])),
+    ("request.required.acks", Values::OneOf(&["all", "-1"])),
+    ("compression.type", Values::OneOf(&["none", "gzip", "snappy", "lz4"])),
+    ("compression.codec", Values::OneOf(&["none", "gzip", "snappy", "lz4"])),
+    ("compression.level", Values::Int(-1, 12)),
+    ("linger.ms", Values::Int(0, 10_000)),
+    ("queue.buffering.max.ms", Values::Int(0, 10_000)),
+    ("batch.size", Values::Int(1, 16 << 20)),
+    ("batch.num.messages", Values::Int(1, 1_000_000)),
+    ("queue.buffering.max.messages", Values::Int(1, 10_000_000)),
+    ("queue.buffering.max.kbytes", Values::Int(1 << 10, MAX_CLIENT_QUEUE_KBYTES)),
+    ("message.timeout.ms", Values::Int(1_000, 900_000)),
+    ("delivery.timeout.ms", Values::Int(1_000, 900_000)),
+    ("transaction.timeout.ms", Values::Int(1_000, 900_000)),
+    ("retries", Values::Int(0, i32::MAX as i64)),
+    ("message.send.max.retries", Values::Int(0, i32::MAX as i64)),
+    ("retry.backoff.ms", Values::Int(1, 60_000)),
+    ("retry.backoff.max.ms", Values::Int(1, 3_600_000)),
+    ("max.in.flight.requests.per.connection", Values::Int(1, 5)),
+    ("max.in.flight", Values::Int(1, 5)),
+    ("sticky.partitioning.linger.ms", Values::Int(0, 10_000)),
+    (
+        "partitioner",
+        Values::OneOf(&[
+            "random",
+            "consistent",
+            "consistent_random",
+            "murmur2",
+            "murmur2_random",
+            "fnv1a",
+            "fnv1a_random",
+        ]),
+    ),
+];
+
+/// The most a client's queue may hold, in KiB (librdkafka's `queued.max.messages.kbytes` and
+/// `queue.buffering.max.kbytes`).
+pub const MAX_CLIENT_QUEUE_KBYTES: i64 = 256 << 10;
+/// The most a consumer may fetch in one request, in bytes.
+pub const MAX_FETCH_BYTES: i64 = 64 << 20;
+/// What a source's client queues unless its spec says (librdkafka's own default is 64 MiB).
+pub const DEFAULT_SOURCE_QUEUE_KBYTES: i64 = 32 << 10;
+/// What a source fetches at most in one request unless its spec says (librdkafka's own default is 50 MiB).
+pub const DEFAULT_FETCH_BYTES: i64 = 16 << 20;
+/// What a sink's producer queues unless its spec says (librdkafka's own default is 1 GiB).
+pub const DEFAULT_SINK_QUEUE_KBYTES: i64 = 64 << 10;
 
 /// Properties Eddy sets itself, which a spec may not override.
 const SOURCE_OWNED: &[&str] = &[
@@ -46,10 +149,66 @@ const SOURCE_OWNED: &[&str] = &[
     "group.id",
     "enable.auto.commit",
     "enable.auto.offset.store",
+    "auto.offset.reset",
     "isolation.level",
     "enable.partition.eof",
+    "statistics.interval.ms",
 ];
 const SINK_OWNED: &[&str] = &["bootstrap.servers", "metadata.broker.list", "transactional.id", "enable.idempotence"];
+
+/// Problems of `properties` for a client that may take `settings`, as (field below the connector, message).
+fn property_problems(properties: &KafkaProperties, owned: &[&str], settings: &[Allowed]) -> Vec<(String, String)> {
+    let mut problems = Vec::new();
+    for (name, value) in &properties.0 {
+        let field = format!("properties.{name}");
+        if owned.contains(&name.as_str()) {
+            problems.push((field, owned_message(name)));
+            continue;
+        }
+        let Some((_, values)) = CLIENT_SETTINGS.iter().chain(settings).find(|(allowed, _)| allowed == name) else {
+            problems.push((field, refused_message(name, settings)));
+            continue;
+        };
+        if let Err(why) = check_value(value, *values) {
+            problems.push((field, why));
+        }
+    }
+    problems
+}
+
+fn check_value(value: &str, values: Values) -> Result<(), String> {
+    match values {
+        Values::Int(low, high) => match value.trim().parse::<i64>() {
+            Ok(n) if (low..=high).contains(&n) => Ok(()),
+            _ => Err(format!("`{value}` is not a whole number from {low} to {high}")),
+        },
+        Values::OneOf(words) if words.contains(&value) => Ok(()),
+        Values::OneOf(words) => Err(format!("`{value}` is not one of {}", words.join(", "))),
+        Values::Bool if value == "true" || value == "false" => Ok(()),
+        Values::Bool => Err(format!("`{value}` is not true or false")),
+        Values::Name
+            if !value.is_empty()
+                && value.len() <= 100
+                && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) =>
+        {
+            Ok(())
+        }
+        Values::Name => Err(format!("`{value}` is not 1 to 100 letters, digits, '.', '_' or '-'")),
+    }
+}
+
+fn refused_message(name: &str, settings: &[Allowed]) -> String {
+    let secret = ["security.", "ssl.", "sasl.", "ssl_", "oauthbearer", "plugin", "kerberos"];
+    if secret.iter().any(|s| name.contains(s)) {
+        return format!(
+            "`{name}` cannot be set by a job: TLS and credentials for Kafka come from the server's configuration for \
+             the tenant, and no setting may name a file or a library"
+        );
+    }
+    let mut names: Vec<&str> = CLIENT_SETTINGS.iter().chain(settings).map(|(n, _)| *n).collect();
+    names.sort_unstable();
+    format!("`{name}` is not a setting a job may pass to Kafka; it may set: {}", names.join(", "))
+}
 
 /// A Kafka source.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -133,12 +292,15 @@ impl KafkaSourceSpec {
         {
             problems.push(("discovery_interval".into(), "must be at least 100ms".into()));
         }
-        for name in self.properties.0.keys() {
-            if SOURCE_OWNED.contains(&name.as_str()) {
-                problems.push((format!("properties.{name}"), owned_message(name)));
-            }
-        }
+        problems.extend(property_problems(&self.properties, SOURCE_OWNED, SOURCE_SETTINGS));
         problems
+    }
+
+    /// The most bytes the source's client buffers (its queue of fetched records and one fetch in flight).
+    pub fn client_buffer_bytes(&self) -> u64 {
+        let kbytes = self.properties.int("queued.max.messages.kbytes").unwrap_or(DEFAULT_SOURCE_QUEUE_KBYTES);
+        let fetch = self.properties.int("fetch.max.bytes").unwrap_or(DEFAULT_FETCH_BYTES);
+        (kbytes.max(0) as u64) * 1024 + fetch.max(0) as u64
     }
 }
 
@@ -276,6 +438,12 @@ impl KafkaSinkSpec {
         }
     }
 
+    /// The most bytes the sink's producer buffers (its queue of records not yet acknowledged).
+    pub fn client_buffer_bytes(&self) -> u64 {
+        let kbytes = self.properties.int("queue.buffering.max.kbytes").unwrap_or(DEFAULT_SINK_QUEUE_KBYTES);
+        (kbytes.max(0) as u64) * 1024
+    }
+
     /// Problems of these settings for a job with `checkpoints`, as (field below `sink.kafka.`, message).
     pub fn problems(&self, checkpoints: Option<&CheckpointSpec>) -> Vec<(String, String)> {
         let mut problems = Vec::new();
@@ -293,11 +461,7 @@ impl KafkaSinkSpec {
         {
             problems.push(("transactional_id_prefix".into(), "must have 1 to 100 characters".into()));
         }
-        for name in self.properties.0.keys() {
-            if SINK_OWNED.contains(&name.as_str()) {
-                problems.push((format!("properties.{name}"), owned_message(name)));
-            }
-        }
+        problems.extend(property_problems(&self.properties, SINK_OWNED, SINK_SETTINGS));
         if self.delivery == Delivery::ExactlyOnce {
             match (checkpoints, self.transaction_timeout()) {
                 (None, _) => problems.push((
@@ -449,5 +613,73 @@ operators:
             found.contains("field `sink.kafka.delivery`: exactly_once commits a transaction per checkpoint"),
             "{found}"
         );
+    }
+
+    #[test]
+    fn only_bounded_client_settings_reach_librdkafka() {
+        let found = problems(
+            r#"
+name: k
+operators:
+  - uid: in
+    source:
+      kafka:
+        brokers: b:1
+        topics: [a]
+        properties:
+          plugin.library.paths: /proc/self/cwd/files/default/evil/part-0-0.jsonl
+          ssl.ca.location: /etc/shadow
+          sasl.kerberos.kinit.cmd: "sh -c 'curl evil'"
+          oauthbearer.config: x
+          fetch.max.bytes: 1000000000
+          queued.max.messages.kbytes: 10000000
+          check.crcs: maybe
+          client.id: "a b"
+          fetch.min.bytes: 1
+          linger.ms: 5
+  - uid: out
+    input: in
+    sink:
+      kafka:
+        brokers: b:1
+        topic: o
+        properties: { acks: 1, linger.ms: 100000, queue.buffering.max.kbytes: 2097151, compression.type: zstd, batch.size: 65536 }
+"#,
+        );
+        for expected in [
+            "field `source.kafka.properties.plugin.library.paths`: `plugin.library.paths` cannot be set by a job",
+            "field `source.kafka.properties.ssl.ca.location`: `ssl.ca.location` cannot be set by a job",
+            "field `source.kafka.properties.sasl.kerberos.kinit.cmd`: `sasl.kerberos.kinit.cmd` cannot be set",
+            "field `source.kafka.properties.oauthbearer.config`: `oauthbearer.config` cannot be set",
+            "field `source.kafka.properties.fetch.max.bytes`: `1000000000` is not a whole number from 1024 to 67108864",
+            "field `source.kafka.properties.queued.max.messages.kbytes`: `10000000` is not a whole number",
+            "field `source.kafka.properties.check.crcs`: `maybe` is not true or false",
+            "field `source.kafka.properties.client.id`: `a b` is not 1 to 100 letters",
+            "field `source.kafka.properties.linger.ms`: `linger.ms` is not a setting a job may pass to Kafka",
+            "field `sink.kafka.properties.acks`: `1` is not one of all, -1",
+            "field `sink.kafka.properties.linger.ms`: `100000` is not a whole number from 0 to 10000",
+            "field `sink.kafka.properties.queue.buffering.max.kbytes`: `2097151` is not a whole number",
+            "field `sink.kafka.properties.compression.type`: `zstd` is not one of none, gzip, snappy, lz4",
+        ] {
+            assert!(found.contains(expected), "missing `{expected}` in:\n{found}");
+        }
+        for accepted in ["fetch.min.bytes", "batch.size"] {
+            assert!(!found.contains(&format!("properties.{accepted}`")), "{accepted} is allowed:\n{found}");
+        }
+    }
+
+    #[test]
+    fn client_buffers_follow_the_settings_or_eddys_defaults() {
+        let spec = JobSpec::parse(
+            "name: k\noperators:\n  - { uid: in, source: { kafka: { brokers: b:1, topics: [a], properties: { fetch.max.bytes: 2048 } } } }\n  - { uid: out, input: in, sink: { kafka: { brokers: b:1, topic: o } } }\n",
+        )
+        .expect("valid");
+        let super::super::OperatorKind::Source(source) = &spec.operators[0].kind else { panic!("source") };
+        let super::super::SourceSpec::Kafka(k) = &source.source else { panic!("kafka") };
+        assert_eq!(k.client_buffer_bytes(), (super::DEFAULT_SOURCE_QUEUE_KBYTES as u64) * 1024 + 2048);
+        let super::super::OperatorKind::Sink(super::super::SinkSpec::Kafka(sink)) = &spec.operators[1].kind else {
+            panic!("kafka sink")
+        };
+        assert_eq!(sink.client_buffer_bytes(), 64 << 20);
     }
 }

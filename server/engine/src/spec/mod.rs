@@ -11,8 +11,9 @@ mod parse;
 
 pub use duration::Millis;
 pub use kafka::{
-    DEFAULT_TRANSACTION_TIMEOUT_MS, Delivery, Isolation, KafkaFormat, KafkaProperties, KafkaSinkSpec, KafkaSourceSpec,
-    KafkaTimestamp, StartingOffsets,
+    DEFAULT_FETCH_BYTES, DEFAULT_SINK_QUEUE_KBYTES, DEFAULT_SOURCE_QUEUE_KBYTES, DEFAULT_TRANSACTION_TIMEOUT_MS,
+    Delivery, Isolation, KafkaFormat, KafkaProperties, KafkaSinkSpec, KafkaSourceSpec, KafkaTimestamp,
+    MAX_CLIENT_QUEUE_KBYTES, MAX_FETCH_BYTES, StartingOffsets,
 };
 pub use parse::{MAX_PANES_PER_WINDOW, MAX_SPEC_BYTES, MAX_WINDOWS_PER_RECORD};
 

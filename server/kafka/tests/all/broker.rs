@@ -274,6 +274,7 @@ pub fn context<'a>(job: &'a str, uid: &'a str, subtask: u32, parallelism: u32) -
         parallelism,
         checkpoints: Some(checkpoints()),
         report: Default::default(),
+        memory: None,
     }
 }
 

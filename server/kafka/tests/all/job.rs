@@ -19,7 +19,7 @@ fn run(
     restore: Option<Restore>,
 ) -> eddy_engine::runtime::RunningJob {
     let mut env = DeployEnv::new(job, "test", Arc::new(TestFunctions));
-    env.connectors = Some(Arc::new(KafkaConnectors));
+    env.connectors = Some(Arc::new(KafkaConnectors::default()));
     env.checkpointing = Some(Checkpointing {
         spec: graph.checkpoints.clone().expect("checkpoints"),
         store: Arc::clone(store),
@@ -210,7 +210,7 @@ operators:
     let deploy_restored = || loop {
         let restore = Restore::latest(&store, "job/").expect("read checkpoints");
         let mut env = DeployEnv::new(&job_id, "test", Arc::new(TestFunctions));
-        env.connectors = Some(Arc::new(KafkaConnectors));
+        env.connectors = Some(Arc::new(KafkaConnectors::default()));
         env.checkpointing = Some(Checkpointing {
             spec: graph.checkpoints.clone().expect("checkpoints"),
             store: Arc::clone(&store),

@@ -25,7 +25,8 @@ fn exactly_once(topic: &str) -> KafkaSinkSpec {
 }
 
 fn open(spec: &KafkaSinkSpec) -> KafkaSink {
-    KafkaSink::open(&context("job", "out", 0, 1), spec).unwrap_or_else(|e| panic!("open: {}", e.message))
+    KafkaSink::open(&context("job", "out", 0, 1), spec, &Default::default())
+        .unwrap_or_else(|e| panic!("open: {}", e.message))
 }
 
 fn write(sink: &mut KafkaSink, values: &[&str]) {
@@ -161,7 +162,7 @@ fn after_a_rescale_one_new_subtask_takes_over_each_old_transactional_id() {
     // Three subtasks write, take checkpoint 1, and die before it completes, their transactions open.
     let mut entries = Vec::new();
     for subtask in 0..3u32 {
-        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec).expect("open");
+        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec, &Default::default()).expect("open");
         write(&mut sink, &[&format!("s{subtask}-a"), &format!("s{subtask}-b")]);
         let snapshot = sink.snapshot(1).expect("snapshot");
         assert_eq!(snapshot.entries.len(), 1);
@@ -175,10 +176,10 @@ fn after_a_rescale_one_new_subtask_takes_over_each_old_transactional_id() {
     // otherwise hold back read_committed readers until the transaction timeout.
     let groups = eddy_engine::keys::key_groups_of(0, 2, 128);
     assert!(entries.iter().all(|e| groups.contains(&e.group)));
-    let mut first = KafkaSink::open(&context("job", "out", 0, 2), &spec).expect("open");
+    let mut first = KafkaSink::open(&context("job", "out", 0, 2), &spec, &Default::default()).expect("open");
     let merged = OperatorSnapshot { layout: "kafka-sink/1".into(), entries, ..OperatorSnapshot::default() };
     first.restore(merged).expect("restore");
-    let mut second = KafkaSink::open(&context("job", "out", 1, 2), &spec).expect("open");
+    let mut second = KafkaSink::open(&context("job", "out", 1, 2), &spec, &Default::default()).expect("open");
     second.restore(OperatorSnapshot::default()).expect("restore");
     assert_eq!(values(&read_committed(&topic)), sorted(&["s0-a", "s0-b", "s1-a", "s1-b", "s2-a", "s2-b"]));
     for (i, sink) in [&mut first, &mut second].into_iter().enumerate() {
@@ -223,7 +224,7 @@ fn a_finished_input_commits_everything() {
 #[test]
 fn a_missing_topic_fails_clearly() {
     let spec = spec("topic: no-such-output-topic, delivery: exactly_once");
-    let error = KafkaSink::open(&context("job", "out", 0, 1), &spec).err().expect("fails").message;
+    let error = KafkaSink::open(&context("job", "out", 0, 1), &spec, &Default::default()).err().expect("fails").message;
     assert!(error.contains("Kafka topic `no-such-output-topic` does not exist"), "{error}");
 }
 
@@ -237,13 +238,13 @@ fn a_scale_down_ends_the_open_transactions_of_subtasks_that_no_longer_exist() {
     ));
     // A run at parallelism 3 writes, and dies before any checkpoint completes: no checkpoint names its subtasks.
     for subtask in 0..3u32 {
-        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec).expect("open");
+        let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec, &Default::default()).expect("open");
         write(&mut sink, &[&format!("lost{subtask}")]);
         std::mem::forget(sink);
     }
     // The job starts again at parallelism 1, from no checkpoint. Its subtask's first record takes over id 0, and
     // ends the open transactions of ids 1 and 2, which would otherwise hold back read_committed readers.
-    let mut sink = KafkaSink::open(&context("job", "out", 0, 1), &spec).expect("open");
+    let mut sink = KafkaSink::open(&context("job", "out", 0, 1), &spec, &Default::default()).expect("open");
     write(&mut sink, &["kept"]);
     let _ = sink.snapshot(1).expect("snapshot");
     sink.checkpoint_complete(1).expect("complete");

@@ -87,7 +87,8 @@ fn subtasks_read_their_partitions_with_keys_timestamps_and_metadata() {
     let spec = spec(&format!("topics: [{topic}], metadata: true, discovery_interval: 1s"));
     let mut all = Vec::new();
     for subtask in 0..2 {
-        let mut source = KafkaSource::open(&context("job", "in", subtask, 2), &spec).expect("open");
+        let mut source =
+            KafkaSource::open(&context("job", "in", subtask, 2), &spec, &Default::default()).expect("open");
         let owned: Vec<i32> = (0..3).filter(|p| owner(&topic, *p, 2) == subtask).collect();
         assert_eq!(source.split_count(), owned.len().max(1));
         let read = read(&mut source, owned.len() * 10);
@@ -129,7 +130,7 @@ fn a_restored_source_goes_on_from_its_positions_and_commits_them_to_the_group_on
     create_topic(&topic, 2);
     produce(&topic, &input(2, 20));
     let spec = spec(&format!("topics: [{topic}], group: g-{topic}"));
-    let mut first = KafkaSource::open(&context("job", "in", 0, 1), &spec).expect("open");
+    let mut first = KafkaSource::open(&context("job", "in", 0, 1), &spec, &Default::default()).expect("open");
     let before = read(&mut first, 15);
     let positions = first.position();
     assert_eq!(positions.iter().map(|p| p.offset).sum::<u64>(), 15, "{positions:?}");
@@ -139,7 +140,7 @@ fn a_restored_source_goes_on_from_its_positions_and_commits_them_to_the_group_on
     first.checkpoint_complete(1, &positions);
     drop(first);
 
-    let mut restored = KafkaSource::open(&context("job", "in", 0, 1), &spec).expect("open");
+    let mut restored = KafkaSource::open(&context("job", "in", 0, 1), &spec, &Default::default()).expect("open");
     restored.restore(&positions).expect("restore");
     let after = read(&mut restored, 25);
     let mut all = values(&before);
@@ -152,7 +153,7 @@ fn a_restored_source_goes_on_from_its_positions_and_commits_them_to_the_group_on
     // A source restored from a checkpoint that knew only partition 0 reads partition 1, new since, from its
     // earliest record, even with starting_offsets latest.
     let latest = super::source::spec(&format!("topics: [{topic}], starting_offsets: latest"));
-    let mut partial = KafkaSource::open(&context("job", "in", 0, 1), &latest).expect("open");
+    let mut partial = KafkaSource::open(&context("job", "in", 0, 1), &latest, &Default::default()).expect("open");
     partial.restore(&[SplitPosition { split: split_id(&topic, 0), offset: 20 }]).expect("restore");
     let read = values(&read(&mut partial, 20));
     assert_eq!(read.len(), 20);
@@ -187,14 +188,16 @@ fn a_rescaled_source_reads_on_from_every_old_subtasks_positions() {
     let mut positions = Vec::new();
     let mut seen = Vec::new();
     for subtask in 0..2 {
-        let mut source = KafkaSource::open(&context("job", "in", subtask, 2), &spec).expect("open");
+        let mut source =
+            KafkaSource::open(&context("job", "in", subtask, 2), &spec, &Default::default()).expect("open");
         let owned = (0..5).filter(|p| owner(&topic, *p, 2) == subtask).count();
         seen.extend(values(&read(&mut source, owned * 3)));
         positions.extend(source.position());
     }
     // Three subtasks each get every old position and take the splits they own now.
     for subtask in 0..3 {
-        let mut source = KafkaSource::open(&context("job", "in", subtask, 3), &spec).expect("open");
+        let mut source =
+            KafkaSource::open(&context("job", "in", subtask, 3), &spec, &Default::default()).expect("open");
         source.restore(&positions).expect("restore");
         let owned = (0..5).filter(|p| owner(&topic, *p, 3) == subtask).count();
         seen.extend(values(&read(&mut source, owned * 8)));
@@ -212,19 +215,19 @@ fn starting_offsets_latest_and_by_timestamp() {
     produce(&topic, &input(1, 10));
     // From a timestamp: the first record at or after it (record 6 has 1_700_000_006_000).
     let by_time = spec(&format!("topics: [{topic}], starting_offsets: {{ timestamp: 1700000005500 }}"));
-    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &by_time).expect("open");
+    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &by_time, &Default::default()).expect("open");
     assert_eq!(values(&read(&mut source, 4)), ["p0-006", "p0-007", "p0-008", "p0-009"]);
     // Latest: only records written after the start; the start is fixed at the first poll, so a checkpoint taken
     // before any record arrives still knows where to resume.
     let latest = spec(&format!("topics: [{topic}], starting_offsets: latest"));
-    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &latest).expect("open");
+    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &latest, &Default::default()).expect("open");
     assert!(read_for(&mut source, 1, Duration::from_secs(1)).is_empty(), "nothing new yet");
     assert_eq!(source.position(), vec![SplitPosition { split: split_id(&topic, 0), offset: 10 }]);
     produce(&topic, &[Rec { partition: 0, key: None, value: "new".into(), timestamp: 1 }]);
     assert_eq!(values(&read(&mut source, 1)), ["new"]);
     // Committed, with nothing committed: the earliest record.
     let committed = spec(&format!("topics: [{topic}], starting_offsets: committed, group: none-{topic}"));
-    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &committed).expect("open");
+    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &committed, &Default::default()).expect("open");
     assert_eq!(values(&read(&mut source, 11)).len(), 11);
 }
 
@@ -235,7 +238,7 @@ fn json_records_give_keys_and_event_time_and_bad_ones_name_their_offset() {
     let record = |v: &str| Rec { partition: 0, key: None, value: v.into(), timestamp: 5 };
     produce(&topic, &[record(r#"{"user":"ann","ts":42}"#), record("not json")]);
     let spec = spec(&format!("topics: [{topic}], format: json, key_field: $.user, timestamp: {{ field: $.ts }}"));
-    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &spec).expect("open");
+    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &spec, &Default::default()).expect("open");
     let (_tx, wake) = crossbeam_channel::unbounded();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut batch = Batch::new();
@@ -262,15 +265,19 @@ fn json_records_give_keys_and_event_time_and_bad_ones_name_their_offset() {
 
 #[test]
 fn missing_topics_and_unreachable_brokers_fail_clearly() {
-    let error = KafkaSource::open(&context("job", "in", 0, 1), &spec("topics: [no-such-topic-here]"))
-        .err()
-        .expect("a missing topic fails")
-        .message;
+    let error =
+        KafkaSource::open(&context("job", "in", 0, 1), &spec("topics: [no-such-topic-here]"), &Default::default())
+            .err()
+            .expect("a missing topic fails")
+            .message;
     assert!(error.contains("`no-such-topic-here` do not exist"), "{error}");
     let mut unreachable = spec("topics: [x]");
     unreachable.brokers = "127.0.0.1:1".into();
     unreachable.properties.0.insert("socket.connection.setup.timeout.ms".into(), "1000".into());
-    let error = KafkaSource::open(&context("job", "in", 0, 1), &unreachable).err().expect("unreachable").message;
+    let error = KafkaSource::open(&context("job", "in", 0, 1), &unreachable, &Default::default())
+        .err()
+        .expect("unreachable")
+        .message;
     assert!(error.contains("cannot reach the Kafka brokers 127.0.0.1:1"), "{error}");
 }
 
@@ -280,7 +287,7 @@ fn new_partitions_are_discovered_while_reading() {
     create_topic(&topic, 1);
     produce(&topic, &input(1, 3));
     let spec = spec(&format!("topics: [{topic}], discovery_interval: 200ms"));
-    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &spec).expect("open");
+    let mut source = KafkaSource::open(&context("job", "in", 0, 1), &spec, &Default::default()).expect("open");
     assert_eq!(values(&read(&mut source, 3)).len(), 3);
     let admin: rdkafka::admin::AdminClient<rdkafka::client::DefaultClientContext> =
         ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("admin");

@@ -1,12 +1,13 @@
 //! `/jobs`: submit, list, status, cancel, and the HTTP sources and sinks of running jobs.
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::{media, require_content_type};
 use super::{AppState, Tenant};
 use crate::jobs::{JobSummary, JobView, SavepointView, UpgradeRequest};
 use crate::store::{StartFrom, UpgradeRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use eddy_codec::Batch;
 use eddy_engine::io::IngestError;
@@ -29,8 +30,14 @@ pub struct SubmitQuery {
     post,
     path = "/v1/jobs",
     params(SubmitQuery),
-    request_body(content = String, content_type = "application/yaml"),
+    request_body(content(
+        (String = "application/yaml"),
+        (String = "application/x-yaml"),
+        (String = "text/yaml"),
+        (String = "application/json"),
+    )),
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 201, description = "Running", body = JobView),
         (status = 400, description = "The spec has problems; `details` lists each with operator and field", body = ErrorBody),
         (status = 403, description = "Over one of the tenant's quotas (`jobs`, `parallelism`); `details` names it", body = ErrorBody),
@@ -42,8 +49,10 @@ pub async fn submit(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Query(query): Query<SubmitQuery>,
+    headers: HeaderMap,
     body: String,
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
+    require_content_type(&headers, media::SPEC)?;
     let jobs = state.jobs.clone();
     let from = query
         .savepoint
@@ -71,6 +80,7 @@ pub struct SavepointRequest {
     params(("id" = String, Path)),
     request_body(content = SavepointRequest, content_type = "application/json"),
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 201, description = "Complete", body = SavepointView),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not running or takes no checkpoints", body = ErrorBody),
@@ -81,6 +91,7 @@ pub async fn trigger_savepoint(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(path): Path<JobPath>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<SavepointView>), ApiError> {
     let jobs = state.jobs.clone();
@@ -88,6 +99,7 @@ pub async fn trigger_savepoint(
     let request: SavepointRequest = if body.iter().all(u8::is_ascii_whitespace) {
         SavepointRequest::default()
     } else {
+        require_content_type(&headers, media::JSON)?;
         serde_json::from_slice(&body)
             .map_err(|e| ApiError::bad_request("invalid_request", format!("not a savepoint request: {e}")))?
     };
@@ -188,6 +200,7 @@ pub async fn savepoint_state(
     params(("id" = String, Path)),
     request_body(content = UpgradeRequest, content_type = "application/json"),
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 202, description = "Checked and started", body = UpgradeRecord),
         (status = 400, description = "Unknown module versions, or modules the job does not use", body = ErrorBody),
         (status = 404, body = ErrorBody),
@@ -198,8 +211,10 @@ pub async fn upgrade(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(path): Path<JobPath>,
+    headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Result<(StatusCode, Json<UpgradeRecord>), ApiError> {
+    require_content_type(&headers, media::JSON)?;
     let request: UpgradeRequest = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_request("invalid_request", format!("not an upgrade request: {e}")))?;
     let jobs = state.jobs.clone();
@@ -384,10 +399,11 @@ fn records(body: &str) -> Result<Batch, ApiError> {
     params(("id" = String, Path), ("uid" = String, Path, description = "The HTTP source's uid")),
     request_body(content(
         (String = "application/x-ndjson"),
+        (String = "application/jsonl"),
         (String = "application/json"),
-        (String = "text/plain"),
     )),
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 202, description = "Accepted: `{\"accepted\": n}`"),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not running or the input was closed", body = ErrorBody),
@@ -398,8 +414,10 @@ pub async fn ingest(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
     Path(path): Path<EndpointPath>,
+    headers: HeaderMap,
     body: String,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    require_content_type(&headers, media::JSON_LINES)?;
     let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
     let batch = records(&body)?;
     let accepted = batch.len();

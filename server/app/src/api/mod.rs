@@ -3,6 +3,7 @@
 //! configured, loopback only) everything belongs to the tenant `default` and no token is needed.
 
 pub mod error;
+mod guard;
 mod jobs;
 mod metrics;
 mod modules;
@@ -146,6 +147,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", tenant)
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
         .layer(axum::middleware::map_response(json_errors))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::same_site_only))
         .with_state(state)
 }
 

@@ -1,6 +1,7 @@
 //! `/modules`: upload, list, look up, delete.
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::{media, require_content_type};
 use super::{AppState, Tenant};
 use crate::store::ModuleRecord;
 use axum::Json;
@@ -27,6 +28,7 @@ pub struct UploadQuery {
     params(UploadQuery),
     request_body(content((Vec<u8> = "application/wasm"), (Vec<u8> = "application/octet-stream"))),
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 201, description = "Stored and compiled", body = ModuleRecord),
         (status = 200, description = "The same bytes were stored under this version already", body = ModuleRecord),
         (status = 400, description = "Not a component for one of Eddy's worlds", body = ErrorBody),
@@ -51,6 +53,7 @@ pub async fn upload(
             format!("the module is larger than this server accepts ({max} bytes)"),
         )
     };
+    require_content_type(&headers, media::WASM)?;
     // Refuse what announces itself too large before reading a byte of it.
     let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > max as u64) {

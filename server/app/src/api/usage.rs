@@ -1,6 +1,7 @@
 //! `/usage` and `/quota`: a tenant's quotas beside what it uses; the admin sets quotas.
 
 use super::error::{ApiError, ErrorBody};
+use super::guard::{media, require_content_type};
 use super::{AppState, Tenant, bearer, is_admin};
 use crate::config::{Quota, QuotaOverrides};
 use crate::jobs::TenantUse;
@@ -38,6 +39,7 @@ pub async fn usage(State(state): State<AppState>, Tenant(tenant): Tenant) -> Jso
     path = "/v1/quota",
     request_body = QuotaOverrides,
     responses(
+        (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 200, description = "The quotas now in force", body = Quota),
         (status = 403, description = "Not the admin token", body = ErrorBody),
     )
@@ -51,6 +53,7 @@ pub async fn set_quota(
     if !state.config.open_mode() && !is_admin(&state.config, bearer(&headers)) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the admin token sets quotas"));
     }
+    require_content_type(&headers, media::JSON)?;
     let Json(overrides) = body.map_err(|e| ApiError::bad_request("invalid_quota", e.body_text()))?;
     let quotas = state.modules.quotas().clone();
     let quota = state

@@ -259,8 +259,47 @@ async fn a_savepoint_whose_state_layout_does_not_fit_the_operator_is_refused() {
     let process = "name: words\ncheckpoints: { interval: 1h }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: lower, input: src }\n  - { uid: w, input: m, key_by: { json: \"$.word\" }, process: visits }\n  - { uid: out, sink: http, input: w }\n";
     let refused = c.submit_from(process, id, true).await.expect_err("window state under a process function");
     assert_eq!(refused.status, Some(422), "{refused}");
-    assert!(refused.message.contains("holds state of layout `window/1/"), "{refused}");
+    assert!(refused.message.contains("holds state of layout `window/2/tumbling/"), "{refused}");
     assert!(refused.message.contains("which this process operator (layout `process/1`) cannot read"), "{refused}");
     assert!(refused.message.contains("`w`"), "the operator's uid is named: {refused}");
     assert!(c.jobs().await.expect("jobs").as_array().is_some_and(|j| j.len() == 1), "nothing was left running");
+}
+
+/// A savepoint of a built-in `count` window restored as `avg`, or a tumbling window's state restored into session
+/// and global windows: each is refused with both layouts named, since the accumulators or windows would be read
+/// as something they are not.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_window_restores_only_state_of_the_same_window_kind_and_aggregate() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    let job = |window: &str, aggregate: &str| {
+        format!(
+            "name: w\ncheckpoints: {{ interval: 1h }}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }}, watermark: {{ out_of_orderness: 0ms, timestamp: {{ json: \"$.ts\" }} }} }}\n  - {{ uid: w, input: src, key_by: {{ json: \"$.word\" }}, window: {window}, aggregate: {aggregate} }}\n  - {{ uid: out, sink: http, input: w }}\n"
+        )
+    };
+    let counting = submit(c, &job("{ tumbling: 1h }", "{ builtin: count }")).await;
+    c.ingest(&counting, "src", words(&["a", "a"])).await.expect("ingest");
+    let savepoint = c.savepoint(&counting, true).await.expect("stop with a savepoint");
+    let id = savepoint["id"].as_str().expect("id");
+    for (window, aggregate, layout) in [
+        ("{ tumbling: 1h }", "{ builtin: avg, field: $.ts }", "window/2/tumbling/accumulators/builtin-avg"),
+        ("{ session: 1h }", "{ builtin: count }", "window/2/session/accumulators/builtin-count"),
+        ("{ global: {}, trigger: { count: 5 } }", "{ builtin: count }", "window/2/global/accumulators/builtin-count"),
+    ] {
+        let refused = c.submit_from(&job(window, aggregate), id, false).await.expect_err(layout);
+        assert_eq!(refused.status, Some(422), "{refused}");
+        assert!(
+            refused.message.contains("holds state of layout `window/2/tumbling/accumulators/builtin-count`"),
+            "{refused}"
+        );
+        assert!(refused.message.contains(&format!("(layout `{layout}`)")), "{refused}");
+    }
+    // The same window and aggregate go on from the savepoint.
+    let same = c.submit_from(&job("{ tumbling: 1h }", "{ builtin: count }"), id, false).await.expect("same layout");
+    let id = same["id"].as_str().expect("id").to_string();
+    c.ingest(&id, "src", words(&["a"])).await.expect("ingest");
+    c.close_input(&id, "src").await.expect("close");
+    let counts = output(c, &id, "out").await;
+    assert_eq!(counts.len(), 1, "{counts:?}");
+    assert_eq!(counts[0]["value"]["count"], 3, "two counted before the savepoint and one after: {counts:?}");
 }

@@ -113,6 +113,13 @@ pub trait AggregateFunction: Send {
     fn merge(&mut self, accumulators: &Batch, others: &Batch, targets: &[u32]) -> Result<Batch, UdfError>;
     /// One result value per accumulator.
     fn get_result(&mut self, accumulators: &Batch) -> Result<Batch, UdfError>;
+
+    /// What its accumulators hold, as part of a window's state layout: a restore refuses accumulators written by
+    /// a function with another. A user function's accumulators are its own business (`udf`); a built-in names
+    /// itself.
+    fn accumulator_layout(&self) -> String {
+        "udf".into()
+    }
 }
 
 /// A reduction of records into one record.

@@ -219,6 +219,10 @@ pub fn json_number(value: f64) -> String {
 }
 
 impl AggregateFunction for Builtin {
+    fn accumulator_layout(&self) -> String {
+        format!("builtin-{}", self.kind.name())
+    }
+
     fn create_accumulator(&mut self) -> Result<Vec<u8>, UdfError> {
         let (bytes, len) = EMPTY.to_bytes();
         Ok(bytes[..len].to_vec())

@@ -839,7 +839,12 @@ impl Operator for WindowOperator {
     }
 
     fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
-        snapshot.expect_layout("window", &self.layout())?;
+        let layout = self.layout();
+        // Layouts of version 1 named only the contents: those restore into a window with the same contents.
+        let legacy = snapshot.layout.strip_prefix("window/1/").is_some_and(|c| layout.contains(&format!("/{c}/")));
+        if !legacy {
+            snapshot.expect_layout("window", &layout)?;
+        }
         self.store.restore(&snapshot.entries).map_err(state_err)?;
         self.timers.restore(&snapshot.timers);
         Ok(())
@@ -847,14 +852,26 @@ impl Operator for WindowOperator {
 }
 
 impl WindowOperator {
-    /// The state layout of this operator's snapshots: what its stored window contents mean. Slices of a window
-    /// (panes), one accumulator per window, or the window's elements; see `docs/state-format.md`.
+    /// The state layout of this operator's snapshots: what its stored window contents mean. The kind of window
+    /// (their keys), slices of a window (panes), one accumulator per window or the window's elements, and what
+    /// an accumulator holds; see `docs/state-format.md`.
     fn layout(&self) -> String {
         let contents = match (&self.panes, self.accumulate) {
             (Some(_), _) => "panes",
             (None, true) => "accumulators",
             (None, false) => "elements",
         };
-        format!("window/1/{contents}")
+        let window = match self.cfg.assigner {
+            AssignerSpec::Tumbling { .. } => "tumbling",
+            AssignerSpec::Sliding { .. } => "sliding",
+            AssignerSpec::Session { .. } => "session",
+            AssignerSpec::Global => "global",
+        };
+        let accumulator = match &self.functions.incremental {
+            Some(Incremental::Aggregate(f)) => f.accumulator_layout(),
+            Some(Incremental::Reduce(_)) => "reduce".into(),
+            None => "records".into(),
+        };
+        format!("window/2/{window}/{contents}/{accumulator}")
     }
 }

@@ -11,6 +11,7 @@ mod recovery;
 mod restart;
 mod s3;
 mod savepoints;
+mod seams;
 mod seeds;
 mod support;
 mod tenancy;

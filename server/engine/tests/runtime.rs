@@ -205,7 +205,7 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_results() {
     };
     let feed = |job: &RunningJob, batches: std::ops::Range<u64>| {
         for n in batches {
-            job.inputs["src"].push(ledger_batch(n)).expect("push");
+            job.inputs["src"].push(&ledger_batch(n)).expect("push");
         }
     };
     let whole_log = IngestLog::open(dir.path().join("log-whole")).expect("log");
@@ -254,7 +254,7 @@ fn a_savepoint_with_state_of_a_removed_operator_needs_permission() {
         max_parallelism: graph.max_parallelism,
     });
     let job = deploy(&graph, env).unwrap_or_else(|e| panic!("{e}"));
-    job.inputs["src"].push(ledger_batch(0)).expect("push");
+    job.inputs["src"].push(&ledger_batch(0)).expect("push");
     while job.handle.operators()[1].1.records_in < 50 {
         std::thread::sleep(Duration::from_millis(5));
     }
@@ -465,7 +465,7 @@ operators:
         for v in values {
             batch.push(0, None, v.as_bytes());
         }
-        job.inputs[uid].push(batch).expect("push");
+        job.inputs[uid].push(&batch).expect("push");
         job.inputs[uid].close().expect("close");
     };
     push("a", &["1", "\"late\""]);

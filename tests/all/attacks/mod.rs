@@ -2,6 +2,7 @@
 //! server must keep answering. (Findings of the hostile-tenants review, in its order.)
 
 mod browser;
+mod ingest;
 mod kafka;
 
 use crate::support::{TestServer, fixture, submit, wait_ended, wait_job};

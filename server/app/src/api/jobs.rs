@@ -9,8 +9,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
-use eddy_codec::Batch;
-use eddy_engine::io::IngestError;
+use eddy_engine::io::{IngestError, ValueSink};
 use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -371,25 +370,52 @@ pub struct EndpointPath {
     uid: String,
 }
 
-/// Turns a request body into records: JSON lines, or one JSON array whose elements become records.
-fn records(body: &str) -> Result<Batch, ApiError> {
-    let mut batch = Batch::new();
+/// Hands each record of a request body to `sink` as it reads it: JSON lines, or one JSON array whose elements
+/// become records. Nothing is collected, so a body of many small records costs no more than the body.
+fn each_record(body: &str, sink: &mut ValueSink<'_>) -> Result<(), IngestError> {
     let trimmed = body.trim_start();
     if trimmed.starts_with('[') {
-        let items: Vec<serde_json::Value> = serde_json::from_str(trimmed)
-            .map_err(|e| ApiError::bad_request("invalid_records", format!("the body is not a JSON array: {e}")))?;
-        for item in items {
-            batch.push(0, None, item.to_string().as_bytes());
-        }
-        return Ok(batch);
+        return each_element(trimmed, sink);
     }
     for line in body.lines() {
         let line = line.trim();
         if !line.is_empty() {
-            batch.push(0, None, line.as_bytes());
+            sink(line.as_bytes())?;
         }
     }
-    Ok(batch)
+    Ok(())
+}
+
+/// Hands each element of a JSON array to `sink`, as the array is parsed.
+fn each_element(text: &str, sink: &mut ValueSink<'_>) -> Result<(), IngestError> {
+    use serde::de::{Deserializer, SeqAccess, Visitor};
+    struct Elements<'s, 'a> {
+        sink: &'s mut ValueSink<'a>,
+        failed: Option<IngestError>,
+    }
+    impl<'de> Visitor<'de> for &mut Elements<'_, '_> {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a JSON array")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+            while let Some(element) = seq.next_element::<&serde_json::value::RawValue>()? {
+                if let Err(e) = (self.sink)(element.get().as_bytes()) {
+                    self.failed = Some(e);
+                    return Err(serde::de::Error::custom("stopped"));
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut elements = Elements { sink, failed: None };
+    let mut parser = serde_json::Deserializer::from_str(text);
+    let parsed = parser.deserialize_seq(&mut elements).and_then(|()| parser.end());
+    match (elements.failed, parsed) {
+        (Some(e), _) => Err(e),
+        (None, Err(e)) => Err(IngestError::Invalid(format!("the body is not a JSON array: {e}"))),
+        (None, Ok(())) => Ok(()),
+    }
 }
 
 /// Sends records into a running job's HTTP source: one record per line (or per element of a JSON array).
@@ -419,11 +445,8 @@ pub async fn ingest(
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_content_type(&headers, media::JSON_LINES)?;
     let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
-    let batch = records(&body)?;
-    let accepted = batch.len();
-    if accepted > 0 {
-        state.tenant_slots.run(&tenant, move || handle.push(batch).map_err(ingest_error)).await?;
-    }
+    let push = move || handle.push_values(|sink| each_record(&body, sink)).map_err(ingest_error);
+    let accepted = state.tenant_slots.run(&tenant, push).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": accepted }))))
 }
 
@@ -432,6 +455,7 @@ fn ingest_error(e: IngestError) -> ApiError {
         IngestError::Closed => ApiError::conflict(e.to_string()),
         IngestError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
         IngestError::Storage(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()),
+        IngestError::Invalid(_) => ApiError::bad_request("invalid_records", e.to_string()),
     }
 }
 

@@ -1,9 +1,10 @@
 //! Records POSTed into a running job over HTTP, through a write-ahead log.
 //!
-//! A POST is acknowledged once its records are on disk ([`IngestLog::append`] writes and syncs a frame), so a
-//! crash loses no acknowledged record. The source reads the log behind the writers; its position is the sequence
-//! number of the next record, which checkpoints record, so a restored job reads again exactly what came after its
-//! checkpoint. Segments wholly before the newest completed checkpoint's position are deleted.
+//! A POST is acknowledged once its records are on disk ([`IngestLog::append_each`] writes its frames and syncs
+//! them), so a crash loses no acknowledged record. The source reads the log behind the writers; its position is the
+//! sequence number of the next record, which checkpoints record, so a restored job reads again exactly what came
+//! after its checkpoint. Segments wholly before the newest completed checkpoint's position are deleted; a job
+//! without checkpoints keeps its whole input, which it reads again when it starts again.
 //!
 //! A segment is a file `<first sequence number>.wal` of frames: `len:u32 crc32:u32` then a body of
 //! `first_seq:u64 kind:u8` and, for records, the batch in its wire layout. A frame whose length or checksum does
@@ -34,14 +35,29 @@ pub enum IngestError {
     /// The records could not be written to disk.
     #[error("cannot store the records: {0}")]
     Storage(String),
+    /// The request's records could not be read; none of them was accepted.
+    #[error("{0}")]
+    Invalid(String),
 }
+
+/// Where records go as they are read: each call takes one record.
+pub type RecordSink<'a> = dyn FnMut(eddy_codec::Record<'_>) -> Result<(), IngestError> + 'a;
+
+/// Where a request's record values go as they are read: each call takes one value.
+pub type ValueSink<'a> = dyn FnMut(&[u8]) -> Result<(), IngestError> + 'a;
 
 const FRAME_RECORDS: u8 = 0;
 const FRAME_CLOSE: u8 = 1;
 /// A segment is closed for writing past this size.
 const SEGMENT_BYTES: u64 = 64 << 20;
-/// A frame larger than this is corrupt (no POST body is near it).
+/// A frame larger than this is corrupt: writers never write one (see `FRAME_BYTES`).
 const MAX_FRAME: u32 = 1 << 30;
+/// Records of one request go into frames of at most this many bytes of records (a larger single record gets a
+/// frame of its own), so that a request of many small records neither builds one huge batch in memory nor writes a
+/// frame too large to read back.
+const FRAME_BYTES: usize = 4 << 20;
+/// ... and of at most this many records.
+const FRAME_RECORDS_MAX: usize = 16_384;
 /// Records written but not yet read past which a POST waits (the job is behind).
 const MAX_UNREAD_RECORDS: u64 = 1 << 20;
 /// How long a POST waits for a job that is behind.
@@ -169,8 +185,13 @@ impl IngestLog {
         &self.dir
     }
 
-    /// Writes records durably; returns once they are on disk, or fails (nothing then counts as accepted).
-    pub fn append(&self, batch: &Batch) -> Result<(), IngestError> {
+    /// Writes the records `records` hands over durably, as one unit: returns how many once all are on disk, or
+    /// fails with none of them accepted (what was written is cut off again). Records go into frames of bounded
+    /// size as they come, so a request costs memory for one frame, not for all its records.
+    pub fn append_each(
+        &self,
+        records: impl FnOnce(&mut RecordSink<'_>) -> Result<(), IngestError>,
+    ) -> Result<u64, IngestError> {
         if self.closed.load(Ordering::SeqCst) {
             return Err(IngestError::Closed);
         }
@@ -184,15 +205,68 @@ impl IngestLog {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
-        self.write_frame(FRAME_RECORDS, &batch.to_wire(), batch.len() as u64)
+        let mut writer = self.writer.lock();
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(IngestError::Closed);
+        }
+        let first_seq = self.next_seq.load(Ordering::SeqCst);
+        self.rotate_if_full(&mut writer, first_seq)?;
+        let start_len = writer.segment_len;
+        let mut seq = first_seq;
+        let mut batch = Batch::new();
+        let written = || -> Result<(), IngestError> {
+            records(&mut |record: eddy_codec::Record<'_>| {
+                let size = record.value.len() + record.key.map_or(0, <[u8]>::len) + record.headers.raw().len();
+                if !batch.is_empty() && (batch.len() >= FRAME_RECORDS_MAX || batch.data_len() + size > FRAME_BYTES) {
+                    write_frame(&mut writer, FRAME_RECORDS, seq, &batch.to_wire())?;
+                    seq += batch.len() as u64;
+                    batch.clear();
+                }
+                batch.push_record(&record);
+                Ok(())
+            })?;
+            if !batch.is_empty() {
+                write_frame(&mut writer, FRAME_RECORDS, seq, &batch.to_wire())?;
+                seq += batch.len() as u64;
+            }
+            writer.file.sync_data().map_err(storage)
+        };
+        if let Err(e) = written() {
+            // Whatever reached the file is cut off again, so the next request starts where this one did.
+            let _ = writer.file.set_len(start_len);
+            writer.segment_len = start_len;
+            return Err(e);
+        }
+        self.next_seq.store(seq, Ordering::SeqCst);
+        drop(writer);
+        let _ = self.wake_tx.try_send(());
+        Ok(seq - first_seq)
+    }
+
+    /// Writes `batch`'s records durably (see [`IngestLog::append_each`]).
+    pub fn append(&self, batch: &Batch) -> Result<u64, IngestError> {
+        self.append_each(|sink| batch.iter().try_for_each(&mut *sink))
     }
 
     /// Ends the input: the source finishes once it has read everything before.
     pub fn close(&self) -> Result<(), IngestError> {
+        let mut writer = self.writer.lock();
         if self.closed.swap(true, Ordering::SeqCst) {
             return Err(IngestError::Closed);
         }
-        self.write_frame(FRAME_CLOSE, &[], 0)
+        let seq = self.next_seq.load(Ordering::SeqCst);
+        let start_len = writer.segment_len;
+        let written =
+            write_frame(&mut writer, FRAME_CLOSE, seq, &[]).and_then(|()| writer.file.sync_data().map_err(storage));
+        if let Err(e) = written {
+            let _ = writer.file.set_len(start_len);
+            writer.segment_len = start_len;
+            self.closed.store(false, Ordering::SeqCst);
+            return Err(e);
+        }
+        drop(writer);
+        let _ = self.wake_tx.try_send(());
+        Ok(())
     }
 
     /// Whether the input was closed.
@@ -200,37 +274,16 @@ impl IngestLog {
         self.closed.load(Ordering::SeqCst)
     }
 
-    fn write_frame(&self, kind: u8, payload: &[u8], records: u64) -> Result<(), IngestError> {
-        let storage = |e: std::io::Error| IngestError::Storage(e.to_string());
-        let mut writer = self.writer.lock();
-        let first_seq = self.next_seq.load(Ordering::SeqCst);
-        if writer.segment_len >= SEGMENT_BYTES {
-            let path = self.dir.join(segment_name(first_seq));
-            writer.file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(storage)?;
-            writer.segment_start = first_seq;
-            writer.segment_len = 0;
-            sync_dir(&self.dir).map_err(storage)?;
+    /// Starts a new segment if the open one is full; `first_seq` is the next record's sequence number.
+    fn rotate_if_full(&self, writer: &mut Writer, first_seq: u64) -> Result<(), IngestError> {
+        if writer.segment_len < SEGMENT_BYTES {
+            return Ok(());
         }
-        let mut body = Vec::with_capacity(9 + payload.len());
-        body.extend_from_slice(&first_seq.to_le_bytes());
-        body.push(kind);
-        body.extend_from_slice(payload);
-        let mut frame = Vec::with_capacity(8 + body.len());
-        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
-        frame.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-        frame.extend_from_slice(&body);
-        let written = writer.file.write_all(&frame).and_then(|()| writer.file.sync_data());
-        if let Err(e) = written {
-            // Whatever reached the file is cut off again, so the next frame starts where this one did.
-            let len = writer.segment_len;
-            let _ = writer.file.set_len(len);
-            return Err(storage(e));
-        }
-        writer.segment_len += frame.len() as u64;
-        self.next_seq.store(first_seq + records, Ordering::SeqCst);
-        drop(writer);
-        let _ = self.wake_tx.try_send(());
-        Ok(())
+        let path = self.dir.join(segment_name(first_seq));
+        writer.file = std::fs::OpenOptions::new().create(true).append(true).open(&path).map_err(storage)?;
+        writer.segment_start = first_seq;
+        writer.segment_len = 0;
+        sync_dir(&self.dir).map_err(storage)
     }
 
     /// Makes the next record's sequence number at least `seq`: a job started from another job's savepoint reads
@@ -263,8 +316,35 @@ impl IngestLog {
     }
 }
 
+fn storage(e: std::io::Error) -> IngestError {
+    IngestError::Storage(e.to_string())
+}
+
+/// Appends one frame to the open segment, unsynced. A body too large to be read back is refused, never written.
+fn write_frame(writer: &mut Writer, kind: u8, first_seq: u64, payload: &[u8]) -> Result<(), IngestError> {
+    let body_len = 9 + payload.len();
+    if body_len > MAX_FRAME as usize {
+        return Err(IngestError::Invalid(format!("a record of {} bytes is larger than an input takes", payload.len())));
+    }
+    let mut frame = Vec::with_capacity(8 + body_len);
+    frame.extend_from_slice(&(body_len as u32).to_le_bytes());
+    frame.extend_from_slice(&[0; 4]);
+    frame.extend_from_slice(&first_seq.to_le_bytes());
+    frame.push(kind);
+    frame.extend_from_slice(payload);
+    let crc = crc32fast::hash(&frame[8..]);
+    frame[4..8].copy_from_slice(&crc.to_le_bytes());
+    writer.file.write_all(&frame).map_err(storage)?;
+    writer.segment_len += frame.len() as u64;
+    Ok(())
+}
+
 fn sync_dir(dir: &Path) -> std::io::Result<()> {
     File::open(dir)?.sync_all()
+}
+
+fn arrival_time() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// The writing end of an HTTP source, held by the API.
@@ -279,14 +359,27 @@ impl IngestHandle {
         IngestHandle { log }
     }
 
-    /// Hands records to the job: they are on disk when this returns `Ok`. Each record gets its arrival time as
-    /// timestamp here, so that a job reading them again after a restore sees the same times.
-    pub fn push(&self, mut batch: Batch) -> Result<(), IngestError> {
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis());
-        for i in 0..batch.len() {
-            batch.set_timestamp(i, now as i64);
-        }
-        self.log.append(&batch)
+    /// Hands records to the job: they are on disk when this returns `Ok` (with how many). Each record gets its
+    /// arrival time as timestamp here, so that a job reading them again after a restore sees the same times.
+    pub fn push(&self, batch: &Batch) -> Result<u64, IngestError> {
+        let now = arrival_time();
+        self.log.append_each(|sink| {
+            batch.iter().try_for_each(|record| sink(eddy_codec::Record { timestamp: now, ..record }))
+        })
+    }
+
+    /// Hands over the record values `values` produces as it reads a request, as one unit (see
+    /// [`IngestLog::append_each`]); each becomes a record with its arrival time as timestamp.
+    pub fn push_values(
+        &self,
+        values: impl FnOnce(&mut ValueSink<'_>) -> Result<(), IngestError>,
+    ) -> Result<u64, IngestError> {
+        let now = arrival_time();
+        self.log.append_each(|sink| {
+            values(&mut |value: &[u8]| {
+                sink(eddy_codec::Record { timestamp: now, key: None, value, headers: Default::default() })
+            })
+        })
     }
 
     /// Ends the input: the source finishes once earlier records are read, and event time reaches its end.
@@ -307,14 +400,15 @@ pub struct IngestSource {
     position: u64,
     /// The open segment and the sequence number of its next frame.
     reader: Option<(BufReader<File>, u64)>,
-    /// Whether the log is trimmed only when checkpoints complete (else as the source reads).
-    keep_until_checkpoint: bool,
 }
 
 impl IngestSource {
-    /// A source reading `log` from the start (or from a restored position).
-    pub fn new(log: Arc<IngestLog>, keep_until_checkpoint: bool) -> IngestSource {
-        IngestSource { log, position: 0, reader: None, keep_until_checkpoint }
+    /// A source reading `log` from the start (or from a restored position). The log keeps its records until a
+    /// completed checkpoint is past them: a job without checkpoints reads its whole input again when it starts
+    /// again.
+    pub fn new(log: Arc<IngestLog>) -> IngestSource {
+        log.read_seq.store(0, Ordering::SeqCst);
+        IngestSource { log, position: 0, reader: None }
     }
 
     /// Opens the segment holding `self.position`.
@@ -344,6 +438,8 @@ impl Source for IngestSource {
             self.position = p.offset;
             self.reader = None;
             self.log.skip_to(p.offset);
+            // Writers wait while the job is far behind: it is behind only from here.
+            self.log.read_seq.store(p.offset, Ordering::SeqCst);
         }
         Ok(())
     }
@@ -401,9 +497,6 @@ impl Source for IngestSource {
             }
             self.position = end;
             self.log.read_seq.store(end, Ordering::SeqCst);
-            if !self.keep_until_checkpoint {
-                self.log.truncate_before(end);
-            }
             return Ok(SourcePoll::Records { split: 0 });
         }
     }
@@ -461,7 +554,7 @@ mod tests {
         let log = IngestLog::open(dir.path()).expect("reopen");
         assert_eq!(log.written(), 3);
         log.append(&records(&["d"])).expect("append after the cut");
-        let mut source = IngestSource::new(Arc::clone(&log), true);
+        let mut source = IngestSource::new(Arc::clone(&log));
         assert_eq!(drain(&mut source), (vec!["a".into(), "b".into(), "c".into(), "d".into()], SourcePoll::Pending));
         log.close().expect("close");
         assert_eq!(drain(&mut source), (vec![], SourcePoll::Finished));
@@ -473,11 +566,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let log = IngestLog::open(dir.path()).expect("open");
         log.append(&records(&["a", "b"])).expect("append");
-        let mut source = IngestSource::new(Arc::clone(&log), true);
+        let mut source = IngestSource::new(Arc::clone(&log));
         assert_eq!(drain(&mut source).0, ["a", "b"]);
         let position = source.position();
         log.append(&records(&["c"])).expect("append");
-        let mut restored = IngestSource::new(Arc::clone(&log), true);
+        let mut restored = IngestSource::new(Arc::clone(&log));
         restored.restore(&position).expect("restore");
         assert_eq!(drain(&mut restored).0, ["c"]);
         // A second segment, then a checkpoint past the first: the first is deleted.
@@ -487,8 +580,70 @@ mod tests {
         restored.checkpoint_complete(1, &[SplitPosition { split: HTTP_SPLIT.into(), offset: 3 }]);
         assert_eq!(segments(dir.path()).expect("list"), [3]);
         assert_eq!(drain(&mut restored).0, ["d"]);
-        let mut too_old = IngestSource::new(log, true);
+        let mut too_old = IngestSource::new(log);
         let error = too_old.poll(&mut Batch::new(), 10).expect_err("record 0 is gone");
         assert!(error.message.contains("no longer holds record 0"), "{}", error.message);
+    }
+
+    /// Counts the records a source reads until it has nothing more.
+    fn count_all(source: &mut IngestSource) -> u64 {
+        let mut total = 0;
+        loop {
+            let mut out = Batch::new();
+            match source.poll(&mut out, 10_000).expect("poll") {
+                SourcePoll::Records { .. } => total += out.len() as u64,
+                _ => return total,
+            }
+        }
+    }
+
+    #[test]
+    fn a_request_of_many_small_records_goes_into_bounded_frames_that_all_read_back() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = IngestLog::open(dir.path()).expect("open");
+        let records = 3 * FRAME_RECORDS_MAX as u64 + 5;
+        let accepted = log
+            .append_each(|sink| {
+                (0..records).try_for_each(|_| {
+                    sink(eddy_codec::Record { timestamp: 7, key: None, value: b"0", headers: Default::default() })
+                })
+            })
+            .expect("append");
+        assert_eq!(accepted, records);
+        // Every frame is small enough to read back, before and after the log is opened again.
+        let mut reader = BufReader::new(File::open(dir.path().join(segment_name(0))).expect("segment"));
+        let mut frames = 0;
+        while let Some((frame, size)) = read_frame(&mut reader) {
+            assert!(size <= (FRAME_BYTES + FRAME_RECORDS_MAX * 64) as u64, "frame of {size} bytes");
+            assert_eq!(frame.kind, FRAME_RECORDS);
+            frames += 1;
+        }
+        assert_eq!(frames, 4);
+        assert_eq!(count_all(&mut IngestSource::new(Arc::clone(&log))), records);
+        drop(log);
+        let log = IngestLog::open(dir.path()).expect("reopen");
+        assert_eq!(log.written(), records, "nothing acknowledged is cut off when the log opens again");
+        assert_eq!(count_all(&mut IngestSource::new(log)), records);
+    }
+
+    #[test]
+    fn a_request_that_fails_midway_leaves_nothing_behind() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let log = IngestLog::open(dir.path()).expect("open");
+        log.append(&records(&["a"])).expect("append");
+        let before = std::fs::metadata(dir.path().join(segment_name(0))).expect("segment").len();
+        let failed = log.append_each(|sink| {
+            for _ in 0..2 * FRAME_RECORDS_MAX {
+                sink(eddy_codec::Record { timestamp: 0, key: None, value: b"x", headers: Default::default() })?;
+            }
+            Err(IngestError::Invalid("line 32769 is not JSON".into()))
+        });
+        assert_eq!(failed, Err(IngestError::Invalid("line 32769 is not JSON".into())));
+        assert_eq!(log.written(), 1, "none of the failed request's records counts");
+        let after = std::fs::metadata(dir.path().join(segment_name(0))).expect("segment").len();
+        assert_eq!(after, before, "the frames it wrote were cut off");
+        log.append(&records(&["b"])).expect("append");
+        let mut source = IngestSource::new(log);
+        assert_eq!(drain(&mut source).0, ["a", "b"]);
     }
 }

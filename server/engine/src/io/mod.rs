@@ -12,7 +12,7 @@ pub(crate) use connectors::missing as missing_connector;
 pub use connectors::{ConnectorContext, ConnectorReport, Connectors, PartitionReport, ReportSlot, TransactionReport};
 pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
-pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource};
+pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource, RecordSink, ValueSink};
 pub use sinks::{DiscardSink, HttpSink, OutputRate, RateLimited, StdoutSink};
 pub use stream::{Chunk, OutputRecord, OutputStream, Retention, Subscription, record_json};
 

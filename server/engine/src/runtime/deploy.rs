@@ -357,7 +357,7 @@ fn build_source(
                 }
             };
             inputs.insert(node.uid.clone(), IngestHandle::new(Arc::clone(&log)));
-            Box::new(IngestSource::new(log, env.checkpointing.is_some()))
+            Box::new(IngestSource::new(log))
         }
         SourceSpec::Kafka(_) => env
             .connectors

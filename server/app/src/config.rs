@@ -287,9 +287,14 @@ struct FileConfig {
     #[serde(default)]
     quota: QuotaOverrides,
     max_connections: Option<usize>,
+    max_unauthenticated: Option<usize>,
     max_connections_per_address: Option<usize>,
+    max_connections_per_tenant: Option<usize>,
+    unauthenticated_idle_timeout_ms: Option<u64>,
     header_timeout_ms: Option<u64>,
     body_idle_timeout_ms: Option<u64>,
+    min_body_rate: Option<u64>,
+    body_rate_grace_ms: Option<u64>,
     tenant_concurrency: Option<usize>,
     #[serde(default)]
     tenants: Vec<TenantConfig>,
@@ -386,6 +391,24 @@ impl ServerConfig {
             1,
         ) {
             http.max_connections_per_address = n as usize;
+        }
+        let max_unauthenticated = as_u64(raw.max_unauthenticated);
+        if let Some(n) = number("EDDY_MAX_UNAUTHENTICATED", "max_unauthenticated", max_unauthenticated, 1) {
+            http.max_unauthenticated = n as usize;
+        }
+        let per_tenant = as_u64(raw.max_connections_per_tenant);
+        if let Some(n) = number("EDDY_MAX_CONNECTIONS_PER_TENANT", "max_connections_per_tenant", per_tenant, 1) {
+            http.max_connections_per_tenant = n as usize;
+        }
+        let idle = raw.unauthenticated_idle_timeout_ms;
+        if let Some(n) = number("EDDY_UNAUTHENTICATED_IDLE_TIMEOUT_MS", "unauthenticated_idle_timeout_ms", idle, 100) {
+            http.unauthenticated_idle_timeout = Duration::from_millis(n);
+        }
+        if let Some(n) = number("EDDY_MIN_BODY_RATE", "min_body_rate", raw.min_body_rate, 1) {
+            http.min_body_rate = n;
+        }
+        if let Some(n) = number("EDDY_BODY_RATE_GRACE_MS", "body_rate_grace_ms", raw.body_rate_grace_ms, 100) {
+            http.body_rate_grace = Duration::from_millis(n);
         }
         if let Some(n) = number("EDDY_HEADER_TIMEOUT_MS", "header_timeout_ms", raw.header_timeout_ms, 100) {
             http.header_timeout = Duration::from_millis(n);

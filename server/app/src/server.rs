@@ -66,7 +66,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let uploads = Arc::new(tokio::sync::Semaphore::new(config.max_concurrent_uploads));
+    let uploads = Arc::new(crate::api::UploadPermits::new(config.max_concurrent_uploads));
     let tenant_slots = Arc::new(TenantSlots::new(config.http.tenant_concurrency, Duration::from_secs(10)));
     let app = router(AppState { config: Arc::clone(&config), modules, jobs: jobs.clone(), uploads, tenant_slots });
     let (stop, stopped) = oneshot::channel::<()>();

@@ -223,11 +223,7 @@ async fn quotas_on_jobs_and_parallelism_name_the_quota_and_the_use() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_bounded_before_they_are_read() {
-    let server = TestServer::start_with(|c| {
-        c.max_module_bytes = 4096;
-        c.max_concurrent_uploads = 1;
-    })
-    .await;
+    let server = TestServer::start_with(|c| c.max_module_bytes = 4096).await;
     let url = format!("{}/v1/modules?name=big", server.url);
     let http = reqwest::Client::new();
     let too_large =
@@ -235,56 +231,67 @@ async fn uploads_are_bounded_before_they_are_read() {
     assert_eq!(too_large.status(), 413);
     let body: serde_json::Value = too_large.json().await.expect("JSON error");
     assert_eq!(body["error"]["code"], "module_too_large");
+}
 
-    // One upload that trickles in holds the only permit: the next is told to come back, not queued in memory.
-    // (On a busy machine the two may arrive the other way round: then try again.)
-    for _ in 0..100 {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-        let slow = tokio::spawn({
-            let (http, url) = (http.clone(), url.clone());
-            async move {
-                let body = reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
-                http.post(&url)
-                    .header("content-type", "application/wasm")
-                    .body(body)
-                    .send()
-                    .await
-                    .map(|r| r.status().as_u16())
-            }
-        });
-        tx.send(Ok(b"\0asm".to_vec())).await.expect("first bytes");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-        if slow.is_finished() {
-            continue;
-        }
-        let probe = http
-            .post(&url)
-            .header("content-type", "application/wasm")
-            .body(b"\0asm".to_vec())
-            .send()
-            .await
-            .expect("request");
-        if probe.status() != 503 {
-            // The trickling upload had not reached the server yet (a busy machine): start over.
-            drop(tx);
-            let _ = slow.await;
-            continue;
-        }
-        let busy = probe.text().await.unwrap_or_default();
-        assert!(busy.contains("\"busy\""), "{busy}");
-        drop(tx);
-        assert_eq!(slow.await.expect("task").expect("response"), 400, "the slow upload is judged once complete");
-        let after = http
-            .post(&url)
-            .header("content-type", "application/wasm")
-            .body(fixture("echo"))
-            .send()
-            .await
-            .expect("request");
-        assert_eq!(after.status(), 201, "the permit is free again");
-        return;
+/// An upload whose body trickles in, sent `bytes` a second (one piece each second) until `stop` is dropped.
+fn trickling_upload(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> (tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>, tokio::task::JoinHandle<Option<u16>>) {
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
+    let request = http
+        .post(url)
+        .bearer_auth(token)
+        .header("content-type", "application/wasm")
+        .body(reqwest::Body::wrap_stream(tokio_stream::wrappers::ReceiverStream::new(rx)));
+    (tx, tokio::spawn(async move { request.send().await.ok().map(|r| r.status().as_u16()) }))
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_that_trickle_in_hold_no_compile_permit_and_are_cut_off() {
+    let server = two_tenants(|c| {
+        c.max_concurrent_uploads = 4;
+        c.http.body_rate_grace = Duration::from_secs(2);
+        c.http.min_body_rate = 1024;
+    })
+    .await;
+    let url = format!("{}/v1/modules?name=slow", server.url);
+    let http = reqwest::Client::new();
+    // Acme trickles four uploads in, a byte a second: as many as it may read at once.
+    let mut trickles = Vec::new();
+    for _ in 0..4 {
+        let (tx, response) = trickling_upload(&http, &url, ACME);
+        tx.send(Ok(b"\0".to_vec())).await.expect("first byte");
+        trickles.push((tx, response));
     }
-    panic!("a trickling upload never got the permit");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let fifth = http
+        .post(&url)
+        .bearer_auth(ACME)
+        .header("content-type", "application/wasm")
+        .body(fixture("echo"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(fifth.status(), 503, "acme reads four uploads at most");
+    // Globex uploads meanwhile, at once: no permit is held by acme's trickles.
+    let globex = server.client_with(Some(GLOBEX), None);
+    globex.push_module("echo", None, fixture("echo")).await.expect("globex uploads while acme trickles");
+    // The trickles are cut off once they fall below the minimum rate, and acme can upload again.
+    for (tx, response) in trickles {
+        for _ in 0..30 {
+            if tx.send(Ok(b"a".to_vec())).await.is_err() || response.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        assert!(response.is_finished(), "the trickling upload was cut off");
+        let status = response.await.expect("task");
+        assert!(status.is_none_or(|s| s >= 400), "{status:?}");
+    }
+    let acme = server.client_with(Some(ACME), None);
+    acme.push_module("echo", None, fixture("echo")).await.expect("acme uploads again");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -319,34 +326,62 @@ async fn a_job_that_keeps_taking_the_server_down_is_held() {
 #[tokio::test(flavor = "multi_thread")]
 async fn idle_connections_cannot_lock_other_clients_out() {
     use tokio::io::AsyncReadExt;
-    let server = TestServer::start_with(|c| {
+    let server = two_tenants(|c| {
+        c.http.max_connections = 64;
+        c.http.max_unauthenticated = 32;
         c.http.max_connections_per_address = 8;
-        c.http.header_timeout = Duration::from_millis(500);
+        c.http.max_connections_per_tenant = 4;
+        c.http.unauthenticated_idle_timeout = Duration::from_secs(60);
     })
     .await;
     let address = server.url.trim_start_matches("http://").to_string();
+    // Far more idle sockets than any cap, all from the address every client here shares (as behind a proxy).
     let mut idle = Vec::new();
-    for _ in 0..8 {
-        idle.push(tokio::net::TcpStream::connect(&address).await.expect("connect"));
+    for _ in 0..100 {
+        if let Ok(socket) = tokio::net::TcpStream::connect(&address).await {
+            idle.push(socket);
+        }
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let fresh = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
-    let health = format!("{}/health", server.url);
-    assert!(fresh.get(&health).send().await.is_err(), "a ninth connection from the address is turned away");
-    // Sockets that never send a request are closed at the header deadline, and the server answers again.
-    let mut byte = [0u8; 1];
-    let closed = tokio::time::timeout(Duration::from_secs(30), idle[0].read(&mut byte)).await;
-    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle socket was closed: {closed:?}");
-    drop(idle);
-    let mut answered = false;
-    for _ in 0..300 {
-        if fresh.get(&health).send().await.is_ok_and(|r| r.status() == 200) {
-            answered = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    // Each tenant still gets in: its connection takes the place of the oldest idle one, then counts as the tenant's.
+    for token in [ACME, GLOBEX] {
+        let client = server.client_with(Some(token), None);
+        assert!(client.jobs().await.is_ok(), "a tenant is served beside 100 idle sockets");
     }
-    assert!(answered, "the server answers once the idle sockets are gone");
+    // The idle sockets were closed to make room: the server still holds no more than its caps.
+    let mut closed = 0;
+    for socket in &mut idle {
+        let mut byte = [0u8; 1];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(20), socket.read(&mut byte)).await {
+            closed += 1;
+        }
+    }
+    assert!(closed >= 100 - 8, "idle sockets beyond the address's cap were closed: {closed}");
+    drop(idle);
+
+    // Authenticated connections count per tenant: acme's fifth open connection is refused, globex is not held back.
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        let client = server.client_with(Some(ACME), None);
+        client.jobs().await.expect("acme connects");
+        held.push(client);
+    }
+    let fifth = server.client_with(Some(ACME), None).jobs().await.expect_err("acme holds its 4");
+    assert_eq!((fifth.status, fifth.code.as_str()), (Some(503), "busy"), "{fifth}");
+    assert!(fifth.message.contains("4 connections"), "{fifth}");
+    server.client_with(Some(GLOBEX), None).jobs().await.expect("globex has its own");
+    drop(held);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_connections_may_idle_only_briefly() {
+    use tokio::io::AsyncReadExt;
+    let server = two_tenants(|c| c.http.unauthenticated_idle_timeout = Duration::from_millis(300)).await;
+    let address = server.url.trim_start_matches("http://").to_string();
+    let mut socket = tokio::net::TcpStream::connect(&address).await.expect("connect");
+    let mut byte = [0u8; 1];
+    let closed = tokio::time::timeout(Duration::from_secs(5), socket.read(&mut byte)).await;
+    assert!(matches!(closed, Ok(Ok(0)) | Ok(Err(_))), "the idle socket was closed: {closed:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

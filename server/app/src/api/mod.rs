@@ -2,11 +2,14 @@
 //! same routes under `/v1/...` act for the tenant the bearer token belongs to. In open mode (no tenants
 //! configured, loopback only) everything belongs to the tenant `default` and no token is needed.
 
+pub mod admission;
 pub mod error;
 mod guard;
 mod jobs;
 mod metrics;
 mod modules;
+
+pub use modules::UploadPermits;
 pub mod serve;
 mod usage;
 
@@ -34,7 +37,7 @@ pub struct AppState {
     /// Jobs.
     pub jobs: Jobs,
     /// Permits for uploads read and compiled at once.
-    pub uploads: Arc<tokio::sync::Semaphore>,
+    pub uploads: Arc<modules::UploadPermits>,
     /// Bounds each tenant's requests that wait on the engine.
     pub tenant_slots: Arc<serve::TenantSlots>,
 }
@@ -104,7 +107,16 @@ impl FromRequestParts<AppState> for Tenant {
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Tenant, ApiError> {
         let params = Path::<HashMap<String, String>>::from_request_parts(parts, state).await.ok();
         let path_tenant = params.as_ref().and_then(|p| p.get("tenant")).map(String::as_str);
-        authorize(&state.config, bearer(&parts.headers), path_tenant).map(Tenant)
+        let tenant = authorize(&state.config, bearer(&parts.headers), path_tenant)?;
+        // The connection now counts against the tenant's own cap of connections.
+        if let Some(slot) = parts.extensions.get::<Arc<admission::ConnectionSlot>>()
+            && let Err(admission::TenantFull(cap)) = slot.authenticate(&tenant)
+        {
+            return Err(ApiError::busy(format!(
+                "this tenant has {cap} connections open, as many as it may; close some and try again"
+            )));
+        }
+        Ok(Tenant(tenant))
     }
 }
 

@@ -9,8 +9,11 @@ use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
+use parking_lot::Mutex;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// Where an upload goes.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -59,13 +62,9 @@ pub async fn upload(
     if announced.is_some_and(|n| n > max as u64) {
         return Err(too_large());
     }
-    // Reading and compiling take memory and CPU: only so many at once, the rest are told to come back.
-    let _permit = Arc::clone(&state.uploads).try_acquire_owned().map_err(|_| {
-        ApiError::busy(format!(
-            "{} uploads are being read and compiled; try again in a moment",
-            state.config.max_concurrent_uploads
-        ))
-    })?;
+    // The body is read first (a slow one is cut off by the server's minimum body rate), then compiled: only the
+    // compile takes one of the permits, so a slow client cannot hold them.
+    let _reading = state.uploads.reading(&tenant)?;
     let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
         let cause = e.into_inner();
         if cause.is::<http_body_util::LengthLimitError>() {
@@ -74,12 +73,88 @@ pub async fn upload(
             ApiError::bad_request("bad_body", format!("cannot read the upload: {cause}"))
         }
     })?;
+    let _compiling = state.uploads.compiling(&tenant)?;
     let modules = state.modules.clone();
     let slots = Arc::clone(&state.tenant_slots);
     let (record, created) = slots
         .run(&tenant.clone(), move || modules.upload(&tenant, &query.name, query.version.as_deref(), &bytes))
         .await?;
     Ok((if created { StatusCode::CREATED } else { StatusCode::OK }, Json(record)))
+}
+
+/// Who may read and compile uploads at once. Each tenant reads at most a few bodies at a time (bounding the memory
+/// its uploads hold) and holds at most half of the compile permits, so another tenant always finds one.
+pub struct UploadPermits {
+    compile: usize,
+    held: Mutex<HashMap<String, (usize, usize)>>,
+    compiling: AtomicUsize,
+}
+
+/// Bodies one tenant's uploads read at once.
+const READS_PER_TENANT: usize = 4;
+
+/// A tenant's upload in one phase; given back when dropped.
+pub struct UploadPermit<'a> {
+    permits: &'a UploadPermits,
+    tenant: String,
+    compile: bool,
+}
+
+impl UploadPermits {
+    /// `compile` permits in all.
+    pub fn new(compile: usize) -> UploadPermits {
+        UploadPermits { compile: compile.max(1), held: Mutex::new(HashMap::new()), compiling: AtomicUsize::new(0) }
+    }
+
+    fn share(&self) -> usize {
+        (self.compile / 2).max(1)
+    }
+
+    /// A permit to read an upload's body.
+    pub fn reading(&self, tenant: &str) -> Result<UploadPermit<'_>, ApiError> {
+        let mut held = self.held.lock();
+        let (reading, _) = held.entry(tenant.to_string()).or_default();
+        if *reading >= READS_PER_TENANT {
+            return Err(ApiError::busy(format!(
+                "{READS_PER_TENANT} uploads of this tenant are being read; try again in a moment"
+            )));
+        }
+        *reading += 1;
+        Ok(UploadPermit { permits: self, tenant: tenant.to_string(), compile: false })
+    }
+
+    /// A permit to compile an upload that was read.
+    pub fn compiling(&self, tenant: &str) -> Result<UploadPermit<'_>, ApiError> {
+        let mut held = self.held.lock();
+        let (_, compiling) = held.entry(tenant.to_string()).or_default();
+        let busy = || ApiError::busy("uploads are being compiled; try again in a moment");
+        if *compiling >= self.share() {
+            return Err(busy());
+        }
+        if self.compiling.fetch_add(1, Ordering::SeqCst) >= self.compile {
+            self.compiling.fetch_sub(1, Ordering::SeqCst);
+            return Err(busy());
+        }
+        *compiling += 1;
+        Ok(UploadPermit { permits: self, tenant: tenant.to_string(), compile: true })
+    }
+}
+
+impl Drop for UploadPermit<'_> {
+    fn drop(&mut self) {
+        let mut held = self.permits.held.lock();
+        if let Some((reading, compiling)) = held.get_mut(&self.tenant) {
+            if self.compile {
+                *compiling -= 1;
+                self.permits.compiling.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                *reading -= 1;
+            }
+            if (*reading, *compiling) == (0, 0) {
+                held.remove(&self.tenant);
+            }
+        }
+    }
 }
 
 /// Lists the tenant's modules.

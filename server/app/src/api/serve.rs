@@ -1,14 +1,16 @@
-//! Serving the API with limits a hostile client cannot wear down: a cap on connections (in all and per address),
-//! a deadline for a request's headers (an idle or slow client is dropped), an idle timeout between the frames of a
-//! request body, and a bound on how many requests of one tenant hold a worker thread at once.
+//! Serving the API with limits a hostile client cannot wear down: caps on connections (see [`super::admission`]:
+//! unauthenticated ones in all and per address, authenticated ones per tenant), a deadline for a request's headers
+//! (an idle or slow client is dropped), an idle timeout between the frames of a request body and a minimum rate
+//! for the whole body, and a bound on how many requests of one tenant hold a worker thread at once.
 
+use super::admission::{self, Admission, ConnectionSlot, REAP_EVERY};
 use super::error::ApiError;
 use axum::Router;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -17,14 +19,25 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 /// How the HTTP server limits its clients.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HttpLimits {
-    /// Open connections in all; more are closed as soon as they are accepted.
+    /// Open connections in all.
     pub max_connections: usize,
-    /// Open connections from one address.
+    /// Open connections no request has yet authenticated.
+    pub max_unauthenticated: usize,
+    /// Unauthenticated connections from one address.
     pub max_connections_per_address: usize,
+    /// Authenticated connections of one tenant.
+    pub max_connections_per_tenant: usize,
+    /// Longest an unauthenticated connection may sit idle.
+    pub unauthenticated_idle_timeout: Duration,
     /// Longest a client may take to send a request's headers (also: to start its next request).
     pub header_timeout: Duration,
     /// Longest a request body may pause between two pieces.
     pub body_idle_timeout: Duration,
+    /// Bytes per second a request body must arrive at, on average, once `body_rate_grace` has passed: a body
+    /// that trickles in is cut off instead of holding a connection and a slot for as long as it likes.
+    pub min_body_rate: u64,
+    /// How long a body may take before its rate counts.
+    pub body_rate_grace: Duration,
     /// Requests of one tenant that may wait on the engine (ingest, submit, upload, cancel) at once.
     pub tenant_concurrency: usize,
 }
@@ -32,47 +45,16 @@ pub struct HttpLimits {
 impl Default for HttpLimits {
     fn default() -> HttpLimits {
         HttpLimits {
-            max_connections: 1024,
+            max_connections: 4096,
+            max_unauthenticated: 1024,
             max_connections_per_address: 256,
+            max_connections_per_tenant: 512,
+            unauthenticated_idle_timeout: Duration::from_secs(5),
             header_timeout: Duration::from_secs(10),
             body_idle_timeout: Duration::from_secs(30),
+            min_body_rate: 16 << 10,
+            body_rate_grace: Duration::from_secs(10),
             tenant_concurrency: 16,
-        }
-    }
-}
-
-/// Open connections per client address.
-#[derive(Default)]
-struct PerAddress {
-    open: Mutex<HashMap<IpAddr, usize>>,
-}
-
-/// A connection's place in the count; given back when the connection closes.
-struct AddressSlot {
-    table: Arc<PerAddress>,
-    address: IpAddr,
-}
-
-impl PerAddress {
-    fn take(self: &Arc<Self>, address: IpAddr, max: usize) -> Option<AddressSlot> {
-        let mut open = self.open.lock();
-        let count = open.entry(address).or_insert(0);
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(AddressSlot { table: Arc::clone(self), address })
-    }
-}
-
-impl Drop for AddressSlot {
-    fn drop(&mut self) {
-        let mut open = self.table.open.lock();
-        if let Some(count) = open.get_mut(&self.address) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.address);
-            }
         }
     }
 }
@@ -85,9 +67,23 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     grace: Duration,
 ) -> std::io::Result<()> {
-    let app = app.layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
-    let connections = Arc::new(Semaphore::new(limits.max_connections));
-    let per_address = Arc::new(PerAddress::default());
+    let app = app
+        .layer(axum::middleware::from_fn(mark_busy))
+        .layer(axum::middleware::map_request(move |request: axum::extract::Request| async move {
+            request
+                .map(|body| axum::body::Body::new(MinRateBody::new(body, limits.min_body_rate, limits.body_rate_grace)))
+        }))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(limits.body_idle_timeout));
+    let admission = Admission::new(limits);
+    let reaper = tokio::spawn({
+        let admission = Arc::clone(&admission);
+        async move {
+            loop {
+                tokio::time::sleep(REAP_EVERY).await;
+                admission.reap();
+            }
+        }
+    });
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // HTTP/1 only: its header deadline runs from the moment a connection waits for a request, where a server that
     // also sniffs for HTTP/2 would first wait for bytes without any deadline.
@@ -107,27 +103,97 @@ pub async fn serve(
                 }
             },
         };
-        let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
-            tracing::debug!(%peer, "refusing a connection: {} are open", limits.max_connections);
-            continue;
+        let slot = match admission.admit(peer.ip()) {
+            Ok(slot) => slot,
+            Err(admission::Full) => {
+                tracing::debug!(%peer, "refusing a connection: every slot is held by a busy or authenticated one");
+                continue;
+            }
         };
-        let Some(slot) = per_address.take(peer.ip(), limits.max_connections_per_address) else {
-            tracing::debug!(%peer, "refusing a connection: too many from this address");
-            continue;
-        };
-        let service = TowerToHyperService::new(app.clone());
+        let service = TowerToHyperService::new(app.clone().layer(axum::Extension(Arc::clone(&slot))));
         let connection = builder.serve_connection(TokioIo::new(stream), service);
         let connection = graceful.watch(connection);
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let _ = connection.await;
-            drop((permit, slot));
         });
+        slot.set_abort(task.abort_handle());
     }
+    reaper.abort();
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
         tracing::warn!("some connections were still open after {grace:?}; closing them");
     }
     Ok(())
+}
+
+/// Marks the connection busy while one of its requests is served, so it is not closed to make room meanwhile.
+async fn mark_busy(request: axum::extract::Request, next: axum::middleware::Next) -> axum::response::Response {
+    let _busy = request.extensions().get::<Arc<ConnectionSlot>>().map(ConnectionSlot::busy);
+    next.run(request).await
+}
+
+/// A request body that must keep arriving at a minimum average rate once its grace period has passed.
+struct MinRateBody {
+    inner: axum::body::Body,
+    started: tokio::time::Instant,
+    received: u64,
+    min_rate: u64,
+    grace: Duration,
+    deadline: std::pin::Pin<Box<tokio::time::Sleep>>,
+}
+
+impl MinRateBody {
+    fn new(inner: axum::body::Body, min_rate: u64, grace: Duration) -> MinRateBody {
+        let started = tokio::time::Instant::now();
+        let deadline = Box::pin(tokio::time::sleep_until(started + grace));
+        MinRateBody { inner, started, received: 0, min_rate: min_rate.max(1), grace, deadline }
+    }
+
+    /// When the bytes received so far stop being enough.
+    fn due(&self) -> tokio::time::Instant {
+        self.started + self.grace + Duration::from_secs_f64(self.received as f64 / self.min_rate as f64)
+    }
+}
+
+/// A body that arrived too slowly.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body arrived slower than {0} bytes per second; send it faster or in several requests")]
+pub struct TooSlow(u64);
+
+impl http_body::Body for MinRateBody {
+    type Data = bytes::Bytes;
+    type Error = axum::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, axum::BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::pin::Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.received += data.len() as u64;
+                    let due = this.due();
+                    this.deadline.as_mut().reset(due);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(other) => Poll::Ready(other.map(|r| r.map_err(Into::into))),
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(Box::new(TooSlow(this.min_rate))))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// How many requests of each tenant may wait on the engine at once, so one tenant's slow requests cannot take

@@ -262,13 +262,8 @@ operators:
     let spec = JobSpec::parse(spec).unwrap_or_else(|e| panic!("{e}"));
     let graph = JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"));
     let mut env = DeployEnv::new("s3", "test", Arc::new(TestFunctions));
-    env.checkpointing = Some(Checkpointing {
-        spec: graph.checkpoints.clone().expect("checkpoints"),
-        store: Arc::clone(&store),
-        prefix: "job/".into(),
-        last_id: 0,
-        max_parallelism: graph.max_parallelism,
-    });
+    let spec = graph.checkpoints.clone().expect("checkpoints");
+    env.checkpointing = Some(Checkpointing::new(spec, Arc::clone(&store), "job/", graph.max_parallelism));
     let job = deploy(&graph, env).unwrap_or_else(|e| panic!("{e}"));
     let handle = &job.handle;
 

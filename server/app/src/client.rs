@@ -222,6 +222,11 @@ impl Client {
         self.send(self.request(reqwest::Method::DELETE, &format!("/savepoints/{savepoint}"))).await
     }
 
+    /// The tenant's quotas and its use of them.
+    pub async fn usage(&self) -> Result<Value> {
+        self.send(self.request(reqwest::Method::GET, "/usage")).await
+    }
+
     /// Lists jobs.
     pub async fn jobs(&self) -> Result<Value> {
         self.send(self.request(reqwest::Method::GET, "/jobs")).await

@@ -72,6 +72,9 @@ pub struct Quota {
     pub output_rate: u64,
     /// Keyed state its jobs may hold together, in MiB.
     pub state_mb: u64,
+    /// Disk and storage its jobs may use together, in MiB: checkpoints, savepoints (until deleted), HTTP input
+    /// logs, files in its folder (file-sink output) and RocksDB state.
+    pub storage_mb: u64,
     /// Memory and tables of one of its function instances, in MiB (none: the server's `instance_memory_mb`).
     pub instance_memory_mb: Option<usize>,
 }
@@ -87,6 +90,7 @@ impl Default for Quota {
             cpu_weight: 1,
             output_rate: 0,
             state_mb: 4096,
+            storage_mb: 10240,
             instance_memory_mb: None,
         }
     }
@@ -113,6 +117,8 @@ pub struct QuotaOverrides {
     pub output_rate: Option<u64>,
     /// See [`Quota::state_mb`].
     pub state_mb: Option<u64>,
+    /// See [`Quota::storage_mb`].
+    pub storage_mb: Option<u64>,
     /// See [`Quota::instance_memory_mb`].
     pub instance_memory_mb: Option<usize>,
 }
@@ -129,6 +135,7 @@ impl QuotaOverrides {
             cpu_weight: self.cpu_weight.unwrap_or(base.cpu_weight).max(1),
             output_rate: self.output_rate.unwrap_or(base.output_rate),
             state_mb: self.state_mb.unwrap_or(base.state_mb),
+            storage_mb: self.storage_mb.unwrap_or(base.storage_mb),
             instance_memory_mb: self.instance_memory_mb.or(base.instance_memory_mb),
         }
     }

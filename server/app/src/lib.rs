@@ -18,4 +18,5 @@ pub mod modules;
 pub mod quotas;
 pub mod s3;
 pub mod server;
+pub mod storage;
 pub mod store;

@@ -230,7 +230,8 @@ impl S3Store {
     }
 
     /// Every key that starts with `key_prefix`, following continuation tokens past the 1,000 keys of a page.
-    async fn list_keys(client: Client, bucket: String, key_prefix: String) -> Result<Vec<String>, StoreError> {
+    /// Every key under `key_prefix`, with its size.
+    async fn list_keys(client: Client, bucket: String, key_prefix: String) -> Result<Vec<(String, u64)>, StoreError> {
         let mut keys = Vec::new();
         let mut token: Option<String> = None;
         loop {
@@ -242,7 +243,11 @@ impl S3Store {
                 .send()
                 .await
                 .map_err(|e| StoreError(format!("cannot list s3://{bucket}/{key_prefix}: {}", cause(&e))))?;
-            keys.extend(page.contents().iter().filter_map(|object| object.key().map(str::to_string)));
+            keys.extend(
+                page.contents()
+                    .iter()
+                    .filter_map(|object| Some((object.key()?.to_string(), object.size().unwrap_or(0).max(0) as u64))),
+            );
             match page.next_continuation_token() {
                 Some(next) if page.is_truncated() == Some(true) => token = Some(next.to_string()),
                 _ => return Ok(keys),
@@ -283,10 +288,16 @@ impl CheckpointStore for S3Store {
         let key_prefix = format!("{ours}{prefix}");
         let keys = self.runtime.run(S3Store::list_keys(client, bucket, key_prefix))?;
         let mut paths: Vec<String> =
-            keys.into_iter().filter_map(|key| key.strip_prefix(&ours).map(str::to_string)).collect();
+            keys.into_iter().filter_map(|(key, _)| key.strip_prefix(&ours).map(str::to_string)).collect();
         // S3 lists in UTF-8 byte order already; sorting keeps the promise for servers that do not.
         paths.sort();
         Ok(paths)
+    }
+
+    fn bytes_under(&self, prefix: &str) -> Result<u64, StoreError> {
+        let (client, bucket) = (self.client.clone(), self.bucket.clone());
+        let keys = self.runtime.run(S3Store::list_keys(client, bucket, format!("{}{prefix}", self.prefix)))?;
+        Ok(keys.iter().map(|(_, size)| size).sum())
     }
 
     fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError> {

@@ -114,13 +114,15 @@ fn a_job_restored_from_a_checkpoint_commits_each_result_exactly_once() {
     let run = |graph: &JobGraph, restore: Option<Restore>| {
         let mut env = DeployEnv::new("cp", "test", Arc::new(TestFunctions));
         env.files = FileRoots::new(dir.path());
-        env.checkpointing = Some(Checkpointing {
-            spec: graph.checkpoints.clone().expect("checkpoints"),
-            store: Arc::clone(&store),
-            prefix: "job/".into(),
-            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(
+            Checkpointing::new(
+                graph.checkpoints.clone().expect("checkpoints"),
+                Arc::clone(&store),
+                "job/",
+                graph.max_parallelism,
+            )
+            .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+        );
         env.restore = restore;
         deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
     };
@@ -193,13 +195,15 @@ fn a_savepoint_restores_at_another_parallelism_with_the_same_results() {
         let mut env = DeployEnv::new("rescale", "test", Arc::new(TestFunctions));
         env.files = FileRoots::new(dir.path());
         env.inputs.insert("src".into(), Arc::clone(log));
-        env.checkpointing = Some(Checkpointing {
-            spec: graph.checkpoints.clone().expect("checkpoints"),
-            store: Arc::clone(&store),
-            prefix: "job/".into(),
-            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(
+            Checkpointing::new(
+                graph.checkpoints.clone().expect("checkpoints"),
+                Arc::clone(&store),
+                "job/",
+                graph.max_parallelism,
+            )
+            .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+        );
         env.restore = restore;
         deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
     };
@@ -246,13 +250,12 @@ fn a_savepoint_with_state_of_a_removed_operator_needs_permission() {
     let graph = rescalable_graph(1, "before");
     let mut env = DeployEnv::new("orphan", "test", Arc::new(TestFunctions));
     env.files = FileRoots::new(dir.path());
-    env.checkpointing = Some(Checkpointing {
-        spec: graph.checkpoints.clone().expect("checkpoints"),
-        store: Arc::clone(&store),
-        prefix: "job/".into(),
-        last_id: 0,
-        max_parallelism: graph.max_parallelism,
-    });
+    env.checkpointing = Some(Checkpointing::new(
+        graph.checkpoints.clone().expect("checkpoints"),
+        Arc::clone(&store),
+        "job/",
+        graph.max_parallelism,
+    ));
     let job = deploy(&graph, env).unwrap_or_else(|e| panic!("{e}"));
     job.inputs["src"].push(&ledger_batch(0)).expect("push");
     while job.handle.operators()[1].1.records_in < 50 {

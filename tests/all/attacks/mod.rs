@@ -4,6 +4,7 @@
 mod browser;
 mod ingest;
 mod kafka;
+mod storage;
 
 use crate::support::{TestServer, fixture, submit, wait_ended, wait_job};
 use eddy_server::config::{QuotaOverrides, TenantConfig, token_hash};

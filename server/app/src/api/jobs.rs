@@ -444,6 +444,7 @@ pub async fn ingest(
     body: String,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_content_type(&headers, media::JSON_LINES)?;
+    state.jobs.storage().check(&tenant)?;
     let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
     let push = move || handle.push_values(|sink| each_record(&body, sink)).map_err(ingest_error);
     let accepted = state.tenant_slots.run(&tenant, push).await?;

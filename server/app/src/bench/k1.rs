@@ -75,13 +75,12 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     env.connectors = Some(Arc::new(eddy_kafka::KafkaConnectors::default()));
     let checkpoint_dir = tempfile::tempdir()?;
     if let Some(spec) = &graph.checkpoints {
-        env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing {
-            spec: spec.clone(),
-            store: Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
-            prefix: "k1/".into(),
-            last_id: 0,
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing::new(
+            spec.clone(),
+            Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
+            "k1/",
+            graph.max_parallelism,
+        ));
     }
     let consumer = committed_reader(&args.bootstrap, &output)?;
     let started = Instant::now();

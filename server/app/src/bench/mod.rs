@@ -274,13 +274,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
         env.state = rocksdb_backend(state_dir.path())?;
     }
     if let Some(spec) = &graph.checkpoints {
-        env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing {
-            spec: spec.clone(),
-            store: Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
-            prefix: "bench/".into(),
-            last_id: 0,
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(eddy_engine::checkpoint::Checkpointing::new(
+            spec.clone(),
+            Arc::new(eddy_engine::checkpoint::LocalStore::new(checkpoint_dir.path())),
+            "bench/",
+            graph.max_parallelism,
+        ));
     }
     let started = Instant::now();
     let running = deploy(&graph, env).map_err(|e| anyhow::anyhow!("the benchmark job cannot start: {e}"))?;

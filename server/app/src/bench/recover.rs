@@ -58,13 +58,15 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
         if backend == "rocksdb" {
             env.state = super::rocksdb_backend(&state_folder)?;
         }
-        env.checkpointing = Some(Checkpointing {
-            spec: graph.checkpoints.clone().context("the spec has checkpoints")?,
-            store: Arc::clone(&store),
-            prefix: "recover/".into(),
-            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(
+            Checkpointing::new(
+                graph.checkpoints.clone().context("the spec has checkpoints")?,
+                Arc::clone(&store),
+                "recover/",
+                graph.max_parallelism,
+            )
+            .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+        );
         env.restore = restore;
         let seen = Arc::clone(&first_output);
         env.overrides.insert(

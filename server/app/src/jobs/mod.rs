@@ -8,6 +8,7 @@ pub use upgrade::UpgradeRequest;
 use crate::api::error::ApiError;
 use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
+use crate::storage::StorageMeter;
 use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome, UpgradeRecord};
 use axum::http::StatusCode;
 use eddy_engine::checkpoint::coordinator::prepare_restore;
@@ -244,6 +245,8 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Where checkpoints are kept.
     checkpoints: Arc<dyn CheckpointStore>,
+    /// Each tenant's use of disk and storage.
+    storage: Arc<StorageMeter>,
 }
 
 /// What one tenant's jobs are accounted against: made with its first job, kept to its current quotas.
@@ -309,6 +312,7 @@ impl Jobs {
         checkpoints: Arc<dyn CheckpointStore>,
     ) -> Jobs {
         let server_memory = MemoryBudget::new("the server", config.guest_memory_mb << 20, None);
+        let storage = StorageMeter::start(Arc::clone(&config), Arc::clone(&checkpoints), Arc::clone(modules.quotas()));
         let jobs = Jobs {
             inner: Arc::new(Inner {
                 store: store.clone(),
@@ -321,6 +325,7 @@ impl Jobs {
                 governor: CpuGovernor::for_this_machine(),
                 shutting_down: AtomicBool::new(false),
                 checkpoints,
+                storage,
             }),
         };
         for tenant in store.tenants() {
@@ -378,6 +383,7 @@ impl Jobs {
             self.savepoint_info(tenant, &from.savepoint)?;
         }
         self.check_kafka(tenant, &graph)?;
+        self.inner.storage.check(tenant)?;
         let mut entries = self.inner.entries.lock();
         self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
@@ -500,6 +506,7 @@ impl Jobs {
             parallelism: 0,
             memory_bytes: 0,
             state_bytes: 0,
+            storage_bytes: self.inner.storage.used(tenant),
             guest_cpu_seconds: 0.0,
             records_in: 0,
             records_out: 0,
@@ -631,6 +638,7 @@ impl Jobs {
         .with_accounts(Accounts { memory: Some(job_memory), usage: Some(accounts.usage) });
         let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
         env.memory = Some(host_memory);
+        env.disk = Some(self.inner.storage.budget(tenant));
         env.files = self.file_roots(tenant);
         self.inner.governor.set_weight(tenant, quota.cpu_weight);
         env.governor = Some(Arc::clone(&self.inner.governor));
@@ -665,6 +673,7 @@ impl Jobs {
                 prefix,
                 last_id,
                 max_parallelism: graph.max_parallelism,
+                disk: Some(self.inner.storage.budget(tenant)),
             });
             env.restore = restore;
         }
@@ -1060,6 +1069,7 @@ impl Jobs {
                 "`drain` applies only when the job stops (`stop`)",
             ));
         }
+        self.inner.storage.check(tenant)?;
         let (handle, graph, record) = {
             let entries = self.inner.entries.lock();
             let entry = entries
@@ -1255,9 +1265,15 @@ impl Jobs {
         })
     }
 
+    /// Each tenant's use of disk and storage.
+    pub fn storage(&self) -> &Arc<StorageMeter> {
+        &self.inner.storage
+    }
+
     /// Stops every running job for a shutdown; jobs that should run are started again on the next start.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
+        self.inner.storage.stop();
         let handles: Vec<_> = self
             .inner
             .entries
@@ -1287,6 +1303,8 @@ pub struct TenantUse {
     pub memory_bytes: u64,
     /// Keyed state its jobs hold, in bytes (counted in steps of 64 KiB per operator subtask).
     pub state_bytes: u64,
+    /// Disk and storage it uses, in bytes, as last measured (every few seconds).
+    pub storage_bytes: u64,
     /// CPU time its functions have used, in seconds.
     pub guest_cpu_seconds: f64,
     /// Records its jobs' sources have read.

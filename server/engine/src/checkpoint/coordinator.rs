@@ -28,6 +28,27 @@ pub struct Checkpointing {
     pub last_id: CheckpointId,
     /// The job's number of key groups, recorded with each checkpoint.
     pub max_parallelism: u32,
+    /// The tenant's storage budget: no checkpoint is started once it is used up (it counts as failed); none: not
+    /// limited.
+    pub disk: Option<Arc<dyn crate::disk::DiskBudget>>,
+}
+
+impl Checkpointing {
+    /// Checkpoints as `spec` says, into `store` under `prefix`, numbered from 1, without a storage budget.
+    pub fn new(
+        spec: CheckpointSpec,
+        store: Arc<dyn CheckpointStore>,
+        prefix: impl Into<String>,
+        max_parallelism: u32,
+    ) -> Checkpointing {
+        Checkpointing { spec, store, prefix: prefix.into(), last_id: 0, max_parallelism, disk: None }
+    }
+
+    /// Numbers checkpoints on after `last_id`.
+    pub fn after(mut self, last_id: CheckpointId) -> Checkpointing {
+        self.last_id = last_id;
+        self
+    }
 }
 
 impl std::fmt::Debug for Checkpointing {
@@ -441,10 +462,21 @@ impl Coordinator {
                 let all_finished = self.tasks.iter().enumerate().all(|(i, _)| finished.contains_key(&i));
                 let live_source = self.tasks.iter().enumerate().any(|(i, t)| t.is_source && !finished.contains_key(&i));
                 last_trigger = now;
+                let out_of_storage = self.checkpointing.disk.as_ref().and_then(|d| d.exhausted());
                 if all_finished || !live_source {
                     // Nothing can carry a barrier; the job is ending.
                     for waiter in queued.drain(..) {
                         let _ = waiter.reply.send(Err("the job's sources have finished".into()));
+                    }
+                } else if let Some(why) = out_of_storage {
+                    let id = next_id;
+                    next_id += 1;
+                    let waiters = queued.drain(..).map(|r| r.reply).collect();
+                    let folder = checkpoint_folder(&self.checkpointing.prefix, id);
+                    let refused = Pending { started: now, folder, savepoint: false, acked: HashMap::new(), waiters };
+                    last_end = Some(now);
+                    if !self.abort(id, refused, why, &mut failures_in_a_row) {
+                        return;
                     }
                 } else {
                     let id = next_id;

@@ -20,6 +20,8 @@ pub trait CheckpointStore: Send + Sync {
     fn delete_prefix(&self, prefix: &str) -> Result<(), StoreError>;
     /// Removes each of `paths` (those that exist).
     fn delete(&self, paths: &[String]) -> Result<(), StoreError>;
+    /// Bytes of every object whose path starts with `prefix`.
+    fn bytes_under(&self, prefix: &str) -> Result<u64, StoreError>;
     /// Where it keeps things, for messages.
     fn describe(&self) -> String;
 }
@@ -107,6 +109,19 @@ impl CheckpointStore for LocalStore {
         }
         found.sort();
         Ok(found)
+    }
+
+    fn bytes_under(&self, prefix: &str) -> Result<u64, StoreError> {
+        let mut total = 0;
+        for path in self.list(prefix)? {
+            let file = self.file(&path)?;
+            match std::fs::metadata(&file) {
+                Ok(meta) => total += meta.len(),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_error("measure", &file, e)),
+            }
+        }
+        Ok(total)
     }
 
     fn delete(&self, paths: &[String]) -> Result<(), StoreError> {

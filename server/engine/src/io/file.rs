@@ -175,6 +175,8 @@ pub struct FileSink {
     pending: Vec<(CheckpointId, u64)>,
     /// Whether leftovers of an earlier run (in-progress parts no checkpoint covers) were removed.
     settled: bool,
+    /// The tenant's storage budget: writing stops (the task fails) once it is used up.
+    disk: Option<std::sync::Arc<dyn crate::disk::DiskBudget>>,
 }
 
 /// What a file sink keeps in a checkpoint.
@@ -206,9 +208,16 @@ impl FileSink {
             current: None,
             pending: Vec::new(),
             settled: false,
+            disk: None,
         };
         sink.next_part = sink.parts()?.into_iter().map(|(n, _)| n + 1).max().unwrap_or(0);
         Ok(sink)
+    }
+
+    /// The sink within the tenant's storage budget `disk` (none: not limited).
+    pub fn within(mut self, disk: Option<std::sync::Arc<dyn crate::disk::DiskBudget>>) -> FileSink {
+        self.disk = disk;
+        self
     }
 
     fn fail(&self, what: &str, e: std::io::Error) -> TaskError {
@@ -286,6 +295,9 @@ impl FileSink {
 
 impl Operator for FileSink {
     fn process(&mut self, _: usize, batch: Batch, _: &mut OpContext<'_>) -> Result<(), TaskError> {
+        if let Some(why) = self.disk.as_ref().and_then(|d| d.exhausted()) {
+            return Err(TaskError::user(format!("file sink `{}`: {why}", self.path)));
+        }
         self.settle()?;
         if self.current.is_none() {
             let part = self.next_part;

@@ -10,6 +10,7 @@ use super::task::{
 use super::{JobHandle, RunningJob, Shared};
 use crate::checkpoint::coordinator::{CoordinatedTask, Coordinator};
 use crate::checkpoint::{Checkpointing, Restore};
+use crate::disk::DiskBudget;
 use crate::error::TaskError;
 use crate::function::{FunctionFactory, FunctionScope};
 use crate::graph::{JobGraph, Node, Partitioning};
@@ -90,6 +91,8 @@ pub struct DeployEnv {
     pub connectors: Option<Arc<dyn Connectors>>,
     /// The job's memory budget, charged for the buffers the host keeps for it; none: they are not counted.
     pub memory: Option<Arc<MemoryBudget>>,
+    /// The tenant's storage budget, asked by file sinks before they write; none: not limited.
+    pub disk: Option<Arc<dyn DiskBudget>>,
 }
 
 impl DeployEnv {
@@ -116,6 +119,7 @@ impl DeployEnv {
             allow_non_restored_state: false,
             connectors: None,
             memory: None,
+            disk: None,
         }
     }
 
@@ -297,7 +301,8 @@ fn build_operator(
             let sink: Box<dyn Operator> = match sink {
                 SinkSpec::Stdout => Box::new(StdoutSink),
                 SinkSpec::File(location) => {
-                    Box::new(FileSink::create(&env.files, location, subtask, env.checkpointing.is_some())?)
+                    let sink = FileSink::create(&env.files, location, subtask, env.checkpointing.is_some())?;
+                    Box::new(sink.within(env.disk.clone()))
                 }
                 SinkSpec::Discard => Box::new(DiscardSink::new()),
                 SinkSpec::Kafka(_) => env

@@ -101,11 +101,13 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
         if c.min_pause.0 < 0 {
             p.err("checkpoints.min_pause", "must not be negative");
         }
-        if !(1..=100).contains(&c.max_concurrent) {
-            p.err("checkpoints.max_concurrent", "must be between 1 and 100");
+        // Each checkpoint in progress or kept holds a copy of the state somewhere: bounded, so that one spec cannot
+        // write without end (the tenant's storage quota bounds the rest).
+        if !(1..=10).contains(&c.max_concurrent) {
+            p.err("checkpoints.max_concurrent", "must be between 1 and 10");
         }
-        if !(1..=1000).contains(&c.retained) {
-            p.err("checkpoints.retained", "must be between 1 and 1000");
+        if !(1..=100).contains(&c.retained) {
+            p.err("checkpoints.retained", "must be between 1 and 100");
         }
     }
     let restart = p.typed::<RestartSpec>(&document, "restart").unwrap_or_default();

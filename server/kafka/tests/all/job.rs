@@ -20,13 +20,15 @@ fn run(
 ) -> eddy_engine::runtime::RunningJob {
     let mut env = DeployEnv::new(job, "test", Arc::new(TestFunctions));
     env.connectors = Some(Arc::new(KafkaConnectors::default()));
-    env.checkpointing = Some(Checkpointing {
-        spec: graph.checkpoints.clone().expect("checkpoints"),
-        store: Arc::clone(store),
-        prefix: "job/".into(),
-        last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-        max_parallelism: graph.max_parallelism,
-    });
+    env.checkpointing = Some(
+        Checkpointing::new(
+            graph.checkpoints.clone().expect("checkpoints"),
+            Arc::clone(store),
+            "job/",
+            graph.max_parallelism,
+        )
+        .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+    );
     env.restore = restore;
     deploy(graph, env).unwrap_or_else(|e| panic!("deploy: {e}"))
 }
@@ -211,13 +213,15 @@ operators:
         let restore = Restore::latest(&store, "job/").expect("read checkpoints");
         let mut env = DeployEnv::new(&job_id, "test", Arc::new(TestFunctions));
         env.connectors = Some(Arc::new(KafkaConnectors::default()));
-        env.checkpointing = Some(Checkpointing {
-            spec: graph.checkpoints.clone().expect("checkpoints"),
-            store: Arc::clone(&store),
-            prefix: "job/".into(),
-            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(
+            Checkpointing::new(
+                graph.checkpoints.clone().expect("checkpoints"),
+                Arc::clone(&store),
+                "job/",
+                graph.max_parallelism,
+            )
+            .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+        );
         env.restore = restore;
         match deploy(&graph, env) {
             Ok(job) => return job,

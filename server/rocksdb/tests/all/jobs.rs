@@ -54,13 +54,15 @@ impl Setup {
         let mut env = DeployEnv::new("incremental", "test", Arc::new(TestFunctions));
         env.files = FileRoots::new(self.dir.path());
         env.state = Arc::new(RocksDbBackend::new(state, Default::default()));
-        env.checkpointing = Some(Checkpointing {
-            spec: graph.checkpoints.clone().expect("checkpoints"),
-            store: Arc::clone(&self.store),
-            prefix: "job/".into(),
-            last_id: restore.as_ref().map_or(0, |r| r.checkpoint),
-            max_parallelism: graph.max_parallelism,
-        });
+        env.checkpointing = Some(
+            Checkpointing::new(
+                graph.checkpoints.clone().expect("checkpoints"),
+                Arc::clone(&self.store),
+                "job/",
+                graph.max_parallelism,
+            )
+            .after(restore.as_ref().map_or(0, |r| r.checkpoint)),
+        );
         env.restore = restore;
         deploy(graph, env).unwrap_or_else(|e| panic!("{e}"))
     }

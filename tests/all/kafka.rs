@@ -2,7 +2,7 @@
 //! example jobs of `udfs/jobs` run as the README shows them, and a Kafka -> Wasm map -> keyed window -> Kafka job
 //! whose server is killed with SIGKILL at random moments writes each result exactly once.
 
-use crate::support::{Rust, ServerProcess, example, examples, submit, wait_job};
+use crate::support::{Rust, ServerProcess, TestServer, example, examples, submit, wait_job};
 use eddy_server::client::Client;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
@@ -16,14 +16,21 @@ fn script() -> String {
     examples().repo().join("tests/services/kafka.sh").display().to_string()
 }
 
-/// The broker: `EDDY_KAFKA_BROKERS`, or one started for this test process (stopped when it ends).
-fn brokers() -> &'static str {
-    static BROKERS: OnceLock<String> = OnceLock::new();
-    BROKERS.get_or_init(|| {
+/// The broker's listeners: plain, and one that wants SASL/PLAIN logins (see `tests/services/kafka.sh`).
+struct Broker {
+    plain: String,
+    sasl: Option<String>,
+}
+
+/// The broker: `EDDY_KAFKA_BROKERS` (and `EDDY_KAFKA_SASL_BROKERS`), or one started for this test process (stopped
+/// when it ends).
+fn broker() -> &'static Broker {
+    static BROKER: OnceLock<Broker> = OnceLock::new();
+    BROKER.get_or_init(|| {
         if let Ok(brokers) = std::env::var("EDDY_KAFKA_BROKERS")
             && !brokers.is_empty()
         {
-            return brokers;
+            return Broker { plain: brokers, sasl: std::env::var("EDDY_KAFKA_SASL_BROKERS").ok() };
         }
         // A second try for a broker that fails to come up (a port taken between choosing and binding it).
         let mut failures = Vec::new();
@@ -34,12 +41,19 @@ fn brokers() -> &'static str {
                 .output()
                 .expect("run tests/services/kafka.sh");
             if output.status.success() {
-                return String::from_utf8_lossy(&output.stdout).lines().next().expect("the broker's address").into();
+                let stdout = String::from_utf8_lossy(&output.stdout);
+                let lines: Vec<&str> = stdout.lines().collect();
+                let plain = lines.first().expect("the broker's address").to_string();
+                return Broker { plain, sasl: lines.get(2).map(|l| l.to_string()) };
             }
             failures.push(String::from_utf8_lossy(&output.stderr).into_owned());
         }
         panic!("cannot start a broker:\n{}", failures.join("\n---\n"))
     })
+}
+
+fn brokers() -> &'static str {
+    &broker().plain
 }
 
 /// Topic names no other test uses, created with `partitions` partitions each.
@@ -331,4 +345,93 @@ async fn a_kafka_job_whose_server_is_killed_at_random_moments_writes_each_result
     distinct.dedup();
     assert_eq!(again, distinct, "at-least-once: every result, nothing else (seed {seed})");
     server.kill();
+}
+
+/// Two tenants on one shared broker that wants logins: each reaches it with the credentials the server's config
+/// gives it (a spec can name none), and only the topics, groups and transactional ids of its own prefixes.
+#[tokio::test(flavor = "multi_thread")]
+async fn tenants_reach_only_their_own_topics_with_the_credentials_the_server_gives_them() {
+    use eddy_server::config::{TenantConfig, TenantKafka, token_hash};
+    let sasl = broker().sasl.clone().expect("the broker's SASL listener (EDDY_KAFKA_SASL_BROKERS)");
+    let access = |name: &str, password: &str| TenantKafka {
+        brokers: Some(vec![sasl.clone()]),
+        topic_prefix: format!("{name}."),
+        group_prefix: format!("{name}-"),
+        properties: [
+            ("security.protocol", "SASL_PLAINTEXT"),
+            ("sasl.mechanism", "PLAIN"),
+            ("sasl.username", name),
+            ("sasl.password", password),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect(),
+    };
+    let server = TestServer::start_with(|c| {
+        let mut acme = TenantConfig::new("acme", &token_hash("acme-token"));
+        acme.kafka = access("acme", "acme-secret");
+        let mut globex = TenantConfig::new("globex", &token_hash("globex-token"));
+        globex.kafka = access("globex", "globex-secret");
+        c.tenants = vec![acme, globex];
+    })
+    .await;
+    let acme = server.client_with(Some("acme-token"), None);
+    let t = topics(&["acme.in", "acme.out", "globex.in", "globex.out"], 1);
+    let job = |source: &str, sink: &str| {
+        format!(
+            "name: k\noperators:\n  - {{ uid: in, source: {{ kafka: {{ brokers: \"{sasl}\", {source} }} }} }}\n  - {{ uid: out, input: in, sink: {{ kafka: {{ brokers: \"{sasl}\", {sink} }} }} }}\n"
+        )
+    };
+    // With the credentials from the config, acme's job reads and writes its own topics.
+    let id = submit(&acme, &job(&format!("topics: [{}]", t[0]), &format!("topic: {}", t[1]))).await;
+    produce(&t[0], &["one".to_string(), "two".to_string()]);
+    produce(&t[2], &["globex's".to_string()]);
+    assert_eq!(committed(&t[1], 2, Duration::from_secs(60)), ["one", "two"]);
+    assert_eq!(acme.job(&id).await.expect("status")["state"], "running");
+    // Names outside its prefixes are refused before anything runs.
+    for (source, sink, field) in [
+        (format!("topics: [{}]", t[2]), format!("topic: {}", t[1]), "topic"),
+        (format!("topics: [{}]", t[0]), format!("topic: {}", t[3]), "topic"),
+        (format!("topics: [{}], group: globex-steal", t[0]), format!("topic: {}", t[1]), "group"),
+        (
+            format!("topics: [{}]", t[0]),
+            format!("topic: {}, transactional_id_prefix: eddy", t[1]),
+            "transactional_id_prefix",
+        ),
+    ] {
+        let refused = acme.submit(&job(&source, &sink)).await.expect_err(field);
+        assert_eq!((refused.status, refused.code.as_str()), (Some(403), "kafka_name_not_allowed"), "{refused}");
+        assert!(refused.message.contains(&format!("{field} `")) && refused.message.contains("start with `acme"));
+    }
+    // Its credentials cannot be swapped for another tenant's in a spec.
+    let props = format!("topics: [{}], properties: {{ sasl.username: globex, sasl.password: globex-secret }}", t[0]);
+    let refused = acme.submit(&job(&props, &format!("topic: {}", t[1]))).await.expect_err("credentials in a spec");
+    assert_eq!(refused.status, Some(400), "{refused}");
+    assert!(refused.message.contains("come from the server's configuration for the tenant"), "{refused}");
+    // A pattern that matches every topic reads only acme's; a record naming globex's topic in its header fails the
+    // job, naming why.
+    let pattern =
+        submit(&acme, &job("topic_pattern: \".*\", discovery_interval: 500ms", &format!("topic: {}", t[1]))).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let status = acme.job(&pattern).await.expect("status");
+    let partitions = operator(&status, "in")["connectors"][0]["partitions"].clone();
+    let read: Vec<&str> = partitions.as_array().into_iter().flatten().filter_map(|p| p["topic"].as_str()).collect();
+    assert!(!read.is_empty() && read.iter().all(|topic| topic.starts_with("acme.")), "{partitions:#}");
+    let routed_in = topics(&["acme.routed"], 1).remove(0);
+    let producer: BaseProducer = ClientConfig::new().set("bootstrap.servers", brokers()).create().expect("producer");
+    let headers = rdkafka::message::OwnedHeaders::new()
+        .insert(rdkafka::message::Header { key: "route", value: Some(t[3].as_bytes()) });
+    let record = BaseRecord::<(), str>::to(&routed_in).payload("to globex").headers(headers);
+    producer.send(record).map_err(|(e, _)| e).expect("send");
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let routed = job(&format!("topics: [{routed_in}]"), &format!("topic: {}, topic_header: route", t[1]));
+    let routed = submit(&acme, &routed).await;
+    let failed = wait_job(&acme, &routed, Duration::from_secs(60), |s| s["state"] == "failed").await;
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(&format!("names the topic `{}`, which is not one of this tenant's", t[3])), "{message}");
+    // Globex's job on the same broker runs on with its own login.
+    let globex = server.client_with(Some("globex-token"), None);
+    let theirs = submit(&globex, &job(&format!("topics: [{}]", t[2]), &format!("topic: {}", t[3]))).await;
+    assert_eq!(committed(&t[3], 1, Duration::from_secs(60)), ["globex's"]);
+    assert_eq!(globex.job(&theirs).await.expect("status")["state"], "running");
 }

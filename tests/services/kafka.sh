@@ -4,7 +4,10 @@
 #
 #   tests/services/kafka.sh            fetches Kafka's jars once per machine (Maven, cached under
 #                                      ${EDDY_TOOLS:-~/.cache/eddy-tools}/kafka-<version>), starts a broker, waits
-#                                      until it answers, and prints two lines: `127.0.0.1:<port>` and its PID file
+#                                      until it answers, and prints three lines: `127.0.0.1:<port>`, its PID file,
+#                                      and `127.0.0.1:<port>` of a second listener that wants SASL/PLAIN logins
+#                                      (users `acme` and `globex`, passwords `acme-secret` and `globex-secret`: test
+#                                      tenants' credentials)
 #   tests/services/kafka.sh fetch      only fetches the jars
 #   tests/services/kafka.sh stop FILE  stops the broker of PID file FILE and removes its data folder
 #   tests/services/kafka.sh restart FILE [DELAY]
@@ -65,16 +68,20 @@ answers() {
 start() {
   fetch
   command -v java >/dev/null || { echo "kafka.sh: java is not installed (Kafka $version needs Java 17+)" >&2; exit 1; }
-  local dir port controller
+  local dir port controller sasl
   dir="$(mktemp -d "${TMPDIR:-/tmp}/eddy-kafka-XXXXXX")"
   port="${EDDY_KAFKA_PORT:-$(free_port)}"
   controller="$(free_port)"
+  sasl="$(free_port)"
   cat > "$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller,SASL_PLAINTEXT://127.0.0.1:$sasl
+advertised.listeners=PLAINTEXT://127.0.0.1:$port,SASL_PLAINTEXT://127.0.0.1:$sasl
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT
+inter.broker.listener.name=PLAINTEXT
+sasl.enabled.mechanisms=PLAIN
+listener.name.sasl_plaintext.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_acme="acme-secret" user_globex="globex-secret";
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$controller
 log.dirs=$dir/data
@@ -102,6 +109,7 @@ EOF
   fi
   echo "127.0.0.1:$port"
   echo "$dir/kafka.pid"
+  echo "127.0.0.1:$sasl"
 }
 
 # Starts the broker of folder $1 (formatted, with its server.properties) and waits until port $2 answers.
@@ -135,7 +143,7 @@ restart() {
   pid="$(cat "$pidfile")"
   kill -9 "$pid" 2>/dev/null || true
   while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  port="$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:||p' "$dir/server.properties")"
+  port="$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:\([0-9]*\).*|\1|p' "$dir/server.properties")"
   # The ports may linger a moment after the kill.
   sleep "${2:-0}"
   launch "$dir" "$port"

@@ -94,6 +94,10 @@ pub struct JobRecord {
     /// Upgrades of its modules, oldest first.
     #[serde(default)]
     pub upgrades: Vec<UpgradeRecord>,
+    /// Every checkpoint and savepoint id the job has used or reserved is at most this: the next run numbers its
+    /// checkpoints after it, whatever checkpoints were deleted (an upgrade's), so ids only grow.
+    #[serde(default)]
+    pub checkpoint_id_floor: u64,
 }
 
 /// One upgrade of a running job's modules.
@@ -149,6 +153,10 @@ pub struct StartFrom {
     /// Start even if the savepoint holds state of operators the job does not have (that state is dropped).
     #[serde(default)]
     pub allow_non_restored_state: bool,
+    /// The savepoint's checkpoint id, when it is the job's own (a stop or an upgrade took it): a run goes on from it
+    /// rather than from an older checkpoint of the job.
+    #[serde(default)]
+    pub checkpoint: Option<u64>,
 }
 
 /// The data folder: the control-plane database and the module bytes. Cheap to clone; every clone shares one
@@ -572,6 +580,25 @@ impl Store {
         })
     }
 
+    /// Saves a tenant's cumulative usage (as JSON), replacing what was saved.
+    pub fn put_usage(&self, tenant: &str, usage: &str) -> io::Result<()> {
+        self.inner
+            .db
+            .lock()
+            .execute(
+                "INSERT INTO meta (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                params![format!("usage/{tenant}"), usage],
+            )
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// A tenant's cumulative usage as saved, if any.
+    pub fn usage(&self, tenant: &str) -> Option<String> {
+        let conn = self.inner.db.lock();
+        conn.query_row("SELECT value FROM meta WHERE key = ?1", [format!("usage/{tenant}")], |row| row.get(0)).ok()
+    }
+
     /// A tenant's jobs, in the order they were first saved.
     pub fn jobs(&self, tenant: &str) -> Vec<JobRecord> {
         let conn = self.inner.db.lock();
@@ -618,6 +645,7 @@ mod tests {
             crash_streak: 0,
             start_from: None,
             upgrades: Vec::new(),
+            checkpoint_id_floor: 0,
         };
         store.put_job("acme", &job).expect("job");
         let reopened = Store::open(dir.path()).expect("reopen");
@@ -661,6 +689,7 @@ mod tests {
             crash_streak: 0,
             start_from: None,
             upgrades: Vec::new(),
+            checkpoint_id_floor: 0,
         }
     }
 

@@ -21,6 +21,7 @@
 
 pub mod bytes;
 pub mod checkpoint;
+pub mod control;
 pub mod disk;
 pub mod error;
 pub mod function;

@@ -16,14 +16,7 @@ async fn a_post_of_tens_of_millions_of_tiny_records_is_read_back_whole() {
     let accepted = server.client.ingest(&id, "src", body).await.expect("the large POST is taken");
     assert_eq!(accepted["accepted"], lines);
     // The job is far behind: a POST waits, and may be told to come back (503 busy), until it catches up.
-    let started = std::time::Instant::now();
-    let accepted = loop {
-        match server.client.ingest(&id, "src", "1\n2\n".into()).await {
-            Err(e) if e.code == "busy" && started.elapsed() < Duration::from_secs(600) => continue,
-            taken => break taken.expect("a later POST is taken once the job caught up"),
-        }
-    };
-    assert_eq!(accepted["accepted"], 2);
+    assert_eq!(post_until_taken(&server.client, &id, "1\n2\n").await["accepted"], 2);
     let total = lines as u64 + 2;
     // Once a checkpoint covers every record (one begun after the job read the last), the server restarts: the job
     // goes on from that checkpoint.
@@ -36,10 +29,21 @@ async fn a_post_of_tens_of_millions_of_tiny_records_is_read_back_whole() {
     .await;
     server.restart().await;
     wait_job(&server.client, &id, Duration::from_secs(60), |s| s["state"] == "running").await;
-    server.client.ingest(&id, "src", "3\n".into()).await.expect("a POST after the restart is taken");
+    post_until_taken(&server.client, &id, "3\n").await;
     server.client.close_input(&id, "src").await.expect("close");
     // The restored job reads on from its checkpoint: the one new record, none read twice, none missing.
     let ended = wait_job(&server.client, &id, Duration::from_secs(60), |s| s["state"] != "running").await;
     assert_eq!(ended["state"], "finished", "{ended:#}");
     assert_eq!(ended["operators"][1]["records_in"], 1, "{ended:#}");
+}
+
+/// Posts `lines` to the job's input `src`, again while the job is too far behind to take them (503 `busy`).
+async fn post_until_taken(client: &eddy_server::client::Client, id: &str, lines: &str) -> serde_json::Value {
+    let started = std::time::Instant::now();
+    loop {
+        match client.ingest(id, "src", lines.into()).await {
+            Err(e) if e.code == "busy" && started.elapsed() < Duration::from_secs(600) => continue,
+            taken => return taken.expect("the POST is taken once the job caught up"),
+        }
+    }
 }

@@ -53,9 +53,11 @@ pub async fn submit(
 ) -> Result<(StatusCode, Json<JobView>), ApiError> {
     require_content_type(&headers, media::SPEC)?;
     let jobs = state.jobs.clone();
-    let from = query
-        .savepoint
-        .map(|savepoint| StartFrom { savepoint, allow_non_restored_state: query.allow_non_restored_state });
+    let from = query.savepoint.map(|savepoint| StartFrom {
+        savepoint,
+        allow_non_restored_state: query.allow_non_restored_state,
+        checkpoint: None,
+    });
     let view = state.tenant_slots.run(&tenant.clone(), move || jobs.submit(&tenant, &body, from)).await?;
     Ok((StatusCode::CREATED, Json(view)))
 }
@@ -453,7 +455,7 @@ pub async fn ingest(
 
 fn ingest_error(e: IngestError) -> ApiError {
     match e {
-        IngestError::Closed => ApiError::conflict(e.to_string()),
+        IngestError::Closed | IngestError::Sealed => ApiError::conflict(e.to_string()),
         IngestError::Busy => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", e.to_string()),
         IngestError::Storage(_) => ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.to_string()),
         IngestError::Invalid(_) => ApiError::bad_request("invalid_records", e.to_string()),

@@ -1,239 +1,88 @@
-//! Jobs: submission (parse, check, resolve modules, deploy), status, cancellation, savepoints, and resubmission
-//! of running jobs when the server starts again. Upgrades of a running job's modules are in `upgrade`.
+//! Jobs: submission (parse, check, resolve modules), status, and the commands the API sends each job's
+//! supervisor (`supervisor`), which owns the job's runs. `launch` turns a run plan into a running job; upgrades'
+//! checks are in `upgrade`; what the API shows is in `views`.
 
+mod launch;
+mod supervisor;
 mod upgrade;
+mod views;
 
+pub use supervisor::MAX_CRASH_STREAK;
 pub use upgrade::UpgradeRequest;
+pub use views::{
+    CheckpointView, EdgeView, FailureView, JobSummary, JobView, OperatorView, RestartView, SavepointView, TenantUse,
+};
 
 use crate::api::error::ApiError;
 use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
 use crate::storage::StorageMeter;
-use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome, UpgradeRecord};
+use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome};
 use axum::http::StatusCode;
-use eddy_engine::checkpoint::coordinator::prepare_restore;
+use crossbeam_channel::Sender;
 use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
-use eddy_engine::checkpoint::{CheckpointStats, CheckpointStore, Checkpointing, Restore};
+use eddy_engine::checkpoint::{CheckpointStore, Restore};
 use eddy_engine::graph::{JobGraph, Partitioning};
-use eddy_engine::io::{ConnectorReport, IngestHandle, OutputStream};
-use eddy_engine::io::{FileRoots, IngestLog, OutputRate, Retention};
+use eddy_engine::io::{ConnectorReport, FileRoots, IngestHandle, IngestLog, OutputRate, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
-use eddy_engine::runtime::restart::{Decision, RestartPolicy};
-use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
-use eddy_engine::spec::{BackendKind, JobSpec, OperatorKind, SinkSpec, SourceSpec};
-use eddy_engine::state::{MemoryBackend, StateBudget};
-use eddy_engine::{ErrorDomain, TaskError};
-use eddy_wasm_host::{Accounts, GuestUsage, MemoryBudget, WasmFunctions};
+use eddy_engine::runtime::{JobHandle, JobState};
+use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
+use eddy_engine::state::StateBudget;
+use eddy_wasm_host::{GuestUsage, MemoryBudget};
 use parking_lot::Mutex;
-use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use supervisor::{Command, Host, Phase, Reply, Run, RunPlan, Supervisor};
+use views::{failure, state_name};
 
-/// One operator in a job's status.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct OperatorView {
-    /// The operator's uid.
-    pub uid: String,
-    /// Its kind (source, map, window, ...).
-    pub kind: String,
-    /// Parallel subtasks.
-    pub parallelism: u32,
-    /// Whether its input is keyed.
-    pub keyed: bool,
-    /// Where its input comes from (`uid` or `uid.side-output`).
-    pub inputs: Vec<String>,
-    /// Records in.
-    pub records_in: u64,
-    /// Records out.
-    pub records_out: u64,
-    /// Late records dropped (windows without a late side output).
-    pub late_records_dropped: u64,
-    /// Milliseconds spent waiting on full output channels.
-    pub backpressured_ms: u64,
-    /// Records a source set aside (`on_error: skip`) because their event time or key could not be read.
-    pub unreadable_records: u64,
-    /// Current event-time watermark.
-    pub watermark: Option<i64>,
-    /// What each subtask of a connector reported last: a Kafka source's partitions (current and committed offset,
-    /// end, lag), an exactly-once Kafka sink's transactions (records not yet committed, the last commit, its
-    /// latency).
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    #[schema(value_type = Vec<Object>)]
-    pub connectors: Vec<ConnectorReport>,
-}
-
-/// One edge in a job's status.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct EdgeView {
-    /// Upstream uid.
-    pub from: String,
-    /// Side output, if any.
-    pub tag: Option<String>,
-    /// Downstream uid.
-    pub to: String,
-    /// `forward`, `rebalance` or `hash`.
-    pub partitioning: String,
-}
-
-/// Why a job failed.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct FailureView {
-    /// What happened.
-    pub message: String,
-    /// The operator whose code failed.
-    pub operator: Option<String>,
-    /// `user`, `external` or `internal`.
-    pub domain: String,
-    /// The user function's last log lines.
-    pub logs: Vec<String>,
-}
-
-/// A failure after which the job was restarted.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct RestartView {
-    /// When the job failed, milliseconds since the Unix epoch.
-    pub failed_at: i64,
-    /// Why.
-    pub cause: FailureView,
-    /// How long the job waited before starting again, in milliseconds.
-    pub delay_ms: u64,
-}
-
-/// A job's checkpoints.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct CheckpointView {
-    /// Checkpoints completed by the current run.
-    pub completed: u64,
-    /// Checkpoints that failed or timed out in the current run.
-    pub failed: u64,
-    /// The newest completed checkpoint.
-    pub latest: Option<u64>,
-    /// How long it took, in milliseconds.
-    pub latest_duration_ms: Option<u64>,
-    /// Bytes it wrote (with RocksDB, only the state files no earlier checkpoint had).
-    pub latest_bytes: Option<u64>,
-    /// Bytes a restore from it reads: everything it refers to.
-    pub latest_full_bytes: Option<u64>,
-    /// Why the last failed checkpoint failed.
-    pub last_failure: Option<String>,
-    /// The checkpoint the current run started from.
-    pub restored_from: Option<u64>,
-}
-
-impl From<CheckpointStats> for CheckpointView {
-    fn from(s: CheckpointStats) -> CheckpointView {
-        CheckpointView {
-            completed: s.completed,
-            failed: s.failed,
-            latest: s.latest,
-            latest_duration_ms: s.latest_duration_ms,
-            latest_bytes: s.latest_bytes,
-            latest_full_bytes: s.latest_full_bytes,
-            last_failure: s.last_failure,
-            restored_from: s.restored_from,
-        }
-    }
-}
-
-/// A job's status.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobView {
-    /// The job's id.
-    pub id: String,
-    /// The spec's name.
-    pub name: String,
-    /// `running`, `finished`, `failed` or `canceled`.
-    pub state: String,
-    /// Why it failed.
-    pub error: Option<FailureView>,
-    /// Submission time, milliseconds since the Unix epoch.
-    pub submitted_at: i64,
-    /// Modules as written in the spec -> content hash.
-    pub modules: BTreeMap<String, String>,
-    /// The operators, in topological order.
-    pub operators: Vec<OperatorView>,
-    /// The edges.
-    pub edges: Vec<EdgeView>,
-    /// HTTP sources: POST records to `/v1/jobs/{id}/inputs/{uid}`.
-    pub inputs: Vec<String>,
-    /// HTTP sinks: read `/v1/jobs/{id}/outputs/{uid}`.
-    pub outputs: Vec<String>,
-    /// Restarts since the job was submitted or the server started, newest last (at most the last 20).
-    pub restarts: Vec<RestartView>,
-    /// Checkpoints, when the spec asks for them.
-    pub checkpoints: Option<CheckpointView>,
-    /// Modules as written in the spec -> the `name@version` running (upgrades change it).
-    pub running_modules: BTreeMap<String, String>,
-    /// Upgrades of its modules, oldest first.
-    pub upgrades: Vec<UpgradeRecord>,
-}
-
-/// A job in a listing.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct JobSummary {
-    /// The job's id.
-    pub id: String,
-    /// The spec's name.
-    pub name: String,
-    /// Its state.
-    pub state: String,
-    /// Submission time.
-    pub submitted_at: i64,
-}
-
-struct Entry {
-    record: JobRecord,
-    graph: Option<JobGraph>,
-    running: Option<RunningJob>,
-    /// HTTP inputs and outputs, kept across restarts so that clients keep their endpoints.
-    io: JobIo,
-    restarts: Vec<RestartView>,
-    /// Waiting to start again after a failure.
-    restarting: bool,
-    /// Why the restart strategy left the job failed.
-    gave_up: Option<String>,
-    /// Stopping with a savepoint: its HTTP inputs take no more records.
-    stopping: bool,
-    /// Counts the job's runs that an upgrade replaced: the watcher of a replaced run leaves the job alone.
-    generation: u64,
-    /// An upgrade is under way.
-    upgrading: bool,
-}
-
-impl Entry {
-    fn new(record: JobRecord, graph: Option<JobGraph>) -> Entry {
-        Entry {
-            record,
-            graph,
-            running: None,
-            io: JobIo::default(),
-            restarts: Vec::new(),
-            restarting: false,
-            gave_up: None,
-            stopping: false,
-            generation: 0,
-            upgrading: false,
-        }
-    }
-}
-
-/// A job's HTTP inputs (write-ahead logs) and outputs (streams) by operator uid.
+/// A job's HTTP inputs (write-ahead logs) and outputs (streams) by operator uid, kept across its runs so that
+/// clients keep their endpoints.
 #[derive(Default, Clone)]
-struct JobIo {
+pub(crate) struct JobIo {
     inputs: HashMap<String, Arc<IngestLog>>,
     outputs: HashMap<String, Arc<OutputStream>>,
 }
 
+/// One job as the API and its supervisor share it: the supervisor writes, the API reads and sends commands.
+pub(crate) struct JobCell {
+    tenant: String,
+    id: String,
+    state: Mutex<JobShared>,
+    commands: Sender<Command>,
+}
+
+/// What the supervisor keeps of a job.
+pub(crate) struct JobShared {
+    record: JobRecord,
+    graph: Option<JobGraph>,
+    /// The current run, or the last one since the server started.
+    run: Option<Arc<dyn Run>>,
+    io: JobIo,
+    restarts: Vec<RestartView>,
+    phase: Phase,
+    /// Why the restart strategy left the job failed.
+    gave_up: Option<String>,
+    /// An upgrade is under way.
+    upgrading: bool,
+    /// What the current run's counters held when they were last added to the tenant's usage.
+    metered: (u64, u64),
+}
+
 /// Restarts kept in a job's status.
 const RESTARTS_SHOWN: usize = 20;
+/// How long an API call waits for a job's supervisor to answer (a savepoint of large state takes its time).
+const ANSWER_LIMIT: Duration = Duration::from_secs(900);
+/// After the server went down, how long a job under suspicion runs (unless it completes a checkpoint sooner)
+/// before the next one starts.
+const SUSPECT_PROBATION: Duration = Duration::from_secs(60);
 
-struct Inner {
+pub(crate) struct Inner {
     store: Store,
     modules: Arc<Modules>,
     config: Arc<ServerConfig>,
-    entries: Mutex<HashMap<String, HashMap<String, Entry>>>,
+    cells: Mutex<HashMap<String, HashMap<String, Arc<JobCell>>>>,
     /// Guest memory of all tenants (each tenant's budget lies inside it).
     server_memory: Arc<MemoryBudget>,
     /// What each tenant's jobs are accounted against.
@@ -247,6 +96,19 @@ struct Inner {
     checkpoints: Arc<dyn CheckpointStore>,
     /// Each tenant's use of disk and storage.
     storage: Arc<StorageMeter>,
+    /// Each tenant's usage since it first ran a job, kept across deletes and restarts.
+    metering: Mutex<HashMap<String, Metered>>,
+}
+
+/// A tenant's cumulative usage.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub(crate) struct Metered {
+    records_in: u64,
+    records_out: u64,
+    guest_cpu_nanos: u64,
+    /// The tenant's guest CPU time (since the server started) when last added.
+    #[serde(skip)]
+    cpu_seen: u64,
 }
 
 /// What one tenant's jobs are accounted against: made with its first job, kept to its current quotas.
@@ -262,49 +124,36 @@ struct TenantAccounts {
     output_rate: Option<(u64, Arc<OutputRate>)>,
 }
 
-/// Starts in a row that ended with the server down after which a job is held instead of resumed.
-pub const MAX_CRASH_STREAK: u32 = 3;
-/// How long a job must run for its start to count as survived (the server did not go down with it), unless it
-/// completes a checkpoint sooner.
-const HEALTHY_AFTER: Duration = Duration::from_secs(300);
-
 /// All jobs of all tenants.
 #[derive(Clone)]
 pub struct Jobs {
     inner: Arc<Inner>,
 }
 
-fn state_name(state: JobState) -> String {
-    match state {
-        JobState::Running => "running",
-        JobState::Finished => "finished",
-        JobState::Failed => "failed",
-        JobState::Canceled => "canceled",
-    }
-    .to_string()
-}
-
-fn failure(error: &TaskError) -> FailureView {
-    FailureView {
-        message: error.message.clone(),
-        operator: error.operator.clone(),
-        domain: match error.domain {
-            ErrorDomain::User => "user",
-            ErrorDomain::External => "external",
-            ErrorDomain::Internal => "internal",
-        }
-        .to_string(),
-        logs: error.logs.clone(),
-    }
-}
-
 fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Waits for a supervisor's answer.
+fn answer<T>(cell: &JobCell, make: impl FnOnce(Reply<T>) -> Command) -> Result<T, ApiError> {
+    let (reply, answer) = crossbeam_channel::bounded(1);
+    cell.commands.send(make(reply)).map_err(|_| ApiError::not_found(format!("no job {}", cell.id)))?;
+    match answer.recv_timeout(ANSWER_LIMIT) {
+        Ok(result) => result,
+        Err(_) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "busy",
+            format!("job {} did not answer within {} s; see its status", cell.id, ANSWER_LIMIT.as_secs()),
+        )),
+    }
+}
+
 impl Jobs {
-    /// Loads every stored job and starts again those that should run, except those that took the server down
-    /// at each of their last starts: those are held, with the reason in their status.
+    /// Loads every stored job and starts again those that should run. A job that was starting when the server
+    /// went down (its start not yet survived: see the crash streak) is under suspicion: those start one at a
+    /// time, each after the one before has run a while, so that a job that takes the server down is found and held
+    /// alone; a job whose last `MAX_CRASH_STREAK` starts each ended with the server down is held, with the
+    /// reason in its status.
     pub fn open(
         store: Store,
         modules: Arc<Modules>,
@@ -318,7 +167,7 @@ impl Jobs {
                 store: store.clone(),
                 modules,
                 config,
-                entries: Mutex::new(HashMap::new()),
+                cells: Mutex::new(HashMap::new()),
                 server_memory,
                 accounts: Mutex::new(HashMap::new()),
                 persisting: Mutex::new(()),
@@ -326,20 +175,22 @@ impl Jobs {
                 shutting_down: AtomicBool::new(false),
                 checkpoints,
                 storage,
+                metering: Mutex::new(HashMap::new()),
             }),
         };
+        let mut suspects = Vec::new();
         for tenant in store.tenants() {
             for mut record in store.jobs(&tenant) {
-                let mut resume = record.desired == Desired::Running;
                 for upgrade in record.upgrades.iter_mut().filter(|u| u.outcome == UpgradeOutcome::InProgress) {
                     upgrade.outcome = UpgradeOutcome::Interrupted;
                     upgrade.reason = Some(
-                        "the server stopped during the upgrade; the job resumed with the modules it had then".into(),
+                        "the server stopped during the upgrade; the job resumed from where the upgrade had got to"
+                            .into(),
                     );
                     upgrade.finished_at = Some(now_ms());
                 }
-                if resume && record.crash_streak >= MAX_CRASH_STREAK {
-                    resume = false;
+                let wants = record.desired == Desired::Running;
+                if wants && record.crash_streak >= MAX_CRASH_STREAK {
                     record.desired = Desired::Stopped;
                     record.state = JobState::Failed;
                     record.error = Some(format!(
@@ -353,29 +204,87 @@ impl Jobs {
                         "holding a job that took the server down {} times",
                         record.crash_streak
                     );
-                    if let Err(e) = store.put_job(&tenant, &record) {
-                        tracing::error!(tenant, job = record.id, "cannot save job: {e}");
-                    }
                 }
-                let id = record.id.clone();
-                jobs.inner
-                    .entries
-                    .lock()
-                    .entry(tenant.clone())
-                    .or_default()
-                    .insert(id.clone(), Entry::new(record, None));
-                if resume {
-                    match jobs.start(&tenant, &id) {
-                        Ok(()) => tracing::info!(tenant, job = id, "resumed job"),
-                        Err(e) => tracing::warn!(tenant, job = id, "cannot resume job: {}", e.message),
-                    }
+                jobs.inner.persist(&tenant, &record);
+                let suspect = record.desired == Desired::Running && record.crash_streak > 0;
+                let begin = match record.desired {
+                    Desired::Running if !suspect => supervisor::Begin::Start(None),
+                    Desired::Running => supervisor::Begin::Queued,
+                    Desired::Stopped => supervisor::Begin::Stopped,
+                };
+                let streak = record.crash_streak;
+                match jobs.add(&tenant, record, None, begin, false) {
+                    Ok(cell) if suspect => suspects.push((streak, cell)),
+                    Ok(_) => {}
+                    Err(e) => tracing::error!(tenant, "cannot supervise a job: {e}"),
                 }
+            }
+        }
+        if !suspects.is_empty() {
+            // The job blamed most often goes first: if it takes the server down again, the others never started.
+            suspects.sort_by_key(|(streak, _)| std::cmp::Reverse(*streak));
+            let cells: Vec<Arc<JobCell>> = suspects.into_iter().map(|(_, cell)| cell).collect();
+            let spawned =
+                std::thread::Builder::new().name("eddy-suspects".into()).spawn(move || start_one_by_one(cells));
+            if let Err(e) = spawned {
+                tracing::error!("cannot start the jobs under suspicion: {e}");
             }
         }
         jobs
     }
 
-    /// Checks and starts a job.
+    /// Registers a job and starts its supervisor; with `quota`, only if the tenant's quotas allow one more job like
+    /// it (checked under the lock it is registered under, so concurrent submissions cannot both pass).
+    fn add(
+        &self,
+        tenant: &str,
+        record: JobRecord,
+        graph: Option<JobGraph>,
+        begin: supervisor::Begin,
+        quota: bool,
+    ) -> Result<Arc<JobCell>, ApiError> {
+        let (commands, receiver) = crossbeam_channel::unbounded();
+        let phase = match &begin {
+            supervisor::Begin::Start(_) => Phase::Starting,
+            supervisor::Begin::Queued => Phase::Queued,
+            supervisor::Begin::Stopped => Phase::Stopped,
+        };
+        let cell = Arc::new(JobCell {
+            tenant: tenant.to_string(),
+            id: record.id.clone(),
+            state: Mutex::new(JobShared {
+                record,
+                graph,
+                run: None,
+                io: JobIo::default(),
+                restarts: Vec::new(),
+                phase,
+                gave_up: None,
+                upgrading: false,
+                metered: (0, 0),
+            }),
+            commands,
+        });
+        {
+            let mut cells = self.inner.cells.lock();
+            if quota && let Some(graph) = &cell.state.lock().graph {
+                self.inner.check_quota(tenant, graph, cells.get(tenant), None)?;
+            }
+            cells.entry(tenant.to_string()).or_default().insert(cell.id.clone(), Arc::clone(&cell));
+        }
+        let host: Arc<dyn Host> = Arc::new(Arc::clone(&self.inner));
+        if let Err(e) = Supervisor::spawn(Arc::clone(&cell), receiver, host, begin) {
+            self.inner.remove(tenant, &cell.id);
+            return Err(ApiError::internal(format!("cannot supervise the job: {e}")));
+        }
+        Ok(cell)
+    }
+
+    fn cell(&self, tenant: &str, id: &str) -> Result<Arc<JobCell>, ApiError> {
+        self.inner.cell(tenant, id).ok_or_else(|| ApiError::not_found(format!("no job {id}")))
+    }
+
+    /// Checks and starts a job; answers once its first run started (or could not).
     pub fn submit(&self, tenant: &str, text: &str, start_from: Option<StartFrom>) -> Result<JobView, ApiError> {
         let spec = JobSpec::parse(text).map_err(spec_error)?;
         let graph = JobGraph::build(&spec, &self.inner.modules.catalog(tenant, None)).map_err(spec_error)?;
@@ -384,8 +293,6 @@ impl Jobs {
         }
         self.check_kafka(tenant, &graph)?;
         self.inner.storage.check(tenant)?;
-        let mut entries = self.inner.entries.lock();
-        self.check_quota(tenant, &graph, entries.get(tenant))?;
         let record = JobRecord {
             id: uuid::Uuid::new_v4().simple().to_string(),
             name: spec.name.clone(),
@@ -398,25 +305,22 @@ impl Jobs {
             crash_streak: 0,
             start_from,
             upgrades: Vec::new(),
+            checkpoint_id_floor: 0,
         };
         let id = record.id.clone();
-        // Inserted under the same lock as the quota check, so concurrent submissions cannot both pass it.
-        entries.entry(tenant.to_string()).or_default().insert(id.clone(), Entry::new(record, Some(graph)));
-        drop(entries);
-        if let Err(e) = self.start(tenant, &id) {
+        let (reply, started) = crossbeam_channel::bounded(1);
+        self.add(tenant, record, Some(graph), supervisor::Begin::Start(Some(reply)), true)?;
+        let outcome = started.recv_timeout(ANSWER_LIMIT).unwrap_or_else(|_| Err(ApiError::internal("no answer")));
+        if let Err(e) = outcome {
             // Nothing ran: forget the job.
-            if let Some(jobs) = self.inner.entries.lock().get_mut(tenant) {
-                jobs.remove(&id);
+            if let Ok(cell) = self.cell(tenant, &id) {
+                let _ = answer(&cell, Command::Delete);
             }
-            if let Err(e) = self.inner.store.remove_job(tenant, &id) {
-                tracing::warn!(tenant, job = id, "cannot remove a job that did not start: {e}");
-            }
+            self.inner.remove(tenant, &id);
             return Err(e);
         }
-        self.persist(tenant, &id);
         self.status(tenant, &id)
     }
-
     /// Refuses a job that names a Kafka broker, topic, group or transactional id its tenant may not use.
     fn check_kafka(&self, tenant: &str, graph: &JobGraph) -> Result<(), ApiError> {
         let access = self.inner.config.tenant_kafka(tenant);
@@ -447,489 +351,56 @@ impl Jobs {
         Ok(())
     }
 
-    /// Refuses a job that would take `tenant` past its quota of running jobs or subtasks.
-    fn check_quota(
-        &self,
-        tenant: &str,
-        graph: &JobGraph,
-        jobs: Option<&HashMap<String, Entry>>,
-    ) -> Result<(), ApiError> {
-        let quota = self.inner.modules.quotas().of(tenant);
-        let active: Vec<&Entry> = jobs
-            .map(|jobs| jobs.values().filter(|e| e.record.desired == Desired::Running && is_active(e)).collect())
-            .unwrap_or_default();
-        if active.len() as u32 >= quota.jobs {
-            return Err(ApiError::quota("jobs", quota.jobs.into(), active.len() as u64, "one more running job"));
-        }
-        let in_use: u64 = active.iter().filter_map(|e| e.graph.as_ref()).map(subtasks).sum();
-        let asked = subtasks(graph);
-        if in_use + asked > u64::from(quota.parallelism) {
-            return Err(ApiError::quota(
-                "parallelism",
-                quota.parallelism.into(),
-                in_use,
-                format!("this job has {asked} subtasks"),
-            ));
-        }
-        Ok(())
-    }
-
-    /// `tenant`'s accounts, made if it has none yet and set to `quota`.
-    fn accounts(&self, tenant: &str, quota: &Quota) -> TenantAccounts {
-        let mut all = self.inner.accounts.lock();
-        let accounts = all.entry(tenant.to_string()).or_insert_with(|| TenantAccounts {
-            memory: MemoryBudget::new(
-                format!("tenant {tenant}"),
-                quota.memory_mb << 20,
-                Some(Arc::clone(&self.inner.server_memory)),
-            ),
-            state: StateBudget::new(format!("tenant {tenant}"), quota.state_mb << 20, None),
-            usage: Arc::default(),
-            output_rate: None,
-        });
-        // The quotas may have changed since the tenant's first job.
-        accounts.memory.set_limit(quota.memory_mb << 20);
-        accounts.state.set_limit(quota.state_mb << 20);
-        accounts.output_rate = match (quota.output_rate, accounts.output_rate.take()) {
-            (0, _) => None,
-            (rate, Some((made_for, bucket))) if made_for == rate => Some((rate, bucket)),
-            (rate, _) => Some((rate, OutputRate::new(rate))),
-        };
-        accounts.clone()
-    }
-
-    /// What `tenant` uses now and has used since the server started.
-    pub fn tenant_use(&self, tenant: &str) -> TenantUse {
-        let entries = self.inner.entries.lock();
-        let mut usage = TenantUse {
-            jobs: 0,
-            parallelism: 0,
-            memory_bytes: 0,
-            state_bytes: 0,
-            storage_bytes: self.inner.storage.used(tenant),
-            guest_cpu_seconds: 0.0,
-            records_in: 0,
-            records_out: 0,
-        };
-        if let Some(accounts) = self.inner.accounts.lock().get(tenant) {
-            usage.memory_bytes = accounts.memory.used() as u64;
-            usage.state_bytes = accounts.state.used();
-            usage.guest_cpu_seconds = accounts.usage.cpu().as_secs_f64();
-        }
-        for entry in entries.get(tenant).into_iter().flat_map(HashMap::values) {
-            if entry.record.desired == Desired::Running && is_active(entry) {
-                usage.jobs += 1;
-                usage.parallelism += entry.graph.as_ref().map_or(0, subtasks);
-            }
-            let (Some(running), Some(graph)) = (&entry.running, &entry.graph) else { continue };
-            for (uid, counters) in running.handle.operators() {
-                match graph.node(&uid).map(|(_, node)| &node.kind) {
-                    Some(OperatorKind::Source(_)) => usage.records_in += counters.records_out,
-                    Some(OperatorKind::Sink(_)) => usage.records_out += counters.records_in,
-                    _ => {}
-                }
-            }
-        }
-        usage
-    }
-
-    /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).
-    pub fn connector_reports(&self, tenant: &str) -> Vec<(String, String, Vec<ConnectorReport>)> {
-        self.per_operator(tenant, JobHandle::connector_reports)
-    }
-
-    /// Counters of every operator of `tenant`'s jobs that have run since the server started: (job, operator, counters).
-    pub fn operator_counters(&self, tenant: &str) -> Vec<(String, String, eddy_engine::runtime::OperatorCounters)> {
-        self.per_operator(tenant, JobHandle::operators)
-    }
-
-    /// What `read` gives per operator of each of `tenant`'s running jobs, as (job, operator, value).
-    fn per_operator<T>(&self, tenant: &str, read: impl Fn(&JobHandle) -> Vec<(String, T)>) -> Vec<(String, String, T)> {
-        let entries = self.inner.entries.lock();
-        let mut all = Vec::new();
-        for (id, entry) in entries.get(tenant).into_iter().flatten() {
-            if let Some(running) = &entry.running {
-                all.extend(read(&running.handle).into_iter().map(|(uid, value)| (id.clone(), uid, value)));
-            }
-        }
-        all
-    }
-
-    /// The folders a tenant's file sources and sinks may use.
-    fn file_roots(&self, tenant: &str) -> FileRoots {
-        let config = &self.inner.config;
-        let mut roots = FileRoots::new(config.files_dir().join(tenant));
-        for (name, folder) in config.file_roots_of(tenant) {
-            roots = roots.with_root(&name, folder);
-        }
-        roots
-    }
-
-    /// Builds (if needed) and deploys a stored job. The start is counted before anything runs, so a start that
-    /// takes the server down is remembered.
-    fn start(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
-        {
-            let mut entries = self.inner.entries.lock();
-            let entry = entries
-                .get_mut(tenant)
-                .and_then(|j| j.get_mut(id))
-                .ok_or_else(|| ApiError::not_found("no such job"))?;
-            entry.record.crash_streak += 1;
-        }
-        self.persist(tenant, id);
-        let result = self.deploy(tenant, id);
-        let mut entries = self.inner.entries.lock();
-        let Some(entry) = entries.get_mut(tenant).and_then(|j| j.get_mut(id)) else {
-            return Err(ApiError::not_found("no such job"));
-        };
-        match result {
-            Ok((graph, running)) => {
-                let handle = running.handle.clone();
-                entry.graph = Some(graph);
-                entry.running = Some(running);
-                entry.record.state = JobState::Running;
-                entry.record.error = None;
-                drop(entries);
-                self.watch(tenant, id, handle);
-                Ok(())
-            }
-            Err(e) => {
-                entry.record.state = JobState::Failed;
-                entry.record.error = Some(e.message.clone());
-                entry.record.desired = Desired::Stopped;
-                drop(entries);
-                self.persist(tenant, id);
-                Err(e)
-            }
-        }
-    }
-
-    /// Deploys a stored job, from its newest completed checkpoint if it takes checkpoints.
-    fn deploy(&self, tenant: &str, id: &str) -> Result<(JobGraph, RunningJob), ApiError> {
-        let (record, graph, io) = {
-            let entries = self.inner.entries.lock();
-            let entry =
-                entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found("no such job"))?;
-            (entry.record.clone(), entry.graph.clone(), entry.io.clone())
-        };
-        let graph = match graph {
-            Some(g) => g,
-            None => {
-                let spec = JobSpec::parse(&record.spec).map_err(spec_error)?;
-                let catalog = self.inner.modules.catalog(tenant, Some(&record.modules));
-                JobGraph::build(&spec, &catalog).map_err(spec_error)?
-            }
-        };
-        for hash in graph.modules.values() {
-            self.inner
-                .modules
-                .load(hash)
-                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", e.to_string()))?;
-        }
-        let quota = self.inner.modules.quotas().of(tenant);
-        let accounts = self.accounts(tenant, &quota);
-        let job_memory =
-            MemoryBudget::new(format!("job {}", record.id), quota.job_memory_mb << 20, Some(accounts.memory));
-        let host_memory = Arc::clone(&job_memory);
-        let functions = WasmFunctions::new(
-            Arc::clone(self.inner.modules.runtime()),
-            self.inner.config.instance_limits(Some(&quota)),
-        )
-        .with_accounts(Accounts { memory: Some(job_memory), usage: Some(accounts.usage) });
-        let mut env = DeployEnv::new(&record.id, tenant, Arc::new(functions));
-        env.memory = Some(host_memory);
-        env.disk = Some(self.inner.storage.budget(tenant));
-        env.files = self.file_roots(tenant);
-        self.inner.governor.set_weight(tenant, quota.cpu_weight);
-        env.governor = Some(Arc::clone(&self.inner.governor));
-        env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
-        env.state = match graph.state_backend.unwrap_or(self.inner.config.state_backend) {
-            BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
-            BackendKind::Rocksdb => {
-                rocksdb_backend(&self.inner.config.state_dir().join(tenant).join(id), accounts.state)?
-            }
-        };
-        env.connectors = connectors(self.inner.config.tenant_kafka(tenant));
-        let io = self.job_io(tenant, id, &graph, io)?;
-        env.inputs = io.inputs.clone();
-        env.outputs = io.outputs.clone();
-        if let Some(spec) = &graph.checkpoints {
-            let store = Arc::clone(&self.inner.checkpoints);
-            let prefix = checkpoint_prefix(tenant, id);
-            let cannot_start = |e: TaskError| {
-                ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
-            };
-            let (mut restore, last_id) = prepare_restore(&store, &prefix).map_err(cannot_start)?;
-            // Until the job has a checkpoint of its own, it starts from the savepoint it was submitted with.
-            if let (None, Some(from)) = (&restore, &record.start_from) {
-                let folder = savepoint_folder(tenant, &from.savepoint);
-                let what = format!("savepoint {}", from.savepoint);
-                restore = Some(Restore::load_folder(&store, &folder, &what).map_err(cannot_start)?);
-                env.allow_non_restored_state = from.allow_non_restored_state;
-            }
-            env.checkpointing = Some(Checkpointing {
-                spec: spec.clone(),
-                store,
-                prefix,
-                last_id,
-                max_parallelism: graph.max_parallelism,
-                disk: Some(self.inner.storage.budget(tenant)),
-            });
-            env.restore = restore;
-        }
-        let running = deploy(&graph, env).map_err(|e| {
-            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
-                .with_details(vec![serde_json::to_value(failure(&e)).unwrap_or_default()])
-        })?;
-        Ok((graph, running))
-    }
-
-    /// The job's HTTP input logs and output streams, opened once and kept across its restarts.
-    fn job_io(&self, tenant: &str, id: &str, graph: &JobGraph, mut io: JobIo) -> Result<JobIo, ApiError> {
-        for node in &graph.nodes {
-            match &node.kind {
-                OperatorKind::Source(s) if s.source == SourceSpec::Http && !io.inputs.contains_key(&node.uid) => {
-                    let folder = self.inner.config.inputs_dir().join(tenant).join(id).join(&node.uid);
-                    let log = IngestLog::open(&folder)
-                        .map_err(|e| ApiError::internal(format!("cannot open the input log of `{}`: {e}", node.uid)))?;
-                    io.inputs.insert(node.uid.clone(), log);
-                }
-                OperatorKind::Sink(SinkSpec::Http) if !io.outputs.contains_key(&node.uid) => {
-                    io.outputs.insert(node.uid.clone(), Arc::new(OutputStream::new(Retention::default())));
-                }
-                _ => {}
-            }
-        }
-        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-            entry.io = io.clone();
-        }
-        Ok(io)
-    }
-
-    /// Follows a job until it ends for good: restarts it as its restart strategy says, then records the outcome.
-    fn watch(&self, tenant: &str, id: &str, handle: JobHandle) {
-        let jobs = self.clone();
-        let (tenant, id) = (tenant.to_string(), id.to_string());
-        let generation = self.generation(&tenant, &id);
-        let spawned = std::thread::Builder::new().name(format!("eddy-watch-{id}")).spawn(move || {
-            // The server survived this start once the job has run a while or completed a checkpoint.
-            let since = std::time::Instant::now();
-            while handle.wait(Duration::from_millis(100)) == JobState::Running {
-                if since.elapsed() >= HEALTHY_AFTER || handle.checkpoints().completed > 0 {
-                    jobs.reset_crash_streak(&tenant, &id);
-                    break;
-                }
-            }
-            let restart = jobs.graph_of(&tenant, &id).map(|g| g.restart).unwrap_or_default();
-            let replaced = || jobs.generation(&tenant, &id) != generation;
-            let mut policy = RestartPolicy::new(restart);
-            let mut handle = handle;
-            let mut started = now_ms();
-            let given_up = loop {
-                while handle.wait(Duration::from_secs(3600)) == JobState::Running {}
-                if handle.state() != JobState::Failed || !jobs.should_run(&tenant, &id) || replaced() {
-                    break None;
-                }
-                let cause = handle.error().unwrap_or_else(|| TaskError::internal("the job failed"));
-                match jobs.restart(&tenant, &id, &mut policy, started, cause) {
-                    Ok((new_handle, at)) => {
-                        handle = new_handle;
-                        started = at;
-                    }
-                    Err(why) => break why,
-                }
-            };
-            let state = handle.state();
-            let outputs = {
-                let mut entries = jobs.inner.entries.lock();
-                let Some(entry) = entries.get_mut(&tenant).and_then(|j| j.get_mut(&id)) else { return };
-                // An upgrade replaced this run, and follows the job from here.
-                if entry.generation != generation {
-                    return;
-                }
-                entry.restarting = false;
-                entry.gave_up.clone_from(&given_up);
-                entry.record.state = state;
-                entry.record.error = handle.error().map(|e| match &given_up {
-                    Some(why) => format!("{e} (not restarted: {why})"),
-                    None => e.to_string(),
-                });
-                entry.record.crash_streak = 0;
-                // A shutdown stops jobs that should run again after the restart.
-                let shutting_down = jobs.inner.shutting_down.load(Ordering::SeqCst);
-                if !shutting_down {
-                    entry.record.desired = Desired::Stopped;
-                }
-                if shutting_down { Vec::new() } else { entry.io.outputs.values().cloned().collect() }
-            };
-            // Readers of the job's outputs see their end once the job has ended for good.
-            for stream in outputs {
-                stream.close();
-            }
-            jobs.persist(&tenant, &id);
-        });
-        if let Err(e) = spawned {
-            tracing::warn!("cannot watch a job: {e}");
-        }
-    }
-
-    fn generation(&self, tenant: &str, id: &str) -> u64 {
-        self.inner.entries.lock().get(tenant).and_then(|j| j.get(id)).map_or(0, |e| e.generation)
-    }
-
-    /// Modules as written in the spec -> the `name@version` their hash is uploaded as.
-    fn module_versions(&self, tenant: &str, pins: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        let uploaded = self.inner.modules.list(tenant);
-        pins.iter()
-            .map(|(written, hash)| {
-                let version = uploaded
-                    .iter()
-                    .find(|m| &m.hash == hash)
-                    .map_or_else(|| format!("sha256:{hash}"), |m| format!("{}@{}", m.name, m.version));
-                (written.clone(), version)
-            })
-            .collect()
-    }
-
-    fn graph_of(&self, tenant: &str, id: &str) -> Option<JobGraph> {
-        self.inner.entries.lock().get(tenant)?.get(id)?.graph.clone()
-    }
-
-    /// Whether a job is still meant to run (not cancelled, no shutdown).
-    fn should_run(&self, tenant: &str, id: &str) -> bool {
-        !self.inner.shutting_down.load(Ordering::SeqCst)
-            && self
-                .inner
-                .entries
-                .lock()
-                .get(tenant)
-                .and_then(|j| j.get(id))
-                .is_some_and(|e| e.record.desired == Desired::Running)
-    }
-
-    /// Restarts a failed job as `policy` allows, from its newest completed checkpoint: returns the new run's
-    /// handle and start time, or why it was not restarted (none: it was cancelled meanwhile).
-    fn restart(
-        &self,
-        tenant: &str,
-        id: &str,
-        policy: &mut RestartPolicy,
-        mut started: i64,
-        mut cause: TaskError,
-    ) -> Result<(JobHandle, i64), Option<String>> {
-        loop {
-            let failed_at = now_ms();
-            let random = (uuid::Uuid::new_v4().as_u128() >> 75) as f64 / (1u64 << 53) as f64;
-            let delay = match policy.on_failure(started, failed_at, random) {
-                Decision::Restart(delay) => delay,
-                Decision::GiveUp(why) => return Err(Some(why)),
-            };
-            tracing::warn!(tenant, job = id, "job failed, restarting in {delay:?}: {cause}");
-            if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-                entry.restarting = true;
-                entry.restarts.push(RestartView {
-                    failed_at,
-                    cause: failure(&cause),
-                    delay_ms: delay.as_millis() as u64,
-                });
-                let excess = entry.restarts.len().saturating_sub(RESTARTS_SHOWN);
-                entry.restarts.drain(..excess);
-            }
-            // Waits in small steps so that a cancel during the delay is heard.
-            let until = std::time::Instant::now() + delay;
-            while std::time::Instant::now() < until {
-                if !self.should_run(tenant, id) {
-                    return Err(None);
-                }
-                std::thread::sleep(
-                    until.saturating_duration_since(std::time::Instant::now()).min(Duration::from_millis(50)),
-                );
-            }
-            if !self.should_run(tenant, id) {
-                return Err(None);
-            }
-            started = now_ms();
-            match self.deploy(tenant, id) {
-                Ok((graph, running)) => {
-                    let handle = running.handle.clone();
-                    if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-                        entry.graph = Some(graph);
-                        entry.running = Some(running);
-                        entry.restarting = false;
-                    }
-                    return Ok((handle, started));
-                }
-                Err(e) => cause = TaskError::external(e.message),
-            }
-        }
-    }
-
-    fn reset_crash_streak(&self, tenant: &str, id: &str) {
-        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-            entry.record.crash_streak = 0;
-        }
-        self.persist(tenant, id);
-    }
-
-    fn persist(&self, tenant: &str, id: &str) {
-        // The record is copied inside this lock, so the last write always stores the newest state.
-        let _serial = self.inner.persisting.lock();
-        let record = self.inner.entries.lock().get(tenant).and_then(|j| j.get(id)).map(|e| e.record.clone());
-        if let Some(record) = record
-            && let Err(e) = self.inner.store.put_job(tenant, &record)
-        {
-            tracing::error!(tenant, job = id, "cannot save job: {e}");
-        }
-    }
-
     /// A tenant's jobs, newest first.
     pub fn list(&self, tenant: &str) -> Vec<JobSummary> {
-        let entries = self.inner.entries.lock();
-        let mut list: Vec<JobSummary> = entries
-            .get(tenant)
-            .map(|jobs| {
-                jobs.values()
-                    .map(|e| JobSummary {
-                        id: e.record.id.clone(),
-                        name: e.record.name.clone(),
-                        state: state_name(e.running.as_ref().map_or(e.record.state, |r| r.handle.state())),
-                        submitted_at: e.record.submitted_at,
-                    })
-                    .collect()
+        let mut list: Vec<JobSummary> = self
+            .inner
+            .tenant_cells(tenant)
+            .iter()
+            .map(|cell| {
+                let state = cell.state.lock();
+                JobSummary {
+                    id: state.record.id.clone(),
+                    name: state.record.name.clone(),
+                    state: shown_state(&state),
+                    submitted_at: state.record.submitted_at,
+                }
             })
-            .unwrap_or_default();
+            .collect();
         list.sort_by_key(|j| std::cmp::Reverse(j.submitted_at));
         list
     }
 
     /// A job's status; another tenant's job is not found.
     pub fn status(&self, tenant: &str, id: &str) -> Result<JobView, ApiError> {
-        let entries = self.inner.entries.lock();
-        let entry =
-            entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        let record = &entry.record;
-        let (state, error, counters, mut reports) = match &entry.running {
-            Some(running) => {
-                let handle = &running.handle;
-                let reports = handle.connector_reports();
-                (handle.state(), handle.error().map(|e| failure(&e)), handle.operators(), reports)
+        let cell = self.cell(tenant, id)?;
+        let state = cell.state.lock();
+        let record = &state.record;
+        let handle = state.run.as_ref().and_then(|run| run.handle().cloned());
+        let (counters, mut reports) = match &handle {
+            Some(handle) => (handle.operators(), handle.connector_reports()),
+            None => (Vec::new(), Vec::new()),
+        };
+        // The last run's failure, with its operator and log lines; else what the record says (a job that did not
+        // start, or one that failed before the server started).
+        let run_error = state.run.as_ref().filter(|run| run.state() == JobState::Failed).and_then(|run| run.error());
+        let error = match (run_error, &record.error) {
+            (Some(e), _) => {
+                let mut view = failure(&e);
+                if let Some(why) = &state.gave_up {
+                    view.message = format!("{} (not restarted: {why})", view.message);
+                }
+                Some(view)
             }
-            None => (
-                record.state,
-                record.error.as_ref().map(|m| FailureView {
-                    message: m.clone(),
-                    operator: None,
-                    domain: "user".into(),
-                    logs: Vec::new(),
-                }),
-                Vec::new(),
-                Vec::new(),
-            ),
+            (None, Some(message)) => {
+                Some(FailureView { message: message.clone(), operator: None, domain: "user".into(), logs: Vec::new() })
+            }
+            (None, None) => None,
         };
         let mut view = JobView {
             id: record.id.clone(),
             name: record.name.clone(),
-            state: state_name(state),
+            state: shown_state(&state),
             error,
             submitted_at: record.submitted_at,
             modules: record.modules.clone(),
@@ -937,131 +408,85 @@ impl Jobs {
             edges: Vec::new(),
             inputs: Vec::new(),
             outputs: Vec::new(),
-            restarts: entry.restarts.clone(),
+            restarts: state.restarts.clone(),
             checkpoints: None,
             running_modules: self.module_versions(tenant, &record.modules),
             upgrades: record.upgrades.clone(),
         };
-        if let (Some(error), Some(why)) = (&mut view.error, &entry.gave_up) {
-            error.message = format!("{} (not restarted: {why})", error.message);
-        }
-        if entry.restarting {
-            view.state = "restarting".into();
-        }
-        if entry.upgrading && state != JobState::Running {
-            view.state = "upgrading".into();
-        }
-        if let Some(graph) = &entry.graph
-            && graph.checkpoints.is_some()
-        {
-            let stats = entry.running.as_ref().map(|r| r.handle.checkpoints()).unwrap_or_default();
+        let Some(graph) = &state.graph else { return Ok(view) };
+        if graph.checkpoints.is_some() {
+            let stats = state.run.as_ref().map(|r| r.checkpoints()).unwrap_or_default();
             view.checkpoints = Some(stats.into());
         }
-        if let Some(graph) = &entry.graph {
-            for (i, node) in graph.nodes.iter().enumerate() {
-                let counters = counters.iter().find(|(uid, _)| *uid == node.uid).map(|(_, c)| *c);
-                let inputs = node
-                    .inputs
-                    .iter()
-                    .map(|&e| {
-                        let edge = &graph.edges[e];
-                        let from = &graph.nodes[edge.from].uid;
-                        edge.tag.as_ref().map_or(from.clone(), |t| format!("{from}.{t}"))
-                    })
-                    .collect();
-                view.operators.push(OperatorView {
-                    uid: node.uid.clone(),
-                    kind: node.kind.name().to_string(),
-                    parallelism: node.parallelism,
-                    keyed: node.keyed,
-                    inputs,
-                    records_in: counters.map_or(0, |c| c.records_in),
-                    records_out: counters.map_or(0, |c| c.records_out),
-                    late_records_dropped: counters.map_or(0, |c| c.late_records_dropped),
-                    backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
-                    unreadable_records: counters.map_or(0, |c| c.unreadable_records),
-                    watermark: counters.and_then(|c| c.watermark),
-                    connectors: reports
-                        .iter_mut()
-                        .find(|(uid, _)| *uid == node.uid)
-                        .map(|(_, r)| std::mem::take(r))
-                        .unwrap_or_default(),
-                });
-                match &node.kind {
-                    OperatorKind::Source(s) if s.source == SourceSpec::Http => view.inputs.push(node.uid.clone()),
-                    OperatorKind::Sink(SinkSpec::Http) => view.outputs.push(node.uid.clone()),
-                    _ => {}
-                }
-                let _ = i;
-            }
-            view.edges = graph
-                .edges
+        for node in &graph.nodes {
+            let counters = counters.iter().find(|(uid, _)| *uid == node.uid).map(|(_, c)| *c);
+            let inputs = node
+                .inputs
                 .iter()
-                .map(|e| EdgeView {
-                    from: graph.nodes[e.from].uid.clone(),
-                    tag: e.tag.clone(),
-                    to: graph.nodes[e.to].uid.clone(),
-                    partitioning: match e.partitioning {
-                        Partitioning::Forward => "forward",
-                        Partitioning::Rebalance => "rebalance",
-                        Partitioning::Hash(_) => "hash",
-                    }
-                    .to_string(),
+                .map(|&e| {
+                    let edge = &graph.edges[e];
+                    let from = &graph.nodes[edge.from].uid;
+                    edge.tag.as_ref().map_or(from.clone(), |t| format!("{from}.{t}"))
                 })
                 .collect();
+            view.operators.push(OperatorView {
+                uid: node.uid.clone(),
+                kind: node.kind.name().to_string(),
+                parallelism: node.parallelism,
+                keyed: node.keyed,
+                inputs,
+                records_in: counters.map_or(0, |c| c.records_in),
+                records_out: counters.map_or(0, |c| c.records_out),
+                late_records_dropped: counters.map_or(0, |c| c.late_records_dropped),
+                backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
+                unreadable_records: counters.map_or(0, |c| c.unreadable_records),
+                watermark: counters.and_then(|c| c.watermark),
+                connectors: reports
+                    .iter_mut()
+                    .find(|(uid, _)| *uid == node.uid)
+                    .map(|(_, r)| std::mem::take(r))
+                    .unwrap_or_default(),
+            });
+            match &node.kind {
+                OperatorKind::Source(s) if s.source == SourceSpec::Http => view.inputs.push(node.uid.clone()),
+                OperatorKind::Sink(SinkSpec::Http) => view.outputs.push(node.uid.clone()),
+                _ => {}
+            }
         }
+        view.edges = graph
+            .edges
+            .iter()
+            .map(|e| EdgeView {
+                from: graph.nodes[e.from].uid.clone(),
+                tag: e.tag.clone(),
+                to: graph.nodes[e.to].uid.clone(),
+                partitioning: match e.partitioning {
+                    Partitioning::Forward => "forward",
+                    Partitioning::Rebalance => "rebalance",
+                    Partitioning::Hash(_) => "hash",
+                }
+                .to_string(),
+            })
+            .collect();
         Ok(view)
     }
 
     /// Cancels a job; it will not start again after a restart.
     pub fn cancel(&self, tenant: &str, id: &str) -> Result<JobView, ApiError> {
-        let handle = {
-            let mut entries = self.inner.entries.lock();
-            let entry = entries
-                .get_mut(tenant)
-                .and_then(|j| j.get_mut(id))
-                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-            entry.record.desired = Desired::Stopped;
-            entry.running.as_ref().map(|r| r.handle.clone())
-        };
-        if let Some(handle) = handle {
-            handle.cancel();
-            handle.wait(Duration::from_secs(10));
-        }
-        let retain = self.graph_of(tenant, id).and_then(|g| g.checkpoints).is_some_and(|c| c.retain_on_cancel);
-        if !retain {
-            self.forget_checkpoints(tenant, id);
-        }
-        self.persist(tenant, id);
+        answer(self.cell(tenant, id)?.as_ref(), Command::Cancel)?;
         self.status(tenant, id)
     }
 
-    fn forget_checkpoints(&self, tenant: &str, id: &str) {
-        if let Err(e) = self.inner.checkpoints.delete_prefix(&checkpoint_prefix(tenant, id)) {
-            tracing::warn!(tenant, job = id, "cannot delete the job's checkpoints: {e}");
-        }
-    }
-
-    /// Cancels a job if it runs, then forgets it: its definition, status and output streams are gone.
+    /// Cancels a job if it runs, then forgets it: its definition, status, checkpoints and files are gone.
     pub fn delete(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
-        self.cancel(tenant, id)?;
-        if let Some(jobs) = self.inner.entries.lock().get_mut(tenant) {
-            jobs.remove(id);
-        }
-        self.forget_checkpoints(tenant, id);
-        for folder in [self.inner.config.inputs_dir(), self.inner.config.state_dir()] {
-            if let Err(e) = std::fs::remove_dir_all(folder.join(tenant).join(id))
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(tenant, job = id, "cannot delete the job's files: {e}");
-            }
-        }
-        self.inner.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
+        let result = answer(self.cell(tenant, id)?.as_ref(), Command::Delete);
+        self.inner.remove(tenant, id);
+        result
     }
 
-    /// Takes a savepoint of a running job. With `stop`, the job reads what its inputs accepted, then nothing
-    /// more, and is cancelled once the savepoint is complete; with `drain` too, its watermark first advances to
-    /// the end of time, firing every event-time window and timer (for a job that stops for good).
+    /// Takes a savepoint of a running job. With `stop`, every record its HTTP inputs acknowledged is read, the
+    /// inputs take no more, and the job stops once the savepoint is complete and what it covers committed; with
+    /// `drain` too, its watermark first advances to the end of time, firing every event-time window and timer.
     pub fn savepoint(&self, tenant: &str, id: &str, stop: bool, drain: bool) -> Result<SavepointView, ApiError> {
         if drain && !stop {
             return Err(ApiError::bad_request(
@@ -1069,86 +494,13 @@ impl Jobs {
                 "`drain` applies only when the job stops (`stop`)",
             ));
         }
+        let cell = self.cell(tenant, id)?;
         self.inner.storage.check(tenant)?;
-        let (handle, graph, record) = {
-            let entries = self.inner.entries.lock();
-            let entry = entries
-                .get(tenant)
-                .and_then(|j| j.get(id))
-                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-            let running = entry
-                .running
-                .as_ref()
-                .filter(|r| r.handle.state() == JobState::Running)
-                .ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
-            if entry.upgrading {
-                return Err(ApiError::conflict(format!("job {id} is being upgraded; try again when that is done")));
-            }
-            (running.handle.clone(), entry.graph.clone(), entry.record.clone())
-        };
-        if graph.as_ref().is_none_or(|g| g.checkpoints.is_none()) {
-            return Err(ApiError::conflict(
-                "savepoints are taken by the job's checkpoint coordinator: add `checkpoints` to the job's spec",
-            ));
+        if cell.state.lock().upgrading {
+            return Err(ApiError::conflict(format!("job {id} is being upgraded; try again when that is done")));
         }
-        if stop {
-            // Nothing the inputs accepted may be left behind the savepoint: refuse more, let the job read the rest.
-            let logs: Vec<Arc<IngestLog>> = self.set_stopping(tenant, id, true);
-            let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while logs.iter().any(|log| log.unread() > 0) && std::time::Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            handle.suspend(drain);
-        }
-        let view = self.write_savepoint(tenant, id, &handle, &record).inspect_err(|_| {
-            self.set_stopping(tenant, id, false);
-            if stop {
-                handle.resume();
-            }
-        })?;
-        if stop {
-            self.cancel(tenant, id)?;
-        }
-        Ok(view)
+        answer(&cell, |reply| Command::Savepoint { stop, drain, reply })
     }
-
-    /// Takes a savepoint of a run of a job and records what it is.
-    fn write_savepoint(
-        &self,
-        tenant: &str,
-        id: &str,
-        handle: &JobHandle,
-        record: &JobRecord,
-    ) -> Result<SavepointView, ApiError> {
-        let savepoint = uuid::Uuid::new_v4().simple().to_string();
-        let folder = savepoint_folder(tenant, &savepoint);
-        let checkpoint = handle.savepoint(&folder, Duration::from_secs(600)).map_err(|e| {
-            ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", format!("the savepoint failed: {e}"))
-        })?;
-        let view = SavepointView {
-            id: savepoint,
-            job: id.to_string(),
-            job_name: record.name.clone(),
-            checkpoint,
-            created_at: now_ms(),
-            spec: record.spec.clone(),
-        };
-        let info = serde_json::to_vec_pretty(&view).map_err(|e| ApiError::internal(e.to_string()))?;
-        self.inner
-            .checkpoints
-            .put(&format!("{folder}{SAVEPOINT_INFO}"), &info)
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", e.to_string()))?;
-        Ok(view)
-    }
-
-    /// Marks a job as stopping (or not); returns its HTTP input logs.
-    fn set_stopping(&self, tenant: &str, id: &str, stopping: bool) -> Vec<Arc<IngestLog>> {
-        let mut entries = self.inner.entries.lock();
-        let Some(entry) = entries.get_mut(tenant).and_then(|j| j.get_mut(id)) else { return Vec::new() };
-        entry.stopping = stopping;
-        entry.io.inputs.values().cloned().collect()
-    }
-
     /// A tenant's savepoints, newest first.
     pub fn savepoints(&self, tenant: &str) -> Result<Vec<SavepointView>, ApiError> {
         let prefix = format!("{tenant}/savepoints/");
@@ -1220,35 +572,29 @@ impl Jobs {
             .map_err(|e| ApiError::internal(e.to_string()))
     }
 
-    /// The HTTP source `uid` of a running job.
+    /// The HTTP source `uid` of a job that should run: it takes records while the job runs, restarts or is
+    /// upgraded (they wait in its log for the next run), not once the job stopped or while it stops.
     pub fn input(&self, tenant: &str, id: &str, uid: &str) -> Result<IngestHandle, ApiError> {
-        let entries = self.inner.entries.lock();
-        let entry =
-            entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        // Between restarts the log takes records for the next run.
-        if entry.record.desired != Desired::Running || entry.running.is_none() {
+        let cell = self.cell(tenant, id)?;
+        let state = cell.state.lock();
+        if state.record.desired != Desired::Running || state.phase == Phase::Stopped {
             return Err(ApiError::conflict(format!("job {id} is not running")));
         }
-        if entry.stopping {
-            return Err(ApiError::conflict(format!("job {id} is stopping with a savepoint and takes no more records")));
+        match state.io.inputs.get(uid) {
+            Some(log) => Ok(IngestHandle::new(Arc::clone(log))),
+            None if state.graph.is_none() => Err(ApiError::conflict(format!("job {id} has not started yet"))),
+            None => Err(ApiError::not_found(format!("job {id} has no HTTP source `{uid}`"))),
         }
-        entry
-            .io
-            .inputs
-            .get(uid)
-            .map(|log| IngestHandle::new(Arc::clone(log)))
-            .ok_or_else(|| ApiError::not_found(format!("job {id} has no HTTP source `{uid}`")))
     }
 
     /// The HTTP sink `uid` of a job (also after it ended: its retained records stay readable).
     pub fn output(&self, tenant: &str, id: &str, uid: &str) -> Result<Arc<OutputStream>, ApiError> {
-        let entries = self.inner.entries.lock();
-        let entry =
-            entries.get(tenant).and_then(|j| j.get(id)).ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-        if entry.running.is_none() {
+        let cell = self.cell(tenant, id)?;
+        let state = cell.state.lock();
+        if state.io.outputs.is_empty() && state.run.is_none() {
             return Err(ApiError::conflict(format!("job {id} has not run since the server started")));
         }
-        entry
+        state
             .io
             .outputs
             .get(uid)
@@ -1256,13 +602,77 @@ impl Jobs {
             .ok_or_else(|| ApiError::not_found(format!("job {id} has no HTTP sink `{uid}`")))
     }
 
-    /// The running job of `tenant` that uses module `hash`, if any.
+    /// A job of `tenant` that uses module `hash` and should run (running, restarting, queued or upgrading, whose
+    /// rollback would run the modules it had before), if any.
     pub fn using_module(&self, tenant: &str, hash: &str) -> Option<String> {
-        let entries = self.inner.entries.lock();
-        entries.get(tenant)?.values().find_map(|e| {
-            let running = e.running.as_ref().is_some_and(|r| r.handle.state() == JobState::Running);
-            (running && e.record.modules.values().any(|h| h == hash)).then(|| e.record.id.clone())
+        self.inner.tenant_cells(tenant).iter().find_map(|cell| {
+            let state = cell.state.lock();
+            let record = &state.record;
+            let wants = record.desired == Desired::Running || state.phase != Phase::Stopped;
+            let upgrading = record.upgrades.iter().filter(|u| u.outcome == UpgradeOutcome::InProgress);
+            let pins = std::iter::once(&record.modules).chain(upgrading.flat_map(|u| [&u.from, &u.to]));
+            let uses = pins.flat_map(|p| p.values()).any(|h| h == hash);
+            (wants && uses).then(|| record.id.clone())
         })
+    }
+
+    /// What `tenant` uses now, and what its jobs have done since it first ran one.
+    pub fn tenant_use(&self, tenant: &str) -> TenantUse {
+        let mut usage = TenantUse {
+            jobs: 0,
+            parallelism: 0,
+            memory_bytes: 0,
+            state_bytes: 0,
+            storage_bytes: self.inner.storage.used(tenant),
+            guest_cpu_seconds: 0.0,
+            records_in: 0,
+            records_out: 0,
+        };
+        let cpu_now = self.inner.accounts.lock().get(tenant).map(|accounts| {
+            usage.memory_bytes = accounts.memory.used() as u64;
+            usage.state_bytes = accounts.state.used();
+            accounts.usage.cpu().as_nanos() as u64
+        });
+        let metered = self.inner.metered(tenant);
+        let cpu_unmetered = cpu_now.map_or(0, |cpu| cpu.saturating_sub(metered.cpu_seen));
+        usage.guest_cpu_seconds = (metered.guest_cpu_nanos + cpu_unmetered) as f64 / 1e9;
+        usage.records_in = metered.records_in;
+        usage.records_out = metered.records_out;
+        for cell in self.inner.tenant_cells(tenant) {
+            let state = cell.state.lock();
+            if counts_against_quota(&state) {
+                usage.jobs += 1;
+                usage.parallelism += state.graph.as_ref().map_or(0, subtasks);
+            }
+            if let (Some(run), Some(graph)) = (&state.run, &state.graph) {
+                let (records_in, records_out) = run_counts(run.as_ref(), graph);
+                usage.records_in += records_in.saturating_sub(state.metered.0);
+                usage.records_out += records_out.saturating_sub(state.metered.1);
+            }
+        }
+        usage
+    }
+
+    /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).
+    pub fn connector_reports(&self, tenant: &str) -> Vec<(String, String, Vec<ConnectorReport>)> {
+        self.per_operator(tenant, JobHandle::connector_reports)
+    }
+
+    /// Counters of every operator of `tenant`'s jobs that have run since the server started: (job, operator, counters).
+    pub fn operator_counters(&self, tenant: &str) -> Vec<(String, String, eddy_engine::runtime::OperatorCounters)> {
+        self.per_operator(tenant, JobHandle::operators)
+    }
+
+    /// What `read` gives per operator of each of `tenant`'s runs, as (job, operator, value).
+    fn per_operator<T>(&self, tenant: &str, read: impl Fn(&JobHandle) -> Vec<(String, T)>) -> Vec<(String, String, T)> {
+        let mut all = Vec::new();
+        for cell in self.inner.tenant_cells(tenant) {
+            let state = cell.state.lock();
+            if let Some(handle) = state.run.as_ref().and_then(|run| run.handle()) {
+                all.extend(read(handle).into_iter().map(|(uid, value)| (cell.id.clone(), uid, value)));
+            }
+        }
+        all
     }
 
     /// Each tenant's use of disk and storage.
@@ -1270,90 +680,267 @@ impl Jobs {
         &self.inner.storage
     }
 
-    /// Stops every running job for a shutdown; jobs that should run are started again on the next start.
+    /// Stops every job for a shutdown, each run ended before this returns; jobs that should run start again on
+    /// the next start.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         self.inner.storage.stop();
-        let handles: Vec<_> = self
-            .inner
-            .entries
-            .lock()
-            .values()
-            .flat_map(|jobs| jobs.values().filter_map(|e| e.running.as_ref().map(|r| r.handle.clone())))
+        let cells: Vec<Arc<JobCell>> =
+            self.inner.cells.lock().values().flat_map(|jobs| jobs.values().cloned()).collect();
+        let answers: Vec<_> = cells
+            .iter()
+            .filter_map(|cell| {
+                let (reply, answer) = crossbeam_channel::bounded(1);
+                cell.commands.send(Command::Shutdown(reply)).ok().map(|()| answer)
+            })
             .collect();
-        for handle in &handles {
-            handle.cancel();
+        for answer in answers {
+            let _ = answer.recv_timeout(ANSWER_LIMIT);
         }
-        for handle in &handles {
-            handle.wait(Duration::from_secs(10));
-        }
-        // Give watchers a moment to record the final states.
-        std::thread::sleep(Duration::from_millis(50));
+    }
+    /// Modules as written in the spec -> the `name@version` their hash is uploaded as.
+    fn module_versions(&self, tenant: &str, pins: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        let uploaded = self.inner.modules.list(tenant);
+        pins.iter()
+            .map(|(written, hash)| {
+                let version = uploaded
+                    .iter()
+                    .find(|m| &m.hash == hash)
+                    .map_or_else(|| format!("sha256:{hash}"), |m| format!("{}@{}", m.name, m.version));
+                (written.clone(), version)
+            })
+            .collect()
     }
 }
 
-/// What a tenant uses now, as its quotas count it, and what its jobs have done since the server started.
-#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
-pub struct TenantUse {
-    /// Running jobs.
-    pub jobs: u64,
-    /// Subtasks of the running jobs.
-    pub parallelism: u64,
-    /// Guest memory its function instances hold, in bytes.
-    pub memory_bytes: u64,
-    /// Keyed state its jobs hold, in bytes (counted in steps of 64 KiB per operator subtask).
-    pub state_bytes: u64,
-    /// Disk and storage it uses, in bytes, as last measured (every few seconds).
-    pub storage_bytes: u64,
-    /// CPU time its functions have used, in seconds.
-    pub guest_cpu_seconds: f64,
-    /// Records its jobs' sources have read.
-    pub records_in: u64,
-    /// Records its jobs' sinks have written.
-    pub records_out: u64,
+impl Inner {
+    fn cell(&self, tenant: &str, id: &str) -> Option<Arc<JobCell>> {
+        self.cells.lock().get(tenant)?.get(id).cloned()
+    }
+
+    fn tenant_cells(&self, tenant: &str) -> Vec<Arc<JobCell>> {
+        self.cells.lock().get(tenant).map(|jobs| jobs.values().cloned().collect()).unwrap_or_default()
+    }
+
+    fn remove(&self, tenant: &str, id: &str) {
+        if let Some(jobs) = self.cells.lock().get_mut(tenant) {
+            jobs.remove(id);
+        }
+    }
+
+    fn persist(&self, tenant: &str, record: &JobRecord) {
+        let _serial = self.persisting.lock();
+        if let Err(e) = self.store.put_job(tenant, record) {
+            tracing::error!(tenant, job = record.id, "cannot save job: {e}");
+        }
+    }
+
+    /// Refuses one more job like `graph` (or another start of job `except`) that would take `tenant` past its
+    /// quota of jobs or subtasks. Every job that should run counts: running, restarting, queued or upgrading.
+    fn check_quota(
+        &self,
+        tenant: &str,
+        graph: &JobGraph,
+        jobs: Option<&HashMap<String, Arc<JobCell>>>,
+        except: Option<&str>,
+    ) -> Result<(), ApiError> {
+        let quota = self.modules.quotas().of(tenant);
+        let (mut active, mut in_use) = (0u64, 0u64);
+        for cell in jobs.into_iter().flat_map(HashMap::values) {
+            if Some(cell.id.as_str()) == except {
+                continue;
+            }
+            let state = cell.state.lock();
+            if counts_against_quota(&state) {
+                active += 1;
+                in_use += state.graph.as_ref().map_or(0, subtasks);
+            }
+        }
+        if active >= u64::from(quota.jobs) {
+            return Err(ApiError::quota("jobs", quota.jobs.into(), active, "one more running job"));
+        }
+        let asked = subtasks(graph);
+        if in_use + asked > u64::from(quota.parallelism) {
+            return Err(ApiError::quota(
+                "parallelism",
+                quota.parallelism.into(),
+                in_use,
+                format!("this job has {asked} subtasks"),
+            ));
+        }
+        Ok(())
+    }
+    /// `tenant`'s accounts, made if it has none yet and set to `quota`.
+    fn accounts(&self, tenant: &str, quota: &Quota) -> TenantAccounts {
+        let mut all = self.accounts.lock();
+        let accounts = all.entry(tenant.to_string()).or_insert_with(|| TenantAccounts {
+            memory: MemoryBudget::new(
+                format!("tenant {tenant}"),
+                quota.memory_mb << 20,
+                Some(Arc::clone(&self.server_memory)),
+            ),
+            state: StateBudget::new(format!("tenant {tenant}"), quota.state_mb << 20, None),
+            usage: Arc::default(),
+            output_rate: None,
+        });
+        // The quotas may have changed since the tenant's first job.
+        accounts.memory.set_limit(quota.memory_mb << 20);
+        accounts.state.set_limit(quota.state_mb << 20);
+        accounts.output_rate = match (quota.output_rate, accounts.output_rate.take()) {
+            (0, _) => None,
+            (rate, Some((made_for, bucket))) if made_for == rate => Some((rate, bucket)),
+            (rate, _) => Some((rate, OutputRate::new(rate))),
+        };
+        accounts.clone()
+    }
+
+    /// The folders a tenant's file sources and sinks may use.
+    fn file_roots(&self, tenant: &str) -> FileRoots {
+        let config = &self.config;
+        let mut roots = FileRoots::new(config.files_dir().join(tenant));
+        for (name, folder) in config.file_roots_of(tenant) {
+            roots = roots.with_root(&name, folder);
+        }
+        roots
+    }
+
+    /// `tenant`'s cumulative usage, loaded once from the control plane.
+    fn metered(&self, tenant: &str) -> Metered {
+        *self.metering.lock().entry(tenant.to_string()).or_insert_with(|| {
+            self.store.usage(tenant).and_then(|json| serde_json::from_str(&json).ok()).unwrap_or_default()
+        })
+    }
 }
 
-/// Whether a job holds resources: running, or about to start.
-fn is_active(entry: &Entry) -> bool {
-    entry.running.as_ref().map_or(entry.record.state == JobState::Running, |r| r.handle.state() == JobState::Running)
+impl Host for Arc<Inner> {
+    fn persist(&self, tenant: &str, record: &JobRecord) {
+        Inner::persist(self, tenant, record);
+    }
+
+    fn graph(&self, tenant: &str, record: &JobRecord) -> Result<JobGraph, ApiError> {
+        let spec = JobSpec::parse(&record.spec).map_err(spec_error)?;
+        JobGraph::build(&spec, &self.modules.catalog(tenant, Some(&record.modules))).map_err(spec_error)
+    }
+
+    fn admit(&self, cell: &JobCell, graph: &JobGraph) -> Result<(), ApiError> {
+        let cells = self.cells.lock();
+        self.check_quota(&cell.tenant, graph, cells.get(&cell.tenant), Some(&cell.id))?;
+        drop(cells);
+        self.storage.check(&cell.tenant)
+    }
+
+    fn io(&self, cell: &JobCell, graph: &JobGraph, io: JobIo) -> Result<JobIo, ApiError> {
+        self.open_io(cell, graph, io)
+    }
+
+    fn launch(&self, cell: &Arc<JobCell>, plan: RunPlan, io: &JobIo) -> Result<Arc<dyn Run>, ApiError> {
+        let run = self.deploy_run(cell, plan, io)?;
+        cell.state.lock().metered = (0, 0);
+        Ok(run)
+    }
+
+    fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.checkpoints
+    }
+
+    fn forget(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        for folder in [self.config.inputs_dir(), self.config.state_dir()] {
+            if let Err(e) = std::fs::remove_dir_all(folder.join(tenant).join(id))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(tenant, job = id, "cannot delete the job's files: {e}");
+            }
+        }
+        self.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
+    }
+
+    fn meter(&self, cell: &JobCell, run: &dyn Run) {
+        let (delta_in, delta_out) = {
+            let mut state = cell.state.lock();
+            let Some(graph) = &state.graph else { return };
+            let (records_in, records_out) = run_counts(run, graph);
+            let delta = (records_in.saturating_sub(state.metered.0), records_out.saturating_sub(state.metered.1));
+            // A new run's counters start from zero again (see `launch`).
+            state.metered = (records_in, records_out);
+            delta
+        };
+        let cpu = self.accounts.lock().get(&cell.tenant).map(|a| a.usage.cpu().as_nanos() as u64);
+        let mut totals = self.metered(&cell.tenant);
+        let cpu_delta = cpu.map_or(0, |cpu| cpu.saturating_sub(totals.cpu_seen));
+        if delta_in == 0 && delta_out == 0 && cpu_delta == 0 {
+            return;
+        }
+        totals.records_in += delta_in;
+        totals.records_out += delta_out;
+        totals.guest_cpu_nanos += cpu_delta;
+        if let Some(cpu) = cpu {
+            totals.cpu_seen = cpu;
+        }
+        self.metering.lock().insert(cell.tenant.clone(), totals);
+        match serde_json::to_string(&totals) {
+            Ok(json) => {
+                if let Err(e) = self.store.put_usage(&cell.tenant, &json) {
+                    tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}"),
+        }
+    }
 }
 
-/// The connectors this build has (Kafka when built with the `kafka` feature).
-#[cfg(feature = "kafka")]
-fn connectors(access: crate::config::TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
-    let access = eddy_kafka::KafkaAccess {
-        settings: access.properties,
-        topic_prefix: access.topic_prefix,
-        group_prefix: access.group_prefix,
-    };
-    Some(Arc::new(eddy_kafka::KafkaConnectors { access }))
+/// Starts the jobs under suspicion after the server went down, one at a time: each once the one before has
+/// completed a checkpoint, run for `SUSPECT_PROBATION`, or ended.
+fn start_one_by_one(cells: Vec<Arc<JobCell>>) {
+    for cell in cells {
+        if let Err(e) = answer(&cell, Command::Start) {
+            tracing::warn!(tenant = cell.tenant, job = cell.id, "cannot resume job: {}", e.message);
+            continue;
+        }
+        let since = Instant::now();
+        while since.elapsed() < SUSPECT_PROBATION {
+            let settled = {
+                let state = cell.state.lock();
+                match &state.run {
+                    Some(run) => run.state() != JobState::Running || run.checkpoints().completed > 0,
+                    None => state.phase != Phase::Starting,
+                }
+            };
+            if settled {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
 }
 
-#[cfg(not(feature = "kafka"))]
-fn connectors(_: crate::config::TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
-    None
+/// The state a job's status shows.
+fn shown_state(state: &JobShared) -> String {
+    match state.phase {
+        Phase::Queued => "queued".into(),
+        Phase::Restarting => "restarting".into(),
+        Phase::Switching => "upgrading".into(),
+        Phase::Starting | Phase::Running | Phase::Savepointing | Phase::Probation => "running".into(),
+        Phase::Stopped => state_name(state.record.state),
+    }
 }
 
-/// A RocksDB backend keeping a job's working state in `folder` (checkpoints restore it: a run starts afresh).
-#[cfg(feature = "rocksdb")]
-fn rocksdb_backend(
-    folder: &std::path::Path,
-    budget: Arc<StateBudget>,
-) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
-    let backend = eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default());
-    Ok(Arc::new(backend.within(budget)))
+/// Whether a job holds its tenant's quota: it should run, whatever it is doing now.
+fn counts_against_quota(state: &JobShared) -> bool {
+    state.record.desired == Desired::Running && state.phase != Phase::Stopped
 }
 
-#[cfg(not(feature = "rocksdb"))]
-fn rocksdb_backend(
-    _: &std::path::Path,
-    _: Arc<StateBudget>,
-) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
-    Err(ApiError::new(
-        StatusCode::UNPROCESSABLE_ENTITY,
-        "cannot_start",
-        "this build of Eddy has no RocksDB backend: build it with `--features rocksdb`, or use `state: { backend: memory }`",
-    ))
+/// Records a run's sources read and its sinks wrote.
+fn run_counts(run: &dyn Run, graph: &JobGraph) -> (u64, u64) {
+    let Some(handle) = run.handle() else { return (0, 0) };
+    let (mut records_in, mut records_out) = (0, 0);
+    for (uid, counters) in handle.operators() {
+        match graph.node(&uid).map(|(_, node)| &node.kind) {
+            Some(OperatorKind::Source(_)) => records_in += counters.records_out,
+            Some(OperatorKind::Sink(_)) => records_out += counters.records_in,
+            _ => {}
+        }
+    }
+    (records_in, records_out)
 }
 
 /// Where a tenant's savepoint lives in the checkpoint store.
@@ -1363,23 +950,6 @@ fn savepoint_folder(tenant: &str, savepoint: &str) -> String {
 
 /// What a savepoint is, kept beside it.
 const SAVEPOINT_INFO: &str = "_savepoint";
-
-/// A savepoint.
-#[derive(Debug, Clone, Serialize, serde::Deserialize, utoipa::ToSchema)]
-pub struct SavepointView {
-    /// Its id.
-    pub id: String,
-    /// The job it was taken of.
-    pub job: String,
-    /// That job's name.
-    pub job_name: String,
-    /// The checkpoint number it was taken as.
-    pub checkpoint: u64,
-    /// When it completed, milliseconds since the Unix epoch.
-    pub created_at: i64,
-    /// The job's spec then: submit it (or a changed one) with `?savepoint=<id>` to go on from the savepoint.
-    pub spec: String,
-}
 
 /// Where a job's checkpoints live in the store.
 fn checkpoint_prefix(tenant: &str, id: &str) -> String {

@@ -1,19 +1,18 @@
-//! Upgrading a running job's modules. Everything that can be checked is checked before the job stops: the new
-//! versions exist and export what their operators call, and each process function's new module declares states
-//! that fit the old module's. Then the job stops with a savepoint and starts from it with the new modules. The new
-//! run is on probation until its first checkpoint completes: if it fails to start, to restore or to process its
-//! first records before then, the job starts again from the same savepoint with its old modules.
+//! Upgrading a running job's modules. Everything that can be checked is checked here, before the job stops: the
+//! new versions exist and export what their operators call, and each process function's new module declares
+//! states that fit the old module's. The job's supervisor then carries the switch out (see `supervisor`): a
+//! savepoint, the new modules from it, probation until the first checkpoint, and a rollback to the old modules
+//! from the same savepoint if the new run fails first.
 
-use super::{Jobs, now_ms, spec_error};
+use super::supervisor::{Command, Phase, Switch};
+use super::{Jobs, answer, now_ms, spec_error};
 use crate::api::error::ApiError;
-use crate::store::{StartFrom, UpgradeOutcome, UpgradeRecord};
+use crate::store::{UpgradeOutcome, UpgradeRecord};
 use axum::http::StatusCode;
 use eddy_engine::graph::JobGraph;
-use eddy_engine::runtime::{JobHandle, JobState};
 use eddy_engine::spec::{JobSpec, ModuleRef, OperatorKind};
 use eddy_engine::state::check_state_upgrade;
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 /// What an upgrade asks for.
 #[derive(Debug, Clone, serde::Deserialize, utoipa::ToSchema)]
@@ -26,42 +25,21 @@ pub struct UpgradeRequest {
     pub allow_non_restored_state: bool,
 }
 
-/// How long a new run that completes no checkpoint (and does not fail) stays on probation.
-const PROBATION_LIMIT: Duration = Duration::from_secs(300);
-
-/// The switch from the old run to the new one, decided by [`Jobs::upgrade`] and carried out in the background.
-struct Switch {
-    tenant: String,
-    id: String,
-    number: u32,
-    old_handle: JobHandle,
-    old_graph: JobGraph,
-    old_pins: BTreeMap<String, String>,
-    new_graph: JobGraph,
-    new_pins: BTreeMap<String, String>,
-    allow_non_restored_state: bool,
-}
-
 impl Jobs {
     /// Checks an upgrade of a running job's modules and, if it fits, starts it: the answer is the upgrade's record
-    /// (outcome `in_progress`); the job's status shows how it goes on.
+    /// (outcome `in_progress`, or `failed` if the savepoint failed); the job's status shows how it goes on.
     pub fn upgrade(&self, tenant: &str, id: &str, request: &UpgradeRequest) -> Result<UpgradeRecord, ApiError> {
-        let (record, old_graph, old_handle) = {
-            let entries = self.inner.entries.lock();
-            let entry = entries
-                .get(tenant)
-                .and_then(|j| j.get(id))
-                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-            if entry.upgrading {
+        let cell = self.cell(tenant, id)?;
+        let (record, old_graph) = {
+            let state = cell.state.lock();
+            if state.upgrading {
                 return Err(ApiError::conflict(format!("job {id} is being upgraded already")));
             }
-            let running = entry
-                .running
-                .as_ref()
-                .filter(|r| r.handle.state() == JobState::Running && !entry.restarting)
-                .ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
-            let graph = entry.graph.clone().ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
-            (entry.record.clone(), graph, running.handle.clone())
+            if state.phase != Phase::Running {
+                return Err(ApiError::conflict(format!("job {id} is not running")));
+            }
+            let graph = state.graph.clone().ok_or_else(|| ApiError::conflict(format!("job {id} is not running")))?;
+            (state.record.clone(), graph)
         };
         if old_graph.checkpoints.is_none() {
             return Err(ApiError::conflict(
@@ -87,54 +65,26 @@ impl Jobs {
             )
             .with_details(refused.into_iter().map(serde_json::Value::String).collect()));
         }
-        let upgrade = {
-            let mut entries = self.inner.entries.lock();
-            let entry = entries
-                .get_mut(tenant)
-                .and_then(|j| j.get_mut(id))
-                .ok_or_else(|| ApiError::not_found(format!("no job {id}")))?;
-            if entry.upgrading {
-                return Err(ApiError::conflict(format!("job {id} is being upgraded already")));
-            }
-            entry.upgrading = true;
-            let upgrade = UpgradeRecord {
-                number: entry.record.upgrades.len() as u32 + 1,
-                requested_at: now_ms(),
-                modules: request.modules.clone(),
-                from: record.modules.clone(),
-                to: new_pins.clone(),
-                outcome: UpgradeOutcome::InProgress,
-                reason: None,
-                warnings,
-                savepoint: None,
-                downtime_ms: None,
-                finished_at: None,
-            };
-            entry.record.upgrades.push(upgrade.clone());
-            upgrade
+        let upgrade = UpgradeRecord {
+            number: record.upgrades.len() as u32 + 1,
+            requested_at: now_ms(),
+            modules: request.modules.clone(),
+            from: record.modules.clone(),
+            to: new_pins.clone(),
+            outcome: UpgradeOutcome::InProgress,
+            reason: None,
+            warnings,
+            savepoint: None,
+            downtime_ms: None,
+            finished_at: None,
         };
-        self.persist(tenant, id);
         let switch = Switch {
-            tenant: tenant.to_string(),
-            id: id.to_string(),
-            number: upgrade.number,
-            old_handle,
-            old_graph,
-            old_pins: record.modules,
-            new_graph,
-            new_pins,
+            upgrade,
+            graph: new_graph,
+            pins: new_pins,
             allow_non_restored_state: request.allow_non_restored_state,
         };
-        let jobs = self.clone();
-        let spawned = std::thread::Builder::new().name(format!("eddy-upgrade-{id}")).spawn(move || jobs.switch(switch));
-        if let Err(e) = spawned {
-            self.finish_upgrade(tenant, id, upgrade.number, |u| {
-                u.outcome = UpgradeOutcome::Failed;
-                u.reason = Some(format!("cannot start the upgrade: {e}"));
-            });
-            return Err(ApiError::internal(format!("cannot start the upgrade: {e}")));
-        }
-        Ok(upgrade)
+        answer(&cell, |reply| Command::Upgrade(Box::new(switch), reply))
     }
 
     /// The job's module pins with every reference to an upgraded module's name pointing at its new version.
@@ -221,173 +171,4 @@ impl Jobs {
         }
         Ok((refused, warnings))
     }
-
-    /// Carries out an upgrade that passed its checks: savepoint, switch, probation, and rollback if needed.
-    fn switch(&self, s: Switch) {
-        let (tenant, id) = (s.tenant.as_str(), s.id.as_str());
-        let stopped_at = Instant::now();
-        // Nothing may follow the savepoint's barrier: the new run takes over exactly there. Records posted to HTTP
-        // inputs meanwhile wait in their logs for the new run.
-        s.old_handle.suspend(false);
-        let record = self.inner.entries.lock().get(tenant).and_then(|j| j.get(id)).map(|e| e.record.clone());
-        let Some(record) = record else { return };
-        let savepoint = match self.write_savepoint(tenant, id, &s.old_handle, &record) {
-            Ok(view) => view.id,
-            Err(e) => {
-                s.old_handle.resume();
-                return self.finish_upgrade(tenant, id, s.number, |u| {
-                    u.outcome = UpgradeOutcome::Failed;
-                    u.reason = Some(format!("{}; the job runs on with its old modules", e.message));
-                });
-            }
-        };
-        self.update_upgrade(tenant, id, s.number, |u| u.savepoint = Some(savepoint.clone()));
-        self.bump_generation(tenant, id);
-        s.old_handle.cancel();
-        s.old_handle.wait(Duration::from_secs(30));
-
-        let from = StartFrom { savepoint: savepoint.clone(), allow_non_restored_state: s.allow_non_restored_state };
-        let failure = match self.start_with(tenant, id, s.new_graph, s.new_pins, from) {
-            Err(why) => Some(why),
-            Ok(handle) => {
-                let downtime = stopped_at.elapsed().as_millis() as u64;
-                self.update_upgrade(tenant, id, s.number, |u| u.downtime_ms = Some(downtime));
-                match self.probation(tenant, id, &handle) {
-                    Probation::Passed(warning) => {
-                        self.finish_upgrade(tenant, id, s.number, |u| {
-                            u.outcome = UpgradeOutcome::Upgraded;
-                            u.warnings.extend(warning);
-                        });
-                        return self.watch(tenant, id, handle);
-                    }
-                    Probation::Canceled => {
-                        handle.cancel();
-                        return self.finish_upgrade(tenant, id, s.number, |u| u.outcome = UpgradeOutcome::Canceled);
-                    }
-                    Probation::Failed(why) => {
-                        self.bump_generation(tenant, id);
-                        handle.cancel();
-                        handle.wait(Duration::from_secs(30));
-                        Some(why)
-                    }
-                }
-            }
-        };
-        let Some(why) = failure else { return };
-        tracing::warn!(tenant, job = id, "upgrade {} failed, rolling back: {why}", s.number);
-        // The failed run's checkpoints (if any) hold the new modules' view: the old ones start from the savepoint.
-        let back = StartFrom { savepoint, allow_non_restored_state: false };
-        match self.start_with(tenant, id, s.old_graph, s.old_pins, back) {
-            Ok(handle) => {
-                self.finish_upgrade(tenant, id, s.number, |u| {
-                    u.outcome = UpgradeOutcome::RolledBack;
-                    u.reason = Some(why);
-                });
-                self.watch(tenant, id, handle);
-            }
-            Err(again) => self.finish_upgrade(tenant, id, s.number, |u| {
-                u.outcome = UpgradeOutcome::Failed;
-                u.reason = Some(format!("{why}; the rollback to the old modules failed too: {again}"));
-            }),
-        }
-    }
-
-    /// Starts a run of the job with `graph` and `pins` from `from`, after dropping the job's own checkpoints
-    /// (they belong to the run before): its handle, or why it did not start.
-    fn start_with(
-        &self,
-        tenant: &str,
-        id: &str,
-        graph: JobGraph,
-        pins: BTreeMap<String, String>,
-        from: StartFrom,
-    ) -> Result<JobHandle, String> {
-        self.forget_checkpoints(tenant, id);
-        {
-            let mut entries = self.inner.entries.lock();
-            let entry = entries.get_mut(tenant).and_then(|j| j.get_mut(id)).ok_or("the job was deleted")?;
-            entry.graph = Some(graph);
-            entry.record.modules = pins;
-            entry.record.start_from = Some(from);
-        }
-        self.persist(tenant, id);
-        if !self.should_run(tenant, id) {
-            return Err("the job was cancelled".into());
-        }
-        let (graph, running) = self.deploy(tenant, id).map_err(|e| e.message)?;
-        let handle = running.handle.clone();
-        let mut entries = self.inner.entries.lock();
-        let entry = entries.get_mut(tenant).and_then(|j| j.get_mut(id)).ok_or("the job was deleted")?;
-        entry.graph = Some(graph);
-        entry.running = Some(running);
-        entry.record.state = JobState::Running;
-        entry.record.error = None;
-        Ok(handle)
-    }
-
-    /// Follows a new run until its first checkpoint completes.
-    fn probation(&self, tenant: &str, id: &str, handle: &JobHandle) -> Probation {
-        let since = Instant::now();
-        loop {
-            let state = handle.wait(Duration::from_millis(20));
-            if state != JobState::Running {
-                if !self.should_run(tenant, id) {
-                    return Probation::Canceled;
-                }
-                let cause = handle.error().map_or_else(|| format!("the new run ended ({state:?})"), |e| e.to_string());
-                return Probation::Failed(format!("the new modules failed: {cause}"));
-            }
-            if !self.should_run(tenant, id) {
-                return Probation::Canceled;
-            }
-            if handle.checkpoints().completed > 0 {
-                return Probation::Passed(None);
-            }
-            if since.elapsed() >= PROBATION_LIMIT {
-                return Probation::Passed(Some(format!(
-                    "the new run completed no checkpoint in its first {} s; it was kept",
-                    PROBATION_LIMIT.as_secs()
-                )));
-            }
-        }
-    }
-
-    fn bump_generation(&self, tenant: &str, id: &str) {
-        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-            entry.generation += 1;
-        }
-    }
-
-    fn update_upgrade(&self, tenant: &str, id: &str, number: u32, change: impl FnOnce(&mut UpgradeRecord)) {
-        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id))
-            && let Some(upgrade) = entry.record.upgrades.iter_mut().find(|u| u.number == number)
-        {
-            change(upgrade);
-        }
-        self.persist(tenant, id);
-    }
-
-    /// Records an upgrade's outcome; the job takes upgrades, savepoints and stops again.
-    fn finish_upgrade(&self, tenant: &str, id: &str, number: u32, change: impl FnOnce(&mut UpgradeRecord)) {
-        self.update_upgrade(tenant, id, number, |u| {
-            change(u);
-            u.finished_at = Some(now_ms());
-        });
-        if let Some(entry) = self.inner.entries.lock().get_mut(tenant).and_then(|j| j.get_mut(id)) {
-            entry.upgrading = false;
-            if let Some(upgrade) = entry.record.upgrades.iter().find(|u| u.number == number) {
-                tracing::info!(tenant, job = id, "upgrade {number}: {:?} {:?}", upgrade.outcome, upgrade.reason);
-            }
-        }
-    }
-}
-
-/// How a new run's probation ended.
-enum Probation {
-    /// It completed a checkpoint (or ran long enough without one: the warning says so).
-    Passed(Option<String>),
-    /// It failed first.
-    Failed(String),
-    /// The job was cancelled meanwhile.
-    Canceled,
 }

@@ -4,8 +4,8 @@
 use super::CheckpointId;
 use super::format::{OperatorSnapshot, SourceSnapshot, TaskSnapshot};
 use super::store::CheckpointStore;
+use crate::control::Control;
 use crate::error::TaskError;
-use crate::runtime::Control;
 use crate::spec::CheckpointSpec;
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::Mutex;
@@ -31,7 +31,21 @@ pub struct Checkpointing {
     /// The tenant's storage budget: no checkpoint is started once it is used up (it counts as failed); none: not
     /// limited.
     pub disk: Option<Arc<dyn crate::disk::DiskBudget>>,
+    /// Where the ids the job has used are recorded durably before a checkpoint with a new one starts; none: ids
+    /// go on from `last_id` only.
+    pub ids: Option<Arc<dyn CheckpointIds>>,
 }
+
+/// A durable record of the checkpoint ids a job has used, as Flink's `CheckpointIDCounter`: every checkpoint and
+/// savepoint id is below what it holds before the checkpoint starts, so that ids only grow across restarts,
+/// upgrades and deleted checkpoints (an exactly-once sink's commit marker trusts that they do).
+pub trait CheckpointIds: Send + Sync {
+    /// Records that ids up to `upto` may be used; fails if that cannot be made durable.
+    fn reserve(&self, upto: CheckpointId) -> Result<(), String>;
+}
+
+/// Ids reserved at a time, so that recording them costs one write per this many checkpoints.
+const ID_BLOCK: CheckpointId = 100;
 
 impl Checkpointing {
     /// Checkpoints as `spec` says, into `store` under `prefix`, numbered from 1, without a storage budget.
@@ -41,7 +55,7 @@ impl Checkpointing {
         prefix: impl Into<String>,
         max_parallelism: u32,
     ) -> Checkpointing {
-        Checkpointing { spec, store, prefix: prefix.into(), last_id: 0, max_parallelism, disk: None }
+        Checkpointing { spec, store, prefix: prefix.into(), last_id: 0, max_parallelism, disk: None, ids: None }
     }
 
     /// Numbers checkpoints on after `last_id`.
@@ -436,6 +450,8 @@ impl Coordinator {
         let timeout = Duration::from_millis(spec.timeout.0.max(1) as u64);
         let min_pause = Duration::from_millis(spec.min_pause.0.max(0) as u64);
         let mut next_id = self.checkpointing.last_id + 1;
+        // Ids below this are recorded as used, durably.
+        let mut reserved = next_id;
         let mut pending: BTreeMap<CheckpointId, Pending> = BTreeMap::new();
         let mut finished: HashMap<usize, TaskSnapshot> = HashMap::new();
         let mut last_trigger = Instant::now();
@@ -462,13 +478,22 @@ impl Coordinator {
                 let all_finished = self.tasks.iter().enumerate().all(|(i, _)| finished.contains_key(&i));
                 let live_source = self.tasks.iter().enumerate().any(|(i, t)| t.is_source && !finished.contains_key(&i));
                 last_trigger = now;
-                let out_of_storage = self.checkpointing.disk.as_ref().and_then(|d| d.exhausted());
+                let mut refused = self.checkpointing.disk.as_ref().and_then(|d| d.exhausted());
+                if refused.is_none()
+                    && next_id >= reserved
+                    && let Some(ids) = &self.checkpointing.ids
+                {
+                    match ids.reserve(next_id + ID_BLOCK - 1) {
+                        Ok(()) => reserved = next_id + ID_BLOCK,
+                        Err(e) => refused = Some(format!("its id could not be recorded: {e}")),
+                    }
+                }
                 if all_finished || !live_source {
                     // Nothing can carry a barrier; the job is ending.
                     for waiter in queued.drain(..) {
                         let _ = waiter.reply.send(Err("the job's sources have finished".into()));
                     }
-                } else if let Some(why) = out_of_storage {
+                } else if let Some(why) = refused {
                     let id = next_id;
                     next_id += 1;
                     let waiters = queued.drain(..).map(|r| r.reply).collect();
@@ -743,11 +768,13 @@ impl Coordinator {
             stats.latest_bytes = Some(bytes);
             stats.latest_full_bytes = Some(full_bytes);
         }
+        if p.savepoint {
+            // A savepoint commits nothing by itself: the job's checkpoints stay its restore points (a later one
+            // commits what the savepoint covered too), and a job that stops with it commits it through its handle.
+            return Ok(None);
+        }
         for task in &self.tasks {
             let _ = task.control.send(Control::CheckpointComplete(id));
-        }
-        if p.savepoint {
-            return Ok(None);
         }
         // Retention failing does not fail the checkpoint: the next completion tries again.
         match completed_checkpoints(store.as_ref(), prefix) {

@@ -24,26 +24,8 @@ pub mod inspect;
 pub mod store;
 
 pub use align::{Aligned, BarrierAligner};
-pub use coordinator::{CheckpointStats, Checkpointing, Restore};
+pub use coordinator::{CheckpointIds, CheckpointStats, Checkpointing, Restore};
 pub use format::{OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot, TimerEntry};
 pub use store::{CheckpointStore, LocalStore, StoreError};
 
-/// A checkpoint's number: 1, 2, 3, ... for one job, across restarts.
-pub type CheckpointId = u64;
-
-/// A checkpoint as its barriers carry it to every task.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Barrier {
-    /// Which checkpoint.
-    pub id: CheckpointId,
-    /// A savepoint holds state only in the canonical format (entries), never as a backend's own files: it must
-    /// restore into any backend and outlive the checkpoints whose files it would otherwise share.
-    pub savepoint: bool,
-}
-
-impl Barrier {
-    /// A checkpoint's barrier.
-    pub fn checkpoint(id: CheckpointId) -> Barrier {
-        Barrier { id, savepoint: false }
-    }
-}
+pub use crate::control::{Barrier, CheckpointId};

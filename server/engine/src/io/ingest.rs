@@ -29,6 +29,9 @@ pub enum IngestError {
     /// The job no longer reads this input.
     #[error("the job is not running, or its input was closed")]
     Closed,
+    /// The job is stopping (with a savepoint): it takes nothing more.
+    #[error("the job is stopping with a savepoint and takes no more records")]
+    Sealed,
     /// The job did not take the records in time (it is backpressured).
     #[error("the job is busy; retry later")]
     Busy,
@@ -80,6 +83,9 @@ pub struct IngestLog {
     /// Where the source has read to (for backpressure).
     read_seq: AtomicU64,
     closed: AtomicBool,
+    /// Set while the job stops with a savepoint: appends are refused (checked under the writer's lock, so once
+    /// sealing returns no append is in flight and every acknowledged record is below `written()`).
+    sealed: AtomicBool,
     wake_tx: Sender<()>,
     wake_rx: Receiver<()>,
 }
@@ -175,6 +181,7 @@ impl IngestLog {
             next_seq: AtomicU64::new(next_seq),
             read_seq: AtomicU64::new(0),
             closed: AtomicBool::new(closed),
+            sealed: AtomicBool::new(false),
             wake_tx,
             wake_rx,
         }))
@@ -208,6 +215,9 @@ impl IngestLog {
         let mut writer = self.writer.lock();
         if self.closed.load(Ordering::SeqCst) {
             return Err(IngestError::Closed);
+        }
+        if self.sealed.load(Ordering::SeqCst) {
+            return Err(IngestError::Sealed);
         }
         let first_seq = self.next_seq.load(Ordering::SeqCst);
         self.rotate_if_full(&mut writer, first_seq)?;
@@ -267,6 +277,18 @@ impl IngestLog {
         drop(writer);
         let _ = self.wake_tx.try_send(());
         Ok(())
+    }
+
+    /// Refuses every later append; returns once no append is in flight, so every record acknowledged so far is
+    /// below [`IngestLog::written`].
+    pub fn seal(&self) {
+        let _writer = self.writer.lock();
+        self.sealed.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes appends again after [`IngestLog::seal`].
+    pub fn unseal(&self) {
+        self.sealed.store(false, Ordering::SeqCst);
     }
 
     /// Whether the input was closed.

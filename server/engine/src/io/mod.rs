@@ -90,4 +90,4 @@ pub(crate) fn unique_name() -> String {
 }
 
 /// What wakes a waiting source besides its own records: the task's control messages.
-pub type Wake = crate::runtime::Control;
+pub type Wake = crate::control::Control;

@@ -1,5 +1,6 @@
 //! Bounded channels between tasks. A full channel blocks the sender: that is backpressure.
 
+use crate::control::Control;
 use crate::error::TaskError;
 use crossbeam_channel::{Receiver, SendTimeoutError, Sender};
 use eddy_codec::Batch;
@@ -16,32 +17,9 @@ pub enum Message {
     /// The sender became idle (true) or active again (false).
     Idle(bool),
     /// Everything before it belongs to checkpoint `id`; everything after, to the next.
-    Barrier(crate::checkpoint::Barrier),
+    Barrier(crate::control::Barrier),
     /// The sender has finished; nothing follows.
     End,
-}
-
-/// What a job tells its tasks outside the data stream. A task waits on its control receiver together with its
-/// inputs, so it hears a control message however idle or blocked its inputs are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Control {
-    /// The job is stopping: leave the task loop.
-    Stop,
-    /// (Sources only.) Snapshot now and send the checkpoint's barrier downstream.
-    Checkpoint(crate::checkpoint::Barrier),
-    /// The checkpoint completed: commit what it covers.
-    CheckpointComplete(crate::checkpoint::CheckpointId),
-    /// The checkpoint was given up.
-    CheckpointAborted(crate::checkpoint::CheckpointId),
-    /// (Sources only.) Read nothing more until `Resume`, so that a savepoint taken next is the job's last word:
-    /// nothing follows its barrier. With `drain`, first advance the watermark to the end of time, which fires
-    /// every event-time window and timer.
-    Suspend {
-        /// Advance the watermark to the end first.
-        drain: bool,
-    },
-    /// (Sources only.) Read again after a `Suspend`.
-    Resume,
 }
 
 /// A task's control receiver and the job's sender for it.

@@ -1,12 +1,12 @@
 //! From a validated graph to running threads.
 
+use super::chain::{Chain, Link, TaskCheckpoints, Unreadable};
 use super::channel::{ChannelSender, InputChannel, channel};
 use super::govern::CpuGovernor;
+use super::input_task::{Gate, run_task};
 use super::metrics::OperatorMetrics;
-use super::task::{
-    Chain, EdgeWriter, Gate, KeyExtractor, Link, Route, SourceRunner, TaskCheckpoints, Timestamps, Unreadable,
-    restore_source, run_source, run_task,
-};
+use super::route::{EdgeWriter, KeyExtractor, Route};
+use super::source_task::{SourceRunner, Timestamps, restore_source, run_source};
 use super::{JobHandle, RunningJob, Shared};
 use crate::checkpoint::coordinator::{CoordinatedTask, Coordinator};
 use crate::checkpoint::{Checkpointing, Restore};
@@ -565,12 +565,14 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 restored,
                 name,
                 acks: env.checkpointing.as_ref().map(|_| ack_tx.clone()),
+                commits: Arc::clone(&shared.commits),
             };
             tasks.push((checkpoints, body, task_chain));
         }
     }
 
     drop(ack_tx);
+    shared.commits.set_tasks(tasks.len());
     shared.checkpoints.lock().restored_from = restored_from;
     let mut threads = Vec::new();
     let mut coordinated = Vec::new();
@@ -593,20 +595,30 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             let cancel = Arc::clone(&task_shared.cancel);
             let mut chain = chain;
             let mut gate = None;
-            let result = match body {
+            // A panic is caught here, where its message is known, and fails the job before this task's channels
+            // close: a neighbour that finds them closed first would otherwise fail it with "an upstream task
+            // stopped" instead of the cause.
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match body {
                 TaskBody::Source(runner) => {
                     run_source(runner, &mut chain, clock.as_ref(), &cancel, &control, &checkpoints)
                 }
                 TaskBody::Channels(g) => {
                     run_task(gate.insert(g), &mut chain, clock.as_ref(), &cancel, &control, &checkpoints)
                 }
-            };
-            // Record the failure before this task's channels close: a neighbour that finds them closed first would
-            // otherwise fail the job with "an upstream task stopped" instead of the cause.
+            }))
+            .unwrap_or_else(|panic| {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".into());
+                Err(TaskError::internal(format!("task {name} panicked: {message}")))
+            });
             super::govern::leave();
             if let Err(error) = result {
                 task_shared.fail(error);
             }
+            checkpoints.commits.ended(checkpoints.index);
             drop((gate, chain));
         });
         match spawned {
@@ -633,9 +645,14 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
         };
         let spawned = std::thread::Builder::new()
             .name(format!("eddy-checkpoints-{}", env.job_id))
-            .spawn(move || coordinator.run())
-            .map_err(|e| TaskError::external(format!("cannot start the checkpoint coordinator: {e}")))?;
-        coordinator_thread = Some(spawned);
+            .spawn(move || coordinator.run());
+        match spawned {
+            Ok(thread) => coordinator_thread = Some(thread),
+            Err(e) => {
+                // The tasks are running already: they are stopped, and the run ends with this failure.
+                shared.fail(TaskError::external(format!("cannot start the checkpoint coordinator: {e}")));
+            }
+        }
     }
     let supervisor_shared = Arc::clone(&shared);
     // What the caller gave is the caller's to close; what was made here ends with this run.

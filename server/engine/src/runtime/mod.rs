@@ -5,14 +5,18 @@
 //! and receiving subtasks. Each task runs on its own thread, so a slow or looping user function never stalls
 //! another job. The first task to fail cancels the rest; a supervisor thread records the outcome.
 
+pub(crate) mod chain;
 pub(crate) mod channel;
+mod commits;
 mod deploy;
 pub mod govern;
+pub(crate) mod input_task;
 mod metrics;
 pub mod restart;
-pub(crate) mod task;
+pub(crate) mod route;
+pub(crate) mod source_task;
 
-pub use channel::Control;
+pub use crate::control::Control;
 pub use deploy::{
     DeployEnv, OperatorOverride, OverrideContext, build_single_operator, build_single_operator_from, deploy,
 };
@@ -27,6 +31,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+/// How long to wait from `now` until processing time `at` (none: no deadline).
+fn until(at: Option<i64>, now: i64) -> Option<Duration> {
+    at.map(|t| Duration::from_millis(t.saturating_sub(now).max(0) as u64))
+}
 
 /// Where a job is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -54,11 +63,13 @@ pub(crate) struct Shared {
     cancel: Arc<AtomicBool>,
     cancel_requested: AtomicBool,
     /// Every task's control sender, to wake tasks that wait for input.
-    controls: Mutex<Vec<crossbeam_channel::Sender<channel::Control>>>,
+    controls: Mutex<Vec<crossbeam_channel::Sender<Control>>>,
     /// Checkpoint figures, kept by the coordinator.
     checkpoints: Arc<Mutex<CheckpointStats>>,
     /// Asks the coordinator for a checkpoint now; none: the job takes no checkpoints.
     trigger: Mutex<Option<crossbeam_channel::Sender<TriggerRequest>>>,
+    /// Which tasks acted on the completion of a savepoint the job stops with.
+    commits: Arc<commits::Commits>,
 }
 
 impl Shared {
@@ -72,6 +83,7 @@ impl Shared {
             controls: Mutex::new(Vec::new()),
             checkpoints: Arc::new(Mutex::new(CheckpointStats::default())),
             trigger: Mutex::new(None),
+            commits: Arc::default(),
         }
     }
 
@@ -80,7 +92,7 @@ impl Shared {
         self.cancel.store(true, Ordering::SeqCst);
         for control in self.controls.lock().iter() {
             // A task that has ended has dropped its receiver; nothing to wake.
-            let _ = control.send(channel::Control::Stop);
+            let _ = control.send(Control::Stop);
         }
     }
 
@@ -152,8 +164,25 @@ impl JobHandle {
     }
 
     /// Takes a savepoint into `folder` (ending in `/`) of the job's checkpoint store and waits up to `timeout`.
+    /// Nothing commits what a savepoint covers (as in Flink, a savepoint is not a restore point of the running
+    /// job): outputs become visible with the next checkpoint, or with [`JobHandle::commit`] when the job stops
+    /// with the savepoint.
     pub fn savepoint(&self, folder: &str, timeout: Duration) -> Result<CheckpointId, String> {
         self.trigger(Some(folder.to_string()), timeout)
+    }
+
+    /// Tells every task that `checkpoint` (a savepoint the job stops with) completed, so that sinks commit what it
+    /// covers, and waits up to `timeout` until each has done so or ended. Fails if the job failed meanwhile.
+    pub fn commit(&self, checkpoint: CheckpointId, timeout: Duration) -> Result<(), String> {
+        self.shared.commits.watch(checkpoint);
+        for control in self.shared.controls.lock().iter() {
+            let _ = control.send(Control::CheckpointComplete(checkpoint));
+        }
+        let committed = self.shared.commits.wait(checkpoint, timeout);
+        if let Some(error) = self.error() {
+            return Err(format!("the job failed while committing checkpoint {checkpoint}: {error}"));
+        }
+        if committed { Ok(()) } else { Err(format!("checkpoint {checkpoint} was not committed within {timeout:?}")) }
     }
 
     /// Makes the sources read nothing more, so that a savepoint taken next is the job's last word (nothing
@@ -161,14 +190,14 @@ impl JobHandle {
     /// event-time window and timer. [`JobHandle::resume`] undoes it (a drained watermark stays at the end).
     pub fn suspend(&self, drain: bool) {
         for control in self.shared.controls.lock().iter() {
-            let _ = control.send(channel::Control::Suspend { drain });
+            let _ = control.send(Control::Suspend { drain });
         }
     }
 
     /// The sources read again after [`JobHandle::suspend`].
     pub fn resume(&self) {
         for control in self.shared.controls.lock().iter() {
-            let _ = control.send(channel::Control::Resume);
+            let _ = control.send(Control::Resume);
         }
     }
 

@@ -4,12 +4,14 @@
 
 use super::{Command, collect, commands, operator_for};
 use crate::checkpoint::{Barrier, CheckpointId, OperatorSnapshot};
+use crate::control::Control;
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
 use crate::runtime::OperatorMetrics;
-use crate::runtime::channel::{ChannelSender, Control, Message, channel};
+use crate::runtime::chain::{Chain, Link, TaskCheckpoints};
+use crate::runtime::channel::{ChannelSender, Message, channel};
 use crate::runtime::govern::{self, CpuGovernor};
-use crate::runtime::task::{Chain, Gate, Link, TaskCheckpoints, run_task};
+use crate::runtime::input_task::{Gate, run_task};
 use crate::time::ManualClock;
 use eddy_codec::Batch;
 use parking_lot::Mutex;
@@ -102,7 +104,8 @@ pub fn run_lines_in_tasks(
         let thread = std::thread::spawn(move || {
             govern::bind(governor, "golden");
             let mut gate = Gate::new(vec![receiver], true);
-            let checkpoints = TaskCheckpoints { index: copy, name, acks: None, restored: None };
+            let checkpoints =
+                TaskCheckpoints { index: copy, name, acks: None, restored: None, commits: Default::default() };
             let result = run_task(&mut gate, &mut chain, &ManualClock::new(0), &cancel, &controls, &checkpoints);
             govern::leave();
             result

@@ -1,0 +1,201 @@
+//! Turning a run plan into a running job: functions, state backend, budgets, connectors, HTTP endpoints and
+//! checkpoints, as the server provides them for the job's tenant.
+
+use super::supervisor::{Run, RunPlan};
+use super::{Inner, JobCell, JobIo, checkpoint_prefix};
+use crate::api::error::ApiError;
+use crate::config::TenantKafka;
+use axum::http::StatusCode;
+use eddy_engine::TaskError;
+use eddy_engine::checkpoint::{CheckpointId, CheckpointIds, CheckpointStats, Checkpointing};
+use eddy_engine::graph::JobGraph;
+use eddy_engine::io::{IngestLog, OutputStream, Retention};
+use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
+use eddy_engine::spec::{BackendKind, OperatorKind, SinkSpec, SourceSpec};
+use eddy_engine::state::{MemoryBackend, StateBudget};
+use eddy_wasm_host::{Accounts, MemoryBudget, WasmFunctions};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// A run of the engine.
+pub(crate) struct EngineRun(pub(crate) RunningJob);
+
+/// How long a savepoint and a commit may take.
+const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
+const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl Run for EngineRun {
+    fn state(&self) -> JobState {
+        self.0.handle.state()
+    }
+
+    fn wait(&self, timeout: Duration) -> JobState {
+        self.0.handle.wait(timeout)
+    }
+
+    fn error(&self) -> Option<TaskError> {
+        self.0.handle.error()
+    }
+
+    fn cancel(&self) {
+        self.0.handle.cancel();
+    }
+
+    fn suspend(&self, drain: bool) {
+        self.0.handle.suspend(drain);
+    }
+
+    fn resume(&self) {
+        self.0.handle.resume();
+    }
+
+    fn savepoint(&self, folder: &str) -> Result<CheckpointId, String> {
+        self.0.handle.savepoint(folder, SAVEPOINT_TIMEOUT)
+    }
+
+    fn commit(&self, checkpoint: CheckpointId) -> Result<(), String> {
+        self.0.handle.commit(checkpoint, COMMIT_TIMEOUT)
+    }
+
+    fn checkpoints(&self) -> CheckpointStats {
+        self.0.handle.checkpoints()
+    }
+
+    fn handle(&self) -> Option<&JobHandle> {
+        Some(&self.0.handle)
+    }
+}
+
+/// The job's record keeps the checkpoint ids its runs reserve, so they only grow.
+struct RecordIds {
+    cell: Weak<JobCell>,
+    inner: Weak<Inner>,
+}
+
+impl CheckpointIds for RecordIds {
+    fn reserve(&self, upto: CheckpointId) -> Result<(), String> {
+        let (Some(cell), Some(inner)) = (self.cell.upgrade(), self.inner.upgrade()) else {
+            return Err("the job is gone".into());
+        };
+        let record = {
+            let mut state = cell.state.lock();
+            state.record.checkpoint_id_floor = state.record.checkpoint_id_floor.max(upto);
+            state.record.clone()
+        };
+        inner.store.put_job(&cell.tenant, &record).map_err(|e| e.to_string())
+    }
+}
+
+impl Inner {
+    /// Deploys a run of `cell`'s job as `plan` says.
+    pub(crate) fn deploy_run(
+        self: &Arc<Inner>,
+        cell: &Arc<JobCell>,
+        plan: RunPlan,
+        io: &JobIo,
+    ) -> Result<Arc<dyn Run>, ApiError> {
+        let (tenant, id) = (cell.tenant.as_str(), cell.id.as_str());
+        let graph = plan.graph;
+        for hash in graph.modules.values() {
+            self.modules
+                .load(hash)
+                .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", e.to_string()))?;
+        }
+        let quota = self.modules.quotas().of(tenant);
+        let accounts = self.accounts(tenant, &quota);
+        let job_memory = MemoryBudget::new(format!("job {id}"), quota.job_memory_mb << 20, Some(accounts.memory));
+        let functions =
+            WasmFunctions::new(Arc::clone(self.modules.runtime()), self.config.instance_limits(Some(&quota)))
+                .with_accounts(Accounts { memory: Some(Arc::clone(&job_memory)), usage: Some(accounts.usage) });
+        let mut env = DeployEnv::new(id, tenant, Arc::new(functions));
+        env.memory = Some(job_memory);
+        env.disk = Some(self.storage.budget(tenant));
+        env.files = self.file_roots(tenant);
+        self.governor.set_weight(tenant, quota.cpu_weight);
+        env.governor = Some(Arc::clone(&self.governor));
+        env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
+        env.state = match graph.state_backend.unwrap_or(self.config.state_backend) {
+            BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
+            BackendKind::Rocksdb => rocksdb_backend(&self.config.state_dir().join(tenant).join(id), accounts.state)?,
+        };
+        env.connectors = connectors(self.config.tenant_kafka(tenant));
+        env.inputs = io.inputs.clone();
+        env.outputs = io.outputs.clone();
+        if let Some(spec) = &graph.checkpoints {
+            let mut checkpointing = Checkpointing::new(
+                spec.clone(),
+                Arc::clone(&self.checkpoints),
+                checkpoint_prefix(tenant, id),
+                graph.max_parallelism,
+            )
+            .after(plan.last_id);
+            checkpointing.disk = Some(self.storage.budget(tenant));
+            checkpointing.ids = Some(Arc::new(RecordIds { cell: Arc::downgrade(cell), inner: Arc::downgrade(self) }));
+            env.checkpointing = Some(checkpointing);
+            env.restore = plan.restore;
+            env.allow_non_restored_state = plan.allow_non_restored_state;
+        }
+        let running = deploy(&graph, env).map_err(|e| {
+            ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
+                .with_details(vec![serde_json::to_value(super::views::failure(&e)).unwrap_or_default()])
+        })?;
+        Ok(Arc::new(EngineRun(running)))
+    }
+
+    /// The job's HTTP input logs and output streams: those it has, and any its graph names that it has not.
+    pub(crate) fn open_io(&self, cell: &JobCell, graph: &JobGraph, mut io: JobIo) -> Result<JobIo, ApiError> {
+        for node in &graph.nodes {
+            match &node.kind {
+                OperatorKind::Source(s) if s.source == SourceSpec::Http && !io.inputs.contains_key(&node.uid) => {
+                    let folder = self.config.inputs_dir().join(&cell.tenant).join(&cell.id).join(&node.uid);
+                    let log = IngestLog::open(&folder)
+                        .map_err(|e| ApiError::internal(format!("cannot open the input log of `{}`: {e}", node.uid)))?;
+                    io.inputs.insert(node.uid.clone(), log);
+                }
+                OperatorKind::Sink(SinkSpec::Http) if !io.outputs.contains_key(&node.uid) => {
+                    io.outputs.insert(node.uid.clone(), Arc::new(OutputStream::new(Retention::default())));
+                }
+                _ => {}
+            }
+        }
+        Ok(io)
+    }
+}
+
+/// The connectors this build has (Kafka when built with the `kafka` feature).
+#[cfg(feature = "kafka")]
+fn connectors(access: TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+    let access = eddy_kafka::KafkaAccess {
+        settings: access.properties,
+        topic_prefix: access.topic_prefix,
+        group_prefix: access.group_prefix,
+    };
+    Some(Arc::new(eddy_kafka::KafkaConnectors { access }))
+}
+
+#[cfg(not(feature = "kafka"))]
+fn connectors(_: TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
+    None
+}
+
+/// A RocksDB backend keeping a job's working state in `folder` (checkpoints restore it: a run starts afresh).
+#[cfg(feature = "rocksdb")]
+fn rocksdb_backend(
+    folder: &std::path::Path,
+    budget: Arc<StateBudget>,
+) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+    let backend = eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default());
+    Ok(Arc::new(backend.within(budget)))
+}
+
+#[cfg(not(feature = "rocksdb"))]
+fn rocksdb_backend(
+    _: &std::path::Path,
+    _: Arc<StateBudget>,
+) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
+    Err(ApiError::new(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "cannot_start",
+        "this build of Eddy has no RocksDB backend: build it with `--features rocksdb`, or use `state: { backend: memory }`",
+    ))
+}

@@ -1,16 +1,20 @@
-//! Turning a run plan into a running job: functions, state backend, budgets, connectors, HTTP endpoints and
-//! checkpoints, as the server provides them for the job's tenant.
+//! What the server gives a job's supervisor (the [`Host`]): its control plane, and turning a run plan into a
+//! running job with functions, state backend, budgets, connectors, HTTP endpoints and checkpoints as the server
+//! provides them for the job's tenant.
 
-use super::supervisor::{Run, RunPlan};
-use super::{Inner, JobCell, JobIo, checkpoint_prefix};
+use super::supervisor::{Host, Run, RunPlan};
+use super::{Inner, JobCell, JobIo, checkpoint_prefix, run_counts, spec_error};
 use crate::api::error::ApiError;
 use crate::config::TenantKafka;
+use crate::store::JobRecord;
 use axum::http::StatusCode;
 use eddy_engine::TaskError;
+use eddy_engine::checkpoint::CheckpointStore;
 use eddy_engine::checkpoint::{CheckpointId, CheckpointIds, CheckpointStats, Checkpointing};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{IngestLog, OutputStream, Retention};
 use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
+use eddy_engine::spec::JobSpec;
 use eddy_engine::spec::{BackendKind, OperatorKind, SinkSpec, SourceSpec};
 use eddy_engine::state::{MemoryBackend, StateBudget};
 use eddy_wasm_host::{Accounts, MemoryBudget, WasmFunctions};
@@ -198,4 +202,80 @@ fn rocksdb_backend(
         "cannot_start",
         "this build of Eddy has no RocksDB backend: build it with `--features rocksdb`, or use `state: { backend: memory }`",
     ))
+}
+
+impl Host for Arc<Inner> {
+    fn persist(&self, tenant: &str, record: &JobRecord) {
+        Inner::persist(self, tenant, record);
+    }
+
+    fn graph(&self, tenant: &str, record: &JobRecord) -> Result<JobGraph, ApiError> {
+        let spec = JobSpec::parse(&record.spec).map_err(spec_error)?;
+        JobGraph::build(&spec, &self.modules.catalog(tenant, Some(&record.modules))).map_err(spec_error)
+    }
+
+    fn admit(&self, cell: &JobCell, graph: &JobGraph) -> Result<(), ApiError> {
+        let cells = self.cells.lock();
+        self.check_quota(&cell.tenant, graph, cells.get(&cell.tenant), Some(&cell.id))?;
+        drop(cells);
+        self.storage.check(&cell.tenant)
+    }
+
+    fn io(&self, cell: &JobCell, graph: &JobGraph, io: JobIo) -> Result<JobIo, ApiError> {
+        self.open_io(cell, graph, io)
+    }
+
+    fn launch(&self, cell: &Arc<JobCell>, plan: RunPlan, io: &JobIo) -> Result<Arc<dyn Run>, ApiError> {
+        let run = self.deploy_run(cell, plan, io)?;
+        cell.state.lock().metered = (0, 0);
+        Ok(run)
+    }
+
+    fn store(&self) -> &Arc<dyn CheckpointStore> {
+        &self.checkpoints
+    }
+
+    fn forget(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
+        for folder in [self.config.inputs_dir(), self.config.state_dir()] {
+            if let Err(e) = std::fs::remove_dir_all(folder.join(tenant).join(id))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(tenant, job = id, "cannot delete the job's files: {e}");
+            }
+        }
+        self.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
+    }
+
+    fn meter(&self, cell: &JobCell, run: &dyn Run) {
+        let (delta_in, delta_out) = {
+            let mut state = cell.state.lock();
+            let Some(graph) = &state.graph else { return };
+            let (records_in, records_out) = run_counts(run, graph);
+            let delta = (records_in.saturating_sub(state.metered.0), records_out.saturating_sub(state.metered.1));
+            // A new run's counters start from zero again (see `launch`).
+            state.metered = (records_in, records_out);
+            delta
+        };
+        let cpu = self.accounts.lock().get(&cell.tenant).map(|a| a.usage.cpu().as_nanos() as u64);
+        let mut totals = self.metered(&cell.tenant);
+        let cpu_delta = cpu.map_or(0, |cpu| cpu.saturating_sub(totals.cpu_seen));
+        if delta_in == 0 && delta_out == 0 && cpu_delta == 0 {
+            return;
+        }
+        totals.records_in += delta_in;
+        totals.records_out += delta_out;
+        totals.guest_cpu_nanos += cpu_delta;
+        if let Some(cpu) = cpu {
+            totals.cpu_seen = cpu;
+        }
+        self.metering.lock().insert(cell.tenant.clone(), totals);
+        match serde_json::to_string(&totals) {
+            Ok(json) => {
+                if let Err(e) = self.store.put_usage(&cell.tenant, &json) {
+                    tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}");
+                }
+            }
+            Err(e) => tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}"),
+        }
+    }
 }

@@ -4,6 +4,8 @@
 
 mod launch;
 mod supervisor;
+#[cfg(test)]
+mod supervisor_tests;
 mod upgrade;
 mod views;
 
@@ -22,7 +24,7 @@ use axum::http::StatusCode;
 use crossbeam_channel::Sender;
 use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
 use eddy_engine::checkpoint::{CheckpointStore, Restore};
-use eddy_engine::graph::{JobGraph, Partitioning};
+use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{ConnectorReport, FileRoots, IngestHandle, IngestLog, OutputRate, OutputStream};
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::{JobHandle, JobState};
@@ -34,8 +36,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
-use supervisor::{Command, Host, Phase, Reply, Run, RunPlan, Supervisor};
-use views::{failure, state_name};
+use supervisor::{Command, Host, Phase, Reply, Run, Supervisor};
+use views::shown_state;
 
 /// A job's HTTP inputs (write-ahead logs) and outputs (streams) by operator uid, kept across its runs so that
 /// clients keep their endpoints.
@@ -375,100 +377,8 @@ impl Jobs {
     pub fn status(&self, tenant: &str, id: &str) -> Result<JobView, ApiError> {
         let cell = self.cell(tenant, id)?;
         let state = cell.state.lock();
-        let record = &state.record;
-        let handle = state.run.as_ref().and_then(|run| run.handle().cloned());
-        let (counters, mut reports) = match &handle {
-            Some(handle) => (handle.operators(), handle.connector_reports()),
-            None => (Vec::new(), Vec::new()),
-        };
-        // The last run's failure, with its operator and log lines; else what the record says (a job that did not
-        // start, or one that failed before the server started).
-        let run_error = state.run.as_ref().filter(|run| run.state() == JobState::Failed).and_then(|run| run.error());
-        let error = match (run_error, &record.error) {
-            (Some(e), _) => {
-                let mut view = failure(&e);
-                if let Some(why) = &state.gave_up {
-                    view.message = format!("{} (not restarted: {why})", view.message);
-                }
-                Some(view)
-            }
-            (None, Some(message)) => {
-                Some(FailureView { message: message.clone(), operator: None, domain: "user".into(), logs: Vec::new() })
-            }
-            (None, None) => None,
-        };
-        let mut view = JobView {
-            id: record.id.clone(),
-            name: record.name.clone(),
-            state: shown_state(&state),
-            error,
-            submitted_at: record.submitted_at,
-            modules: record.modules.clone(),
-            operators: Vec::new(),
-            edges: Vec::new(),
-            inputs: Vec::new(),
-            outputs: Vec::new(),
-            restarts: state.restarts.clone(),
-            checkpoints: None,
-            running_modules: self.module_versions(tenant, &record.modules),
-            upgrades: record.upgrades.clone(),
-        };
-        let Some(graph) = &state.graph else { return Ok(view) };
-        if graph.checkpoints.is_some() {
-            let stats = state.run.as_ref().map(|r| r.checkpoints()).unwrap_or_default();
-            view.checkpoints = Some(stats.into());
-        }
-        for node in &graph.nodes {
-            let counters = counters.iter().find(|(uid, _)| *uid == node.uid).map(|(_, c)| *c);
-            let inputs = node
-                .inputs
-                .iter()
-                .map(|&e| {
-                    let edge = &graph.edges[e];
-                    let from = &graph.nodes[edge.from].uid;
-                    edge.tag.as_ref().map_or(from.clone(), |t| format!("{from}.{t}"))
-                })
-                .collect();
-            view.operators.push(OperatorView {
-                uid: node.uid.clone(),
-                kind: node.kind.name().to_string(),
-                parallelism: node.parallelism,
-                keyed: node.keyed,
-                inputs,
-                records_in: counters.map_or(0, |c| c.records_in),
-                records_out: counters.map_or(0, |c| c.records_out),
-                late_records_dropped: counters.map_or(0, |c| c.late_records_dropped),
-                backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
-                unreadable_records: counters.map_or(0, |c| c.unreadable_records),
-                watermark: counters.and_then(|c| c.watermark),
-                connectors: reports
-                    .iter_mut()
-                    .find(|(uid, _)| *uid == node.uid)
-                    .map(|(_, r)| std::mem::take(r))
-                    .unwrap_or_default(),
-            });
-            match &node.kind {
-                OperatorKind::Source(s) if s.source == SourceSpec::Http => view.inputs.push(node.uid.clone()),
-                OperatorKind::Sink(SinkSpec::Http) => view.outputs.push(node.uid.clone()),
-                _ => {}
-            }
-        }
-        view.edges = graph
-            .edges
-            .iter()
-            .map(|e| EdgeView {
-                from: graph.nodes[e.from].uid.clone(),
-                tag: e.tag.clone(),
-                to: graph.nodes[e.to].uid.clone(),
-                partitioning: match e.partitioning {
-                    Partitioning::Forward => "forward",
-                    Partitioning::Rebalance => "rebalance",
-                    Partitioning::Hash(_) => "hash",
-                }
-                .to_string(),
-            })
-            .collect();
-        Ok(view)
+        let running_modules = self.module_versions(tenant, &state.record.modules);
+        Ok(views::job_view(&state, running_modules))
     }
 
     /// Cancels a job; it will not start again after a restart.
@@ -812,82 +722,6 @@ impl Inner {
     }
 }
 
-impl Host for Arc<Inner> {
-    fn persist(&self, tenant: &str, record: &JobRecord) {
-        Inner::persist(self, tenant, record);
-    }
-
-    fn graph(&self, tenant: &str, record: &JobRecord) -> Result<JobGraph, ApiError> {
-        let spec = JobSpec::parse(&record.spec).map_err(spec_error)?;
-        JobGraph::build(&spec, &self.modules.catalog(tenant, Some(&record.modules))).map_err(spec_error)
-    }
-
-    fn admit(&self, cell: &JobCell, graph: &JobGraph) -> Result<(), ApiError> {
-        let cells = self.cells.lock();
-        self.check_quota(&cell.tenant, graph, cells.get(&cell.tenant), Some(&cell.id))?;
-        drop(cells);
-        self.storage.check(&cell.tenant)
-    }
-
-    fn io(&self, cell: &JobCell, graph: &JobGraph, io: JobIo) -> Result<JobIo, ApiError> {
-        self.open_io(cell, graph, io)
-    }
-
-    fn launch(&self, cell: &Arc<JobCell>, plan: RunPlan, io: &JobIo) -> Result<Arc<dyn Run>, ApiError> {
-        let run = self.deploy_run(cell, plan, io)?;
-        cell.state.lock().metered = (0, 0);
-        Ok(run)
-    }
-
-    fn store(&self) -> &Arc<dyn CheckpointStore> {
-        &self.checkpoints
-    }
-
-    fn forget(&self, tenant: &str, id: &str) -> Result<(), ApiError> {
-        for folder in [self.config.inputs_dir(), self.config.state_dir()] {
-            if let Err(e) = std::fs::remove_dir_all(folder.join(tenant).join(id))
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(tenant, job = id, "cannot delete the job's files: {e}");
-            }
-        }
-        self.store.remove_job(tenant, id).map_err(|e| ApiError::internal(format!("cannot delete job {id}: {e}")))
-    }
-
-    fn meter(&self, cell: &JobCell, run: &dyn Run) {
-        let (delta_in, delta_out) = {
-            let mut state = cell.state.lock();
-            let Some(graph) = &state.graph else { return };
-            let (records_in, records_out) = run_counts(run, graph);
-            let delta = (records_in.saturating_sub(state.metered.0), records_out.saturating_sub(state.metered.1));
-            // A new run's counters start from zero again (see `launch`).
-            state.metered = (records_in, records_out);
-            delta
-        };
-        let cpu = self.accounts.lock().get(&cell.tenant).map(|a| a.usage.cpu().as_nanos() as u64);
-        let mut totals = self.metered(&cell.tenant);
-        let cpu_delta = cpu.map_or(0, |cpu| cpu.saturating_sub(totals.cpu_seen));
-        if delta_in == 0 && delta_out == 0 && cpu_delta == 0 {
-            return;
-        }
-        totals.records_in += delta_in;
-        totals.records_out += delta_out;
-        totals.guest_cpu_nanos += cpu_delta;
-        if let Some(cpu) = cpu {
-            totals.cpu_seen = cpu;
-        }
-        self.metering.lock().insert(cell.tenant.clone(), totals);
-        match serde_json::to_string(&totals) {
-            Ok(json) => {
-                if let Err(e) = self.store.put_usage(&cell.tenant, &json) {
-                    tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}");
-                }
-            }
-            Err(e) => tracing::warn!(tenant = cell.tenant, "cannot save usage: {e}"),
-        }
-    }
-}
-
 /// Starts the jobs under suspicion after the server went down, one at a time: each once the one before has
 /// completed a checkpoint, run for `SUSPECT_PROBATION`, or ended.
 fn start_one_by_one(cells: Vec<Arc<JobCell>>) {
@@ -910,17 +744,6 @@ fn start_one_by_one(cells: Vec<Arc<JobCell>>) {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-    }
-}
-
-/// The state a job's status shows.
-fn shown_state(state: &JobShared) -> String {
-    match state.phase {
-        Phase::Queued => "queued".into(),
-        Phase::Restarting => "restarting".into(),
-        Phase::Switching => "upgrading".into(),
-        Phase::Starting | Phase::Running | Phase::Savepointing | Phase::Probation => "running".into(),
-        Phase::Stopped => state_name(state.record.state),
     }
 }
 

@@ -1,11 +1,15 @@
 //! What the API shows of jobs: status, listings, restarts, checkpoints, savepoints and a tenant's use.
 
+use super::JobShared;
+use super::supervisor::Phase;
 use crate::store::UpgradeRecord;
 use eddy_engine::ErrorDomain;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::CheckpointStats;
+use eddy_engine::graph::Partitioning;
 use eddy_engine::io::ConnectorReport;
 use eddy_engine::runtime::JobState;
+use eddy_engine::spec::{OperatorKind, SinkSpec, SourceSpec};
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -222,5 +226,114 @@ pub(crate) fn failure(error: &TaskError) -> FailureView {
         }
         .to_string(),
         logs: error.logs.clone(),
+    }
+}
+
+/// A job's status from what its supervisor keeps; `running_modules` names the modules' versions.
+pub(crate) fn job_view(state: &JobShared, running_modules: BTreeMap<String, String>) -> JobView {
+    let record = &state.record;
+    let handle = state.run.as_ref().and_then(|run| run.handle().cloned());
+    let (counters, mut reports) = match &handle {
+        Some(handle) => (handle.operators(), handle.connector_reports()),
+        None => (Vec::new(), Vec::new()),
+    };
+    // The last run's failure, with its operator and log lines; else what the record says (a job that did not
+    // start, or one that failed before the server started).
+    let run_error = state.run.as_ref().filter(|run| run.state() == JobState::Failed).and_then(|run| run.error());
+    let error = match (run_error, &record.error) {
+        (Some(e), _) => {
+            let mut view = failure(&e);
+            if let Some(why) = &state.gave_up {
+                view.message = format!("{} (not restarted: {why})", view.message);
+            }
+            Some(view)
+        }
+        (None, Some(message)) => {
+            Some(FailureView { message: message.clone(), operator: None, domain: "user".into(), logs: Vec::new() })
+        }
+        (None, None) => None,
+    };
+    let mut view = JobView {
+        id: record.id.clone(),
+        name: record.name.clone(),
+        state: shown_state(state),
+        error,
+        submitted_at: record.submitted_at,
+        modules: record.modules.clone(),
+        operators: Vec::new(),
+        edges: Vec::new(),
+        inputs: Vec::new(),
+        outputs: Vec::new(),
+        restarts: state.restarts.clone(),
+        checkpoints: None,
+        running_modules,
+        upgrades: record.upgrades.clone(),
+    };
+    let Some(graph) = &state.graph else { return view };
+    if graph.checkpoints.is_some() {
+        let stats = state.run.as_ref().map(|r| r.checkpoints()).unwrap_or_default();
+        view.checkpoints = Some(stats.into());
+    }
+    for node in &graph.nodes {
+        let counters = counters.iter().find(|(uid, _)| *uid == node.uid).map(|(_, c)| *c);
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|&e| {
+                let edge = &graph.edges[e];
+                let from = &graph.nodes[edge.from].uid;
+                edge.tag.as_ref().map_or(from.clone(), |t| format!("{from}.{t}"))
+            })
+            .collect();
+        view.operators.push(OperatorView {
+            uid: node.uid.clone(),
+            kind: node.kind.name().to_string(),
+            parallelism: node.parallelism,
+            keyed: node.keyed,
+            inputs,
+            records_in: counters.map_or(0, |c| c.records_in),
+            records_out: counters.map_or(0, |c| c.records_out),
+            late_records_dropped: counters.map_or(0, |c| c.late_records_dropped),
+            backpressured_ms: counters.map_or(0, |c| c.backpressured_ms),
+            unreadable_records: counters.map_or(0, |c| c.unreadable_records),
+            watermark: counters.and_then(|c| c.watermark),
+            connectors: reports
+                .iter_mut()
+                .find(|(uid, _)| *uid == node.uid)
+                .map(|(_, r)| std::mem::take(r))
+                .unwrap_or_default(),
+        });
+        match &node.kind {
+            OperatorKind::Source(s) if s.source == SourceSpec::Http => view.inputs.push(node.uid.clone()),
+            OperatorKind::Sink(SinkSpec::Http) => view.outputs.push(node.uid.clone()),
+            _ => {}
+        }
+    }
+    view.edges = graph
+        .edges
+        .iter()
+        .map(|e| EdgeView {
+            from: graph.nodes[e.from].uid.clone(),
+            tag: e.tag.clone(),
+            to: graph.nodes[e.to].uid.clone(),
+            partitioning: match e.partitioning {
+                Partitioning::Forward => "forward",
+                Partitioning::Rebalance => "rebalance",
+                Partitioning::Hash(_) => "hash",
+            }
+            .to_string(),
+        })
+        .collect();
+    view
+}
+
+/// The state a job's status shows.
+pub(crate) fn shown_state(state: &JobShared) -> String {
+    match state.phase {
+        Phase::Queued => "queued".into(),
+        Phase::Restarting => "restarting".into(),
+        Phase::Switching => "upgrading".into(),
+        Phase::Starting | Phase::Running | Phase::Savepointing | Phase::Probation => "running".into(),
+        Phase::Stopped => state_name(state.record.state),
     }
 }

@@ -435,3 +435,58 @@ async fn tenants_reach_only_their_own_topics_with_the_credentials_the_server_giv
     assert_eq!(committed(&t[3], 1, Duration::from_secs(60)), ["globex's"]);
     assert_eq!(globex.job(&theirs).await.expect("status")["state"], "running");
 }
+
+/// An exactly-once Kafka job is upgraded (its checkpoints give way to the upgrade's savepoint), then its server is
+/// killed while the new run commits a checkpoint: the new run's checkpoint ids go on after the savepoint's, so the
+/// restored sink knows that epoch is not in Kafka and writes it again. Every result once.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_upgraded_kafka_job_killed_while_it_commits_writes_each_result_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let hook = [("EDDY_KAFKA_TEST_COMMIT_DELAY_MS", COMMIT_DELAY_MS)];
+    let mut server = ServerProcess::start_with_env(dir.path(), &hook).await;
+    let lowercase = example(Rust, "lowercase").await;
+    server.client.push_module("lower", None, lowercase.clone()).await.expect("upload");
+    server.client.push_module("stats", None, example(Rust, "running-stats").await).await.expect("upload");
+    let t = topics(&["ledger", "whole", "upgraded-in", "upgraded"], 1);
+    let input: Vec<String> = (0..BATCHES).flat_map(batch).collect();
+    produce(&t[0], &input);
+    let whole = submit(&server.client, &ledger(&t[0], &t[1], "exactly_once")).await;
+    checkpointed(&server.client, &whole).await;
+    let expected = committed(&t[1], 1, Duration::from_secs(20));
+    server.client.cancel(&whole).await.expect("cancel");
+
+    let half = BATCHES / 2;
+    produce(&t[2], &(0..half).flat_map(batch).collect::<Vec<_>>());
+    let id = submit(&server.client, &ledger(&t[2], &t[3], "exactly_once")).await;
+    wait_job(&server.client, &id, Duration::from_secs(60), |s| s["checkpoints"]["latest"].as_u64() >= Some(3)).await;
+    server.client.push_module("lower", Some("2"), lowercase).await.expect("the same logic as version 2");
+    server.client.upgrade(&id, &["lower@2".to_string()], false).await.expect("upgrade");
+    let upgraded = wait_job(&server.client, &id, Duration::from_secs(60), |s| s["upgrades"][0]["outcome"] != "in_progress").await;
+    assert_eq!(upgraded["upgrades"][0]["outcome"], "upgraded", "{upgraded:#}");
+    let savepoint = upgraded["upgrades"][0]["savepoint"].as_str().expect("the upgrade's savepoint").to_string();
+    let savepoints = server.client.savepoints().await.expect("savepoints");
+    let taken_as = savepoints
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|s| s["id"] == savepoint.as_str())
+        .and_then(|s| s["checkpoint"].as_u64())
+        .expect("the savepoint's checkpoint id");
+
+    // The rest of the input, and a kill while a checkpoint of the new run commits.
+    produce(&t[2], &(half..BATCHES).flat_map(batch).collect::<Vec<_>>());
+    let committing = wait_job(&server.client, &id, Duration::from_secs(60), |s| {
+        transactions(s)["committing_checkpoint"].as_u64().is_some_and(|c| c > taken_as)
+    })
+    .await;
+    let killed_in = transactions(&committing)["committing_checkpoint"].as_u64().unwrap_or(0);
+    assert!(killed_in > taken_as, "the new run's checkpoint {killed_in} comes after the savepoint's {taken_as}");
+    server.kill();
+    server = ServerProcess::start_with_env(dir.path(), &hook).await;
+    checkpointed(&server.client, &id).await;
+    let status = server.client.job(&id).await.expect("status");
+    assert!(transactions(&status)["rewritten_epochs"].as_u64().is_some_and(|r| r >= 1), "{status:#}");
+    let actual = committed(&t[3], expected.len(), Duration::from_secs(60));
+    assert_eq!(actual, expected, "the same results as the uninterrupted run, each once");
+    server.kill();
+}

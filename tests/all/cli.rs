@@ -121,3 +121,20 @@ async fn the_cli_upgrades_a_job_downloads_its_savepoint_and_stops_it_with_drain(
     let last = crate::support::output(c, &id, "out").await.last().cloned().expect("output");
     assert_eq!((last["value"]["visits"].as_u64(), last["value"]["logic"].as_str()), (Some(2), Some("v2")), "{last}");
 }
+
+/// `--help` anywhere prints the help and succeeds; arguments clap cannot read fail with its message only.
+#[test]
+fn help_succeeds_and_bad_arguments_fail_with_clap_s_message() {
+    let exe = std::env::current_exe().expect("test binary");
+    let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
+    for args in [&["--help"][..], &["job", "--help"], &["job", "submit", "--help"], &["--version"]] {
+        let run = std::process::Command::new(&eddy).args(args).output().expect("eddy runs");
+        let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+        assert!(run.status.success(), "{args:?}: {:?}\n{stderr}", run.status);
+        assert!(!stdout.is_empty() && !stderr.contains("error"), "{args:?}: {stdout}\n{stderr}");
+    }
+    let bad = std::process::Command::new(&eddy).arg("--no-such-flag").output().expect("eddy runs");
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert_eq!(bad.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--no-such-flag") && stderr.matches("error").count() == 1, "{stderr}");
+}

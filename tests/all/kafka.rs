@@ -461,7 +461,8 @@ async fn an_upgraded_kafka_job_killed_while_it_commits_writes_each_result_once()
     wait_job(&server.client, &id, Duration::from_secs(60), |s| s["checkpoints"]["latest"].as_u64() >= Some(3)).await;
     server.client.push_module("lower", Some("2"), lowercase).await.expect("the same logic as version 2");
     server.client.upgrade(&id, &["lower@2".to_string()], false).await.expect("upgrade");
-    let upgraded = wait_job(&server.client, &id, Duration::from_secs(60), |s| s["upgrades"][0]["outcome"] != "in_progress").await;
+    let upgraded =
+        wait_job(&server.client, &id, Duration::from_secs(60), |s| s["upgrades"][0]["outcome"] != "in_progress").await;
     assert_eq!(upgraded["upgrades"][0]["outcome"], "upgraded", "{upgraded:#}");
     let savepoint = upgraded["upgrades"][0]["savepoint"].as_str().expect("the upgrade's savepoint").to_string();
     let savepoints = server.client.savepoints().await.expect("savepoints");

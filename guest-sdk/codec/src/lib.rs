@@ -210,6 +210,8 @@ impl<'a> Iterator for HeaderIter<'a> {
     }
 }
 
+const TOO_LARGE: &str = "a batch holds at most 4 GiB of keys, values and headers";
+
 /// An owned batch of records: rows plus one data area. Appending a record copies its bytes once; nothing is
 /// allocated per record. Two batches are equal when they hold equal records in the same order.
 #[derive(Clone, Default)]
@@ -271,12 +273,16 @@ impl Batch {
         self.intact = false;
     }
 
+    /// Offsets and lengths in the wire layout are `u32`: a batch holds at most 4 GiB of keys, values and headers,
+    /// and pushing more panics rather than wrapping around (the engine's batches stay far below it).
     #[inline]
     fn append(&mut self, bytes: &[u8]) -> Span {
         self.intact = false;
-        let off = (self.data.len() - self.base) as u32;
+        let off = u32::try_from(self.data.len() - self.base).expect(TOO_LARGE);
+        let len = u32::try_from(bytes.len()).expect(TOO_LARGE);
+        off.checked_add(len).expect(TOO_LARGE);
         self.data.extend_from_slice(bytes);
-        Span { off, len: bytes.len() as u32 }
+        Span { off, len }
     }
 
     #[inline]
@@ -297,9 +303,9 @@ impl Batch {
     pub fn push_with_headers(&mut self, timestamp: i64, key: Option<&[u8]>, value: &[u8], headers: &[(&str, &[u8])]) {
         self.push(timestamp, key, value);
         if !headers.is_empty() {
-            let off = (self.data.len() - self.base) as u32;
-            Headers::encode(headers, &mut self.data);
-            let len = (self.data.len() - self.base) as u32 - off;
+            let mut encoded = Vec::new();
+            Headers::encode(headers, &mut encoded);
+            let Span { off, len } = self.append(&encoded);
             if let Some(row) = self.rows.last_mut() {
                 row.headers = Span { off, len };
             }
@@ -352,6 +358,7 @@ impl Batch {
 
     /// Changes the key of record `index` (the old key bytes stay in the data area until the batch is cleared).
     pub fn set_key(&mut self, index: usize, key: Option<&[u8]>) {
+        self.intact = false;
         let span = key.map_or(Span::NONE, |k| self.append(k));
         self.rows[index].key = span;
     }
@@ -367,7 +374,8 @@ impl Batch {
     /// Appends every record of `other`.
     pub fn extend_from(&mut self, other: &Batch) {
         self.intact = false;
-        let shift = (self.data.len() - self.base) as u32;
+        let shift = u32::try_from(self.data.len() - self.base).expect(TOO_LARGE);
+        shift.checked_add(u32::try_from(other.data_len()).expect(TOO_LARGE)).expect(TOO_LARGE);
         self.data.extend_from_slice(&other.data[other.base..]);
         self.rows.extend(other.rows.iter().map(|row| {
             let move_span = |s: Span| if s.is_none() { s } else { Span { off: s.off + shift, len: s.len } };
@@ -459,12 +467,13 @@ impl BatchWriter {
 
     #[inline(always)]
     fn append(&mut self, bytes: &[u8]) -> Span {
-        let off = self.data.len() as u32;
+        let off = u32::try_from(self.data.len()).expect(TOO_LARGE);
+        let len = u32::try_from(bytes.len()).expect(TOO_LARGE);
         match bytes.first_chunk::<8>() {
             Some(word) if bytes.len() == 8 => self.data.extend_from_slice(word),
             _ => self.data.extend_from_slice(bytes),
         }
-        Span { off, len: bytes.len() as u32 }
+        Span { off, len }
     }
 
     /// Appends a record whose headers are given in their encoded form (empty for none). Always inlined: as a call it
@@ -635,9 +644,10 @@ mod tests {
     fn a_decoded_batch_hands_on_its_wire_until_a_record_changes() {
         let wire = sample().to_wire();
         let mut scratch = Vec::new();
-        let changes: [fn(&mut Batch); 5] = [
+        let changes: [fn(&mut Batch); 6] = [
             |b| b.set_timestamp(0, 99),
             |b| b.set_key(1, Some(b"new")),
+            |b| b.set_key(0, None),
             |b| b.retain_by(&[true, false, true]),
             |b| b.push(1, None, b"more"),
             |b| b.extend_from(&sample()),

@@ -219,6 +219,8 @@ enum TokenCommand {
 pub fn main() -> ExitCode {
     match run_args(std::env::args_os()) {
         Ok(()) => ExitCode::SUCCESS,
+        // clap has said what was wrong with the arguments.
+        Err(e) if e.is::<UsageError>() => ExitCode::from(2),
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
@@ -226,17 +228,28 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The arguments were not understood; clap printed why.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(String);
+
 /// Runs `eddy` with `args` (the first is the program name), on a runtime of its own.
 pub fn run_args<I, T>(args: I) -> anyhow::Result<()>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|e| {
-        // --help and --version end here too: print them as clap would.
-        let _ = e.print();
-        anyhow::anyhow!("{}", e.kind())
-    })?;
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            // --help and --version end here too: printed as clap would, they are a success.
+            let _ = e.print();
+            if e.use_stderr() {
+                return Err(UsageError(e.kind().to_string()).into());
+            }
+            return Ok(());
+        }
+    };
     if let Command::CompileWorker { memory_bytes } = &cli.command {
         // No runtime and no logging: a worker compiles, writes, and exits.
         return eddy_wasm_host::run_worker(*memory_bytes).map_err(anyhow::Error::msg);

@@ -102,6 +102,8 @@ pub struct CheckpointView {
     pub last_failure: Option<String>,
     /// The checkpoint the current run started from.
     pub restored_from: Option<u64>,
+    /// Bytes of state files the current run downloaded to restore (none when they were on this machine).
+    pub restored_bytes: u64,
 }
 
 impl From<CheckpointStats> for CheckpointView {
@@ -115,6 +117,7 @@ impl From<CheckpointStats> for CheckpointView {
             latest_full_bytes: s.latest_full_bytes,
             last_failure: s.last_failure,
             restored_from: s.restored_from,
+            restored_bytes: s.restored_bytes,
         }
     }
 }

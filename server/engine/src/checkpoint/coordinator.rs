@@ -172,9 +172,13 @@ pub struct Restore {
     pub max_parallelism: Option<u32>,
     tasks: HashMap<String, TaskSnapshot>,
     operators: HashMap<(String, u32), OperatorSnapshot>,
+    /// Per operator uid, the head of the chain it ran in (its tasks are `<head>-<subtask>`).
+    heads: HashMap<String, String>,
     /// Where its state files are: the storage, and the folder their paths are relative to (the one that holds the
     /// checkpoint's folder).
     files: Option<(Arc<dyn CheckpointStore>, String)>,
+    /// Bytes of state files read from storage so far.
+    fetched: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Restore {
@@ -219,7 +223,11 @@ impl Restore {
                 .map_err(|e| unreadable(e.0))?
                 .ok_or_else(|| unreadable(format!("the snapshot of task {task} is missing")))?;
             let mut snapshot = TaskSnapshot::decode(&bytes)?;
+            let head = task_parts(&task).map(|(head, _)| head.to_string());
             for (uid, subtask, operator) in std::mem::take(&mut snapshot.operators) {
+                if let Some(head) = &head {
+                    restore.heads.insert(uid.clone(), head.clone());
+                }
                 restore.operators.insert((uid, subtask), operator);
             }
             restore.tasks.insert(task, snapshot);
@@ -240,10 +248,17 @@ impl Restore {
         let Some((store, parent)) = &self.files else {
             return Err(crate::state::StateError("this checkpoint was not read from storage".into()));
         };
-        store
-            .get(&format!("{parent}{object}"))
-            .map_err(|e| crate::state::StateError(e.0))?
-            .ok_or_else(|| crate::state::StateError(format!("state file {object} is missing in {}", store.describe())))
+        let bytes =
+            store.get(&format!("{parent}{object}")).map_err(|e| crate::state::StateError(e.0))?.ok_or_else(|| {
+                crate::state::StateError(format!("state file {object} is missing in {}", store.describe()))
+            })?;
+        self.fetched.fetch_add(bytes.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(bytes)
+    }
+
+    /// Bytes of state files read from storage so far.
+    pub fn fetched_bytes(&self) -> u64 {
+        self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Uids of the operators that have state in it.
@@ -259,9 +274,13 @@ impl Restore {
         found.into_iter().map(|(_, o)| o).collect()
     }
 
-    /// How many subtasks operator `uid` had.
+    /// How many subtasks operator `uid` had: as many as its chain had tasks, finished ones included (a finished
+    /// task leaves no operator snapshots, so counting those would make an unchanged parallelism look changed).
     fn parallelism_of(&self, uid: &str) -> u32 {
-        self.operators.keys().filter(|(u, _)| u == uid).count() as u32
+        let operators = self.operators.keys().filter(|(u, _)| u == uid).count() as u32;
+        let Some(head) = self.heads.get(uid) else { return operators };
+        let tasks = self.tasks.keys().filter_map(|name| task_parts(name)).filter(|(h, _)| h == head).count() as u32;
+        tasks.max(operators)
     }
 
     /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
@@ -293,7 +312,12 @@ impl Restore {
             }
             merged.entries.extend(snapshot.entries.iter().filter(|e| groups.contains(&e.group)).cloned());
             merged.timers.extend(snapshot.timers.iter().filter(|t| groups.contains(&t.group)).cloned());
-            merged.files.extend(snapshot.files.iter().cloned());
+            // Only the stores that held some of the key groups this subtask takes are read.
+            let overlaps = |files: &&crate::state::StateFiles| {
+                let (first, last) = files.key_groups;
+                first <= *groups.end() && *groups.start() <= last
+            };
+            merged.files.extend(snapshot.files.iter().filter(overlaps).cloned());
         }
         merged
             .entries
@@ -382,6 +406,8 @@ pub struct CheckpointStats {
     pub last_failure: Option<String>,
     /// The checkpoint this run started from.
     pub restored_from: Option<CheckpointId>,
+    /// Bytes of state files this run read from storage to restore (none read: files were on this machine).
+    pub restored_bytes: u64,
 }
 
 /// An on-demand checkpoint or savepoint, answered with the completed checkpoint's id or why it failed.
@@ -882,5 +908,41 @@ mod tests {
         assert_eq!(restore.map(|r| r.checkpoint), Some(1), "the damaged newest one is passed over");
         assert_eq!(newest, 3, "numbers go on after every id used");
         assert_eq!(newest_checkpoint_id(store.as_ref(), "j/").expect("list"), 2, "the unfinished one is gone");
+    }
+
+    #[test]
+    fn a_finished_subtask_still_counts_in_the_parallelism_a_checkpoint_was_taken_at() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store: Arc<dyn CheckpointStore> = Arc::new(super::super::LocalStore::new(dir.path()));
+        let folder = checkpoint_folder("j/", 1);
+        let state =
+            |extra: &[u8]| OperatorSnapshot { layout: "sink".into(), extra: extra.to_vec(), ..Default::default() };
+        let tasks = [
+            TaskSnapshot { task: "src-0".into(), finished: true, ..Default::default() },
+            TaskSnapshot {
+                task: "src-1".into(),
+                operators: vec![("out".into(), 1, state(b"one"))],
+                ..Default::default()
+            },
+        ];
+        let mut names = BTreeMap::new();
+        for task in &tasks {
+            let bytes = task.encode().expect("encode");
+            store.put(&format!("{folder}{}", task.task), &bytes).expect("put");
+            names.insert(task.task.clone(), (task.task.clone(), bytes.len() as u64));
+        }
+        let metadata = Metadata {
+            format: METADATA_FORMAT,
+            checkpoint: 1,
+            completed_at_ms: 0,
+            max_parallelism: Some(128),
+            tasks: names,
+            shared: Vec::new(),
+        };
+        store.put(&format!("{folder}{METADATA}"), &serde_json::to_vec(&metadata).expect("json")).expect("put");
+        let mut restore = Restore::load(&store, "j/", 1).expect("load");
+        // At the same parallelism (2), subtask 1 gets its own snapshot, per-subtask bytes included.
+        let own = restore.operator("out", 1, 2, 128).expect("state");
+        assert_eq!(own.extra, b"one", "the fast path, as the parallelism did not change");
     }
 }

@@ -522,6 +522,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 let mut side = Vec::new();
                 let mut tags: Vec<&str> =
                     graph.nodes[n].outputs.iter().filter_map(|&e| graph.edges[e].tag.as_deref()).collect();
+                tags.sort_unstable();
                 tags.dedup();
                 for tag in tags {
                     side.push((tag.to_string(), writers_for(n, Some(tag), &mut senders)?));
@@ -573,7 +574,11 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
 
     drop(ack_tx);
     shared.commits.set_tasks(tasks.len());
-    shared.checkpoints.lock().restored_from = restored_from;
+    {
+        let mut stats = shared.checkpoints.lock();
+        stats.restored_from = restored_from;
+        stats.restored_bytes = restore.as_ref().map_or(0, |r| r.fetched_bytes());
+    }
     let mut threads = Vec::new();
     let mut coordinated = Vec::new();
     for (checkpoints, body, chain) in tasks {

@@ -129,9 +129,6 @@ pub fn run_task(
         chain.restore_watermark(restored.watermark);
     }
     govern::enter();
-    // The newest barrier seen: alignment completes only the checkpoint of the newest barrier (older ones are
-    // overtaken), and this says whether it is a savepoint.
-    let mut newest = Barrier::checkpoint(0);
     loop {
         if cancel.load(Ordering::Relaxed) {
             return Ok(());
@@ -147,13 +144,12 @@ pub fn run_task(
                 chain.push(0, input, batch, now)?;
             }
             Received::Message(channel, Message::Barrier(barrier)) => {
-                newest = barrier;
-                let (result, overtaken) = gate.aligner.on_barrier(channel, barrier.id);
+                let (result, overtaken) = gate.aligner.on_barrier(channel, barrier);
                 if let Some(old) = overtaken {
                     chain.checkpoint_aborted(old);
                 }
-                if let Aligned::Complete(id) = result {
-                    aligned(Barrier { id, savepoint: newest.savepoint }, gate, chain, checkpoints)?;
+                if let Aligned::Complete(barrier) = result {
+                    aligned(barrier, gate, chain, checkpoints)?;
                 }
             }
             Received::Message(channel, Message::Watermark(w)) => {
@@ -175,8 +171,8 @@ pub fn run_task(
                 if let Some(w) = gate.watermarks.on_end(channel) {
                     chain.watermark(w, now)?;
                 }
-                if let Aligned::Complete(id) = gate.aligner.on_end(channel) {
-                    aligned(Barrier { id, savepoint: newest.savepoint }, gate, chain, checkpoints)?;
+                if let Aligned::Complete(barrier) = gate.aligner.on_end(channel) {
+                    aligned(barrier, gate, chain, checkpoints)?;
                 }
                 if gate.watermarks.all_ended() {
                     if gate.watermarks.current() < MAX_WATERMARK {

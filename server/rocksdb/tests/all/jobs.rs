@@ -16,19 +16,30 @@ use std::time::{Duration, Instant};
 /// A paced keyed window job with exactly-once checkpoints every 50 ms (three retained), writing into
 /// `out/<folder>`.
 fn graph(folder: &str) -> JobGraph {
-    let spec = format!(
+    let spec = graph_spec(folder).replace(", parallelism: 1 }", " }").replace("window_parallelism", "2");
+    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The same job with its window operator at `parallelism` subtasks (the source at two, the sink at one).
+fn graph_at(folder: &str, parallelism: u32) -> JobGraph {
+    let spec = graph_spec(folder).replace("window_parallelism", &parallelism.to_string());
+    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
+    JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn graph_spec(folder: &str) -> String {
+    format!(
         r#"
 name: incremental
 parallelism: 2
 checkpoints: {{ interval: 50ms, retained: 3 }}
 operators:
   - {{ uid: src, source: {{ generator: {{ events: 12000, keys: 500, encoding: json, rate: 4000 }} }}, watermark: {{ out_of_orderness: 100ms }}, batch_size: 50 }}
-  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 50ms }}, aggregate: {{ builtin: sum, field: "$.amount" }} }}
-  - {{ uid: out, sink: {{ file: {{ path: out/{folder} }} }}, input: w }}
+  - {{ uid: w, input: src, key_by: {{ json: "$.key" }}, window: {{ tumbling: 50ms }}, aggregate: {{ builtin: sum, field: "$.amount" }}, parallelism: window_parallelism }}
+  - {{ uid: out, sink: {{ file: {{ path: out/{folder} }} }}, input: w, parallelism: 1 }}
 "#
-    );
-    let spec = JobSpec::parse(&spec).unwrap_or_else(|e| panic!("{e}"));
-    JobGraph::build(&spec, &TestFunctions).unwrap_or_else(|e| panic!("{e}"))
+    )
 }
 
 /// The lines of the visible part files in a file sink's folder, sorted.
@@ -146,4 +157,34 @@ fn jobs_restore_from_incremental_checkpoints_locally_or_from_storage_alone() {
         assert_eq!(held, setup.referenced(), "shared state files after the restored run");
         setup.store.delete_prefix("job/").expect("clean");
     }
+}
+
+/// The window operator goes from 4 to 5 subtasks, restored from storage alone: each new subtask downloads only the
+/// stores that held key groups it now owns (at most two here), not every old subtask's; the results are the same.
+#[test]
+fn a_rescale_downloads_only_the_stores_that_held_its_key_groups() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store: Arc<dyn CheckpointStore> = Arc::new(LocalStore::new(dir.path().join("cp")));
+    let setup = Setup { dir, store };
+    let root = setup.dir.path().to_path_buf();
+    let whole = setup.run(&graph_at("whole", 4), &root.join("state-whole"), None);
+    assert_eq!(finish(&whole), JobState::Finished, "{:?}", whole.handle.error());
+    let expected = committed_lines(&root.join("out/whole"));
+    setup.store.delete_prefix("job/").expect("clean");
+
+    let state = root.join("state-rescaled");
+    let first = setup.run(&graph_at("rescaled", 4), &state, None);
+    crash_after(&first, 4);
+    let restore = Restore::latest(&setup.store, "job/").expect("read").expect("a completed checkpoint");
+    // What the checkpoint refers to: each old store's files (and the tasks' snapshots).
+    let full = first.handle.checkpoints().latest_full_bytes.expect("the checkpoint's size");
+    std::fs::remove_dir_all(&state).expect("wipe the local disk");
+    let second = setup.run(&graph_at("rescaled", 5), &state, Some(restore));
+    let downloaded = second.handle.checkpoints().restored_bytes;
+    assert_eq!(finish(&second), JobState::Finished, "{:?}", second.handle.error());
+    assert_eq!(committed_lines(&root.join("out/rescaled")), expected, "the same results at the new parallelism");
+    assert!(downloaded > 0, "the state came from storage");
+    // Every old store is read by the new subtasks whose key groups it held: at most twice over in all (4 -> 5),
+    // where reading every store into every new subtask would be five times over.
+    assert!(downloaded <= 2 * full, "downloaded {downloaded} bytes of {full} stored");
 }

@@ -162,3 +162,30 @@ async fn delete_and_cancel_during_a_slow_restart_leave_no_run() {
         assert_eq!(usage["used"]["jobs"], 0, "nothing counts against the quota: {usage:#}");
     }
 }
+
+/// One branch's bounded input ends and its exactly-once file sink finishes while another branch of the job later
+/// fails (three times, restarted each time): the finished branch's output is committed by the job's final checkpoint,
+/// never at its end of input, so the restarts write none of it again.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sink_that_finished_before_another_task_failed_writes_its_output_once() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("faults", None, example(Rust, "test-faults").await).await.expect("upload");
+    let spec = "name: branches\ncheckpoints: { interval: 1h }\nrestart: { strategy: fixed_delay, attempts: 3, delay: 100ms }\noperators:\n  - { uid: a, source: { http: {} } }\n  - { uid: out, sink: { file: { path: branch-a } }, input: a }\n  - { uid: b, source: { http: {} } }\n  - { uid: m, map: faults, input: b }\n  - { uid: rest, sink: discard, input: m }\n";
+    let id = submit(c, spec).await;
+    let lines: String = (0..100).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    c.ingest(&id, "a", lines).await.expect("ingest");
+    c.close_input(&id, "a").await.expect("close");
+    let out = server.data_dir().join("files/default/branch-a");
+    let started = std::time::Instant::now();
+    while committed(&out).len() < 100 {
+        assert!(started.elapsed() < Duration::from_secs(30), "branch a's output was committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    c.ingest(&id, "b", "panic\n".into()).await.expect("ingest");
+    let failed = wait_job(c, &id, Duration::from_secs(60), |s| s["state"] == "failed").await;
+    assert_eq!(failed["restarts"].as_array().map(Vec::len), Some(3), "{failed:#}");
+    let mut expected: Vec<String> = (0..100).map(|n| format!("{{\"n\":{n}}}")).collect();
+    expected.sort();
+    assert_eq!(committed(&out), expected, "each of branch a's records once");
+}

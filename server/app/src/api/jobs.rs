@@ -39,7 +39,7 @@ pub struct SubmitQuery {
         (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 201, description = "Running", body = JobView),
         (status = 400, description = "The spec has problems; `details` lists each with operator and field", body = ErrorBody),
-        (status = 403, description = "Over one of the tenant's quotas (`jobs`, `parallelism`); `details` names it", body = ErrorBody),
+        (status = 403, description = "Over one of the tenant's quotas (`jobs`, `parallelism`, `storage_mb`), or a Kafka broker or name it may not use; `details` names it", body = ErrorBody),
         (status = 404, description = "No such savepoint", body = ErrorBody),
         (status = 422, description = "The job could not start (for example a function's init failed, or the savepoint does not fit it)", body = ErrorBody),
     )
@@ -83,6 +83,7 @@ pub struct SavepointRequest {
     responses(
         (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 201, description = "Complete", body = SavepointView),
+        (status = 403, description = "Over the tenant's `storage_mb` quota", body = ErrorBody),
         (status = 404, body = ErrorBody),
         (status = 409, description = "The job is not running or takes no checkpoints", body = ErrorBody),
         (status = 503, description = "The savepoint failed (storage, or the job stopped)", body = ErrorBody),
@@ -434,7 +435,8 @@ fn each_element(text: &str, sink: &mut ValueSink<'_>) -> Result<(), IngestError>
         (status = 415, description = "The body's `Content-Type` is not one this route takes", body = ErrorBody),
         (status = 202, description = "Accepted: `{\"accepted\": n}`"),
         (status = 404, body = ErrorBody),
-        (status = 409, description = "The job is not running or the input was closed", body = ErrorBody),
+        (status = 403, description = "Over the tenant's `storage_mb` quota", body = ErrorBody),
+        (status = 409, description = "The job is not running, stops with a savepoint, or the input was closed", body = ErrorBody),
         (status = 503, description = "The job is backpressured; retry", body = ErrorBody),
     )
 )]

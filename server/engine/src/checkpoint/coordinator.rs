@@ -378,6 +378,12 @@ pub enum Ack {
         /// What it holds.
         snapshot: TaskSnapshot,
     },
+    /// Its source ended (a source task): it waits for a checkpoint to cover that before it ends its outputs, so
+    /// one is taken as soon as it may.
+    Ending {
+        /// The task's index.
+        task: usize,
+    },
     /// It finished: this stands in for its snapshot in every later checkpoint.
     Finished {
         /// The task's index.
@@ -594,6 +600,12 @@ impl Coordinator {
                 Err(_) => break, // every task has ended
             };
             let completed_ids: Vec<CheckpointId> = match ack {
+                Ack::Ending { .. } => {
+                    // A checkpoint now, with nobody waiting for its answer.
+                    let (reply, _) = crossbeam_channel::bounded(1);
+                    queued.push(TriggerRequest { reply, savepoint: None });
+                    continue;
+                }
                 Ack::Snapshot { checkpoint, task, snapshot } => {
                     let Some(p) = pending.get_mut(&checkpoint) else { continue };
                     match self.write(&p.folder, &snapshot, &known) {

@@ -306,6 +306,13 @@ impl TaskCheckpoints {
         let _ = acks.send(ack);
     }
 
+    /// Tells the coordinator that this source task's input ended: a checkpoint is wanted that covers it.
+    pub(super) fn ending(&self) {
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(Ack::Ending { task: self.index });
+        }
+    }
+
     /// Tells the chain that `checkpoint` completed, and the job's handle that this task acted on it.
     pub(super) fn complete(&self, chain: &mut Chain, checkpoint: CheckpointId) -> Result<(), TaskError> {
         chain.checkpoint_complete(checkpoint)?;

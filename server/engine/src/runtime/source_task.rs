@@ -194,7 +194,15 @@ pub fn run_source(
         runner.metrics.set_watermark(runner.subtask, MAX_WATERMARK);
         chain.watermark(MAX_WATERMARK, now)?;
     }
-    chain.finish(now)?;
+    if !finished_before && checkpoints.acks.is_some() {
+        // Everything this source will ever cause is on its way: the job's final checkpoint covers it, and only once
+        // that checkpoint completed (exactly-once sinks committed) does the end of input go downstream.
+        let ended = final_checkpoint(&mut runner, chain, cancel, control, checkpoints, &mut recorded, clock)?;
+        if !ended {
+            return Ok(());
+        }
+    }
+    chain.finish(clock.now())?;
     let source = SourceSnapshot {
         positions: runner.source.position(),
         max_timestamps: runner.watermarks.max_timestamps(),
@@ -204,6 +212,73 @@ pub fn run_source(
         TaskSnapshot { task: checkpoints.name.clone(), source: Some(source), finished: true, ..Default::default() };
     checkpoints.ack(snapshot, None);
     Ok(())
+}
+
+/// After its source ended: asks the coordinator for a checkpoint and takes part in checkpoints (its position is the
+/// end) until one begun after the end completed. False if the job stopped meanwhile.
+fn final_checkpoint(
+    runner: &mut SourceRunner,
+    chain: &mut Chain,
+    cancel: &AtomicBool,
+    control: &Receiver<Control>,
+    checkpoints: &TaskCheckpoints,
+    recorded: &mut Vec<(CheckpointId, Vec<SplitPosition>)>,
+    clock: &dyn Clock,
+) -> Result<bool, TaskError> {
+    checkpoints.ending();
+    let mut suspended = false;
+    let mut covered_by: Option<CheckpointId> = None;
+    loop {
+        if cancel.load(Ordering::Relaxed) {
+            return Ok(false);
+        }
+        let message = govern::blocking(|| control.recv_timeout(Duration::from_millis(100)));
+        let Ok(message) = message else { continue };
+        match message {
+            Control::Checkpoint(barrier) if covered_by.is_none() => {
+                covered_by = Some(barrier.id);
+                source_control(
+                    Control::Checkpoint(barrier),
+                    runner,
+                    chain,
+                    checkpoints,
+                    recorded,
+                    &mut suspended,
+                    clock,
+                )?;
+            }
+            Control::CheckpointComplete(id) => {
+                source_control(
+                    Control::CheckpointComplete(id),
+                    runner,
+                    chain,
+                    checkpoints,
+                    recorded,
+                    &mut suspended,
+                    clock,
+                )?;
+                if covered_by.is_some_and(|first| id >= first) {
+                    return Ok(true);
+                }
+            }
+            Control::CheckpointAborted(id) => {
+                if covered_by == Some(id) {
+                    covered_by = None;
+                    checkpoints.ending();
+                }
+                source_control(
+                    Control::CheckpointAborted(id),
+                    runner,
+                    chain,
+                    checkpoints,
+                    recorded,
+                    &mut suspended,
+                    clock,
+                )?;
+            }
+            other => source_control(other, runner, chain, checkpoints, recorded, &mut suspended, clock)?,
+        }
+    }
 }
 
 /// Takes a source task back to what a checkpoint recorded: the source's positions and the watermarks. Done when

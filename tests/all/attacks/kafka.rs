@@ -59,3 +59,23 @@ async fn no_kafka_setting_of_a_spec_loads_code_names_a_file_or_runs_a_command() 
     let id = submit(&globex, "name: g\noperators:\n  - { uid: src, source: { generator: { events: 1000 } } }\n  - { uid: out, sink: discard, input: src }\n").await;
     assert_eq!(wait_ended(&globex, &id).await["state"], "finished");
 }
+
+/// A Kafka job whose broker does not answer: the submission is answered without waiting out the broker's timeout,
+/// and the failure shows in the job's status.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kafka_job_whose_broker_does_not_answer_does_not_hold_its_submission() {
+    let server = crate::support::TestServer::start().await;
+    let spec = "name: k\noperators:\n  - { uid: in, source: { kafka: { brokers: \"127.0.0.1:9\", topics: [t] } } }\n  - { uid: out, sink: discard, input: in }\n";
+    let started = std::time::Instant::now();
+    let view = server.client.submit(spec).await.expect("accepted");
+    assert!(started.elapsed() < std::time::Duration::from_secs(20), "answered in {:?}", started.elapsed());
+    assert_eq!(view["state"], "starting", "{view:#}");
+    let id = view["id"].as_str().expect("id").to_string();
+    let failed =
+        crate::support::wait_job(&server.client, &id, std::time::Duration::from_secs(90), |s| s["state"] == "failed")
+            .await;
+    let message = failed["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("cannot reach the Kafka brokers 127.0.0.1:9"), "{message}");
+    // The tenant may submit again meanwhile: no slot stayed taken.
+    assert_eq!(server.client.usage().await.expect("usage")["used"]["jobs"], 0);
+}

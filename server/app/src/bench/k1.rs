@@ -105,9 +105,21 @@ pub fn run(args: &K1Args) -> anyhow::Result<String> {
     });
     let mut latencies = Vec::new();
     let (mut out, mut sum, mut fp, mut last) = (0u64, 0u64, 0u64, started);
+    let mut said = Instant::now();
     while out < expected {
         if started.elapsed() > Duration::from_secs(3600) {
             bail!("only {out} of {expected} output records within an hour");
+        }
+        // A run that waits says what for, rather than sleeping silently.
+        if said.elapsed() >= Duration::from_secs(30) {
+            said = Instant::now();
+            let checkpoints = running.handle.checkpoints();
+            eprintln!(
+                "waiting for committed output: {out} of {expected} records after {} s; {} checkpoint(s) completed{}",
+                started.elapsed().as_secs(),
+                checkpoints.completed,
+                checkpoints.last_failure.map(|f| format!(", last failure: {f}")).unwrap_or_default()
+            );
         }
         if let Some(error) = running.handle.error() {
             bail!("the benchmark job failed: {error}");
@@ -205,17 +217,25 @@ fn event_of(key: u64, ts: i64) -> Option<u64> {
     })
 }
 
+/// A `read_committed` reader of every partition of `topic` from its start. Partitions are assigned, not
+/// subscribed: a group would wait for its coordinator, which a broker just started may take minutes to have.
 fn committed_reader(bootstrap: &str, topic: &str) -> anyhow::Result<BaseConsumer> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", bootstrap)
         .set("group.id", format!("k1-reader-{topic}"))
-        .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
         .set("isolation.level", "read_committed")
         // As in Eddy's source: without it, a reader whose queue fills pauses a whole second before fetching more.
         .set("fetch.queue.backoff.ms", "10")
         .create()
         .context("a Kafka consumer")?;
-    consumer.subscribe(&[topic]).context("subscribing to the output topic")?;
+    let metadata = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(30))
+        .with_context(|| format!("the partitions of `{topic}` (waited 30 s for the broker)"))?;
+    let mut partitions = rdkafka::TopicPartitionList::new();
+    for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
+        partitions.add_partition_offset(topic, partition.id(), rdkafka::Offset::Beginning)?;
+    }
+    consumer.assign(&partitions).context("reading the output topic")?;
     Ok(consumer)
 }

@@ -76,6 +76,10 @@ pub(crate) struct JobShared {
 const RESTARTS_SHOWN: usize = 20;
 /// How long an API call waits for a job's supervisor to answer (a savepoint of large state takes its time).
 const ANSWER_LIMIT: Duration = Duration::from_secs(900);
+/// How long a submission waits for the job's first run to start: most start in milliseconds, and their failures
+/// (a function's init, a savepoint that does not fit) answer the request; a start that takes longer (a Kafka
+/// broker that does not answer) is answered 201 and its outcome shows in the job's status.
+const SUBMIT_WAIT: Duration = Duration::from_secs(5);
 /// After the server went down, how long a job under suspicion runs (unless it completes a checkpoint sooner)
 /// before the next one starts.
 const SUSPECT_PROBATION: Duration = Duration::from_secs(60);
@@ -312,7 +316,13 @@ impl Jobs {
         let id = record.id.clone();
         let (reply, started) = crossbeam_channel::bounded(1);
         self.add(tenant, record, Some(graph), supervisor::Begin::Start(Some(reply)), true)?;
-        let outcome = started.recv_timeout(ANSWER_LIMIT).unwrap_or_else(|_| Err(ApiError::internal("no answer")));
+        let outcome = match started.recv_timeout(SUBMIT_WAIT) {
+            Ok(outcome) => outcome,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => Ok(()),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                Err(ApiError::internal("the job's supervisor ended"))
+            }
+        };
         if let Err(e) = outcome {
             // Nothing ran: forget the job.
             if let Ok(cell) = self.cell(tenant, &id) {

@@ -129,7 +129,8 @@ pub struct JobView {
     pub id: String,
     /// The spec's name.
     pub name: String,
-    /// `running`, `finished`, `failed` or `canceled`.
+    /// `starting`, `running`, `restarting`, `upgrading`, `queued` (waiting its turn after the server went down),
+    /// `finished`, `failed` or `canceled`.
     pub state: String,
     /// Why it failed.
     pub error: Option<FailureView>,
@@ -336,7 +337,8 @@ pub(crate) fn shown_state(state: &JobShared) -> String {
         Phase::Queued => "queued".into(),
         Phase::Restarting => "restarting".into(),
         Phase::Switching => "upgrading".into(),
-        Phase::Starting | Phase::Running | Phase::Savepointing | Phase::Probation => "running".into(),
+        Phase::Starting => "starting".into(),
+        Phase::Running | Phase::Savepointing | Phase::Probation => "running".into(),
         Phase::Stopped => state_name(state.record.state),
     }
 }

@@ -135,6 +135,18 @@ async fn modules_in_use_cannot_be_deleted() {
     c.delete_module("lower", "1").await.expect("deleted once the job stopped");
     let missing = c.delete_module("lower", "1").await.expect_err("gone");
     assert_eq!(missing.status, Some(404));
+
+    // A job waiting out a restart delay still uses its modules: they cannot go from under its next run.
+    c.push_module("faults", None, example(Rust, "test-faults").await).await.expect("stored");
+    let failing = submit(
+        c,
+        "name: f\nrestart: { strategy: fixed_delay, attempts: 5, delay: 5s }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: faults, input: src }\n  - { uid: out, sink: discard, input: m }\n",
+    )
+    .await;
+    c.ingest(&failing, "src", "panic\n".into()).await.expect("ingest");
+    crate::support::wait_job(c, &failing, std::time::Duration::from_secs(20), |s| s["state"] == "restarting").await;
+    let busy = c.delete_module("faults", "1").await.expect_err("in use by a job that restarts");
+    assert_eq!((busy.status, busy.code.as_str()), (Some(409), "conflict"), "{busy}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -222,6 +222,79 @@ async fn quotas_on_jobs_and_parallelism_name_the_quota_and_the_use() {
     submit(&acme, &job(1)).await;
 }
 
+/// Jobs waiting out a restart delay still hold their tenant's quota: more cannot be submitted meanwhile, and a quota
+/// lowered meanwhile is checked again when they restart.
+#[tokio::test(flavor = "multi_thread")]
+async fn jobs_waiting_to_restart_count_against_quotas_checked_again_at_each_restart() {
+    let server = two_tenants(|c| {
+        c.admin_token_sha256 = Some(token_hash("admin-secret"));
+        c.tenants[0].quota = QuotaOverrides { jobs: Some(2), parallelism: Some(10), ..QuotaOverrides::default() };
+    })
+    .await;
+    let acme = server.client_with(Some(ACME), None);
+    acme.push_module("faults", None, crate::support::example(crate::support::Rust, "test-faults").await)
+        .await
+        .expect("upload");
+    let failing = "name: f\nrestart: { strategy: fixed_delay, attempts: 100, delay: 2s }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: m, map: faults, input: src }\n  - { uid: out, sink: discard, input: m }\n";
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let id = submit(&acme, failing).await;
+        acme.ingest(&id, "src", "panic\n".into()).await.expect("ingest");
+        wait_job(&acme, &id, Duration::from_secs(20), |s| s["state"] == "restarting").await;
+        ids.push(id);
+    }
+    let refused = acme.submit(failing).await.expect_err("two jobs hold the quota while they wait to restart");
+    assert_eq!((refused.status, refused.code.as_str()), (Some(403), "quota_exceeded"), "{refused}");
+    assert!(refused.message.contains("`jobs` quota of 2 (2 in use)"), "{refused}");
+    assert_eq!(acme.usage().await.expect("usage")["used"]["jobs"], 2);
+    // The admin lowers the quota to one job: at their next restarts, one of the two is over it and stops.
+    let http = reqwest::Client::new();
+    let lowered = http
+        .put(format!("{}/v1/tenants/acme/quota", server.url))
+        .bearer_auth("admin-secret")
+        .json(&serde_json::json!({ "jobs": 1 }))
+        .send()
+        .await
+        .expect("quota");
+    assert_eq!(lowered.status(), 200);
+    let mut stopped = 0;
+    for id in &ids {
+        let status = wait_job(&acme, id, Duration::from_secs(30), |s| {
+            s["state"] == "failed" || s["restarts"].as_array().is_some_and(|r| r.len() >= 3)
+        })
+        .await;
+        if status["state"] == "failed" {
+            assert!(status["error"]["message"].as_str().is_some_and(|m| m.contains("`jobs` quota of 1")), "{status:#}");
+            stopped += 1;
+        }
+    }
+    assert_eq!(stopped, 1, "exactly one job was over the lowered quota at its restart");
+}
+
+/// Usage is cumulative per tenant: deleting the jobs that did the work, or restarting the server, takes nothing
+/// back.
+#[tokio::test(flavor = "multi_thread")]
+async fn metered_usage_survives_deletes_and_restarts() {
+    let mut server = TestServer::start().await;
+    let spec =
+        "name: m\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: http, input: src }\n";
+    let id = submit(&server.client, spec).await;
+    server.client.ingest(&id, "src", "1\n2\n3\n".into()).await.expect("ingest");
+    server.client.close_input(&id, "src").await.expect("close");
+    crate::support::wait_ended(&server.client, &id).await;
+    let used =
+        |usage: &serde_json::Value| (usage["used"]["records_in"].as_u64(), usage["used"]["records_out"].as_u64());
+    assert_eq!(used(&server.client.usage().await.expect("usage")), (Some(3), Some(3)));
+    let http = reqwest::Client::new();
+    let deleted = http.delete(format!("{}/v1/jobs/{id}", server.url)).send().await.expect("delete");
+    assert_eq!(deleted.status(), 204);
+    assert_eq!(used(&server.client.usage().await.expect("usage")), (Some(3), Some(3)), "kept after the delete");
+    server.restart().await;
+    assert_eq!(used(&server.client.usage().await.expect("usage")), (Some(3), Some(3)), "kept after a restart");
+    let metrics = reqwest::get(format!("{}/metrics", server.url)).await.expect("metrics").text().await.expect("text");
+    assert!(metrics.contains("eddy_tenant_records_in_total{tenant=\"default\"} 3"), "{metrics}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn uploads_are_bounded_before_they_are_read() {
     let server = TestServer::start_with(|c| c.max_module_bytes = 4096).await;
@@ -293,6 +366,38 @@ async fn uploads_that_trickle_in_hold_no_compile_permit_and_are_cut_off() {
     }
     let acme = server.client_with(Some(ACME), None);
     acme.push_module("echo", None, fixture("echo")).await.expect("acme uploads again");
+}
+
+/// Two jobs (another tenant's would be the same) were starting when the server went down; one of them takes it
+/// down at every start. After the crash they start one at a time, the one changed last first, so only the culprit
+/// is started into each later crash and held; the other, never started into a crash again, runs.
+#[tokio::test(flavor = "multi_thread")]
+async fn after_crashes_only_the_job_whose_start_precedes_them_is_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spec = |name: &str| {
+        format!(
+            "name: {name}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: out, sink: http, input: src }}\n"
+        )
+    };
+    let server = crate::support::ServerProcess::start(dir.path()).await;
+    let healthy = submit(&server.client, &spec("healthy")).await;
+    let culprit = submit(&server.client, &spec("culprit")).await;
+    server.kill();
+    // From here, the server goes down whenever the culprit runs.
+    for _ in 1..eddy_server::jobs::MAX_CRASH_STREAK {
+        let server = crate::support::ServerProcess::start(dir.path()).await;
+        wait_job(&server.client, &culprit, Duration::from_secs(20), |s| s["state"] == "running").await;
+        let other = server.client.job(&healthy).await.expect("status");
+        assert_eq!(other["state"], "queued", "the other suspect waits its turn: {other:#}");
+        server.kill();
+    }
+    let server = crate::support::ServerProcess::start(dir.path()).await;
+    let held = server.client.job(&culprit).await.expect("status");
+    assert_eq!(held["state"], "failed", "{held:#}");
+    assert!(held["error"]["message"].as_str().is_some_and(|m| m.contains("held")), "{held:#}");
+    let ran = wait_job(&server.client, &healthy, Duration::from_secs(20), |s| s["state"] == "running").await;
+    assert_eq!(ran["state"], "running", "the job that did not take the server down is not held");
+    server.kill();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -218,17 +218,20 @@ impl Jobs {
                     Desired::Running => supervisor::Begin::Queued,
                     Desired::Stopped => supervisor::Begin::Stopped,
                 };
-                let streak = record.crash_streak;
+                // The job changed last (submitted or upgraded) is the likelier culprit among equally blamed ones.
+                let changed = record.upgrades.iter().map(|u| u.requested_at).fold(record.submitted_at, i64::max);
+                let blame = (record.crash_streak, changed);
                 match jobs.add(&tenant, record, None, begin, false) {
-                    Ok(cell) if suspect => suspects.push((streak, cell)),
+                    Ok(cell) if suspect => suspects.push((blame, cell)),
                     Ok(_) => {}
                     Err(e) => tracing::error!(tenant, "cannot supervise a job: {e}"),
                 }
             }
         }
         if !suspects.is_empty() {
-            // The job blamed most often goes first: if it takes the server down again, the others never started.
-            suspects.sort_by_key(|(streak, _)| std::cmp::Reverse(*streak));
+            // The job blamed most often goes first (then the one changed last): if it takes the server down again,
+            // the others never started.
+            suspects.sort_by_key(|(blame, _)| std::cmp::Reverse(*blame));
             let cells: Vec<Arc<JobCell>> = suspects.into_iter().map(|(_, cell)| cell).collect();
             let spawned =
                 std::thread::Builder::new().name("eddy-suspects".into()).spawn(move || start_one_by_one(cells));

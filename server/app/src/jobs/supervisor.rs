@@ -608,6 +608,18 @@ impl Supervisor {
         self.enter(Phase::Starting);
         match self.launch() {
             Ok(()) => self.enter(Phase::Running),
+            // Over a quota (lowered meanwhile): trying again would not change that, so the job stops, saying why.
+            Err(e) if e.code == "quota_exceeded" => {
+                self.cell.state.lock().gave_up = Some(e.message.clone());
+                self.update(|r| {
+                    r.state = JobState::Failed;
+                    r.error = Some(format!("not restarted: {}", e.message));
+                    r.desired = Desired::Stopped;
+                    r.crash_streak = 0;
+                });
+                self.end_outputs();
+                self.enter(Phase::Stopped);
+            }
             Err(e) => {
                 self.started.0 = now_ms();
                 self.failed(TaskError::external(e.message));

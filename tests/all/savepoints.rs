@@ -2,10 +2,11 @@
 //! savepoint that does not fit the new job is refused unless its extra state may be dropped; savepoints belong to
 //! their tenant.
 
-use crate::support::{Rust, TestServer, example, output, submit};
+use crate::support::{MemoryLimit, Rust, ServerProcess, TestServer, example, output, submit, wait_job};
 use eddy_server::config::{TenantConfig, token_hash};
 use serde_json::Value;
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// Words per key counted in one-hour windows; `map` is the module that prepares each record.
 fn spec(map: &str, window_uid: &str) -> String {
@@ -302,4 +303,68 @@ async fn a_window_restores_only_state_of_the_same_window_kind_and_aggregate() {
     let counts = output(c, &id, "out").await;
     assert_eq!(counts.len(), 1, "{counts:?}");
     assert_eq!(counts[0]["value"]["count"], 3, "two counted before the savepoint and one after: {counts:?}");
+}
+
+/// A RocksDB job whose state is three times the memory its server may use (a memory cgroup; where none can be
+/// made, the server's peak resident memory is held to the same limit) takes a savepoint, is upgraded and is
+/// rescaled from its savepoint: state streams through in chunks, never whole, and every key's state arrives.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rocksdb_job_with_state_three_times_its_memory_is_upgraded_and_rescaled() {
+    const LIMIT: u64 = 320 << 20;
+    const RECORD: usize = 1 << 20;
+    let records = (3 * LIMIT as usize).div_ceil(RECORD);
+    let dir = tempfile::tempdir().expect("dir");
+    let env = [("EDDY_STATE_BACKEND", "rocksdb"), ("EDDY_ROCKSDB_MEMORY_MB", "24")];
+    let server = ServerProcess::start_with_env(dir.path(), &env).await;
+    let limit = MemoryLimit::new(LIMIT);
+    if let Ok(limit) = &limit {
+        limit.add(server.pid()).expect("the server goes into the cgroup");
+    }
+    let c = &server.client;
+    let lower = example(Rust, "lowercase").await;
+    c.push_module("lower", Some("1"), lower.clone()).await.expect("upload");
+    c.push_module("lower", Some("2"), lower).await.expect("upload");
+    // Each key keeps its one record (1 MiB) as a window element until the day's window fires.
+    let spec = |parallelism: u32| {
+        format!(
+            "name: big\ncheckpoints: {{ interval: 2s }}\noperators:\n  - {{ uid: src, source: {{ http: {{}} }}, watermark: {{ out_of_orderness: 0ms, timestamp: {{ json: \"$.ts\" }} }} }}\n  - {{ uid: m, map: \"lower@1\", input: src }}\n  - {{ uid: w, input: m, key_by: {{ json: \"$.key\" }}, window: {{ tumbling: 1d, evictor: {{ count: 10 }} }}, aggregate: {{ builtin: count }}, parallelism: {parallelism} }}\n  - {{ uid: out, sink: http, input: w }}\n"
+        )
+    };
+    let job = submit(c, &spec(1)).await;
+    let pad = "x".repeat(RECORD - 64);
+    for first in (0..records).step_by(3) {
+        let lines: String = (first..(first + 3).min(records))
+            .map(|i| format!("{{\"key\":\"k{i}\",\"ts\":1700000000000,\"pad\":\"{pad}\"}}\n"))
+            .collect();
+        c.ingest(&job, "src", lines).await.expect("ingest");
+    }
+    let read = |s: &Value| s["operators"][2]["records_in"].as_u64() == Some(records as u64);
+    wait_job(c, &job, Duration::from_secs(600), read).await;
+
+    // The upgrade stops with a savepoint and restores the state into a new run.
+    c.upgrade(&job, &["lower@2".to_string()], false).await.expect("the upgrade starts");
+    let upgraded = |s: &Value| s["upgrades"][0]["outcome"] != "in_progress";
+    let status = wait_job(c, &job, Duration::from_secs(600), upgraded).await;
+    assert_eq!(status["upgrades"][0]["outcome"], "upgraded", "{status:#}");
+
+    let savepoint = c.savepoint(&job, true).await.expect("stop with a savepoint");
+    let bytes = savepoint["bytes"].as_u64().unwrap_or(0);
+    assert!(bytes > 3 * LIMIT - (64 << 20), "the savepoint holds the state: {bytes} bytes");
+    let id = savepoint["id"].as_str().expect("id").to_string();
+    let held = c.savepoint_state(&id, "w", "k7").await.expect("one key's state");
+    assert_eq!(held["entries"].as_array().map(Vec::len), Some(1), "{}", held["entries"].to_string().len());
+
+    // Rescaled: each of two subtasks reads the chunks of its key groups.
+    let rescaled = c.submit_from(&spec(2).replace("lower@1", "lower@2"), &id, false).await.expect("rescaled");
+    let rescaled = rescaled["id"].as_str().expect("id").to_string();
+    c.savepoint_with(&rescaled, true, true).await.expect("stop with drain: every window fires");
+    let counts = output(c, &rescaled, "out").await;
+    assert_eq!(counts.len(), records, "one window per key");
+    assert!(counts.iter().all(|r| r["value"]["count"] == 1), "{:?}", counts.first());
+
+    assert!(c.health().await.is_ok(), "the server lived through it");
+    let peak = server.peak_rss();
+    assert!(peak < LIMIT, "peak resident memory {} MiB, limit {} MiB", peak >> 20, LIMIT >> 20);
+    drop(server);
+    drop(limit);
 }

@@ -118,6 +118,18 @@ impl ServerProcess {
         ServerProcess { child, client, url }
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The most memory the process has held (its peak resident set), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("0 kB");
+        line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         let _ = self.child.kill();
@@ -190,3 +202,57 @@ pub async fn submit(client: &Client, spec: &str) -> String {
 }
 
 pub use eddy_server::examples::Language::{Js, Python, Rust};
+
+/// A memory cgroup (version 1 or 2) that a test puts a process in, so that the kernel enforces a memory limit on
+/// it as a container would (a process past it is killed); removed when dropped (after the process in it ended).
+pub struct MemoryLimit {
+    dir: std::path::PathBuf,
+}
+
+impl MemoryLimit {
+    /// A new cgroup below this process's own, limited to `bytes`; why not, where cgroups cannot be made.
+    pub fn new(bytes: u64) -> Result<MemoryLimit, String> {
+        let own = std::fs::read_to_string("/proc/self/cgroup").map_err(|e| e.to_string())?;
+        let name = format!("eddy-test-{}-{}", std::process::id(), uuid_like());
+        for line in own.lines() {
+            let mut parts = line.splitn(3, ':');
+            let (_, controllers, path) = (parts.next(), parts.next().unwrap_or(""), parts.next().unwrap_or("/"));
+            let (root, limit) = match controllers {
+                "memory" => ("/sys/fs/cgroup/memory", "memory.limit_in_bytes"),
+                "" if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() => {
+                    ("/sys/fs/cgroup", "memory.max")
+                }
+                _ => continue,
+            };
+            let dir = std::path::Path::new(root).join(path.trim_start_matches('/')).join(&name);
+            if std::fs::create_dir(&dir).is_err() {
+                continue;
+            }
+            let made = MemoryLimit { dir };
+            if std::fs::write(made.dir.join(limit), bytes.to_string()).is_ok() {
+                // Without swap limits a v1 group could page out instead: no swap either way.
+                let _ = std::fs::write(made.dir.join("memory.swappiness"), "0");
+                let _ = std::fs::write(made.dir.join("memory.swap.max"), "0");
+                return Ok(made);
+            }
+        }
+        Err("no memory cgroup could be made here".into())
+    }
+
+    /// Moves process `pid` into the cgroup.
+    pub fn add(&self, pid: u32) -> Result<(), String> {
+        std::fs::write(self.dir.join("cgroup.procs"), pid.to_string()).map_err(|e| e.to_string())
+    }
+}
+
+impl Drop for MemoryLimit {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+fn uuid_like() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

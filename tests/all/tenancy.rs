@@ -97,6 +97,8 @@ async fn tenants_reach_only_the_kafka_brokers_the_admin_allows() {
         refused.message.contains("metadata.broker.list") || format!("{refused:?}").contains("metadata.broker.list")
     );
     // An allowed broker passes the check; nothing listens there, so the job cannot start, for another reason.
-    let other = acme.submit(&kafka_spec("127.0.0.1:1", "")).await.expect_err("nothing listens on port 1");
-    assert_ne!(other.code, "broker_not_allowed", "{other}");
+    // (A submission waits only so long for its first run, so it may be accepted, then fail in its status.)
+    if let Err(other) = acme.submit(&kafka_spec("127.0.0.1:1", "")).await {
+        assert_ne!(other.code, "broker_not_allowed", "{other}");
+    }
 }

@@ -156,8 +156,12 @@ pub struct ServerConfig {
     pub instance_memory_mb: usize,
     /// CPU time limit of each call into a function.
     pub call_timeout: Duration,
-    /// Guest memory of all function instances of all tenants together, in MiB.
+    /// Guest memory of all function instances of all tenants together, with the buffers the server holds for
+    /// them (Kafka clients' queues, RocksDB caches, reads of savepoints), in MiB.
     pub guest_memory_mb: usize,
+    /// Memory of one job's RocksDB state (block cache, memtables and the key cache together), in MiB; charged to
+    /// the job's memory budget while it runs.
+    pub rocksdb_memory_mb: usize,
     /// Uploads read and compiled at once; more are refused with 503 until one finishes.
     pub max_concurrent_uploads: usize,
     /// Longest one upload's compile may take.
@@ -263,6 +267,7 @@ impl Default for ServerConfig {
             instance_memory_mb: 256,
             call_timeout: Duration::from_secs(10),
             guest_memory_mb: 8192,
+            rocksdb_memory_mb: 192,
             max_concurrent_uploads: 4,
             compile_timeout: Duration::from_secs(120),
             compile_memory_mb: 4096,
@@ -288,6 +293,7 @@ struct FileConfig {
     instance_memory_mb: Option<usize>,
     call_timeout_ms: Option<u64>,
     guest_memory_mb: Option<usize>,
+    rocksdb_memory_mb: Option<u64>,
     max_concurrent_uploads: Option<usize>,
     compile_timeout_ms: Option<u64>,
     compile_memory_mb: Option<u64>,
@@ -371,6 +377,9 @@ impl ServerConfig {
         }
         if let Some(n) = number("EDDY_GUEST_MEMORY_MB", "guest_memory_mb", raw.guest_memory_mb.map(|n| n as u64), 1) {
             config.guest_memory_mb = n as usize;
+        }
+        if let Some(n) = number("EDDY_ROCKSDB_MEMORY_MB", "rocksdb_memory_mb", raw.rocksdb_memory_mb, 8) {
+            config.rocksdb_memory_mb = n as usize;
         }
         if let Some(n) = number(
             "EDDY_MAX_CONCURRENT_UPLOADS",

@@ -254,9 +254,10 @@ impl TimerService {
         self.event.is_empty() && self.processing.is_empty()
     }
 
-    /// Every registered timer, in firing order per clock: what a checkpoint keeps.
-    pub fn snapshot(&mut self) -> Vec<TimerEntry> {
-        let mut entries = Vec::new();
+    /// Hands every registered timer to `out`, by key group (then clock, time and firing order): what a
+    /// checkpoint keeps, in the order its chunks index.
+    pub fn snapshot_each(&mut self, out: &mut dyn FnMut(crate::checkpoint::chunks::TimerRef<'_>)) {
+        let mut timers: Vec<(TimeDomain, &Timer)> = Vec::new();
         for (domain, queue) in
             [(TimeDomain::EventTime, &mut self.event), (TimeDomain::ProcessingTime, &mut self.processing)]
         {
@@ -264,16 +265,36 @@ impl TimerService {
                 b.sort();
                 b.timers.iter()
             });
-            let mut timers: Vec<&Timer> = queue.firing.iter().chain(buckets).collect();
-            timers.sort_by(|a, b| a.timestamp.cmp(&b.timestamp).then_with(|| a.firing_order(b)));
-            entries.extend(timers.into_iter().map(|t| TimerEntry {
+            timers.extend(queue.firing.iter().chain(buckets).map(|t| (domain, t)));
+        }
+        timers.sort_by(|(a_domain, a), (b_domain, b)| {
+            (a.group, *a_domain as u8, a.timestamp)
+                .cmp(&(b.group, *b_domain as u8, b.timestamp))
+                .then_with(|| a.firing_order(b))
+        });
+        for (domain, t) in timers {
+            out(crate::checkpoint::chunks::TimerRef {
                 domain,
                 timestamp: t.timestamp,
                 group: t.group,
-                key: t.key().to_vec(),
-                namespace: t.namespace().to_vec(),
-            }));
+                key: t.key(),
+                namespace: t.namespace(),
+            });
         }
+    }
+
+    /// [`TimerService::snapshot_each`]'s timers, collected (tests).
+    pub fn snapshot(&mut self) -> Vec<TimerEntry> {
+        let mut entries = Vec::new();
+        self.snapshot_each(&mut |t| {
+            entries.push(TimerEntry {
+                domain: t.domain,
+                timestamp: t.timestamp,
+                group: t.group,
+                key: t.key.to_vec(),
+                namespace: t.namespace.to_vec(),
+            })
+        });
         entries
     }
 

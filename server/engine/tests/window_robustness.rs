@@ -6,7 +6,7 @@ use eddy_engine::error::{ErrorDomain, TaskError, UdfError};
 use eddy_engine::function::{AggregateFunction, Outputs, ProcessWindowFunction, ReduceFunction, WindowContents};
 use eddy_engine::json::JsonPath;
 use eddy_engine::spec::{AssignerSpec, BuiltinAggregate, EvictorKind, EvictorSpec, Millis, TimeDomain};
-use eddy_engine::state::{KeyedStateStore, MemoryStateStore, SnapshotEntry, StateError, StateId, StateKey};
+use eddy_engine::state::{KeyedStateStore, MemoryStateStore, StateError, StateId, StateKey};
 use eddy_engine::testing::{Harness, harness_for};
 use eddy_engine::window::builtin::Builtin;
 use eddy_engine::window::{Incremental, ResultFormat, WindowConfig, WindowFunctions, WindowOperator};
@@ -151,8 +151,12 @@ impl KeyedStateStore for CountingStore {
     ) -> Result<usize, StateError> {
         self.inner.cleanup_step(state, cursor, limit, expired)
     }
-    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
-        self.inner.snapshot(keep)
+    fn snapshot_each(
+        &mut self,
+        keep: &mut dyn FnMut(StateId, &[u8]) -> bool,
+        out: &mut dyn FnMut(eddy_engine::checkpoint::EntryRef<'_>),
+    ) -> Result<(), StateError> {
+        self.inner.snapshot_each(keep, out)
     }
     fn len(&mut self, state: StateId) -> usize {
         self.inner.len(state)

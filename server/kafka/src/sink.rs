@@ -28,12 +28,11 @@
 use crate::config::{KafkaAccess, describe, kafka_error, test_commit_delay, timeout};
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
-use eddy_engine::checkpoint::{CheckpointId, OperatorSnapshot};
+use eddy_engine::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, EntryRef, OperatorSnapshot};
 use eddy_engine::io::{ConnectorContext, ConnectorReport, ReportSlot, TransactionReport};
 use eddy_engine::memory::MemoryReservation;
 use eddy_engine::operator::{OpContext, Operator};
 use eddy_engine::spec::{DEFAULT_SINK_QUEUE_KBYTES, Delivery, KafkaSinkSpec};
-use eddy_engine::state::SnapshotEntry;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerGroupMetadata};
@@ -585,7 +584,7 @@ impl Operator for KafkaSink {
         }
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         let Some(id) = self.id.clone() else {
             self.writer()?.flush()?;
             return Ok(OperatorSnapshot { layout: LAYOUT.into(), ..OperatorSnapshot::default() });
@@ -614,27 +613,30 @@ impl Operator for KafkaSink {
         self.publish_report();
         let value = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
         // Key group `subtask`: after a rescale, one new subtask gets it (see the module's documentation).
-        let entry = SnapshotEntry {
-            state: STATE.into(),
+        chunks.entry(EntryRef {
+            state: STATE,
             group: self.subtask as eddy_engine::keys::KeyGroup,
-            key: self.subtask.to_be_bytes().to_vec(),
-            namespace: Vec::new(),
-            value,
-        };
-        Ok(OperatorSnapshot { layout: LAYOUT.into(), entries: vec![entry], ..OperatorSnapshot::default() })
+            key: &self.subtask.to_be_bytes(),
+            namespace: &[],
+            value: &value,
+        });
+        Ok(OperatorSnapshot { layout: LAYOUT.into(), ..OperatorSnapshot::default() })
     }
 
-    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    fn restore(&mut self, snapshot: OperatorSnapshot, chunks: &ChunkReader) -> Result<(), TaskError> {
         snapshot.expect_layout("Kafka sink", LAYOUT)?;
         if self.id.is_none() {
             return Ok(());
         }
-        for entry in snapshot.entries.into_iter().filter(|e| e.state == STATE) {
-            let state: SinkState = postcard::from_bytes(&entry.value)
-                .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
-            self.last_checkpoint = self.last_checkpoint.max(state.epochs.iter().map(|(c, _)| *c).max());
-            self.recover(state)?;
-        }
+        chunks.entries(&snapshot, &mut |entries| {
+            for entry in entries.into_iter().filter(|e| e.state == STATE) {
+                let state: SinkState = postcard::from_bytes(&entry.value)
+                    .map_err(|e| TaskError::external(format!("a Kafka sink's checkpoint state is unreadable: {e}")))?;
+                self.last_checkpoint = self.last_checkpoint.max(state.epochs.iter().map(|(c, _)| *c).max());
+                self.recover(state)?;
+            }
+            Ok(())
+        })?;
         self.publish_report();
         Ok(())
     }

@@ -34,6 +34,17 @@ impl Default for RocksDbConfig {
 }
 
 impl RocksDbConfig {
+    /// `bytes` in all, a third each to the block cache, memtables and key cache.
+    pub fn within(bytes: usize) -> RocksDbConfig {
+        let third = bytes / 3;
+        RocksDbConfig { block_cache_bytes: third, write_buffer_bytes: third, key_cache_bytes: third }
+    }
+
+    /// What the stores may hold in memory together.
+    pub fn memory_bytes(&self) -> usize {
+        self.block_cache_bytes + self.write_buffer_bytes + self.key_cache_bytes
+    }
+
     /// The size of one memtable: an eighth of the budget, so that several states can fill theirs before the shared
     /// limit forces flushes, within 256 KiB to 64 MiB (RocksDB's default).
     fn memtable_bytes(&self) -> usize {

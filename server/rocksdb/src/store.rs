@@ -4,7 +4,7 @@ use crate::backend::Folder;
 use crate::cache::{CACHE_BYTES, CachePool, KeyCache, MAX_ENTRIES_PER_KEY};
 use crate::files::{LocalCheckpoints, RestoredFrom};
 use crate::keys;
-use eddy_engine::checkpoint::CheckpointId;
+use eddy_engine::checkpoint::{CheckpointId, EntryRef};
 use eddy_engine::keys::KeyGroup;
 use eddy_engine::state::{
     BudgetAccount, Expiry, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateFiles, StateId, StateKey,
@@ -636,32 +636,46 @@ impl KeyedStateStore for RocksDbStateStore {
         }
     }
 
-    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
+    fn snapshot_each(
+        &mut self,
+        keep: &mut dyn FnMut(StateId, &[u8]) -> bool,
+        out: &mut dyn FnMut(EntryRef<'_>),
+    ) -> Result<(), StateError> {
+        // One iterator per state, in name order, advanced a key group at a time: within a group the stored order
+        // (key length, key, namespace) is the canonical one, so nothing is sorted or held.
         let mut order: Vec<usize> = (0..self.states.len()).collect();
         order.sort_by(|a, b| self.states[*a].name.cmp(&self.states[*b].name));
-        let mut entries = Vec::new();
+        let mut cursors = Vec::with_capacity(order.len());
         for id in order {
-            let id = id as StateId;
-            let cf = family(&self.db, &self.states, id)?;
-            let name = &self.states[id as usize].name;
-            let start = entries.len();
-            self.each(cf, bounded(None, None, false), None, &mut |stored, value| {
-                if keep(id, value) {
-                    let (group, key, namespace) = keys::split(stored)?;
-                    entries.push(SnapshotEntry {
-                        state: name.clone(),
-                        group,
-                        key: key.to_vec(),
-                        namespace: namespace.to_vec(),
-                        value: value.to_vec(),
-                    });
-                }
-                Ok(true)
-            })?;
-            // Stored order puts shorter keys first (the length precedes the key); the canonical order is by bytes.
-            entries[start..].sort_by(|a, b| (a.group, &a.key, &a.namespace).cmp(&(b.group, &b.key, &b.namespace)));
+            let cf = family(&self.db, &self.states, id as StateId)?;
+            let mut iter = self.db.raw_iterator_cf_opt(cf, bounded(None, None, false));
+            iter.seek_to_first();
+            cursors.push((id as StateId, self.states[id].name.as_str(), iter));
         }
-        Ok(entries)
+        loop {
+            let mut next_group = None;
+            for (_, _, iter) in &cursors {
+                if let Some(stored) = iter.key() {
+                    let group = keys::split(stored)?.0;
+                    next_group = Some(next_group.map_or(group, |g: u16| g.min(group)));
+                }
+            }
+            let Some(group) = next_group else { break };
+            for (id, state, iter) in &mut cursors {
+                while let Some((stored, value)) = iter.item() {
+                    let (at, key, namespace) = keys::split(stored)?;
+                    if at != group {
+                        break;
+                    }
+                    if keep(*id, value) {
+                        out(EntryRef { state, group, key, namespace, value });
+                    }
+                    iter.next();
+                }
+                iter.status().map_err(|e| StateError(format!("cannot read RocksDB state `{state}`: {e}")))?;
+            }
+        }
+        Ok(())
     }
 
     fn checkpoint_files(&mut self, checkpoint: CheckpointId) -> Result<Option<StateFiles>, StateError> {

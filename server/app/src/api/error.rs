@@ -80,6 +80,12 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
     }
 
+    /// 503 `memory_budget`: what the request needs to hold does not fit the tenant's (or the server's) memory
+    /// budget now; it frees up as other requests and jobs give memory back.
+    pub fn memory(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "memory_budget", message)
+    }
+
     /// The same error with details.
     pub fn with_details(mut self, details: Vec<serde_json::Value>) -> ApiError {
         self.details = details;

@@ -242,16 +242,18 @@ pub async fn download_savepoint(
 ) -> Result<axum::response::Response, ApiError> {
     let jobs = state.jobs.clone();
     let savepoint = path.savepoint.clone();
-    let objects = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint_objects(&tenant, &savepoint)).await?;
+    let owner = tenant.clone();
+    let objects = state.tenant_slots.run(&tenant.clone(), move || jobs.savepoint_objects(&owner, &savepoint)).await?;
     let (tx, mut rx) = tokio::sync::mpsc::channel::<std::io::Result<axum::body::Bytes>>(8);
     let jobs = state.jobs.clone();
     let folder = path.savepoint.clone();
-    // Files are read and archived one at a time while the answer streams, so a large savepoint is never held whole.
+    // Objects are read and archived one at a time while the answer streams (each a task's snapshot or a chunk of
+    // at most a few MiB), charged to the tenant's memory while held, so a large savepoint is never held whole.
     tokio::task::spawn_blocking(move || {
         let errors = tx.clone();
         let mut archive = tar::Builder::new(std::io::BufWriter::with_capacity(1 << 16, ChannelWriter(tx)));
         let written = objects.into_iter().try_for_each(|(name, object)| {
-            let bytes = jobs.read_object(&object).map_err(|e| std::io::Error::other(e.message))?;
+            let (bytes, _held) = jobs.read_object(&tenant, &object).map_err(|e| std::io::Error::other(e.message))?;
             let mut header = tar::Header::new_gnu();
             header.set_size(bytes.len() as u64);
             header.set_mode(0o644);

@@ -13,6 +13,7 @@ use eddy_engine::checkpoint::CheckpointStore;
 use eddy_engine::checkpoint::{CheckpointId, CheckpointIds, CheckpointStats, Checkpointing};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{IngestLog, OutputStream, Retention};
+use eddy_engine::memory::MemoryReservation;
 use eddy_engine::runtime::{DeployEnv, JobHandle, JobState, RunningJob, deploy};
 use eddy_engine::spec::JobSpec;
 use eddy_engine::spec::{BackendKind, OperatorKind, SinkSpec, SourceSpec};
@@ -22,7 +23,11 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// A run of the engine.
-pub(crate) struct EngineRun(pub(crate) RunningJob);
+pub(crate) struct EngineRun {
+    pub(crate) job: RunningJob,
+    /// The memory its state backend holds, charged to the job while it runs.
+    _backend_memory: MemoryReservation,
+}
 
 /// How long a savepoint and a commit may take.
 const SAVEPOINT_TIMEOUT: Duration = Duration::from_secs(600);
@@ -30,43 +35,43 @@ const COMMIT_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl Run for EngineRun {
     fn state(&self) -> JobState {
-        self.0.handle.state()
+        self.job.handle.state()
     }
 
     fn wait(&self, timeout: Duration) -> JobState {
-        self.0.handle.wait(timeout)
+        self.job.handle.wait(timeout)
     }
 
     fn error(&self) -> Option<TaskError> {
-        self.0.handle.error()
+        self.job.handle.error()
     }
 
     fn cancel(&self) {
-        self.0.handle.cancel();
+        self.job.handle.cancel();
     }
 
     fn suspend(&self, drain: bool) {
-        self.0.handle.suspend(drain);
+        self.job.handle.suspend(drain);
     }
 
     fn resume(&self) {
-        self.0.handle.resume();
+        self.job.handle.resume();
     }
 
     fn savepoint(&self, folder: &str) -> Result<CheckpointId, String> {
-        self.0.handle.savepoint(folder, SAVEPOINT_TIMEOUT)
+        self.job.handle.savepoint(folder, SAVEPOINT_TIMEOUT)
     }
 
     fn commit(&self, checkpoint: CheckpointId) -> Result<(), String> {
-        self.0.handle.commit(checkpoint, COMMIT_TIMEOUT)
+        self.job.handle.commit(checkpoint, COMMIT_TIMEOUT)
     }
 
     fn checkpoints(&self) -> CheckpointStats {
-        self.0.handle.checkpoints()
+        self.job.handle.checkpoints()
     }
 
     fn handle(&self) -> Option<&JobHandle> {
-        Some(&self.0.handle)
+        Some(&self.job.handle)
     }
 }
 
@@ -112,7 +117,8 @@ impl Inner {
             WasmFunctions::new(Arc::clone(self.modules.runtime()), self.config.instance_limits(Some(&quota)))
                 .with_accounts(Accounts { memory: Some(Arc::clone(&job_memory)), usage: Some(accounts.usage) });
         let mut env = DeployEnv::new(id, tenant, Arc::new(functions));
-        env.memory = Some(job_memory);
+        env.memory = Some(Arc::clone(&job_memory));
+        let mut held = MemoryReservation::default();
         env.disk = Some(self.storage.budget(tenant));
         env.files = self.file_roots(tenant);
         self.governor.set_weight(tenant, quota.cpu_weight);
@@ -120,7 +126,14 @@ impl Inner {
         env.output_rate = accounts.output_rate.map(|(_, bucket)| bucket);
         env.state = match graph.state_backend.unwrap_or(self.config.state_backend) {
             BackendKind::Memory => Arc::new(MemoryBackend::within(accounts.state)),
-            BackendKind::Rocksdb => rocksdb_backend(&self.config.state_dir().join(tenant).join(id), accounts.state)?,
+            BackendKind::Rocksdb => {
+                let bytes = self.config.rocksdb_memory_mb << 20;
+                // RocksDB's caches and memtables fill up to their size: the job holds that much from the start.
+                held = job_memory.reserve(bytes).map_err(|e| {
+                    ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("RocksDB state: {e}"))
+                })?;
+                rocksdb_backend(&self.config.state_dir().join(tenant).join(id), accounts.state, bytes)?
+            }
         };
         env.connectors = connectors(self.config.tenant_kafka(tenant));
         env.inputs = io.inputs.clone();
@@ -143,7 +156,7 @@ impl Inner {
             ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, "cannot_start", format!("the job cannot start: {e}"))
                 .with_details(vec![serde_json::to_value(super::views::failure(&e)).unwrap_or_default()])
         })?;
-        Ok(Arc::new(EngineRun(running)))
+        Ok(Arc::new(EngineRun { job: running, _backend_memory: held }))
     }
 
     /// The job's HTTP input logs and output streams: those it has, and any its graph names that it has not.
@@ -187,8 +200,9 @@ fn connectors(_: TenantKafka) -> Option<Arc<dyn eddy_engine::io::Connectors>> {
 fn rocksdb_backend(
     folder: &std::path::Path,
     budget: Arc<StateBudget>,
+    memory: usize,
 ) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
-    let backend = eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::default());
+    let backend = eddy_rocksdb::RocksDbBackend::new(folder, eddy_rocksdb::RocksDbConfig::within(memory));
     Ok(Arc::new(backend.within(budget)))
 }
 
@@ -196,6 +210,7 @@ fn rocksdb_backend(
 fn rocksdb_backend(
     _: &std::path::Path,
     _: Arc<StateBudget>,
+    _: usize,
 ) -> Result<Arc<dyn eddy_engine::state::StateBackend>, ApiError> {
     Err(ApiError::new(
         StatusCode::UNPROCESSABLE_ENTITY,

@@ -22,10 +22,12 @@ use crate::storage::StorageMeter;
 use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome};
 use axum::http::StatusCode;
 use crossbeam_channel::Sender;
+use eddy_engine::checkpoint::chunks::CHUNK_BYTES;
 use eddy_engine::checkpoint::inspect::{KeyStateView, key_state};
 use eddy_engine::checkpoint::{CheckpointStore, Restore};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{ConnectorReport, FileRoots, IngestHandle, IngestLog, OutputRate, OutputStream};
+use eddy_engine::memory::MemoryReservation;
 use eddy_engine::runtime::govern::CpuGovernor;
 use eddy_engine::runtime::{JobHandle, JobState};
 use eddy_engine::spec::{JobSpec, OperatorKind, SinkSpec, SourceSpec};
@@ -461,12 +463,22 @@ impl Jobs {
         key: &[u8],
     ) -> Result<KeyStateView, ApiError> {
         self.savepoint_info(tenant, savepoint)?;
+        // A read holds a chunk and a batch of its records decoded.
+        let _held = self.hold_memory(tenant, 4 * CHUNK_BYTES)?;
         let folder = savepoint_folder(tenant, savepoint);
+        let storage = |e: eddy_engine::TaskError| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.message);
         let restore = Restore::load_folder(&self.inner.checkpoints, &folder, &format!("savepoint {savepoint}"))
-            .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "storage", e.message))?;
-        key_state(&restore, operator, key).ok_or_else(|| {
+            .map_err(storage)?;
+        key_state(&restore, operator, key).map_err(storage)?.ok_or_else(|| {
             ApiError::not_found(format!("savepoint {savepoint} holds no state of operator `{operator}`"))
         })
+    }
+
+    /// Charges `bytes` that a request holds to `tenant`'s memory budget until the reservation is dropped; past the
+    /// budget, the request is refused (503: memory frees up when other requests end).
+    pub fn hold_memory(&self, tenant: &str, bytes: usize) -> Result<MemoryReservation, ApiError> {
+        let quota = self.inner.modules.quotas().of(tenant);
+        self.inner.accounts(tenant, &quota).memory.reserve(bytes).map_err(ApiError::memory)
     }
 
     /// The objects of a savepoint: (name within the savepoint, path in the checkpoint store).
@@ -477,8 +489,15 @@ impl Jobs {
         Ok(paths.into_iter().filter_map(|path| Some((path.strip_prefix(&folder)?.to_string(), path.clone()))).collect())
     }
 
-    /// An object of the checkpoint store.
-    pub fn read_object(&self, path: &str) -> Result<Vec<u8>, ApiError> {
+    /// An object of the checkpoint store, charged to `tenant`'s memory while it is held.
+    pub fn read_object(&self, tenant: &str, path: &str) -> Result<(Vec<u8>, MemoryReservation), ApiError> {
+        let mut held = self.hold_memory(tenant, 0)?;
+        let bytes = self.read_whole_object(path)?;
+        held.resize(bytes.len()).map_err(ApiError::memory)?;
+        Ok((bytes, held))
+    }
+
+    fn read_whole_object(&self, path: &str) -> Result<Vec<u8>, ApiError> {
         self.inner
             .checkpoints
             .get(path)

@@ -710,6 +710,7 @@ impl Supervisor {
             ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "savepoint_failed", format!("the savepoint failed: {e}"))
         })?;
         let record = self.record();
+        let bytes = self.host.store().bytes_under(&folder).unwrap_or(0);
         let view = SavepointView {
             id: savepoint,
             job: self.cell.id.clone(),
@@ -717,6 +718,7 @@ impl Supervisor {
             checkpoint,
             created_at: now_ms(),
             spec: record.spec.clone(),
+            bytes,
         };
         let info = serde_json::to_vec_pretty(&view).map_err(|e| ApiError::internal(e.to_string()))?;
         self.host

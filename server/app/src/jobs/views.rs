@@ -205,6 +205,9 @@ pub struct SavepointView {
     pub created_at: i64,
     /// The job's spec then: submit it (or a changed one) with `?savepoint=<id>` to go on from the savepoint.
     pub spec: String,
+    /// Its size in storage (savepoints of earlier versions: 0, not recorded).
+    #[serde(default)]
+    pub bytes: u64,
 }
 
 /// The name a state has in the API.

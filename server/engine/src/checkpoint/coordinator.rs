@@ -34,6 +34,31 @@ pub struct Checkpointing {
     /// Where the ids the job has used are recorded durably before a checkpoint with a new one starts; none: ids
     /// go on from `last_id` only.
     pub ids: Option<Arc<dyn CheckpointIds>>,
+    /// The folders of savepoints in progress, where tasks write their chunks themselves.
+    pub savepoints: Arc<SavepointTargets>,
+}
+
+/// Where tasks write the chunks of savepoints in progress: the storage, and each savepoint's folder while it is
+/// taken.
+pub struct SavepointTargets {
+    store: Arc<dyn CheckpointStore>,
+    folders: Mutex<HashMap<CheckpointId, String>>,
+}
+
+impl SavepointTargets {
+    /// The storage and folder of savepoint `id`, while it is taken.
+    pub fn target(&self, id: CheckpointId) -> Option<(Arc<dyn CheckpointStore>, String)> {
+        let folder = self.folders.lock().get(&id).cloned()?;
+        Some((Arc::clone(&self.store), folder))
+    }
+
+    fn taking(&self, id: CheckpointId, folder: &str) {
+        self.folders.lock().insert(id, folder.to_string());
+    }
+
+    fn done(&self, id: CheckpointId) {
+        self.folders.lock().remove(&id);
+    }
 }
 
 /// A durable record of the checkpoint ids a job has used, as Flink's `CheckpointIDCounter`: every checkpoint and
@@ -55,7 +80,17 @@ impl Checkpointing {
         prefix: impl Into<String>,
         max_parallelism: u32,
     ) -> Checkpointing {
-        Checkpointing { spec, store, prefix: prefix.into(), last_id: 0, max_parallelism, disk: None, ids: None }
+        let savepoints = Arc::new(SavepointTargets { store: Arc::clone(&store), folders: Mutex::default() });
+        Checkpointing {
+            spec,
+            store,
+            prefix: prefix.into(),
+            last_id: 0,
+            max_parallelism,
+            disk: None,
+            ids: None,
+            savepoints,
+        }
     }
 
     /// Numbers checkpoints on after `last_id`.
@@ -177,8 +212,10 @@ pub struct Restore {
     /// Where its state files are: the storage, and the folder their paths are relative to (the one that holds the
     /// checkpoint's folder).
     files: Option<(Arc<dyn CheckpointStore>, String)>,
-    /// Bytes of state files read from storage so far.
-    fetched: std::sync::atomic::AtomicU64,
+    /// The checkpoint's or savepoint's own folder, where its chunks are.
+    folder: String,
+    /// Bytes of state files and chunks read from storage so far.
+    fetched: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for Restore {
@@ -215,14 +252,31 @@ impl Restore {
             checkpoint: metadata.checkpoint,
             max_parallelism: metadata.max_parallelism,
             files: Some((Arc::clone(store), parent)),
+            folder: folder.to_string(),
             ..Restore::default()
         };
+        let mut present: Option<std::collections::HashSet<String>> = None;
         for (task, (path, _)) in metadata.tasks {
             let bytes = store
                 .get(&format!("{folder}{path}"))
                 .map_err(|e| unreadable(e.0))?
                 .ok_or_else(|| unreadable(format!("the snapshot of task {task} is missing")))?;
             let mut snapshot = TaskSnapshot::decode(&bytes)?;
+            let chunks: Vec<String> = snapshot
+                .operators
+                .iter()
+                .flat_map(|(_, _, o)| &o.chunks)
+                .map(|c| format!("{folder}{}", c.object))
+                .collect();
+            if !chunks.is_empty() {
+                // One listing finds a damaged checkpoint (a chunk missing) before a restore starts from it.
+                if present.is_none() {
+                    present = Some(store.list(folder).map_err(|e| unreadable(e.0))?.into_iter().collect());
+                }
+                if let Some(missing) = chunks.iter().find(|c| !present.as_ref().is_some_and(|p| p.contains(*c))) {
+                    return Err(unreadable(format!("the state chunk {missing} of task {task} is missing")));
+                }
+            }
             let head = task_parts(&task).map(|(head, _)| head.to_string());
             for (uid, subtask, operator) in std::mem::take(&mut snapshot.operators) {
                 if let Some(head) = &head {
@@ -256,7 +310,17 @@ impl Restore {
         Ok(bytes)
     }
 
-    /// Bytes of state files read from storage so far.
+    /// A reader of its chunks, counting what it reads with the state files.
+    pub fn chunk_reader(&self) -> super::ChunkReader {
+        match &self.files {
+            Some((store, _)) => {
+                super::ChunkReader::from_store(Arc::clone(store), &self.folder, Arc::clone(&self.fetched))
+            }
+            None => super::ChunkReader::default(),
+        }
+    }
+
+    /// Bytes of state files and chunks read from storage so far.
     pub fn fetched_bytes(&self) -> u64 {
         self.fetched.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -312,6 +376,12 @@ impl Restore {
             }
             merged.entries.extend(snapshot.entries.iter().filter(|e| groups.contains(&e.group)).cloned());
             merged.timers.extend(snapshot.timers.iter().filter(|t| groups.contains(&t.group)).cloned());
+            // Chunks are read later, a chunk at a time, by a reader that keeps only this subtask's key groups.
+            let holds_some = |chunk: &&super::StateChunk| {
+                let (first, last) = chunk.key_groups;
+                first <= *groups.end() && *groups.start() <= last
+            };
+            merged.chunks.extend(snapshot.chunks.iter().filter(holds_some).cloned());
             // Only the stores that held some of the key groups this subtask takes are read.
             let overlaps = |files: &&crate::state::StateFiles| {
                 let (first, last) = files.key_groups;
@@ -377,6 +447,8 @@ pub enum Ack {
         task: usize,
         /// What it holds.
         snapshot: TaskSnapshot,
+        /// The chunks for the coordinator to write, as (object, bytes); or why the task could not write its own.
+        chunks: Result<Vec<(String, Vec<u8>)>, String>,
     },
     /// Its source ended (a source task): it waits for a checkpoint to cover that before it ends its outputs, so
     /// one is taken as soon as it may.
@@ -455,6 +527,8 @@ struct Written {
     uploaded_bytes: u64,
     /// Bytes of every state file it refers to.
     file_bytes: u64,
+    /// Bytes of its chunks of entries and timers.
+    chunk_bytes: u64,
     /// The state files it refers to, relative to the job's folder.
     objects: Vec<String>,
 }
@@ -550,8 +624,11 @@ impl Coordinator {
                     let waiters = plain.into_iter().chain(savepoint).map(|r| r.reply).collect();
                     let mut checkpoint =
                         Pending { started: now, folder, savepoint: is_savepoint, acked: HashMap::new(), waiters };
+                    if is_savepoint {
+                        self.checkpointing.savepoints.taking(id, &checkpoint.folder);
+                    }
                     for (&task, snapshot) in &finished {
-                        match self.write(&checkpoint.folder, snapshot, &known) {
+                        match self.write(&checkpoint.folder, snapshot, &[], &known) {
                             Ok(written) => {
                                 checkpoint.acked.insert(task, written);
                             }
@@ -606,9 +683,10 @@ impl Coordinator {
                     queued.push(TriggerRequest { reply, savepoint: None });
                     continue;
                 }
-                Ack::Snapshot { checkpoint, task, snapshot } => {
+                Ack::Snapshot { checkpoint, task, snapshot, chunks } => {
                     let Some(p) = pending.get_mut(&checkpoint) else { continue };
-                    match self.write(&p.folder, &snapshot, &known) {
+                    let written = chunks.and_then(|chunks| self.write(&p.folder, &snapshot, &chunks, &known));
+                    match written {
                         Ok(written) => {
                             p.acked.insert(task, written);
                             vec![checkpoint]
@@ -627,7 +705,7 @@ impl Coordinator {
                     let mut touched = Vec::new();
                     for (&id, p) in pending.iter_mut() {
                         if let std::collections::hash_map::Entry::Vacant(slot) = p.acked.entry(task)
-                            && let Ok(written) = self.write(&p.folder, &snapshot, &known)
+                            && let Ok(written) = self.write(&p.folder, &snapshot, &[], &known)
                         {
                             slot.insert(written);
                             touched.push(id);
@@ -680,6 +758,7 @@ impl Coordinator {
         }
         let abandoned_files = pending.values().any(|p| p.acked.values().any(|w| w.uploaded_bytes > 0));
         for (id, p) in pending {
+            self.checkpointing.savepoints.done(id);
             let _ = self.checkpointing.store.delete_prefix(&p.folder);
             for waiter in p.waiters {
                 let _ = waiter.send(Err(format!("checkpoint {id} was abandoned: the job stopped")));
@@ -693,17 +772,23 @@ impl Coordinator {
         }
     }
 
-    /// Writes a task's snapshot into `folder`, after uploading the state files it refers to that no completed
-    /// checkpoint has (`known`: those that do).
+    /// Writes a task's snapshot into `folder`, after its `chunks` (those the task did not write itself) and the
+    /// state files it refers to that no completed checkpoint has (`known`: those that do).
     fn write(
         &self,
         folder: &str,
         snapshot: &TaskSnapshot,
+        chunks: &[(String, Vec<u8>)],
         known: &std::collections::HashSet<String>,
     ) -> Result<Written, String> {
         let store = &self.checkpointing.store;
         let prefix = &self.checkpointing.prefix;
         let mut written = Written::default();
+        for (object, bytes) in chunks {
+            store.put(&format!("{folder}{object}"), bytes).map_err(|e| e.0)?;
+        }
+        let operators = snapshot.operators.iter().map(|(_, _, operator)| operator);
+        written.chunk_bytes = operators.flat_map(|o| &o.chunks).map(|c| c.bytes).sum();
         for files in snapshot.operators.iter().flat_map(|(_, _, operator)| &operator.files) {
             for file in &files.files {
                 // A file the store thinks uploaded but no completed checkpoint of this job has (its state came from
@@ -782,8 +867,8 @@ impl Coordinator {
             .iter()
             .map(|(&task, w)| (self.tasks[task].name.clone(), (w.name.clone(), w.snapshot_bytes)))
             .collect();
-        let bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.uploaded_bytes).sum();
-        let full_bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.file_bytes).sum();
+        let bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.chunk_bytes + w.uploaded_bytes).sum();
+        let full_bytes: u64 = p.acked.values().map(|w| w.snapshot_bytes + w.chunk_bytes + w.file_bytes).sum();
         let shared: std::collections::BTreeSet<String> =
             p.acked.values().flat_map(|w| w.objects.iter().cloned()).collect();
         let completed_at_ms =
@@ -807,6 +892,7 @@ impl Coordinator {
             stats.latest_full_bytes = Some(full_bytes);
         }
         if p.savepoint {
+            self.checkpointing.savepoints.done(id);
             // A savepoint commits nothing by itself: the job's checkpoints stay its restore points (a later one
             // commits what the savepoint covered too), and a job that stops with it commits it through its handle.
             return Ok(None);
@@ -836,6 +922,7 @@ impl Coordinator {
     }
 
     fn abort_quietly(&self, id: CheckpointId, p: Pending, why: String) {
+        self.checkpointing.savepoints.done(id);
         for task in &self.tasks {
             let _ = task.control.send(Control::CheckpointAborted(id));
         }

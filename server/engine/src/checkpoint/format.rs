@@ -1,6 +1,7 @@
 //! What a task's snapshot holds, and its encoding: a magic header and version, then the structs below in the
 //! postcard encoding. Documented in `docs/state-format.md`; a savepoint is made of the same parts.
 
+use super::chunks::StateChunk;
 use crate::error::TaskError;
 use crate::keys::KeyGroup;
 use crate::state::{SnapshotEntry, StateFiles};
@@ -9,8 +10,9 @@ use serde::{Deserialize, Serialize};
 
 /// The first bytes of every task snapshot file.
 const MAGIC: &[u8; 8] = b"EDDYSNP\0";
-/// The version of the encoding below; a reader refuses versions it does not know. Version 1 had no state files.
-const VERSION: u32 = 2;
+/// The version of the encoding below; a reader refuses versions it does not know. Version 1 had no state files,
+/// version 2 held keyed state and timers inline instead of in chunks.
+const VERSION: u32 = 3;
 
 /// A registered timer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,21 +35,32 @@ pub struct OperatorSnapshot {
     /// Which operator kind and state layout wrote it, such as `window/1`: a restore into an operator that would
     /// read the state differently fails with a clear error instead of misreading it.
     pub layout: String,
-    /// Keyed state, in canonical order (state, key group, key, namespace).
+    /// Keyed state held inline: only snapshots of versions 1 and 2 have any (later ones keep it in `chunks`).
     pub entries: Vec<SnapshotEntry>,
-    /// Event-time and processing-time timers.
+    /// Timers held inline: only snapshots of versions 1 and 2 have any.
     pub timers: Vec<TimerEntry>,
     /// The operator's own bytes (a file sink's pending part files).
     pub extra: Vec<u8>,
     /// Keyed state held as a state backend's own files instead of `entries` (RocksDB in checkpoints), one set per
     /// store: one, or at another parallelism each old subtask's.
     pub files: Vec<StateFiles>,
+    /// Keyed state entries and timers, in objects of their own beside the task's snapshot, by key-group range.
+    pub chunks: Vec<StateChunk>,
 }
 
 impl OperatorSnapshot {
     /// Whether it holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.timers.is_empty() && self.extra.is_empty() && self.files.is_empty()
+        self.entries.is_empty()
+            && self.timers.is_empty()
+            && self.extra.is_empty()
+            && self.files.is_empty()
+            && self.chunks.is_empty()
+    }
+
+    /// Whether it holds keyed state entries (inline or in chunks).
+    pub fn has_entries(&self) -> bool {
+        !self.entries.is_empty() || self.chunks.iter().any(|c| c.kind == super::chunks::ChunkKind::Entries)
     }
 
     /// Fails unless the snapshot was written by an operator with state layout `layout` (or holds nothing); `kind`
@@ -120,7 +133,10 @@ impl TaskSnapshot {
         let version = u32::from_le_bytes([version[0], version[1], version[2], version[3]]);
         match version {
             VERSION => postcard::from_bytes(body).map_err(|e| corrupt(e.to_string())),
-            1 => postcard::from_bytes::<v1::TaskSnapshot>(body)
+            2 => postcard::from_bytes::<older::TaskSnapshot<older::OperatorV2>>(body)
+                .map(TaskSnapshot::from)
+                .map_err(|e| corrupt(e.to_string())),
+            1 => postcard::from_bytes::<older::TaskSnapshot<older::OperatorV1>>(body)
                 .map(TaskSnapshot::from)
                 .map_err(|e| corrupt(e.to_string())),
             _ => Err(corrupt(format!("format version {version}; this Eddy reads versions 1 to {VERSION}"))),
@@ -128,14 +144,14 @@ impl TaskSnapshot {
     }
 }
 
-/// Version 1 of the encoding, read still: the same, without state files.
-mod v1 {
+/// Versions 1 and 2 of the encoding, read still: version 2 without chunks, version 1 without state files either.
+mod older {
     use super::{SourceSnapshot, TimerEntry};
-    use crate::state::SnapshotEntry;
+    use crate::state::{SnapshotEntry, StateFiles};
     use serde::Deserialize;
 
     #[derive(Deserialize)]
-    pub struct OperatorSnapshot {
+    pub struct OperatorV1 {
         layout: String,
         entries: Vec<SnapshotEntry>,
         timers: Vec<TimerEntry>,
@@ -143,34 +159,54 @@ mod v1 {
     }
 
     #[derive(Deserialize)]
-    pub struct TaskSnapshot {
+    pub struct OperatorV2 {
+        layout: String,
+        entries: Vec<SnapshotEntry>,
+        timers: Vec<TimerEntry>,
+        extra: Vec<u8>,
+        files: Vec<StateFiles>,
+    }
+
+    impl From<OperatorV1> for super::OperatorSnapshot {
+        fn from(o: OperatorV1) -> super::OperatorSnapshot {
+            super::OperatorSnapshot {
+                layout: o.layout,
+                entries: o.entries,
+                timers: o.timers,
+                extra: o.extra,
+                ..super::OperatorSnapshot::default()
+            }
+        }
+    }
+
+    impl From<OperatorV2> for super::OperatorSnapshot {
+        fn from(o: OperatorV2) -> super::OperatorSnapshot {
+            super::OperatorSnapshot {
+                layout: o.layout,
+                entries: o.entries,
+                timers: o.timers,
+                extra: o.extra,
+                files: o.files,
+                chunks: Vec::new(),
+            }
+        }
+    }
+
+    #[derive(Deserialize)]
+    pub struct TaskSnapshot<O> {
         task: String,
-        operators: Vec<(String, u32, OperatorSnapshot)>,
+        operators: Vec<(String, u32, O)>,
         source: Option<SourceSnapshot>,
         input_watermarks: Vec<i64>,
         watermark: i64,
         finished: bool,
     }
 
-    impl From<TaskSnapshot> for super::TaskSnapshot {
-        fn from(old: TaskSnapshot) -> super::TaskSnapshot {
-            let operators = old
-                .operators
-                .into_iter()
-                .map(|(uid, subtask, o)| {
-                    let snapshot = super::OperatorSnapshot {
-                        layout: o.layout,
-                        entries: o.entries,
-                        timers: o.timers,
-                        extra: o.extra,
-                        files: Vec::new(),
-                    };
-                    (uid, subtask, snapshot)
-                })
-                .collect();
+    impl<O: Into<super::OperatorSnapshot>> From<TaskSnapshot<O>> for super::TaskSnapshot {
+        fn from(old: TaskSnapshot<O>) -> super::TaskSnapshot {
             super::TaskSnapshot {
                 task: old.task,
-                operators,
+                operators: old.operators.into_iter().map(|(uid, subtask, o)| (uid, subtask, o.into())).collect(),
                 source: old.source,
                 input_watermarks: old.input_watermarks,
                 watermark: old.watermark,
@@ -220,6 +256,13 @@ mod tests {
                         }],
                         local: None,
                     }],
+                    chunks: vec![StateChunk {
+                        kind: super::super::chunks::ChunkKind::Entries,
+                        object: "state/w-0-000000".into(),
+                        key_groups: (3, 9),
+                        records: 12,
+                        bytes: 300,
+                    }],
                 },
             )],
             source: Some(SourceSnapshot {
@@ -241,54 +284,55 @@ mod tests {
     }
 
     #[test]
-    fn version_1_snapshots_are_still_read() {
-        // Written by hand in version 1's field order, which has no state files.
+    fn snapshots_of_versions_1_and_2_are_still_read() {
+        // Written by hand in the older field orders: version 1 has no state files, neither has chunks.
+        let entry =
+            SnapshotEntry { state: "s".into(), group: 3, key: b"k".to_vec(), namespace: vec![], value: vec![1] };
         let operator = OperatorSnapshot {
             layout: "process/1".into(),
-            entries: vec![SnapshotEntry {
-                state: "s".into(),
-                group: 3,
-                key: b"k".to_vec(),
-                namespace: vec![],
-                value: vec![1],
-            }],
+            entries: vec![entry],
+            files: vec![StateFiles { format: "rocksdb/1".into(), checkpoint: 2, ..StateFiles::default() }],
             ..OperatorSnapshot::default()
         };
         let today =
             TaskSnapshot { task: "p-0".into(), operators: vec![("p".into(), 0, operator)], ..TaskSnapshot::default() };
         let encoded = today.encode().expect("encode");
-        let mut version_1 = Vec::from(&encoded[..8]);
-        version_1.extend_from_slice(&1u32.to_le_bytes());
-        version_1.extend_from_slice(&v1_body(&today));
-        assert_eq!(TaskSnapshot::decode(&version_1).expect("decode version 1"), today);
+        for version in [1u32, 2] {
+            let mut older = Vec::from(&encoded[..8]);
+            older.extend_from_slice(&version.to_le_bytes());
+            older.extend_from_slice(&older_body(&today, version));
+            let mut expected = today.clone();
+            if version == 1 {
+                expected.operators[0].2.files.clear();
+            }
+            assert_eq!(TaskSnapshot::decode(&older).expect("decode"), expected, "version {version}");
+        }
     }
 
-    /// `snapshot` in version 1's encoding.
-    fn v1_body(snapshot: &TaskSnapshot) -> Vec<u8> {
+    /// `snapshot` in version 1's or 2's encoding.
+    fn older_body(snapshot: &TaskSnapshot, version: u32) -> Vec<u8> {
         #[derive(Serialize)]
         struct OperatorV1<'a>(&'a str, &'a [SnapshotEntry], &'a [TimerEntry], &'a [u8]);
         #[derive(Serialize)]
-        struct TaskV1<'a>(
-            &'a str,
-            Vec<(&'a str, u32, OperatorV1<'a>)>,
-            &'a Option<SourceSnapshot>,
-            &'a [i64],
-            i64,
-            bool,
-        );
-        let operators = snapshot
-            .operators
-            .iter()
-            .map(|(uid, subtask, o)| (uid.as_str(), *subtask, OperatorV1(&o.layout, &o.entries, &o.timers, &o.extra)))
-            .collect();
-        let task = TaskV1(
-            &snapshot.task,
-            operators,
-            &snapshot.source,
-            &snapshot.input_watermarks,
-            snapshot.watermark,
-            snapshot.finished,
-        );
-        postcard::to_stdvec(&task).expect("encode version 1")
+        struct OperatorV2<'a>(&'a str, &'a [SnapshotEntry], &'a [TimerEntry], &'a [u8], &'a [StateFiles]);
+        #[derive(Serialize)]
+        struct Task<'a, O>(&'a str, Vec<(&'a str, u32, O)>, &'a Option<SourceSnapshot>, &'a [i64], i64, bool);
+        fn task<'a, O>(snapshot: &'a TaskSnapshot, operator: impl Fn(&'a OperatorSnapshot) -> O) -> Task<'a, O> {
+            let operators = snapshot.operators.iter().map(|(uid, subtask, o)| (uid.as_str(), *subtask, operator(o)));
+            Task(
+                &snapshot.task,
+                operators.collect(),
+                &snapshot.source,
+                &snapshot.input_watermarks,
+                snapshot.watermark,
+                snapshot.finished,
+            )
+        }
+        let encoded = if version == 1 {
+            postcard::to_stdvec(&task(snapshot, |o| OperatorV1(&o.layout, &o.entries, &o.timers, &o.extra)))
+        } else {
+            postcard::to_stdvec(&task(snapshot, |o| OperatorV2(&o.layout, &o.entries, &o.timers, &o.extra, &o.files)))
+        };
+        encoded.expect("encode an older version")
     }
 }

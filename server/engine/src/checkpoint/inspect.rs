@@ -2,6 +2,7 @@
 //! map keys, values as text when they are printable text and as hex when they are not.
 
 use super::Restore;
+use crate::error::TaskError;
 use crate::keys::{KeyGroup, key_group};
 use crate::timers::TimeDomain;
 use crate::window::Window;
@@ -85,12 +86,13 @@ pub struct KeyStateView {
     pub timers: Vec<TimerView>,
 }
 
-/// What `restore` holds for `key` of operator `uid`; none when the operator has no state in it.
-pub fn key_state(restore: &Restore, uid: &str, key: &[u8]) -> Option<KeyStateView> {
+/// What `restore` holds for `key` of operator `uid`; none when the operator has no state in it. Reads only the
+/// chunks of the key's group, one at a time.
+pub fn key_state(restore: &Restore, uid: &str, key: &[u8]) -> Result<Option<KeyStateView>, TaskError> {
     let max_parallelism = restore.max_parallelism.unwrap_or(128);
     let group = key_group(key, max_parallelism);
     let snapshots = restore.snapshots_of(uid);
-    let layout = snapshots.iter().map(|s| s.layout.clone()).find(|l| !l.is_empty())?;
+    let Some(layout) = snapshots.iter().map(|s| s.layout.clone()).find(|l| !l.is_empty()) else { return Ok(None) };
     let windows = layout.starts_with("window/");
     let namespace = |ns: &[u8]| match (ns.is_empty(), windows) {
         (true, true) => NamespaceView::GlobalWindow,
@@ -111,21 +113,28 @@ pub fn key_state(restore: &Restore, uid: &str, key: &[u8]) -> Option<KeyStateVie
         entries: Vec::new(),
         timers: Vec::new(),
     };
+    let chunks = restore.chunk_reader().only(group..=group);
     for snapshot in snapshots {
-        for entry in snapshot.entries.iter().filter(|e| e.group == group && e.key == key) {
-            view.entries.push(EntryView {
-                state: entry.state.clone(),
-                namespace: namespace(&entry.namespace),
-                value: Shown::of(&entry.value),
-            });
-        }
-        for timer in snapshot.timers.iter().filter(|t| t.group == group && t.key == key) {
-            view.timers.push(TimerView {
-                domain: timer.domain,
-                timestamp: timer.timestamp,
-                namespace: namespace(&timer.namespace),
-            });
-        }
+        chunks.entries(snapshot, &mut |entries| {
+            for entry in entries.iter().filter(|e| e.group == group && e.key == key) {
+                view.entries.push(EntryView {
+                    state: entry.state.clone(),
+                    namespace: namespace(&entry.namespace),
+                    value: Shown::of(&entry.value),
+                });
+            }
+            Ok(())
+        })?;
+        chunks.timers(snapshot, &mut |timers| {
+            for timer in timers.iter().filter(|t| t.group == group && t.key == key) {
+                view.timers.push(TimerView {
+                    domain: timer.domain,
+                    timestamp: timer.timestamp,
+                    namespace: namespace(&timer.namespace),
+                });
+            }
+            Ok(())
+        })?;
     }
-    Some(view)
+    Ok(Some(view))
 }

@@ -6,7 +6,7 @@
 //! a tenant cannot reach the server's data folder, another tenant's files or anything else on the machine.
 
 use super::{Source, SourcePoll};
-use crate::checkpoint::{CheckpointId, OperatorSnapshot, SplitPosition};
+use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot, SplitPosition};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
 use crate::spec::FileLocation;
@@ -330,7 +330,7 @@ impl Operator for FileSink {
         self.commit_pending_up_to(CheckpointId::MAX)
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId, _: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         self.settle()?;
         if self.transactional
             && let Some(part) = self.close_current()?
@@ -342,7 +342,7 @@ impl Operator for FileSink {
         Ok(OperatorSnapshot { layout: FILE_SINK_LAYOUT.into(), extra, ..OperatorSnapshot::default() })
     }
 
-    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    fn restore(&mut self, snapshot: OperatorSnapshot, _: &ChunkReader) -> Result<(), TaskError> {
         snapshot.expect_layout("file sink", FILE_SINK_LAYOUT)?;
         if snapshot.extra.is_empty() {
             return Ok(());

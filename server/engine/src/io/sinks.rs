@@ -1,7 +1,7 @@
 //! Sinks: standard output, HTTP output streams, and a discarding sink that counts.
 
 use super::OutputStream;
-use crate::checkpoint::{CheckpointId, OperatorSnapshot};
+use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
 use eddy_codec::Batch;
@@ -158,12 +158,16 @@ impl Operator for RateLimited {
         self.inner.finish(ctx)
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
-        self.inner.snapshot(checkpoint)
+    fn snapshot(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
+        self.inner.snapshot(checkpoint, chunks)
     }
 
-    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
-        self.inner.restore(snapshot)
+    fn savepoint(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
+        self.inner.savepoint(checkpoint, chunks)
+    }
+
+    fn restore(&mut self, snapshot: OperatorSnapshot, chunks: &ChunkReader) -> Result<(), TaskError> {
+        self.inner.restore(snapshot, chunks)
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {

@@ -11,7 +11,7 @@ mod stateless;
 
 pub use stateless::{FilterOperator, FlatMapOperator, MapOperator, UnionOperator};
 
-use crate::checkpoint::{CheckpointId, OperatorSnapshot};
+use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot};
 use crate::error::TaskError;
 use eddy_codec::Batch;
 
@@ -129,21 +129,27 @@ pub trait Operator: Send {
     }
 
     /// Copies the operator's state for checkpoint `checkpoint`, between two calls. What it holds must be enough
-    /// to go on from exactly this point; the copy is written out while the task goes on.
-    fn snapshot(&mut self, _checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    /// to go on from exactly this point; the copy is written out while the task goes on. Keyed state entries and
+    /// timers go to `chunks`, the rest into the returned snapshot.
+    fn snapshot(
+        &mut self,
+        _checkpoint: CheckpointId,
+        _chunks: &mut ChunkWriter,
+    ) -> Result<OperatorSnapshot, TaskError> {
         Ok(OperatorSnapshot::default())
     }
 
     /// Copies the operator's state for savepoint `checkpoint`: as [`Operator::snapshot`], but keyed state is held
     /// as entries (the canonical format), never as a state backend's own files, so that it restores into any
     /// backend and needs no file of the job's checkpoints.
-    fn savepoint(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
-        self.snapshot(checkpoint)
+    fn savepoint(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
+        self.snapshot(checkpoint, chunks)
     }
 
-    /// Takes back the state of a snapshot, before the first call. Called only when the checkpoint has one for
-    /// this operator and subtask.
-    fn restore(&mut self, _snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    /// Takes back the state of a snapshot, before the first call; its chunks are read through `chunks`, which
+    /// keeps only the key groups this subtask owns. Called only when the checkpoint has one for this operator and
+    /// subtask.
+    fn restore(&mut self, _snapshot: OperatorSnapshot, _chunks: &ChunkReader) -> Result<(), TaskError> {
         Ok(())
     }
 

@@ -5,7 +5,7 @@
 //! when they were opened, so a handle kept from one record cannot read or write another key's state.
 
 use super::{OpContext, Operator};
-use crate::checkpoint::{CheckpointId, OperatorSnapshot};
+use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot};
 use crate::error::TaskError;
 use crate::function::{Outputs, ProcessFunction};
 use crate::keys::{KeyGroup, key_group};
@@ -344,30 +344,31 @@ impl Operator for ProcessOperator {
         self.ctx.timers.next_processing_time()
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         let files = match &mut self.ctx.state {
             Some(state) => state.checkpoint_files(checkpoint).map_err(TaskError::internal)?,
             None => None,
         };
         match files {
-            Some(files) => Ok(OperatorSnapshot {
-                layout: PROCESS_LAYOUT.into(),
-                timers: self.ctx.timers.snapshot(),
-                files: vec![files],
-                ..OperatorSnapshot::default()
-            }),
-            None => self.savepoint(checkpoint),
+            Some(files) => {
+                self.ctx.timers.snapshot_each(&mut |t| chunks.timer(t));
+                Ok(OperatorSnapshot {
+                    layout: PROCESS_LAYOUT.into(),
+                    files: vec![files],
+                    ..OperatorSnapshot::default()
+                })
+            }
+            None => self.savepoint(checkpoint, chunks),
         }
     }
 
-    fn savepoint(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn savepoint(&mut self, _: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         let now = self.ctx.now;
-        let entries = match &mut self.ctx.state {
-            Some(state) => state.snapshot(now).map_err(TaskError::internal)?,
-            None => Vec::new(),
-        };
-        let timers = self.ctx.timers.snapshot();
-        Ok(OperatorSnapshot { layout: PROCESS_LAYOUT.into(), entries, timers, ..OperatorSnapshot::default() })
+        if let Some(state) = &mut self.ctx.state {
+            state.snapshot_each(now, &mut |e| chunks.entry(e)).map_err(TaskError::internal)?;
+        }
+        self.ctx.timers.snapshot_each(&mut |t| chunks.timer(t));
+        Ok(OperatorSnapshot { layout: PROCESS_LAYOUT.into(), ..OperatorSnapshot::default() })
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
@@ -383,15 +384,18 @@ impl Operator for ProcessOperator {
         }
     }
 
-    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    fn restore(&mut self, snapshot: OperatorSnapshot, chunks: &ChunkReader) -> Result<(), TaskError> {
         snapshot.expect_layout("process", PROCESS_LAYOUT)?;
         if let Some(state) = &mut self.ctx.state {
-            state.restore(&snapshot.entries).map_err(TaskError::internal)?;
-        } else if !snapshot.entries.is_empty() || !snapshot.files.is_empty() {
+            chunks.entries(&snapshot, &mut |batch| state.restore(&batch).map_err(TaskError::internal))?;
+        } else if snapshot.has_entries() || !snapshot.files.is_empty() {
             return Err(TaskError::user("the checkpoint holds keyed state for an operator that is no longer keyed"));
         }
-        self.ctx.timers.restore(&snapshot.timers);
-        Ok(())
+        let timers = &mut self.ctx.timers;
+        chunks.timers(&snapshot, &mut |batch| {
+            timers.restore(&batch);
+            Ok(())
+        })
     }
 }
 
@@ -528,10 +532,13 @@ mod tests {
         let mut out = Output::default();
         let first = batch_of(&[(1, b"a"), (2, b"b"), (1, b"a")]);
         op.process(0, first, &mut OpContext { out: &mut out, watermark: 0, now: 0 }).expect("process");
-        let snapshot = op.snapshot(1).expect("snapshot");
+        let mut chunks = ChunkWriter::held();
+        let mut snapshot = op.snapshot(1, &mut chunks).expect("snapshot");
+        snapshot.chunks = chunks.end();
         assert_eq!(snapshot.layout, PROCESS_LAYOUT);
+        assert!(snapshot.has_entries(), "the state went into chunks");
         let mut restored = ProcessOperator::new(Box::new(CountThenReport), keyed_ctx());
-        restored.restore(snapshot).expect("restore");
+        restored.restore(snapshot, &chunks.reader()).expect("restore");
         for op in [&mut op, &mut restored] {
             let more = batch_of(&[(3, b"b")]);
             op.process(0, more, &mut OpContext { out: &mut out, watermark: 0, now: 0 }).expect("process");
@@ -619,11 +626,12 @@ mod tests {
         ) -> Result<usize, crate::state::StateError> {
             self.0.cleanup_step(s, cursor, limit, expired)
         }
-        fn snapshot(
+        fn snapshot_each(
             &mut self,
             keep: &mut dyn FnMut(crate::state::StateId, &[u8]) -> bool,
-        ) -> Result<Vec<crate::state::SnapshotEntry>, crate::state::StateError> {
-            self.0.snapshot(keep)
+            out: &mut dyn FnMut(crate::checkpoint::EntryRef<'_>),
+        ) -> Result<(), crate::state::StateError> {
+            self.0.snapshot_each(keep, out)
         }
         fn len(&mut self, s: crate::state::StateId) -> usize {
             self.0.len(s)

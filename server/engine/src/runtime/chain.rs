@@ -4,8 +4,8 @@
 use super::channel::Message;
 use super::metrics::OperatorMetrics;
 use super::route::{EdgeWriter, fan_out};
-use crate::checkpoint::coordinator::Ack;
-use crate::checkpoint::{OperatorSnapshot, TaskSnapshot};
+use crate::checkpoint::coordinator::{Ack, SavepointTargets};
+use crate::checkpoint::{ChunkWriter, OperatorSnapshot, TaskSnapshot};
 use crate::control::{Barrier, CheckpointId};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator, Output};
@@ -232,13 +232,23 @@ impl Chain {
         }
     }
 
-    /// Snapshots every link, in chain order.
-    pub fn snapshot(&mut self, barrier: Barrier) -> Result<Vec<(String, u32, OperatorSnapshot)>, TaskError> {
+    /// Snapshots every link, in chain order; keyed state and timers go to `chunks`.
+    pub fn snapshot(
+        &mut self,
+        barrier: Barrier,
+        chunks: &mut ChunkWriter,
+    ) -> Result<Vec<(String, u32, OperatorSnapshot)>, TaskError> {
         let mut snapshots = Vec::with_capacity(self.links.len());
         for link in &mut self.links {
             let uid = &link.metrics.uid;
-            let snapshot = if barrier.savepoint { link.op.savepoint(barrier.id) } else { link.op.snapshot(barrier.id) };
-            let snapshot = snapshot.map_err(|e| e.in_operator(uid))?;
+            chunks.begin(uid, self.subtask);
+            let snapshot = if barrier.savepoint {
+                link.op.savepoint(barrier.id, chunks)
+            } else {
+                link.op.snapshot(barrier.id, chunks)
+            };
+            let mut snapshot = snapshot.map_err(|e| e.in_operator(uid))?;
+            snapshot.chunks = chunks.end();
             snapshots.push((uid.clone(), self.subtask, snapshot));
         }
         Ok(snapshots)
@@ -291,19 +301,43 @@ pub struct TaskCheckpoints {
     pub acks: Option<Sender<Ack>>,
     /// The task's own part of the checkpoint it starts from.
     pub restored: Option<TaskSnapshot>,
+    /// Where savepoints are written as the task takes them; none: snapshots are handed to the coordinator whole.
+    pub savepoints: Option<Arc<SavepointTargets>>,
     /// Where the task tells that it acted on a checkpoint's completion.
     pub commits: Arc<super::commits::Commits>,
 }
 
 impl TaskCheckpoints {
-    pub(super) fn ack(&self, snapshot: TaskSnapshot, checkpoint: Option<CheckpointId>) {
-        let Some(acks) = &self.acks else { return };
-        let ack = match checkpoint {
-            Some(checkpoint) => Ack::Snapshot { checkpoint, task: self.index, snapshot },
-            None => Ack::Finished { task: self.index, snapshot },
+    /// Snapshots the chain for `barrier` and acknowledges with `snapshot` (the task's own part) and the chain's.
+    pub(super) fn take(
+        &self,
+        chain: &mut Chain,
+        barrier: Barrier,
+        mut snapshot: TaskSnapshot,
+    ) -> Result<(), TaskError> {
+        let folder = self.savepoints.as_ref().filter(|_| barrier.savepoint).and_then(|s| s.target(barrier.id));
+        let mut chunks = match folder {
+            Some((store, folder)) => ChunkWriter::direct(store, folder),
+            None => ChunkWriter::held(),
         };
-        // The coordinator is gone only when the job stops.
-        let _ = acks.send(ack);
+        snapshot.task.clone_from(&self.name);
+        snapshot.operators = chain.snapshot(barrier, &mut chunks)?;
+        let chunks = match chunks.failure() {
+            Some(why) => Err(why.to_string()),
+            None => Ok(chunks.take_held()),
+        };
+        if let Some(acks) = &self.acks {
+            // The coordinator is gone only when the job stops.
+            let _ = acks.send(Ack::Snapshot { checkpoint: barrier.id, task: self.index, snapshot, chunks });
+        }
+        Ok(())
+    }
+
+    /// Tells the coordinator that the task finished: `snapshot` stands in for it in later checkpoints.
+    pub(super) fn finished(&self, snapshot: TaskSnapshot) {
+        if let Some(acks) = &self.acks {
+            let _ = acks.send(Ack::Finished { task: self.index, snapshot });
+        }
     }
 
     /// Tells the coordinator that this source task's input ended: a checkpoint is wanted that covers it.

@@ -517,7 +517,9 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                     )));
                 }
                 if let Some(snapshot) = snapshot {
-                    op.restore(snapshot).map_err(|e| e.in_operator(uid))?;
+                    let groups = crate::keys::key_groups_of(subtask, parallelism, graph.max_parallelism);
+                    let chunks = restore.as_ref().map(|r| r.chunk_reader().only(groups)).unwrap_or_default();
+                    op.restore(snapshot, &chunks).map_err(|e| e.in_operator(uid))?;
                 }
                 let mut side = Vec::new();
                 let mut tags: Vec<&str> =
@@ -566,6 +568,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                 restored,
                 name,
                 acks: env.checkpointing.as_ref().map(|_| ack_tx.clone()),
+                savepoints: env.checkpointing.as_ref().map(|c| Arc::clone(&c.savepoints)),
                 commits: Arc::clone(&shared.commits),
             };
             tasks.push((checkpoints, body, task_chain));

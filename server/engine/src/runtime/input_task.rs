@@ -106,11 +106,8 @@ impl Gate {
 
 /// Snapshots a task with inputs once a checkpoint's barriers are aligned, and passes the barrier on.
 fn aligned(barrier: Barrier, gate: &Gate, chain: &mut Chain, checkpoints: &TaskCheckpoints) -> Result<(), TaskError> {
-    let operators = chain.snapshot(barrier)?;
     let (input_watermarks, watermark) = gate.watermarks.snapshot();
-    let snapshot =
-        TaskSnapshot { task: checkpoints.name.clone(), operators, input_watermarks, watermark, ..Default::default() };
-    checkpoints.ack(snapshot, Some(barrier.id));
+    checkpoints.take(chain, barrier, TaskSnapshot { input_watermarks, watermark, ..Default::default() })?;
     chain.barrier(barrier)
 }
 
@@ -181,7 +178,7 @@ pub fn run_task(
                     chain.finish(now)?;
                     let snapshot =
                         TaskSnapshot { task: checkpoints.name.clone(), finished: true, ..Default::default() };
-                    checkpoints.ack(snapshot, None);
+                    checkpoints.finished(snapshot);
                     return Ok(());
                 }
             }

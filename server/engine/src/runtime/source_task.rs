@@ -210,7 +210,7 @@ pub fn run_source(
     };
     let snapshot =
         TaskSnapshot { task: checkpoints.name.clone(), source: Some(source), finished: true, ..Default::default() };
-    checkpoints.ack(snapshot, None);
+    checkpoints.finished(snapshot);
     Ok(())
 }
 
@@ -326,10 +326,7 @@ fn source_control(
                 max_timestamps: runner.watermarks.max_timestamps(),
                 watermark: runner.watermarks.current(),
             };
-            let operators = chain.snapshot(barrier)?;
-            let snapshot =
-                TaskSnapshot { task: checkpoints.name.clone(), operators, source: Some(source), ..Default::default() };
-            checkpoints.ack(snapshot, Some(id));
+            checkpoints.take(chain, barrier, TaskSnapshot { source: Some(source), ..Default::default() })?;
             chain.barrier(barrier)?;
             recorded.push((id, positions));
         }

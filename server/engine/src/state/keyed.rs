@@ -433,16 +433,23 @@ impl KeyedState {
         Ok(visible)
     }
 
-    /// A snapshot of every state, without entries whose time-to-live has passed (Flink's cleanup in full
-    /// snapshots).
-    pub fn snapshot(&mut self, now: i64) -> StateResult<Vec<super::SnapshotEntry>> {
+    /// Hands every entry to `out` in canonical order, without entries whose time-to-live has passed (Flink's
+    /// cleanup in full snapshots).
+    pub fn snapshot_each(&mut self, now: i64, out: &mut dyn FnMut(crate::checkpoint::EntryRef<'_>)) -> StateResult<()> {
         let ttls: Vec<(StateId, StateKind, Option<TtlSpec>)> =
             self.states.iter().map(|s| (s.id, s.kind, s.ttl)).collect();
         let mut keep = |id: StateId, value: &[u8]| match ttls.iter().find(|(i, _, _)| *i == id) {
             Some((_, kind, Some(ttl))) => !entry_expired(*kind, ttl, value, now),
             _ => true,
         };
-        self.store.snapshot(&mut keep).map_err(|e| backend_failed(&mut self.failure, e))
+        self.store.snapshot_each(&mut keep, out).map_err(|e| backend_failed(&mut self.failure, e))
+    }
+
+    /// [`KeyedState::snapshot_each`]'s entries, collected (tests).
+    pub fn snapshot(&mut self, now: i64) -> StateResult<Vec<super::SnapshotEntry>> {
+        let mut entries = Vec::new();
+        self.snapshot_each(now, &mut |e| entries.push(e.to_owned()))?;
+        Ok(entries)
     }
 
     /// The store's own files for checkpoint `checkpoint`, if it keeps state in files (see

@@ -1,7 +1,8 @@
 //! The in-memory state store: per state, a hash map from `(key group, key)` to the key's namespaces.
 
-use super::{BudgetAccount, KeyedStateStore, SnapshotEntry, StateBudget, StateError, StateId, StateKey};
+use super::{BudgetAccount, KeyedStateStore, StateBudget, StateError, StateId, StateKey};
 use crate::bytes;
+use crate::checkpoint::EntryRef;
 use indexmap::{Equivalent, IndexMap};
 use smallvec::SmallVec;
 use std::hash::{Hash, Hasher};
@@ -346,26 +347,45 @@ impl KeyedStateStore for MemoryStateStore {
         Ok(next)
     }
 
-    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
-        let mut entries = Vec::new();
-        for (id, (name, table)) in self.names.iter().zip(&self.tables).enumerate() {
-            for (lookup, namespaces) in table {
-                for (ns, value) in namespaces.iter() {
+    fn snapshot_each(
+        &mut self,
+        keep: &mut dyn FnMut(StateId, &[u8]) -> bool,
+        out: &mut dyn FnMut(EntryRef<'_>),
+    ) -> Result<(), StateError> {
+        // Per key group, the keys of every state (state and index in its table): 8 bytes per key, not a copy.
+        let mut groups: std::collections::BTreeMap<u16, Vec<(u32, u32)>> = std::collections::BTreeMap::new();
+        for (id, table) in self.tables.iter().enumerate() {
+            for (index, (lookup, _)) in table.iter().enumerate() {
+                let group = u16::from_be_bytes([lookup.0[0], lookup.0[1]]);
+                groups.entry(group).or_default().push((id as u32, index as u32));
+            }
+        }
+        let key_of = |&(id, index): &(u32, u32)| {
+            let table = &self.tables[id as usize];
+            let (lookup, namespaces) = table.get_index(index as usize).expect("an index taken from this table");
+            (id, &lookup.0[2..], namespaces)
+        };
+        for (group, mut keys) in groups {
+            keys.sort_by(|a, b| {
+                let (a_id, a_key, _) = key_of(a);
+                let (b_id, b_key, _) = key_of(b);
+                (self.names[a_id as usize].as_str(), a_key.len(), a_key).cmp(&(
+                    self.names[b_id as usize].as_str(),
+                    b_key.len(),
+                    b_key,
+                ))
+            });
+            for at in &keys {
+                let (id, key, namespaces) = key_of(at);
+                let state = self.names[id as usize].as_str();
+                for (namespace, value) in namespaces.iter() {
                     if keep(id as StateId, value) {
-                        entries.push(SnapshotEntry {
-                            state: name.clone(),
-                            group: u16::from_be_bytes([lookup.0[0], lookup.0[1]]),
-                            key: lookup.0[2..].to_vec(),
-                            namespace: ns.to_vec(),
-                            value: value.to_vec(),
-                        });
+                        out(EntryRef { state, group, key, namespace, value });
                     }
                 }
             }
         }
-        entries
-            .sort_by(|a, b| (&a.state, a.group, &a.key, &a.namespace).cmp(&(&b.state, b.group, &b.key, &b.namespace)));
-        Ok(entries)
+        Ok(())
     }
 
     fn len(&mut self, state: StateId) -> usize {
@@ -462,12 +482,26 @@ mod tests {
     fn snapshots_are_canonical_and_filtered() {
         let mut store = MemoryStateStore::default();
         let s = store.register("s");
+        let r = store.register("r");
         store.put(s, key(b"b"), b"", b"keep").expect("put");
+        store.put(s, key(b"aa"), b"", b"keep").expect("put");
         store.put(s, key(b"a"), b"", b"drop").expect("put");
         store.put(s, key(b"a"), b"x", b"keep").expect("put");
+        store.put(r, key(b"c"), b"", b"keep").expect("put");
+        store.put(r, StateKey { group: 1, key: b"z" }, b"", b"keep").expect("put");
         let snap = store.snapshot(&mut |_, v| v == b"keep").expect("snapshot");
-        let keys: Vec<(&[u8], &[u8])> = snap.iter().map(|e| (e.key.as_slice(), e.namespace.as_slice())).collect();
-        assert_eq!(keys, [(&b"a"[..], &b"x"[..]), (&b"b"[..], &b""[..])]);
-        assert_eq!(snap[0].group, 3);
+        let order: Vec<(u16, &str, &[u8], &[u8])> =
+            snap.iter().map(|e| (e.group, e.state.as_str(), e.key.as_slice(), e.namespace.as_slice())).collect();
+        // Key group, then state name, then key length, key and namespace.
+        assert_eq!(
+            order,
+            [
+                (1, "r", &b"z"[..], &b""[..]),
+                (3, "r", b"c", b""),
+                (3, "s", b"a", b"x"),
+                (3, "s", b"b", b""),
+                (3, "s", b"aa", b""),
+            ]
+        );
     }
 }

@@ -15,7 +15,7 @@ pub use keyed::{
 };
 pub use memory::MemoryStateStore;
 
-use crate::checkpoint::CheckpointId;
+use crate::checkpoint::{CheckpointId, EntryRef};
 use crate::keys::KeyGroup;
 use std::ops::RangeInclusive;
 
@@ -96,8 +96,19 @@ pub trait KeyedStateStore: Send {
     fn expire_in_background(&mut self, _state: StateId, _expiry: Expiry) -> bool {
         false
     }
-    /// Every entry of every state for which `keep(state, value)` holds, in a canonical order.
-    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError>;
+    /// Hands every entry of every state for which `keep(state, value)` holds to `out`, in the canonical order:
+    /// key group, state name, key length, key, namespace (so a snapshot streams into chunks by key-group range).
+    fn snapshot_each(
+        &mut self,
+        keep: &mut dyn FnMut(StateId, &[u8]) -> bool,
+        out: &mut dyn FnMut(EntryRef<'_>),
+    ) -> Result<(), StateError>;
+    /// [`KeyedStateStore::snapshot_each`]'s entries, collected (tests and tools).
+    fn snapshot(&mut self, keep: &mut dyn FnMut(StateId, &[u8]) -> bool) -> Result<Vec<SnapshotEntry>, StateError> {
+        let mut entries = Vec::new();
+        self.snapshot_each(keep, &mut |e| entries.push(e.to_owned()))?;
+        Ok(entries)
+    }
     /// Number of entries of `state` (for tests and metrics).
     fn len(&mut self, state: StateId) -> usize;
     /// The store's own files for checkpoint `checkpoint`, if the backend keeps state in files (RocksDB): a

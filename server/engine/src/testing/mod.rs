@@ -101,7 +101,9 @@ impl Harness {
     /// state files (if the backend wrote files) and a way to read them, and the watermark and processing time stay
     /// (a task restores its input watermarks).
     pub fn restart_from_checkpoint(&mut self, fresh: &mut FreshOperator<'_>) -> Result<(), String> {
-        let snapshot = self.op.snapshot(1).map_err(|e| e.to_string())?;
+        let mut chunks = crate::checkpoint::ChunkWriter::held();
+        let mut snapshot = self.op.snapshot(1, &mut chunks).map_err(|e| e.to_string())?;
+        snapshot.chunks = chunks.end();
         // What checkpoint storage would hold of the state files.
         let mut objects = std::collections::HashMap::new();
         for files in &snapshot.files {
@@ -118,7 +120,7 @@ impl Harness {
         let mut decoded = TaskSnapshot::decode(&encoded).map_err(|e| e.to_string())?;
         let (_, _, snapshot) = decoded.operators.pop().ok_or("the snapshot was lost")?;
         let mut restored = fresh(&snapshot.files, &fetch)?;
-        restored.restore(snapshot).map_err(|e| e.to_string())?;
+        restored.restore(snapshot, &chunks.reader()).map_err(|e| e.to_string())?;
         self.op = restored;
         Ok(())
     }

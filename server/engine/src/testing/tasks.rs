@@ -3,7 +3,7 @@
 //! So the window cases exercise the task loop, backpressure and the governor, not only the operator.
 
 use super::{Command, collect, commands, operator_for};
-use crate::checkpoint::{Barrier, CheckpointId, OperatorSnapshot};
+use crate::checkpoint::{Barrier, CheckpointId, ChunkWriter, OperatorSnapshot};
 use crate::control::Control;
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
@@ -54,10 +54,10 @@ impl Operator for Recorder {
         result
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         // The feeder's closing barrier: everything before it was processed.
         self.reached_end.store(true, Ordering::SeqCst);
-        self.inner.snapshot(checkpoint)
+        self.inner.snapshot(checkpoint, chunks)
     }
 }
 
@@ -104,8 +104,14 @@ pub fn run_lines_in_tasks(
         let thread = std::thread::spawn(move || {
             govern::bind(governor, "golden");
             let mut gate = Gate::new(vec![receiver], true);
-            let checkpoints =
-                TaskCheckpoints { index: copy, name, acks: None, restored: None, commits: Default::default() };
+            let checkpoints = TaskCheckpoints {
+                index: copy,
+                name,
+                acks: None,
+                restored: None,
+                savepoints: None,
+                commits: Default::default(),
+            };
             let result = run_task(&mut gate, &mut chain, &ManualClock::new(0), &cancel, &controls, &checkpoints);
             govern::leave();
             result

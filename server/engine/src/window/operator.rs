@@ -6,7 +6,7 @@ use super::contents::{PendingAdds, SlotState, decode_element, push_element, read
 use super::merging::{Merge, MergingSet};
 use super::trigger::{TriggerContext, TriggerStates};
 use super::{Panes, Trigger, TriggerResult, Window, assign};
-use crate::checkpoint::{CheckpointId, OperatorSnapshot};
+use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot};
 use crate::error::{TaskError, UdfError};
 use crate::function::{AggregateFunction, Outputs, ProcessWindowFunction, ReduceFunction, WindowContents};
 use crate::keys::key_group;
@@ -122,8 +122,10 @@ impl PaneAdded {
     }
 }
 
-/// How many captured windows are evaluated together.
+/// How many captured windows are evaluated together, and the bytes they may hold together before they are (a
+/// watermark closing many windows of large elements must not hold them all at once).
 const FLUSH_FIRINGS_AT: usize = 1024;
+const FLUSH_FIRINGS_BYTES: usize = 8 << 20;
 
 impl Firing {
     fn key<'a>(&self, keys: &'a [u8]) -> Option<&'a [u8]> {
@@ -147,6 +149,8 @@ pub struct WindowOperator {
     initial: Option<Vec<u8>>,
     pending: PendingAdds,
     firings: Vec<Firing>,
+    /// The bytes the captured windows hold.
+    fired_bytes: usize,
     /// Stored accumulators of the slices of windows that fired, as values.
     fired_parts: Batch,
     /// Keys of the windows that fired, end to end: one buffer instead of an allocation per firing.
@@ -231,6 +235,7 @@ impl WindowOperator {
             initial: None,
             pending: PendingAdds::default(),
             firings: Vec::new(),
+            fired_bytes: 0,
             fired_parts: Batch::new(),
             fired_keys: Vec::new(),
             late_dropped: 0,
@@ -390,6 +395,7 @@ impl WindowOperator {
             }
             let found = first..self.fired_parts.len();
             if !found.is_empty() {
+                self.fired_bytes = self.fired_parts.data_len();
                 self.firings.push(Firing { key: key_out, window: *window, parts: found, elements: Batch::new() });
             }
             return Ok(());
@@ -422,6 +428,7 @@ impl WindowOperator {
                 result.map_err(state_err)?;
             }
         }
+        self.fired_bytes += for_function.data_len();
         self.firings.push(Firing { key: key_out, window: *window, parts: 0..0, elements: for_function });
         Ok(())
     }
@@ -733,7 +740,7 @@ impl WindowOperator {
     ) -> Result<(), TaskError> {
         while let Some(timer) = self.timers.pop_due(domain, until) {
             self.on_timer(domain, timer, wm, now)?;
-            if self.firings.len() >= FLUSH_FIRINGS_AT {
+            if self.firings.len() >= FLUSH_FIRINGS_AT || self.fired_bytes >= FLUSH_FIRINGS_BYTES {
                 self.flush_adds()?;
                 self.flush_firings(out)?;
             }
@@ -811,22 +818,20 @@ impl Operator for WindowOperator {
         self.late_dropped
     }
 
-    fn snapshot(&mut self, checkpoint: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
+    fn snapshot(&mut self, checkpoint: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
         match self.store.checkpoint_files(checkpoint).map_err(state_err)? {
-            Some(files) => Ok(OperatorSnapshot {
-                layout: self.layout(),
-                timers: self.timers.snapshot(),
-                files: vec![files],
-                ..OperatorSnapshot::default()
-            }),
-            None => self.savepoint(checkpoint),
+            Some(files) => {
+                self.timers.snapshot_each(&mut |t| chunks.timer(t));
+                Ok(OperatorSnapshot { layout: self.layout(), files: vec![files], ..OperatorSnapshot::default() })
+            }
+            None => self.savepoint(checkpoint, chunks),
         }
     }
 
-    fn savepoint(&mut self, _: CheckpointId) -> Result<OperatorSnapshot, TaskError> {
-        let entries = self.store.snapshot(&mut |_, _| true).map_err(state_err)?;
-        let timers = self.timers.snapshot();
-        Ok(OperatorSnapshot { layout: self.layout(), entries, timers, ..OperatorSnapshot::default() })
+    fn savepoint(&mut self, _: CheckpointId, chunks: &mut ChunkWriter) -> Result<OperatorSnapshot, TaskError> {
+        self.store.snapshot_each(&mut |_, _| true, &mut |e| chunks.entry(e)).map_err(state_err)?;
+        self.timers.snapshot_each(&mut |t| chunks.timer(t));
+        Ok(OperatorSnapshot { layout: self.layout(), ..OperatorSnapshot::default() })
     }
 
     fn checkpoint_complete(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
@@ -838,16 +843,20 @@ impl Operator for WindowOperator {
         self.store.checkpoint_aborted(checkpoint);
     }
 
-    fn restore(&mut self, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    fn restore(&mut self, snapshot: OperatorSnapshot, chunks: &ChunkReader) -> Result<(), TaskError> {
         let layout = self.layout();
         // Layouts of version 1 named only the contents: those restore into a window with the same contents.
         let legacy = snapshot.layout.strip_prefix("window/1/").is_some_and(|c| layout.contains(&format!("/{c}/")));
         if !legacy {
             snapshot.expect_layout("window", &layout)?;
         }
-        self.store.restore(&snapshot.entries).map_err(state_err)?;
-        self.timers.restore(&snapshot.timers);
-        Ok(())
+        let store = &mut self.store;
+        chunks.entries(&snapshot, &mut |batch| store.restore(&batch).map_err(state_err))?;
+        let timers = &mut self.timers;
+        chunks.timers(&snapshot, &mut |batch| {
+            timers.restore(&batch);
+            Ok(())
+        })
     }
 }
 

@@ -2,7 +2,8 @@
 //! abandoned, or a crash comes between completion and commit; zombies; at-least-once.
 
 use crate::broker::{batch_of, brokers, context, create_topic, read_committed, unique, values, with_ctx};
-use eddy_engine::checkpoint::OperatorSnapshot;
+use eddy_engine::TaskError;
+use eddy_engine::checkpoint::{ChunkReader, ChunkWriter, OperatorSnapshot};
 use eddy_engine::operator::Operator;
 use eddy_engine::spec::{KafkaSinkSpec, SinkSpec};
 use eddy_kafka::KafkaSink;
@@ -29,6 +30,28 @@ fn open(spec: &KafkaSinkSpec) -> KafkaSink {
         .unwrap_or_else(|e| panic!("open: {}", e.message))
 }
 
+/// Snapshot `checkpoint` of `sink`, its entries held inline (the sink restores them the same way as chunks).
+fn snapshot(sink: &mut KafkaSink, checkpoint: u64) -> OperatorSnapshot {
+    let mut chunks = ChunkWriter::held();
+    let mut snapshot = sink.snapshot(checkpoint, &mut chunks).expect("snapshot");
+    snapshot.chunks = chunks.end();
+    let mut entries = Vec::new();
+    chunks
+        .reader()
+        .entries(&snapshot, &mut |batch| {
+            entries.extend(batch);
+            Ok(())
+        })
+        .expect("entries");
+    snapshot.chunks.clear();
+    snapshot.entries = entries;
+    snapshot
+}
+
+fn restore(sink: &mut KafkaSink, snapshot: OperatorSnapshot) -> Result<(), TaskError> {
+    sink.restore(snapshot, &ChunkReader::default())
+}
+
 fn write(sink: &mut KafkaSink, values: &[&str]) {
     with_ctx(|ctx| sink.process(0, batch_of(values), ctx)).expect("process");
 }
@@ -48,7 +71,7 @@ fn records_become_visible_once_when_their_checkpoint_completes() {
     assert_eq!(sink.transactional_id(), Some(format!("t-{topic}-job-out-0").as_str()));
     write(&mut sink, &["a1", "a2"]);
     write(&mut sink, &["a3"]);
-    let _snapshot1 = sink.snapshot(1).expect("snapshot");
+    let _snapshot1 = snapshot(&mut sink, 1);
     // Records after the barrier belong to the next checkpoint.
     write(&mut sink, &["b1"]);
     assert!(read_committed(&topic).is_empty(), "nothing is visible before the checkpoint completes");
@@ -61,25 +84,25 @@ fn records_become_visible_once_when_their_checkpoint_completes() {
     assert_eq!(headers, &vec![("origin".to_string(), "eddy".to_string())], "the record's headers");
 
     // Checkpoint 2 is abandoned: its epoch stays pending and commits with the next completed checkpoint.
-    let _snapshot2 = sink.snapshot(2).expect("snapshot");
+    let _snapshot2 = snapshot(&mut sink, 2);
     sink.checkpoint_aborted(2);
     write(&mut sink, &["c1"]);
-    let _snapshot3 = sink.snapshot(3).expect("snapshot");
+    let _snapshot3 = snapshot(&mut sink, 3);
     assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3"]));
     sink.checkpoint_complete(3).expect("complete");
     assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1"]));
 
     // Records of an epoch whose checkpoint never completes are never visible, even after a restore.
     write(&mut sink, &["lost1", "lost2"]);
-    let snapshot4 = sink.snapshot(4).expect("snapshot");
+    let snapshot4 = snapshot(&mut sink, 4);
     write(&mut sink, &["lost3"]);
     drop(sink); // a crash: checkpoint 4 never completed, so the job restores from checkpoint 3
     let _ = snapshot4;
     let mut restored = open(&spec);
-    restored.restore(OperatorSnapshot::default()).expect("restore of a checkpoint without pending epochs");
+    restore(&mut restored, OperatorSnapshot::default()).expect("restore of a checkpoint without pending epochs");
     assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1"]));
     write(&mut restored, &["d1"]);
-    let _ = restored.snapshot(5).expect("snapshot");
+    let _ = snapshot(&mut restored, 5);
     restored.checkpoint_complete(5).expect("complete");
     assert_eq!(values(&read_committed(&topic)), sorted(&["a1", "a2", "a3", "b1", "c1", "d1"]));
 }
@@ -91,7 +114,7 @@ fn a_crash_between_completion_and_commit_writes_the_epoch_again_once() {
     let spec = exactly_once(&topic);
     let mut sink = open(&spec);
     write(&mut sink, &["x1", "x2"]);
-    let snapshot1 = sink.snapshot(1).expect("snapshot");
+    let snapshot1 = snapshot(&mut sink, 1);
     write(&mut sink, &["after-barrier"]);
     // Checkpoint 1 completes, but the process dies before the sink commits: the transaction stays open.
     std::mem::forget(sink);
@@ -100,17 +123,17 @@ fn a_crash_between_completion_and_commit_writes_the_epoch_again_once() {
     // The restored sink takes over the transactional id (aborting the open transaction), finds no marker for
     // checkpoint 1, and writes its epoch again.
     let mut restored = open(&spec);
-    restored.restore(snapshot1.clone()).expect("restore");
+    restore(&mut restored, snapshot1.clone()).expect("restore");
     assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2"]));
 
     // A second crash right after that restore, before anything else: the marker now names checkpoint 1, so
     // restoring the same checkpoint again writes nothing twice.
     drop(restored);
     let mut again = open(&spec);
-    again.restore(snapshot1).expect("restore");
+    restore(&mut again, snapshot1).expect("restore");
     assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2"]));
     write(&mut again, &["y1"]);
-    let _ = again.snapshot(2).expect("snapshot");
+    let _ = snapshot(&mut again, 2);
     again.checkpoint_complete(2).expect("complete");
     assert_eq!(values(&read_committed(&topic)), sorted(&["x1", "x2", "y1"]));
 }
@@ -122,12 +145,12 @@ fn a_committed_epoch_is_not_written_again_on_restore() {
     let spec = exactly_once(&topic);
     let mut sink = open(&spec);
     write(&mut sink, &["z1"]);
-    let snapshot1 = sink.snapshot(1).expect("snapshot");
+    let snapshot1 = snapshot(&mut sink, 1);
     sink.checkpoint_complete(1).expect("complete");
     write(&mut sink, &["z2"]);
     drop(sink);
     let mut restored = open(&spec);
-    restored.restore(snapshot1).expect("restore");
+    restore(&mut restored, snapshot1).expect("restore");
     assert_eq!(values(&read_committed(&topic)), ["z1"], "the marker says checkpoint 1 is in Kafka");
 }
 
@@ -138,18 +161,18 @@ fn a_zombie_with_the_same_transactional_id_is_fenced() {
     let spec = exactly_once(&topic);
     let mut zombie = open(&spec);
     write(&mut zombie, &["old1"]);
-    let snapshot1 = zombie.snapshot(1).expect("snapshot");
+    let snapshot1 = snapshot(&mut zombie, 1);
     write(&mut zombie, &["old2"]);
 
     // A new incarnation of the same subtask (the job restarted while the old one still runs) restores the
     // checkpoint: it takes the id over, which fences the zombie and aborts its transaction, then writes the epoch.
     let mut successor = open(&spec);
-    successor.restore(snapshot1).expect("restore");
+    restore(&mut successor, snapshot1).expect("restore");
     let error = zombie.checkpoint_complete(1).expect_err("the zombie's commit must fail");
     assert!(error.message.to_lowercase().contains("fenced"), "{}", error.message);
     assert_eq!(values(&read_committed(&topic)), ["old1"], "once, and nothing of the zombie's open epoch");
     write(&mut successor, &["new1"]);
-    let _ = successor.snapshot(2).expect("snapshot");
+    let _ = snapshot(&mut successor, 2);
     successor.checkpoint_complete(2).expect("complete");
     assert_eq!(values(&read_committed(&topic)), sorted(&["new1", "old1"]));
 }
@@ -164,7 +187,7 @@ fn after_a_rescale_one_new_subtask_takes_over_each_old_transactional_id() {
     for subtask in 0..3u32 {
         let mut sink = KafkaSink::open(&context("job", "out", subtask, 3), &spec, &Default::default()).expect("open");
         write(&mut sink, &[&format!("s{subtask}-a"), &format!("s{subtask}-b")]);
-        let snapshot = sink.snapshot(1).expect("snapshot");
+        let snapshot = snapshot(&mut sink, 1);
         assert_eq!(snapshot.entries.len(), 1);
         assert_eq!(u32::from(snapshot.entries[0].group), subtask, "kept in key group <subtask>");
         entries.extend(snapshot.entries);
@@ -178,13 +201,13 @@ fn after_a_rescale_one_new_subtask_takes_over_each_old_transactional_id() {
     assert!(entries.iter().all(|e| groups.contains(&e.group)));
     let mut first = KafkaSink::open(&context("job", "out", 0, 2), &spec, &Default::default()).expect("open");
     let merged = OperatorSnapshot { layout: "kafka-sink/1".into(), entries, ..OperatorSnapshot::default() };
-    first.restore(merged).expect("restore");
+    restore(&mut first, merged).expect("restore");
     let mut second = KafkaSink::open(&context("job", "out", 1, 2), &spec, &Default::default()).expect("open");
-    second.restore(OperatorSnapshot::default()).expect("restore");
+    restore(&mut second, OperatorSnapshot::default()).expect("restore");
     assert_eq!(values(&read_committed(&topic)), sorted(&["s0-a", "s0-b", "s1-a", "s1-b", "s2-a", "s2-b"]));
     for (i, sink) in [&mut first, &mut second].into_iter().enumerate() {
         write(sink, &[&format!("new{i}")]);
-        let _ = sink.snapshot(2).expect("snapshot");
+        let _ = snapshot(sink, 2);
         sink.checkpoint_complete(2).expect("complete");
     }
     assert_eq!(
@@ -201,7 +224,7 @@ fn at_least_once_flushes_at_the_barrier() {
     let mut sink = open(&spec);
     assert_eq!(sink.transactional_id(), None);
     write(&mut sink, &["r1", "r2"]);
-    let snapshot = sink.snapshot(1).expect("snapshot");
+    let snapshot = snapshot(&mut sink, 1);
     assert!(snapshot.extra.is_empty(), "nothing to keep: the records are in Kafka");
     assert_eq!(values(&read_committed(&topic)), sorted(&["r1", "r2"]), "acknowledged at the barrier");
     write(&mut sink, &["r3"]);
@@ -215,7 +238,7 @@ fn a_finished_input_commits_everything() {
     create_topic(&topic, 1);
     let mut sink = open(&exactly_once(&topic));
     write(&mut sink, &["f1"]);
-    let _ = sink.snapshot(1).expect("snapshot");
+    let _ = snapshot(&mut sink, 1);
     write(&mut sink, &["f2"]);
     with_ctx(|ctx| sink.finish(ctx)).expect("finish");
     assert_eq!(values(&read_committed(&topic)), sorted(&["f1", "f2"]));
@@ -246,7 +269,7 @@ fn a_scale_down_ends_the_open_transactions_of_subtasks_that_no_longer_exist() {
     // ends the open transactions of ids 1 and 2, which would otherwise hold back read_committed readers.
     let mut sink = KafkaSink::open(&context("job", "out", 0, 1), &spec, &Default::default()).expect("open");
     write(&mut sink, &["kept"]);
-    let _ = sink.snapshot(1).expect("snapshot");
+    let _ = snapshot(&mut sink, 1);
     sink.checkpoint_complete(1).expect("complete");
     let started = std::time::Instant::now();
     assert_eq!(values(&read_committed(&topic)), ["kept"]);
@@ -265,7 +288,7 @@ fn a_header_can_name_each_records_topic() {
     batch.push(1, None, b"to-main");
     batch.push_with_headers(2, None, b"to-other", &[("route", other.as_bytes())]);
     with_ctx(|ctx| sink.process(0, batch, ctx)).expect("process");
-    let _ = sink.snapshot(1).expect("snapshot");
+    let _ = snapshot(&mut sink, 1);
     sink.checkpoint_complete(1).expect("complete");
     assert_eq!(values(&read_committed(&main)), ["to-main"]);
     assert_eq!(values(&read_committed(&other)), ["to-other"]);

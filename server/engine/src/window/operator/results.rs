@@ -10,6 +10,7 @@ impl WindowOperator {
             return Ok(());
         }
         let mut firings = std::mem::take(&mut self.firings);
+        self.fired_bytes = 0;
         let keys = std::mem::take(&mut self.fired_keys);
         let results = if self.accumulate {
             self.results_from_parts(&firings, &keys)?

@@ -15,6 +15,7 @@
 //! without copying.
 
 use std::fmt;
+use std::sync::Arc;
 
 /// Bytes of the batch header.
 pub const HEADER_LEN: usize = 8;
@@ -217,12 +218,53 @@ const TOO_LARGE: &str = "a batch holds at most 4 GiB of keys, values and headers
 #[derive(Clone, Default)]
 pub struct Batch {
     rows: Vec<Row>,
-    data: Vec<u8>,
+    data: DataArea,
     /// Where the data area starts in `data` (non-zero after [`Batch::from_wire`], which keeps the wire buffer).
     base: usize,
     /// `data` is still the wire encoding this batch was decoded from, and no record has changed since: the batch
     /// can be handed on (say, from one Wasm function to the next) without encoding it again.
     intact: bool,
+}
+
+/// A batch's keys, values and headers: its own, or shared by the copies [`Batch::share`] made until one of them
+/// changes (a batch fanned out to many outputs is held once, however large).
+#[derive(Clone)]
+enum DataArea {
+    Owned(Vec<u8>),
+    Shared(Arc<Vec<u8>>),
+}
+
+impl Default for DataArea {
+    fn default() -> DataArea {
+        DataArea::Owned(Vec::new())
+    }
+}
+
+impl std::ops::Deref for DataArea {
+    type Target = Vec<u8>;
+
+    #[inline]
+    fn deref(&self) -> &Vec<u8> {
+        match self {
+            DataArea::Owned(data) => data,
+            DataArea::Shared(data) => data,
+        }
+    }
+}
+
+impl DataArea {
+    /// The area to change: a shared one becomes this batch's own first (copied unless no other holds it).
+    #[inline]
+    fn to_mut(&mut self) -> &mut Vec<u8> {
+        if let DataArea::Shared(shared) = self {
+            let shared = std::mem::take(shared);
+            *self = DataArea::Owned(Arc::try_unwrap(shared).unwrap_or_else(|shared| (*shared).clone()));
+        }
+        match self {
+            DataArea::Owned(data) => data,
+            DataArea::Shared(_) => unreachable!("made owned above"),
+        }
+    }
 }
 
 impl PartialEq for Batch {
@@ -247,7 +289,8 @@ impl Batch {
 
     /// An empty batch with room for `records` records and `bytes` bytes of keys and values.
     pub fn with_capacity(records: usize, bytes: usize) -> Batch {
-        Batch { rows: Vec::with_capacity(records), data: Vec::with_capacity(bytes), base: 0, intact: false }
+        let data = DataArea::Owned(Vec::with_capacity(bytes));
+        Batch { rows: Vec::with_capacity(records), data, base: 0, intact: false }
     }
 
     /// Number of records.
@@ -265,10 +308,21 @@ impl Batch {
         self.data.len() - self.base
     }
 
+    /// A copy that shares this batch's data area (no bytes are copied) until either changes it.
+    pub fn share(&mut self) -> Batch {
+        if let DataArea::Owned(data) = &mut self.data {
+            self.data = DataArea::Shared(Arc::new(std::mem::take(data)));
+        }
+        self.clone()
+    }
+
     /// Removes every record, keeping the allocations.
     pub fn clear(&mut self) {
         self.rows.clear();
-        self.data.clear();
+        match &mut self.data {
+            DataArea::Owned(data) => data.clear(),
+            DataArea::Shared(_) => self.data = DataArea::default(),
+        }
         self.base = 0;
         self.intact = false;
     }
@@ -281,7 +335,7 @@ impl Batch {
         let off = u32::try_from(self.data.len() - self.base).expect(TOO_LARGE);
         let len = u32::try_from(bytes.len()).expect(TOO_LARGE);
         off.checked_add(len).expect(TOO_LARGE);
-        self.data.extend_from_slice(bytes);
+        self.data.to_mut().extend_from_slice(bytes);
         Span { off, len }
     }
 
@@ -376,7 +430,7 @@ impl Batch {
         self.intact = false;
         let shift = u32::try_from(self.data.len() - self.base).expect(TOO_LARGE);
         shift.checked_add(u32::try_from(other.data_len()).expect(TOO_LARGE)).expect(TOO_LARGE);
-        self.data.extend_from_slice(&other.data[other.base..]);
+        self.data.to_mut().extend_from_slice(&other.data[other.base..]);
         self.rows.extend(other.rows.iter().map(|row| {
             let move_span = |s: Span| if s.is_none() { s } else { Span { off: s.off + shift, len: s.len } };
             Row {
@@ -436,7 +490,7 @@ impl Batch {
             }
             rows.push(row);
         }
-        Ok(Batch { rows, data: wire, base: data_start, intact: true })
+        Ok(Batch { rows, data: DataArea::Owned(wire), base: data_start, intact: true })
     }
 }
 
@@ -654,7 +708,7 @@ mod tests {
         ];
         for change in changes {
             let mut batch = Batch::from_wire(wire.clone()).expect("valid");
-            assert!(std::ptr::eq(batch.wire(&mut scratch), &batch.data), "intact: the decoded buffer itself");
+            assert!(std::ptr::eq(batch.wire(&mut scratch), &*batch.data), "intact: the decoded buffer itself");
             let mut expected = batch.clone();
             change(&mut batch);
             change(&mut expected);
@@ -811,5 +865,26 @@ mod vectors {
         }
         let stored = std::fs::read_to_string(&path).expect("testdata/vectors.json exists");
         assert_eq!(stored, rendered, "regenerate with EDDY_WRITE_VECTORS=1 cargo test -p eddy-codec");
+    }
+
+    #[test]
+    fn shared_copies_hold_one_data_area_until_one_changes() {
+        let mut batch = Batch::with_capacity(2, 4096);
+        batch.push(1, Some(b"k"), &[7u8; 1024]);
+        let copy = batch.share();
+        assert!(std::ptr::eq(batch.get(0).value, copy.get(0).value), "no bytes copied");
+        let mut changed = copy.clone();
+        changed.push(2, None, b"more");
+        assert_eq!((batch.len(), copy.len(), changed.len()), (1, 1, 2));
+        assert!(!std::ptr::eq(changed.get(0).value, batch.get(0).value), "a change copies first");
+        assert_eq!(changed.get(0), batch.get(0));
+        drop(copy);
+        // The last holder takes the area over without a copy.
+        let before = batch.get(0).value.as_ptr();
+        batch.set_timestamp(0, 5);
+        batch.push(3, None, b"x");
+        assert_eq!(batch.get(0).value.as_ptr(), before);
+        batch.clear();
+        assert!(batch.is_empty());
     }
 }

@@ -240,6 +240,11 @@ impl Default for CheckpointStorage {
 }
 
 impl ServerConfig {
+    /// The most bytes a request body may hold: a module upload or a POST of records.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_module_bytes.max(16 << 20)
+    }
+
     /// The store jobs keep their checkpoints in.
     pub fn checkpoint_store(&self) -> Result<std::sync::Arc<dyn eddy_engine::checkpoint::CheckpointStore>, String> {
         match &self.checkpoints {

@@ -88,6 +88,8 @@ struct Epoch {
     checkpoint: Option<CheckpointId>,
     batches: Vec<Batch>,
     records: usize,
+    /// The bytes its batches hold.
+    bytes: usize,
 }
 
 /// What a checkpoint keeps of an exactly-once sink subtask: the epochs whose transaction had not committed at the
@@ -317,6 +319,8 @@ pub struct KafkaSink {
     transactions: TransactionReport,
     /// The job's memory charged for what the producer may buffer.
     _buffers: MemoryReservation,
+    /// The job's memory charged for the records of the epochs not yet committed (exactly-once).
+    uncommitted: MemoryReservation,
 }
 
 /// The transactional id of a subtask.
@@ -383,6 +387,20 @@ impl KafkaSink {
             report: cx.report.clone(),
             transactions,
             _buffers: buffers,
+            uncommitted: MemoryReservation::take(cx.memory.as_ref(), 0)
+                .map_err(|e| TaskError::user(format!("the Kafka sink does not fit: {e}")))?,
+        })
+    }
+
+    /// Charges the job's memory for the records that wait for their epoch's commit: a job whose checkpoints come
+    /// too rarely for what it writes fails naming its budget instead of holding memory no budget counts.
+    fn charge_uncommitted(&mut self) -> Result<(), TaskError> {
+        let bytes = self.epochs.iter().map(|e| e.bytes).sum();
+        self.uncommitted.resize(bytes).map_err(|e| {
+            TaskError::user(format!(
+                "the exactly-once Kafka sink keeps its records in memory until a checkpoint commits them, and they \
+                 no longer fit: {e} (take checkpoints more often)"
+            ))
         })
     }
 
@@ -483,6 +501,7 @@ impl KafkaSink {
             if self.epochs.is_empty() {
                 self.epochs.push_back(Epoch::default());
             }
+            self.charge_uncommitted()?;
             if epoch.records > 0 {
                 let marker = epoch.checkpoint.or(self.last_checkpoint);
                 let started = std::time::Instant::now();
@@ -567,9 +586,10 @@ impl Operator for KafkaSink {
         }
         if let Some(current) = self.epochs.back_mut() {
             current.records += batch.len();
+            current.bytes += batch.data_len();
             current.batches.push(batch);
         }
-        Ok(())
+        self.charge_uncommitted()
     }
 
     fn finish(&mut self, _: &mut OpContext<'_>) -> Result<(), TaskError> {

@@ -4,6 +4,7 @@
 mod browser;
 mod ingest;
 mod kafka;
+mod memory;
 mod storage;
 
 use crate::support::{TestServer, fixture, submit, wait_ended, wait_job};

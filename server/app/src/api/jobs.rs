@@ -8,8 +8,8 @@ use crate::store::{StartFrom, UpgradeRecord};
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::sse::{Event, KeepAlive, Sse};
-use eddy_engine::io::{IngestError, ValueSink};
+use axum::response::IntoResponse;
+use eddy_engine::io::{EventFormat, IngestError, ValueSink};
 use futures::Stream;
 use serde::Deserialize;
 use std::convert::Infallible;
@@ -439,7 +439,8 @@ fn each_element(text: &str, sink: &mut ValueSink<'_>) -> Result<(), IngestError>
         (status = 404, body = ErrorBody),
         (status = 403, description = "Over the tenant's `storage_mb` quota", body = ErrorBody),
         (status = 409, description = "The job is not running, stops with a savepoint, or the input was closed", body = ErrorBody),
-        (status = 503, description = "The job is backpressured; retry", body = ErrorBody),
+        (status = 503, description = "The job is backpressured (`busy`), or the tenant's memory cannot hold the body (`memory_budget`); retry", body = ErrorBody),
+        (status = 413, description = "The body is larger than the server takes", body = ErrorBody),
     )
 )]
 pub async fn ingest(
@@ -447,14 +448,64 @@ pub async fn ingest(
     Tenant(tenant): Tenant,
     Path(path): Path<EndpointPath>,
     headers: HeaderMap,
-    body: String,
+    body: axum::body::Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
     require_content_type(&headers, media::JSON_LINES)?;
     state.jobs.storage().check(&tenant)?;
     let handle = state.jobs.input(&tenant, &path.id, &path.uid)?;
-    let push = move || handle.push_values(|sink| each_record(&body, sink)).map_err(ingest_error);
+    let max = state.config.max_request_bytes();
+    let too_large =
+        || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("a POST holds at most {max} bytes"));
+    let announced = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
+    let announced = announced.and_then(|v| v.parse::<usize>().ok());
+    if announced.is_some_and(|n| n > max) {
+        return Err(too_large());
+    }
+    // The body is charged to the tenant's memory before it is read (what it announces, or the most a POST may
+    // be), so that many large POSTs at once are refused (503 memory_budget) instead of held.
+    let mut held = match state.jobs.hold_memory(&tenant, announced.unwrap_or(max)) {
+        Ok(held) => held,
+        Err(refused) => {
+            // Read and drop the body so the client, still sending it, gets the answer rather than a reset.
+            discard(body, max).await;
+            return Err(refused);
+        }
+    };
+    // Read into a buffer of the announced size: collecting into a growing one would briefly hold half again.
+    let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
+    let mut body = body;
+    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
+        let frame = frame.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the records: {e}")))?;
+        if let Some(data) = frame.data_ref() {
+            if bytes.len() + data.len() > max {
+                return Err(too_large());
+            }
+            bytes.extend_from_slice(data);
+        }
+    }
+    // Shrinking a reservation cannot fail.
+    let _ = held.resize(bytes.len());
+    let body = String::from_utf8(bytes)
+        .map_err(|e| ApiError::bad_request("invalid_records", format!("the records are not UTF-8: {e}")))?;
+    let push = move || {
+        let _held = held;
+        handle.push_values(|sink| each_record(&body, sink)).map_err(ingest_error)
+    };
     let accepted = state.tenant_slots.run(&tenant, push).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": accepted }))))
+}
+
+/// Reads up to `max` bytes of `body`, a frame at a time, keeping none.
+async fn discard(body: axum::body::Body, max: usize) {
+    use http_body_util::BodyExt;
+    let mut body = body;
+    let mut read = 0;
+    while let Some(Ok(frame)) = body.frame().await {
+        read += frame.data_ref().map_or(0, |d| d.len());
+        if read > max {
+            return;
+        }
+    }
 }
 
 fn ingest_error(e: IngestError) -> ApiError {
@@ -507,55 +558,63 @@ pub async fn output(
     Tenant(tenant): Tenant,
     Path(path): Path<EndpointPath>,
     Query(query): Query<OutputQuery>,
-) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+) -> Result<axum::response::Response, ApiError> {
     let stream = state.jobs.output(&tenant, &path.id, &path.uid)?;
-    let raw = query.format.as_deref() == Some("raw");
-    let subscription = stream.subscribe();
-    let render: Render = std::sync::Arc::new(move |record: &eddy_engine::io::OutputRecord| {
-        let data = if raw { String::from_utf8_lossy(&record.value).into_owned() } else { record.to_json().to_string() };
-        Event::default().id(record.seq.to_string()).event("record").data(data)
-    });
-    Ok(Sse::new(events(subscription, render)).keep_alive(KeepAlive::default()))
+    let format = if query.format.as_deref() == Some("raw") { EventFormat::Raw } else { EventFormat::Json };
+    let body = axum::body::Body::from_stream(events(stream.subscribe(), format));
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    let headers = [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")];
+    Ok((headers, body).into_response())
 }
 
-type Render = std::sync::Arc<dyn Fn(&eddy_engine::io::OutputRecord) -> Event + Send + Sync>;
-
-/// Records a client is sent per read of the stream: what one connection holds at most beyond its cursor.
+/// Records a client is sent per read of the stream: what one connection holds at most beyond its cursor (shared
+/// records, not copies).
 const RECORDS_PER_READ: usize = 64;
 
-/// The retained records, then live ones until the stream closes (ending with an `end` event). Records are
-/// rendered as the connection takes them, so a client that does not read holds nothing but its position.
+/// How long a connection waits without a record before it sends a comment, so that proxies keep it open.
+const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The retained records, then live ones until the stream closes (ending with an `end` event), one event at a
+/// time: the connection takes the next only once it has sent the last, so a client that does not read holds its
+/// position and at most one record's event, which every client reading that record at the same time shares.
 fn events(
     subscription: eddy_engine::io::Subscription,
-    render: Render,
-) -> impl Stream<Item = Result<Event, Infallible>> {
+    format: EventFormat,
+) -> impl Stream<Item = Result<bytes::Bytes, Infallible>> {
     use eddy_engine::io::Chunk;
-    futures::stream::unfold(Some(subscription), move |state| {
-        let render = std::sync::Arc::clone(&render);
-        async move {
-            let mut subscription = state?;
-            loop {
-                match subscription.read(RECORDS_PER_READ) {
-                    Chunk::Records { skipped, records } => {
-                        let mut events = Vec::with_capacity(records.len() + 1);
-                        if skipped > 0 {
-                            let lagged =
-                                Event::default().event("lagged").data(format!("{skipped} records were skipped"));
-                            events.push(Ok(lagged));
-                        }
-                        events.extend(records.iter().map(|r| Ok(render(r))));
-                        return Some((futures::stream::iter(events), Some(subscription)));
+    struct Reader {
+        subscription: eddy_engine::io::Subscription,
+        waiting: std::collections::VecDeque<std::sync::Arc<eddy_engine::io::OutputRecord>>,
+        ended: bool,
+    }
+    let reader = Reader { subscription, waiting: Default::default(), ended: false };
+    futures::stream::unfold(reader, move |mut reader| async move {
+        loop {
+            if let Some(record) = reader.waiting.pop_front() {
+                let event = bytes::Bytes::from_owner(record.sse_event(format));
+                return Some((Ok(event), reader));
+            }
+            if reader.ended {
+                return None;
+            }
+            match reader.subscription.read(RECORDS_PER_READ) {
+                Chunk::Records { skipped, records } => {
+                    reader.waiting.extend(records);
+                    if skipped > 0 {
+                        let lagged = format!("event: lagged\ndata: {skipped} records were skipped\n\n");
+                        return Some((Ok(lagged.into()), reader));
                     }
-                    Chunk::Pending => subscription.changed().await,
-                    Chunk::Ended => {
-                        let end = vec![Ok(Event::default().event("end").data("the job ended"))];
-                        return Some((futures::stream::iter(end), None));
+                }
+                Chunk::Pending => {
+                    if tokio::time::timeout(KEEP_ALIVE, reader.subscription.changed()).await.is_err() {
+                        return Some((Ok(bytes::Bytes::from_static(b":\n\n")), reader));
                     }
+                }
+                Chunk::Ended => {
+                    reader.ended = true;
+                    return Some((Ok(bytes::Bytes::from_static(b"event: end\ndata: the job ended\n\n")), reader));
                 }
             }
         }
     })
-    .flatten()
 }
-
-use futures::StreamExt;

@@ -145,7 +145,7 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/savepoints/{savepoint}/state/{operator}", get(jobs::savepoint_state))
         .route("/usage", get(usage::usage))
         .route("/quota", axum::routing::put(usage::set_quota))
-        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_module_bytes.max(16 << 20)))
+        .layer(axum::extract::DefaultBodyLimit::max(state.config.max_request_bytes()))
 }
 
 /// The whole API.

@@ -170,7 +170,9 @@ impl Inner {
                     io.inputs.insert(node.uid.clone(), log);
                 }
                 OperatorKind::Sink(SinkSpec::Http) if !io.outputs.contains_key(&node.uid) => {
-                    io.outputs.insert(node.uid.clone(), Arc::new(OutputStream::new(Retention::default())));
+                    let tenant_memory = self.accounts(&cell.tenant, &self.modules.quotas().of(&cell.tenant)).memory;
+                    let stream = OutputStream::new(Retention::default()).charged_to(Some(&tenant_memory));
+                    io.outputs.insert(node.uid.clone(), Arc::new(stream));
                 }
                 _ => {}
             }

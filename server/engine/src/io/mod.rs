@@ -14,7 +14,7 @@ pub use file::{FileRoots, FileSink, FileSource};
 pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource, RecordSink, ValueSink};
 pub use sinks::{DiscardSink, HttpSink, OutputRate, RateLimited, StdoutSink};
-pub use stream::{Chunk, OutputRecord, OutputStream, Retention, Subscription, record_json};
+pub use stream::{Chunk, EventFormat, OutputRecord, OutputStream, Retention, Subscription, record_json};
 
 use crate::checkpoint::{CheckpointId, SplitPosition};
 use crate::error::TaskError;

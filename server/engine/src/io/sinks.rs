@@ -37,8 +37,9 @@ impl HttpSink {
 
 impl Operator for HttpSink {
     fn process(&mut self, _: usize, batch: Batch, _: &mut OpContext<'_>) -> Result<(), TaskError> {
-        self.stream.publish(&batch);
-        Ok(())
+        self.stream.publish(&batch).map_err(|e| {
+            TaskError::user(format!("the HTTP sink cannot keep its newest record for the clients that read it: {e}"))
+        })
     }
 }
 

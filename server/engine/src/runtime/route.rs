@@ -211,7 +211,11 @@ pub(super) fn fan_out(
     let mut batch = Some(batch);
     let count = writers.len();
     for (i, writer) in writers.iter_mut().enumerate() {
-        let part = if i + 1 == count { batch.take().unwrap_or_default() } else { batch.clone().unwrap_or_default() };
+        // Every output but the last gets a copy sharing the batch's bytes: a fan-out holds them once.
+        let part = match &mut batch {
+            Some(whole) if i + 1 < count => whole.share(),
+            _ => batch.take().unwrap_or_default(),
+        };
         waited += writer.write(part, cancel, rejected)?;
     }
     Ok(waited)

@@ -347,6 +347,12 @@ impl Restore {
         tasks.max(operators)
     }
 
+    /// Whether operator `uid` had state at a parallelism other than `parallelism`.
+    pub fn rescaled(&self, uid: &str, parallelism: u32) -> bool {
+        let before = self.parallelism_of(uid);
+        before != 0 && before != parallelism
+    }
+
     /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
     /// parallelism it was taken at, a subtask gets its own snapshot; at another, the entries and timers of the key
     /// groups it now owns, gathered from every subtask of the snapshot (state files: every subtask's, which the

@@ -5,6 +5,7 @@
 //! order-independent fingerprint (`fp`), so runs of one workload must print the same three figures at every
 //! parallelism and in every form.
 
+mod attacks;
 mod fair;
 mod idle;
 #[cfg(feature = "kafka")]
@@ -35,8 +36,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The workload: W1, W2, W2CP, W3, W4 or W5; K1 (W1 through Kafka); `idle`, what idle jobs cost; `fair`, CPU
-    /// shares between tenants; `recover`, a checkpoint of `--keys` keys' state and the time to run again from it;
-    /// `upgrade`, the output gap of `--upgrades` upgrades of a running job's module.
+    /// shares between tenants; `recover`, a checkpoint and a savepoint of `--keys` keys' state and the time to run
+    /// again from the checkpoint; `upgrade`, the output gap of `--upgrades` upgrades of a running job's module;
+    /// `attacks`, the server's peak memory under a tenant's memory attacks and another tenant's throughput then.
     pub workload: String,
     /// Jobs to deploy (`idle` only).
     #[arg(long, default_value_t = 1000)]
@@ -221,6 +223,9 @@ fn peak_rss_mb() -> u64 {
 pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     if args.workload.eq_ignore_ascii_case("idle") {
         return idle::run(args.jobs);
+    }
+    if args.workload.eq_ignore_ascii_case("attacks") {
+        return attacks::run();
     }
     if args.workload.eq_ignore_ascii_case("recover") {
         return recover::run(args.keys, &args.backend);

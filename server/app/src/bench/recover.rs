@@ -2,7 +2,8 @@
 //! to run again from one. The job counts events per key in a window that never fires, so its state only grows; a
 //! second branch passes events straight to a sink, whose first record after the restore marks the job as running.
 //! A first checkpoint holds everything; a second follows after a tenth as many events again, which RocksDB's
-//! incremental checkpoints write only the changed files of.
+//! incremental checkpoints write only the changed files of. Then a savepoint: how long it takes, its size, and the
+//! most memory the process held while it was written (its peak resident set, reset just before).
 
 use super::native::NativeFunctions;
 use anyhow::{Context, bail};
@@ -99,6 +100,13 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (id, second) = checkpoint(&job)?;
+    let resident_before = resident_mib("VmRSS");
+    reset_peak_resident();
+    let saving = Instant::now();
+    job.handle.savepoint(SAVEPOINT, Duration::from_secs(3600)).map_err(anyhow::Error::msg)?;
+    let savepoint_ms = saving.elapsed().as_millis();
+    let savepoint_peak = resident_mib("VmHWM");
+    let savepoint_bytes = bytes_under(&folder.path().join("checkpoints").join(SAVEPOINT));
     job.handle.cancel();
     job.handle.wait(Duration::from_secs(60));
 
@@ -133,7 +141,8 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
     Ok(format!(
         "eddy recover keys={keys} backend={backend} first_checkpoint_ms={} first_checkpoint_bytes={} \
          second_checkpoint_ms={} second_checkpoint_bytes={} restore_bytes={} restart_local_ms={} \
-         restart_from_storage_ms={}",
+         restart_from_storage_ms={} savepoint_ms={savepoint_ms} savepoint_bytes={savepoint_bytes} \
+         rss_before_savepoint_mib={resident_before} savepoint_peak_rss_mib={savepoint_peak}",
         first.latest_duration_ms.unwrap_or(0),
         first.latest_bytes.unwrap_or(0),
         second.latest_duration_ms.unwrap_or(0),
@@ -142,4 +151,33 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
         restarts[0],
         restarts[1],
     ))
+}
+
+/// Where the benchmark's savepoint goes in its checkpoint store.
+const SAVEPOINT: &str = "savepoints/bench/";
+
+/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`) in MiB; 0 where there is none.
+fn resident_mib(field: &str) -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap_or("0 kB");
+    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) >> 10
+}
+
+/// Sets the peak resident set back to the current one (Linux), so a later `VmHWM` is the peak since.
+fn reset_peak_resident() {
+    // Where this cannot be written, the peak stays the process's: the figure is then an upper bound.
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Bytes of the files under `dir`.
+fn bytes_under(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else { return 0 };
+    entries
+        .flatten()
+        .map(|entry| match entry.metadata() {
+            Ok(meta) if meta.is_dir() => bytes_under(&entry.path()),
+            Ok(meta) => meta.len(),
+            Err(_) => 0,
+        })
+        .sum()
 }

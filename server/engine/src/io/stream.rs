@@ -96,8 +96,13 @@ impl OutputRecord {
 
     /// Bytes the record holds, as counted against a stream's byte budget.
     fn weight(&self) -> usize {
-        self.value.len() + self.key.as_ref().map_or(0, Vec::len) + 64
+        weight_of(self.key.as_deref(), &self.value)
     }
+}
+
+/// Bytes a record holds, as counted against a stream's byte budget.
+fn weight_of(key: Option<&[u8]>, value: &[u8]) -> usize {
+    value.len() + key.map_or(0, <[u8]>::len) + 64
 }
 
 /// A record as JSON, the way output streams and golden tests show it.
@@ -232,25 +237,30 @@ impl OutputStream {
         let mut refused = None;
         let mut inner = self.inner.lock();
         for record in batch.iter() {
-            let record = Arc::new(OutputRecord::new(
-                inner.next_seq,
-                record.timestamp,
-                record.key.map(<[u8]>::to_vec),
-                record.value.to_vec(),
-            ));
+            let seq = inner.next_seq;
             inner.next_seq += 1;
-            inner.bytes += record.weight();
-            inner.retained.push_back(record);
-            while inner.retained.len() > 1
-                && (inner.retained.len() > self.retention.records || inner.bytes > self.retention.bytes)
+            // Room is made and charged before the record is copied, so one that does not fit is never held.
+            let weight = weight_of(record.key, record.value);
+            inner.bytes += weight;
+            while !inner.retained.is_empty()
+                && (inner.retained.len() >= self.retention.records || inner.bytes > self.retention.bytes)
             {
                 inner.drop_oldest();
             }
+            let mut fits = true;
             while let Err(e) = inner.charge() {
-                if inner.retained.len() == 1 {
-                    refused = Some(e);
+                if inner.retained.is_empty() {
+                    inner.bytes -= weight;
+                    (fits, refused) = (false, Some(e));
+                    // Charging less cannot fail: what the dropped records held goes back.
+                    let _ = inner.charge();
+                    break;
                 }
                 inner.drop_oldest();
+            }
+            if fits {
+                let (key, value) = (record.key.map(<[u8]>::to_vec), record.value.to_vec());
+                inner.retained.push_back(Arc::new(OutputRecord::new(seq, record.timestamp, key, value)));
             }
         }
         let next = inner.next_seq;

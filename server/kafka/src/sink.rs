@@ -29,7 +29,7 @@ use crate::config::{KafkaAccess, describe, kafka_error, test_commit_delay, timeo
 use eddy_codec::Batch;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, EntryRef, OperatorSnapshot};
-use eddy_engine::io::{ConnectorContext, ConnectorReport, ReportSlot, TransactionReport};
+use eddy_engine::io::{ConnectorContext, ConnectorReport, PreCommits, ReportSlot, TransactionReport};
 use eddy_engine::memory::MemoryReservation;
 use eddy_engine::operator::{OpContext, Operator};
 use eddy_engine::spec::{DEFAULT_SINK_QUEUE_KBYTES, Delivery, KafkaSinkSpec};
@@ -41,7 +41,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::VecDeque;
+
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -84,8 +84,6 @@ impl SinkContext {
 /// Records between two barriers.
 #[derive(Debug, Default)]
 struct Epoch {
-    /// The checkpoint whose barrier closed it; none for the epoch still being written.
-    checkpoint: Option<CheckpointId>,
     batches: Vec<Batch>,
     records: usize,
     /// The bytes its batches hold.
@@ -309,9 +307,11 @@ pub struct KafkaSink {
     id: Option<String>,
     /// The producer; in exactly-once mode made at the first record or barrier.
     writer: Option<Writer>,
-    /// Exactly-once: front, the epoch in the open transaction (its records were sent); the rest wait in memory.
-    /// The back is the epoch being written (checkpoint none).
-    epochs: VecDeque<Epoch>,
+    /// Exactly-once: the epochs closed at checkpoints' barriers, waiting for their commit. The oldest is in the
+    /// open transaction (its records were sent); the rest wait in memory.
+    closed: PreCommits<Epoch>,
+    /// The epoch being written; in the open transaction while no closed one waits.
+    open: Epoch,
     /// The newest checkpoint whose barrier passed.
     last_checkpoint: Option<CheckpointId>,
     report: ReportSlot,
@@ -382,7 +382,8 @@ impl KafkaSink {
             marker,
             id,
             writer,
-            epochs: VecDeque::from([Epoch::default()]),
+            closed: PreCommits::default(),
+            open: Epoch::default(),
             last_checkpoint: None,
             report: cx.report.clone(),
             transactions,
@@ -395,7 +396,7 @@ impl KafkaSink {
     /// Charges the job's memory for the records that wait for their epoch's commit: a job whose checkpoints come
     /// too rarely for what it writes fails naming its budget instead of holding memory no budget counts.
     fn charge_uncommitted(&mut self) -> Result<(), TaskError> {
-        let bytes = self.epochs.iter().map(|e| e.bytes).sum();
+        let bytes = self.open.bytes + self.closed.iter().map(|(_, e)| e.bytes).sum::<usize>();
         self.uncommitted.resize(bytes).map_err(|e| {
             TaskError::user(format!(
                 "the exactly-once Kafka sink keeps its records in memory until a checkpoint commits them, and they \
@@ -409,7 +410,8 @@ impl KafkaSink {
         if self.id.is_none() {
             return;
         }
-        self.transactions.uncommitted_records = self.epochs.iter().map(|e| e.records as u64).sum();
+        self.transactions.uncommitted_records =
+            (self.open.records + self.closed.iter().map(|(_, e)| e.records).sum::<usize>()) as u64;
         self.report
             .publish(ConnectorReport { transactions: Some(self.transactions.clone()), ..ConnectorReport::default() });
     }
@@ -471,7 +473,7 @@ impl KafkaSink {
 
     /// Sends the records of the front epoch, which waited in memory, in a new transaction.
     fn write_front(&mut self) -> Result<(), TaskError> {
-        let Some(front) = self.epochs.front_mut() else { return Ok(()) };
+        let front = self.closed.front_mut().unwrap_or(&mut self.open);
         if front.records == 0 {
             return Ok(());
         }
@@ -480,9 +482,7 @@ impl KafkaSink {
         for batch in &batches {
             writer.send(batch)?;
         }
-        if let Some(front) = self.epochs.front_mut() {
-            front.batches = batches;
-        }
+        self.closed.front_mut().unwrap_or(&mut self.open).batches = batches;
         Ok(())
     }
 
@@ -490,20 +490,16 @@ impl KafkaSink {
     /// writing the next; with `open`, also the epoch still being written (the input ended).
     fn commit_epochs(&mut self, upto: CheckpointId, open: bool) -> Result<(), TaskError> {
         loop {
-            let due = self.epochs.front().is_some_and(|e| match e.checkpoint {
-                Some(c) => c <= upto,
-                None => open && e.records > 0,
-            });
-            if !due {
-                return Ok(());
-            }
-            let Some(epoch) = self.epochs.pop_front() else { return Ok(()) };
-            if self.epochs.is_empty() {
-                self.epochs.push_back(Epoch::default());
-            }
+            let (checkpoint, epoch) = match self.closed.take_due(upto) {
+                Some((checkpoint, epoch)) => (Some(checkpoint), epoch),
+                None if open && self.closed.is_empty() && self.open.records > 0 => {
+                    (None, std::mem::take(&mut self.open))
+                }
+                None => return Ok(()),
+            };
             self.charge_uncommitted()?;
             if epoch.records > 0 {
-                let marker = epoch.checkpoint.or(self.last_checkpoint);
+                let marker = checkpoint.or(self.last_checkpoint);
                 let started = std::time::Instant::now();
                 // Shown while the broker commits (and while the test hook holds the commit back).
                 self.transactions.committing_checkpoint = marker;
@@ -581,14 +577,12 @@ impl Operator for KafkaSink {
             return self.writer()?.send(&batch);
         }
         // Records go out at once while their epoch is the front one; later epochs wait for its commit.
-        if self.epochs.len() == 1 {
+        if self.closed.is_empty() {
             self.writer()?.send(&batch)?;
         }
-        if let Some(current) = self.epochs.back_mut() {
-            current.records += batch.len();
-            current.bytes += batch.data_len();
-            current.batches.push(batch);
-        }
+        self.open.records += batch.len();
+        self.open.bytes += batch.data_len();
+        self.open.batches.push(batch);
         self.charge_uncommitted()
     }
 
@@ -610,21 +604,14 @@ impl Operator for KafkaSink {
             return Ok(OperatorSnapshot { layout: LAYOUT.into(), ..OperatorSnapshot::default() });
         };
         // The producer starts by the first barrier at the latest, taking over the id from any zombie.
-        let writing = self.epochs.len() == 1;
+        let writing = self.closed.is_empty();
         self.writer()?;
-        if let Some(current) = self.epochs.back_mut() {
-            current.checkpoint = Some(checkpoint);
-        }
-        self.epochs.push_back(Epoch::default());
+        self.closed.pre_commit(checkpoint, std::mem::take(&mut self.open));
         self.last_checkpoint = Some(checkpoint);
         let state = SinkState {
             transactional_id: id,
             topic: self.topic.clone(),
-            epochs: self
-                .epochs
-                .iter()
-                .filter_map(|e| Some((e.checkpoint?, e.batches.iter().map(Batch::to_wire).collect())))
-                .collect(),
+            epochs: self.closed.iter().map(|(c, e)| (*c, e.batches.iter().map(Batch::to_wire).collect())).collect(),
         };
         if writing {
             // Surface write errors at the barrier, and make the commit that follows completion quick.

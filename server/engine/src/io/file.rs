@@ -5,7 +5,7 @@
 //! which refuses absolute paths, `..` and symbolic links that lead out of it, checked as the path is resolved, so
 //! a tenant cannot reach the server's data folder, another tenant's files or anything else on the machine.
 
-use super::{Source, SourcePoll};
+use super::{PreCommits, Source, SourcePoll};
 use crate::checkpoint::{CheckpointId, ChunkReader, ChunkWriter, OperatorSnapshot, SplitPosition};
 use crate::error::TaskError;
 use crate::operator::{OpContext, Operator};
@@ -162,8 +162,8 @@ impl Source for FileSource {
 /// Without checkpoints, a subtask writes `part-<subtask>-<n>.jsonl` directly. With checkpoints, it writes a hidden
 /// `.part-<subtask>-<n>.jsonl.inprogress`, closes it at each checkpoint's barrier, and renames it to its visible
 /// name when that checkpoint completes: a reader of the folder sees only output of completed checkpoints, each
-/// record once, whatever crashes and restores happen in between. At the end of the input, the open part is
-/// committed at once.
+/// record once, whatever crashes and restores happen in between ([`PreCommits`]). At the end of the input the final
+/// checkpoint covers the last parts.
 pub struct FileSink {
     path: String,
     dir: Dir,
@@ -172,7 +172,7 @@ pub struct FileSink {
     next_part: u64,
     current: Option<(u64, BufWriter<File>)>,
     /// Parts closed at a checkpoint's barrier, waiting for it (or a later one) to complete.
-    pending: Vec<(CheckpointId, u64)>,
+    pending: PreCommits<u64>,
     /// Whether leftovers of an earlier run (in-progress parts no checkpoint covers) were removed.
     settled: bool,
     /// The tenant's storage budget: writing stops (the task fails) once it is used up.
@@ -206,7 +206,7 @@ impl FileSink {
             transactional,
             next_part: 0,
             current: None,
-            pending: Vec::new(),
+            pending: PreCommits::default(),
             settled: false,
             disk: None,
         };
@@ -284,11 +284,9 @@ impl FileSink {
     }
 
     fn commit_pending_up_to(&mut self, checkpoint: CheckpointId) -> Result<(), TaskError> {
-        let (due, later): (Vec<_>, Vec<_>) = self.pending.iter().partition(|(c, _)| *c <= checkpoint);
-        for (_, part) in due {
+        while let Some((_, part)) = self.pending.take_due(checkpoint) {
             self.commit(part)?;
         }
-        self.pending = later;
         Ok(())
     }
 }
@@ -335,9 +333,9 @@ impl Operator for FileSink {
         if self.transactional
             && let Some(part) = self.close_current()?
         {
-            self.pending.push((checkpoint, part));
+            self.pending.pre_commit(checkpoint, part);
         }
-        let state = FileSinkState { next_part: self.next_part, pending: self.pending.clone() };
+        let state = FileSinkState { next_part: self.next_part, pending: self.pending.iter().copied().collect() };
         let extra = postcard::to_stdvec(&state).map_err(|e| TaskError::internal(e.to_string()))?;
         Ok(OperatorSnapshot { layout: FILE_SINK_LAYOUT.into(), extra, ..OperatorSnapshot::default() })
     }
@@ -352,7 +350,7 @@ impl Operator for FileSink {
         self.next_part = self.next_part.max(state.next_part);
         // The checkpoint restored from completed, so every part it names is committed, even if the crash came
         // before the rename.
-        self.pending = state.pending;
+        self.pending = PreCommits::restored(state.pending);
         self.commit_pending_up_to(CheckpointId::MAX)?;
         self.settle()
     }

@@ -1,5 +1,6 @@
 //! Built-in sources and sinks that need nothing installed: the benchmark generator, JSON-lines files, records
-//! POSTed over HTTP, standard output, and output streams that HTTP clients read.
+//! POSTed over HTTP, standard output, and output streams that HTTP clients read; and the two-phase commit that
+//! exactly-once sinks share.
 
 mod connectors;
 mod file;
@@ -7,6 +8,7 @@ mod generator;
 mod ingest;
 mod sinks;
 mod stream;
+mod two_phase;
 
 pub(crate) use connectors::missing as missing_connector;
 pub use connectors::{ConnectorContext, ConnectorReport, Connectors, PartitionReport, ReportSlot, TransactionReport};
@@ -15,6 +17,7 @@ pub use generator::{BENCH_BASE_TS, GeneratedEvent, GeneratorSource, generate};
 pub use ingest::{IngestError, IngestHandle, IngestLog, IngestSource, RecordSink, ValueSink};
 pub use sinks::{DiscardSink, HttpSink, OutputRate, RateLimited, StdoutSink};
 pub use stream::{Chunk, EventFormat, OutputRecord, OutputStream, Retention, Subscription, record_json};
+pub use two_phase::PreCommits;
 
 use crate::checkpoint::{CheckpointId, SplitPosition};
 use crate::error::TaskError;

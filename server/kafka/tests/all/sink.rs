@@ -4,9 +4,11 @@
 use crate::broker::{batch_of, brokers, context, create_topic, read_committed, unique, values, with_ctx};
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::{ChunkReader, ChunkWriter, OperatorSnapshot};
+use eddy_engine::memory::MemoryBudget;
 use eddy_engine::operator::Operator;
 use eddy_engine::spec::{KafkaSinkSpec, SinkSpec};
 use eddy_kafka::KafkaSink;
+use std::sync::Arc;
 
 /// A sink spec from YAML text (the fields under `kafka:`), in a job with 1 s checkpoints.
 pub fn spec(fields: &str) -> KafkaSinkSpec {
@@ -292,4 +294,34 @@ fn a_header_can_name_each_records_topic() {
     sink.checkpoint_complete(1).expect("complete");
     assert_eq!(values(&read_committed(&main)), ["to-main"]);
     assert_eq!(values(&read_committed(&other)), ["to-other"]);
+}
+
+/// The records an exactly-once sink keeps until their checkpoint commits are charged to the job's memory: past the
+/// budget the sink fails naming it instead of holding memory no budget counts, and a commit gives it back.
+#[test]
+fn records_waiting_for_their_commit_are_charged_to_the_jobs_memory() {
+    let topic = unique("sink-memory");
+    create_topic(&topic, 1);
+    let spec = exactly_once(&topic);
+    let budget = MemoryBudget::new("job j", spec.client_buffer_bytes() as usize + (2 << 20), None);
+    let mut cx = context("job", "out", 0, 1);
+    cx.memory = Some(Arc::clone(&budget));
+    let mut sink = KafkaSink::open(&cx, &spec, &Default::default()).unwrap_or_else(|e| panic!("{}", e.message));
+    // 800 KiB a record: `batch_of` keys each record by its value.
+    let big = "x".repeat(400 << 10);
+    write(&mut sink, &[&big]);
+    write(&mut sink, &[&big]);
+    let held = budget.used();
+    let _ = snapshot(&mut sink, 1);
+    sink.checkpoint_complete(1).expect("commit");
+    assert!(budget.used() + (1500 << 10) <= held, "the commit gave the records' memory back");
+    write(&mut sink, &[&big]);
+    write(&mut sink, &[&big]);
+    let refused = with_ctx(|ctx| sink.process(0, batch_of(&[&big]), ctx)).expect_err("past the budget");
+    assert!(
+        refused.message.contains("job j") && refused.message.contains("checkpoints more often"),
+        "{}",
+        refused.message
+    );
+    assert_eq!(values(&read_committed(&topic)).len(), 2, "what was committed stays");
 }

@@ -1,5 +1,6 @@
 //! `/jobs`: submit, list, status, cancel, and the HTTP sources and sinks of running jobs.
 
+use super::body;
 use super::error::{ApiError, ErrorBody};
 use super::guard::{media, require_content_type};
 use super::{AppState, Tenant};
@@ -456,8 +457,7 @@ pub async fn ingest(
     let max = state.config.max_request_bytes();
     let too_large =
         || ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", format!("a POST holds at most {max} bytes"));
-    let announced = headers.get(axum::http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok());
-    let announced = announced.and_then(|v| v.parse::<usize>().ok());
+    let announced = body::announced_length(&headers);
     if announced.is_some_and(|n| n > max) {
         return Err(too_large());
     }
@@ -467,22 +467,11 @@ pub async fn ingest(
         Ok(held) => held,
         Err(refused) => {
             // Read and drop the body so the client, still sending it, gets the answer rather than a reset.
-            discard(body, max).await;
+            body::discard(body, max).await;
             return Err(refused);
         }
     };
-    // Read into a buffer of the announced size: collecting into a growing one would briefly hold half again.
-    let mut bytes = Vec::with_capacity(announced.unwrap_or(0));
-    let mut body = body;
-    while let Some(frame) = http_body_util::BodyExt::frame(&mut body).await {
-        let frame = frame.map_err(|e| ApiError::bad_request("bad_body", format!("cannot read the records: {e}")))?;
-        if let Some(data) = frame.data_ref() {
-            if bytes.len() + data.len() > max {
-                return Err(too_large());
-            }
-            bytes.extend_from_slice(data);
-        }
-    }
+    let bytes = body::read(body, announced, max, "the records", too_large).await?;
     // Shrinking a reservation cannot fail.
     let _ = held.resize(bytes.len());
     let body = String::from_utf8(bytes)
@@ -493,19 +482,6 @@ pub async fn ingest(
     };
     let accepted = state.tenant_slots.run(&tenant, push).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({ "accepted": accepted }))))
-}
-
-/// Reads up to `max` bytes of `body`, a frame at a time, keeping none.
-async fn discard(body: axum::body::Body, max: usize) {
-    use http_body_util::BodyExt;
-    let mut body = body;
-    let mut read = 0;
-    while let Some(Ok(frame)) = body.frame().await {
-        read += frame.data_ref().map_or(0, |d| d.len());
-        if read > max {
-            return;
-        }
-    }
 }
 
 fn ingest_error(e: IngestError) -> ApiError {

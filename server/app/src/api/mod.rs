@@ -3,6 +3,7 @@
 //! configured, loopback only) everything belongs to the tenant `default` and no token is needed.
 
 pub mod admission;
+mod body;
 pub mod error;
 mod guard;
 mod jobs;

@@ -1,5 +1,6 @@
 //! `/modules`: upload, list, look up, delete.
 
+use super::body;
 use super::error::{ApiError, ErrorBody};
 use super::guard::{media, require_content_type};
 use super::{AppState, Tenant};
@@ -7,7 +8,6 @@ use crate::store::ModuleRecord;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
-use axum::http::header::CONTENT_LENGTH;
 use axum::http::{HeaderMap, StatusCode};
 use parking_lot::Mutex;
 use serde::Deserialize;
@@ -58,21 +58,14 @@ pub async fn upload(
     };
     require_content_type(&headers, media::WASM)?;
     // Refuse what announces itself too large before reading a byte of it.
-    let announced = headers.get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > max as u64) {
+    let announced = body::announced_length(&headers);
+    if announced.is_some_and(|n| n > max) {
         return Err(too_large());
     }
     // The body is read first (a slow one is cut off by the server's minimum body rate), then compiled: only the
     // compile takes one of the permits, so a slow client cannot hold them.
     let _reading = state.uploads.reading(&tenant)?;
-    let bytes = axum::body::to_bytes(body, max).await.map_err(|e| {
-        let cause = e.into_inner();
-        if cause.is::<http_body_util::LengthLimitError>() {
-            too_large()
-        } else {
-            ApiError::bad_request("bad_body", format!("cannot read the upload: {cause}"))
-        }
-    })?;
+    let bytes = body::read(body, announced, max, "the upload", too_large).await?;
     let _compiling = state.uploads.compiling(&tenant)?;
     let modules = state.modules.clone();
     let slots = Arc::clone(&state.tenant_slots);

@@ -64,15 +64,12 @@ impl Server {
     }
 
     fn status_mib(&self, field: &str) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
-        let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap_or("0 kB");
-        line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) >> 10
+        super::status_mb_of(&self.child.id().to_string(), field)
     }
 
     /// Sets the server's peak resident set back to its current one.
     fn reset_peak(&self) {
-        // Where this cannot be written the peak is the process's so far: an upper bound.
-        let _ = std::fs::write(format!("/proc/{}/clear_refs", self.child.id()), "5");
+        super::reset_peak_rss(&self.child.id().to_string());
     }
 
     fn client(&self, token: &str) -> Client {

@@ -199,12 +199,24 @@ impl Tally {
 
 /// A memory figure of this process from `/proc/self/status` (`VmHWM` peak, `VmRSS` now), in MiB.
 fn status_mb(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status_mb_of("self", field)
+}
+
+/// A memory figure from `/proc/<process>/status` (`self` or a pid), in MiB; 0 where there is none.
+fn status_mb_of(process: &str, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{process}/status")).unwrap_or_default();
     status
         .lines()
         .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map_or(0, |kb| kb / 1024)
+}
+
+/// Sets the peak resident set of `process` (`self` or a pid) back to its current one (Linux), so a later
+/// `VmHWM` is the peak since.
+fn reset_peak_rss(process: &str) {
+    // Where this cannot be written, the peak stays the process's so far: the figure is then an upper bound.
+    let _ = std::fs::write(format!("/proc/{process}/clear_refs"), "5");
 }
 
 /// The nearest-rank percentile `p` of `values` (sorted in place).

@@ -100,12 +100,12 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
         std::thread::sleep(Duration::from_millis(20));
     }
     let (id, second) = checkpoint(&job)?;
-    let resident_before = resident_mib("VmRSS");
-    reset_peak_resident();
+    let resident_before = super::status_mb("VmRSS");
+    super::reset_peak_rss("self");
     let saving = Instant::now();
     job.handle.savepoint(SAVEPOINT, Duration::from_secs(3600)).map_err(anyhow::Error::msg)?;
     let savepoint_ms = saving.elapsed().as_millis();
-    let savepoint_peak = resident_mib("VmHWM");
+    let savepoint_peak = super::status_mb("VmHWM");
     let savepoint_bytes = bytes_under(&folder.path().join("checkpoints").join(SAVEPOINT));
     job.handle.cancel();
     job.handle.wait(Duration::from_secs(60));
@@ -155,19 +155,6 @@ pub fn run(keys: u64, backend: &str) -> anyhow::Result<String> {
 
 /// Where the benchmark's savepoint goes in its checkpoint store.
 const SAVEPOINT: &str = "savepoints/bench/";
-
-/// A line of `/proc/self/status` (`VmRSS`, `VmHWM`) in MiB; 0 where there is none.
-fn resident_mib(field: &str) -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let line = status.lines().find_map(|l| l.strip_prefix(field)?.strip_prefix(':')).unwrap_or("0 kB");
-    line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) >> 10
-}
-
-/// Sets the peak resident set back to the current one (Linux), so a later `VmHWM` is the peak since.
-fn reset_peak_resident() {
-    // Where this cannot be written, the peak stays the process's: the figure is then an upper bound.
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
-}
 
 /// Bytes of the files under `dir`.
 fn bytes_under(dir: &std::path::Path) -> u64 {

@@ -310,6 +310,26 @@ impl ChunkReader {
         self.read(snapshot, ChunkKind::Timers, |t: &super::TimerEntry| t.group, each)
     }
 
+    /// Every state entry of `snapshot` this reader keeps, collected (tests and tools).
+    pub fn all_entries(&self, snapshot: &super::OperatorSnapshot) -> Result<Vec<SnapshotEntry>, TaskError> {
+        let mut all = Vec::new();
+        self.entries(snapshot, &mut |batch| {
+            all.extend(batch);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
+    /// Every timer of `snapshot` this reader keeps, collected (tests and tools).
+    pub fn all_timers(&self, snapshot: &super::OperatorSnapshot) -> Result<Vec<super::TimerEntry>, TaskError> {
+        let mut all = Vec::new();
+        self.timers(snapshot, &mut |batch| {
+            all.extend(batch);
+            Ok(())
+        })?;
+        Ok(all)
+    }
+
     fn read<T: for<'de> Deserialize<'de>>(
         &self,
         snapshot: &super::OperatorSnapshot,
@@ -418,23 +438,9 @@ mod tests {
         assert!(entry_chunks.windows(2).all(|w| w[0].key_groups.1 <= w[1].key_groups.0), "ranges follow each other");
         assert_eq!(entry_chunks.iter().map(|c| c.records).sum::<u64>(), 128);
 
-        let mut all = Vec::new();
-        writer
-            .reader()
-            .entries(&snapshot, &mut |batch| {
-                all.extend(batch);
-                Ok(())
-            })
-            .expect("read");
+        let all = writer.reader().all_entries(&snapshot).expect("read");
         assert_eq!(all, entries);
-        let mut read_timers = Vec::new();
-        writer
-            .reader()
-            .timers(&snapshot, &mut |batch| {
-                read_timers.extend(batch);
-                Ok(())
-            })
-            .expect("timers");
+        let read_timers = writer.reader().all_timers(&snapshot).expect("timers");
         assert_eq!(read_timers, timers);
 
         // A range reads only the chunks that hold it, and keeps only its records.
@@ -446,13 +452,7 @@ mod tests {
             store.put(&format!("sp/{object}"), bytes).expect("put");
         }
         let reader = ChunkReader::from_store(Arc::clone(&store), "sp/", Arc::clone(&counting)).only(10..=11);
-        let mut some = Vec::new();
-        reader
-            .entries(&snapshot, &mut |batch| {
-                some.extend(batch);
-                Ok(())
-            })
-            .expect("read");
+        let some = reader.all_entries(&snapshot).expect("read");
         assert_eq!(some, entries[20..24].to_vec());
         let total: u64 = held.iter().map(|(_, b)| b.len() as u64).sum();
         assert!(counting.load(Ordering::Relaxed) * 4 < total, "a range reads a few chunks, not all");
@@ -469,13 +469,7 @@ mod tests {
         let listed = store.list("sp/state/").expect("list");
         assert_eq!(listed.len(), snapshot.chunks.len());
         let reader = ChunkReader::from_store(Arc::clone(&store), "sp/", Arc::default());
-        let mut all = Vec::new();
-        reader
-            .entries(&snapshot, &mut |batch| {
-                all.extend(batch);
-                Ok(())
-            })
-            .expect("read");
+        let all = reader.all_entries(&snapshot).expect("read");
         assert_eq!(all, entries);
 
         store.put(&format!("sp/{}", snapshot.chunks[0].object), b"EDDYCHK\0\x01\0\0\0\xff").expect("damage");

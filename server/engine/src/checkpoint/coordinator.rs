@@ -347,31 +347,28 @@ impl Restore {
         tasks.max(operators)
     }
 
-    /// Whether operator `uid` had state at a parallelism other than `parallelism`.
-    pub fn rescaled(&self, uid: &str, parallelism: u32) -> bool {
-        let before = self.parallelism_of(uid);
-        before != 0 && before != parallelism
-    }
-
     /// Operator `uid`'s state for `subtask` of `parallelism` (with `max_parallelism` key groups). At the
     /// parallelism it was taken at, a subtask gets its own snapshot; at another, the entries and timers of the key
     /// groups it now owns, gathered from every subtask of the snapshot (state files: every subtask's, which the
     /// backend filters by key group). Per-subtask bytes (`extra`) do not move between subtasks and are dropped
-    /// then. Call it once per operator subtask.
+    /// then. With the snapshot comes the reader of its chunks: unfiltered for a subtask's own snapshot, which is
+    /// all of its state, keyed or not (a Kafka sink files its entry under its subtask index); keeping only the
+    /// subtask's key groups otherwise. Call it once per operator subtask.
     pub fn operator(
         &mut self,
         uid: &str,
         subtask: u32,
         parallelism: u32,
         max_parallelism: u32,
-    ) -> Option<OperatorSnapshot> {
+    ) -> Option<(OperatorSnapshot, super::ChunkReader)> {
         let before = self.parallelism_of(uid);
         if before == 0 {
             return None;
         }
         if before == parallelism {
             // Each subtask's snapshot is restored once: take it, leaving an empty one so the count stays.
-            return self.operators.get_mut(&(uid.to_string(), subtask)).map(std::mem::take);
+            let own = self.operators.get_mut(&(uid.to_string(), subtask)).map(std::mem::take)?;
+            return Some((own, self.chunk_reader()));
         }
         let groups = crate::keys::key_groups_of(subtask, parallelism, max_parallelism);
         let mut merged = OperatorSnapshot::default();
@@ -407,7 +404,7 @@ impl Restore {
                 &b.namespace,
             ))
         });
-        Some(merged)
+        Some((merged, self.chunk_reader().only(groups)))
     }
 
     /// The task's own part (source position, input watermarks) for subtask `subtask` of `parallelism` of the chain
@@ -1047,7 +1044,7 @@ mod tests {
         store.put(&format!("{folder}{METADATA}"), &serde_json::to_vec(&metadata).expect("json")).expect("put");
         let mut restore = Restore::load(&store, "j/", 1).expect("load");
         // At the same parallelism (2), subtask 1 gets its own snapshot, per-subtask bytes included.
-        let own = restore.operator("out", 1, 2, 128).expect("state");
+        let (own, _) = restore.operator("out", 1, 2, 128).expect("state");
         assert_eq!(own.extra, b"one", "the fast path, as the parallelism did not change");
     }
 }

@@ -501,12 +501,9 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
             for &n in chain.iter().skip(usize::from(is_source)) {
                 let uid = &graph.nodes[n].uid;
                 let parallelism = graph.nodes[n].parallelism;
-                // At the parallelism the state was taken at, a subtask's own snapshot is all of its state, keyed
-                // or not (a Kafka sink's entry is filed under its subtask index): its chunks are read unfiltered.
-                let rescaled = restore.as_ref().is_some_and(|r| r.rescaled(uid, parallelism));
                 let snapshot =
                     restore.as_mut().and_then(|r| r.operator(uid, subtask, parallelism, graph.max_parallelism));
-                let parts = snapshot.as_ref().map(|s| s.files.clone()).unwrap_or_default();
+                let parts = snapshot.as_ref().map(|(s, _)| s.files.clone()).unwrap_or_default();
                 let fetch = |object: &str| match restore.as_ref() {
                     Some(restore) => restore.fetch(object),
                     None => Err(StateError("no checkpoint to read state files from".into())),
@@ -519,10 +516,7 @@ pub fn deploy(graph: &JobGraph, mut env: DeployEnv) -> Result<RunningJob, TaskEr
                         "the checkpoint holds keyed state of operator `{uid}`, which keeps none now"
                     )));
                 }
-                if let Some(snapshot) = snapshot {
-                    let groups = crate::keys::key_groups_of(subtask, parallelism, graph.max_parallelism);
-                    let reader = |r: &Restore| if rescaled { r.chunk_reader().only(groups) } else { r.chunk_reader() };
-                    let chunks = restore.as_ref().map(reader).unwrap_or_default();
+                if let Some((snapshot, chunks)) = snapshot {
                     op.restore(snapshot, &chunks).map_err(|e| e.in_operator(uid))?;
                 }
                 let mut side = Vec::new();

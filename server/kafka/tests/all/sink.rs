@@ -37,16 +37,8 @@ fn snapshot(sink: &mut KafkaSink, checkpoint: u64) -> OperatorSnapshot {
     let mut chunks = ChunkWriter::held();
     let mut snapshot = sink.snapshot(checkpoint, &mut chunks).expect("snapshot");
     snapshot.chunks = chunks.end();
-    let mut entries = Vec::new();
-    chunks
-        .reader()
-        .entries(&snapshot, &mut |batch| {
-            entries.extend(batch);
-            Ok(())
-        })
-        .expect("entries");
+    snapshot.entries = chunks.reader().all_entries(&snapshot).expect("entries");
     snapshot.chunks.clear();
-    snapshot.entries = entries;
     snapshot
 }
 

@@ -125,8 +125,7 @@ async fn the_cli_upgrades_a_job_downloads_its_savepoint_and_stops_it_with_drain(
 /// `--help` anywhere prints the help and succeeds; arguments clap cannot read fail with its message only.
 #[test]
 fn help_succeeds_and_bad_arguments_fail_with_clap_s_message() {
-    let exe = std::env::current_exe().expect("test binary");
-    let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
+    let eddy = crate::support::eddy_binary();
     for args in [&["--help"][..], &["job", "--help"], &["job", "submit", "--help"], &["--version"]] {
         let run = std::process::Command::new(&eddy).args(args).output().expect("eddy runs");
         let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));

@@ -4,6 +4,7 @@
 mod api;
 mod attacks;
 mod cli;
+mod cluster;
 mod failures;
 mod kafka;
 mod languages;

@@ -1,10 +1,9 @@
 //! Checkpoints and recovery with the real server process: killed with SIGKILL at random moments, restarted on the
 //! same data folder, a job fed over HTTP writes each result to its exactly-once file sink once.
 
-use crate::support::{Rust, ServerProcess, TestServer, example, submit, wait_job};
+use crate::support::{Rust, ServerProcess, TestServer, committed, example, submit, wait_job};
 use eddy_server::client::Client;
 use serde_json::Value;
-use std::path::Path;
 use std::time::Duration;
 
 /// Records per POST, and POSTs in all.
@@ -57,21 +56,6 @@ operators:
   - {{ uid: out, sink: {{ file: {{ path: {folder} }} }}, input: w }}
 "#
     )
-}
-
-/// The lines of the visible part files of a file sink's folder, sorted.
-fn committed(folder: &Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    let Ok(entries) = std::fs::read_dir(folder) else { return lines };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().to_string();
-        if name.starts_with("part-") {
-            let text = std::fs::read_to_string(entry.path()).expect("part file");
-            lines.extend(text.lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 async fn post(client: &Client, id: &str, n: u64) -> bool {

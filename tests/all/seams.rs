@@ -1,7 +1,7 @@
 //! Guarantees where features meet: restarts, savepoints, upgrades and durable HTTP input, each together with
 //! another. Every acknowledged record is counted.
 
-use crate::support::{Rust, ServerProcess, TestServer, example, fixture, output, submit, wait_job};
+use crate::support::{Rust, ServerProcess, TestServer, committed, example, fixture, output, submit, wait_job};
 use std::collections::BTreeSet;
 use std::time::Duration;
 
@@ -76,18 +76,6 @@ async fn a_stop_with_savepoint_while_clients_post_keeps_every_acknowledged_recor
         assert!(!acknowledged.is_empty());
         assert_eq!(read_set, acknowledged, "round {round}: the job read exactly what was acknowledged");
     }
-}
-
-/// The lines of the visible part files of a file sink's folder, sorted.
-fn committed(folder: &std::path::Path) -> Vec<String> {
-    let mut lines = Vec::new();
-    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with("part-") {
-            lines.extend(std::fs::read_to_string(entry.path()).expect("part").lines().map(str::to_string));
-        }
-    }
-    lines.sort();
-    lines
 }
 
 /// A savepoint taken while the job runs commits nothing: the server killed right after it restores the job's

@@ -78,6 +78,15 @@ impl Drop for TestServer {
     }
 }
 
+/// The `eddy` binary cargo built beside the tests.
+pub fn eddy_binary() -> std::path::PathBuf {
+    // The test binary lives in <target>/<profile>/deps; cargo builds `eddy` one folder up.
+    let exe = std::env::current_exe().expect("test binary");
+    let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
+    assert!(eddy.exists(), "{} is missing: build the workspace's binaries first", eddy.display());
+    eddy
+}
+
 /// The `eddy` binary as a separate process, for tests that kill it as the kernel would.
 pub struct ServerProcess {
     child: std::process::Child,
@@ -95,10 +104,7 @@ impl ServerProcess {
 
     /// Like `start`, with `env` (`EDDY_*` settings) added to the process's environment.
     pub async fn start_with_env(data_dir: &std::path::Path, env: &[(&str, &str)]) -> ServerProcess {
-        // The test binary lives in <target>/<profile>/deps; cargo builds `eddy` one folder up.
-        let exe = std::env::current_exe().expect("test binary");
-        let eddy = exe.parent().and_then(|deps| deps.parent()).expect("target folder").join("eddy");
-        assert!(eddy.exists(), "{} is missing: build the workspace's binaries first", eddy.display());
+        let eddy = eddy_binary();
         let port = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port();
         let child = std::process::Command::new(&eddy)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
@@ -128,6 +134,13 @@ impl ServerProcess {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         let line = status.lines().find_map(|l| l.strip_prefix("VmHWM:")).unwrap_or("0 kB");
         line.trim().trim_end_matches("kB").trim().parse::<u64>().unwrap_or(0) * 1024
+    }
+
+    /// Sends SIGTERM, as Kubernetes does to stop a pod, and waits for the process to end.
+    pub fn terminate(mut self) -> std::process::ExitStatus {
+        let sent = std::process::Command::new("kill").args(["-TERM", &self.pid().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot send SIGTERM to {}", self.pid());
+        self.child.wait().expect("wait for eddy")
     }
 
     /// Kills the process with SIGKILL: no shutdown code runs.
@@ -255,4 +268,16 @@ fn uuid_like() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The lines of the visible part files of a file sink's folder, sorted.
+pub fn committed(folder: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("part-") {
+            lines.extend(std::fs::read_to_string(entry.path()).expect("part").lines().map(str::to_string));
+        }
+    }
+    lines.sort();
+    lines
 }

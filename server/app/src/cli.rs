@@ -67,12 +67,21 @@ enum Command {
     /// Token helpers.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// The servers of the cluster (admin token).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Compiles the component on standard input for a server (the server starts it; not for people).
     #[command(hide = true)]
     CompileWorker {
         /// Most memory the worker may use, in bytes.
         memory_bytes: u64,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Lists the nodes, their jobs, load and lease ages.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -288,12 +297,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{line}");
             Ok(())
         }
+        Command::Cluster(ClusterCommand::Status) => print_cluster(&client.cluster().await?),
         Command::Token(TokenCommand::Hash { token }) => {
             println!("{}", token_hash(&token));
             Ok(())
         }
         Command::CompileWorker { memory_bytes } => eddy_wasm_host::run_worker(memory_bytes).map_err(anyhow::Error::msg),
     }
+}
+
+fn print_cluster(view: &serde_json::Value) -> anyhow::Result<()> {
+    let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
+    println!("control plane: {}, answered by {}", text(&view["database"]), text(&view["this_node"]));
+    println!(
+        "{:<20} {:<6} {:>6} {:>9} {:>14} {:>10}  URL",
+        "NODE", "ALIVE", "JOBS", "SUBTASKS", "MEMORY MB", "LEASE AGE"
+    );
+    for node in view["nodes"].as_array().into_iter().flatten() {
+        let memory = format!("{}/{}", node["memory_used_mb"], node["memory_mb"]);
+        println!(
+            "{:<20} {:<6} {:>6} {:>9} {:>14} {:>9.1}s  {}",
+            text(&node["node_id"]),
+            if node["alive"].as_bool() == Some(true) { "yes" } else { "no" },
+            node["jobs"].as_array().map_or(0, Vec::len),
+            node["subtasks"],
+            memory,
+            node["lease_age_ms"].as_f64().unwrap_or_default() / 1000.0,
+            text(&node["url"]),
+        );
+        for job in node["jobs"].as_array().into_iter().flatten() {
+            println!("    {}", text(job));
+        }
+    }
+    Ok(())
 }
 
 async fn serve(config: Option<PathBuf>, listen: Option<String>, data_dir: Option<PathBuf>) -> anyhow::Result<()> {

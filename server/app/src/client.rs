@@ -227,6 +227,16 @@ impl Client {
         self.send(self.request(reqwest::Method::GET, "/usage")).await
     }
 
+    /// The servers of the cluster.
+    pub async fn cluster(&self) -> Result<Value> {
+        let builder = self.http.get(format!("{}/v1/cluster", self.base));
+        self.send(match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        })
+        .await
+    }
+
     /// Lists jobs.
     pub async fn jobs(&self) -> Result<Value> {
         self.send(self.request(reqwest::Method::GET, "/jobs")).await

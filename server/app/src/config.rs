@@ -186,6 +186,29 @@ pub struct ServerConfig {
     /// The Kafka brokers (`host:port`) jobs may name. None: any, in open mode; none at all once tenants are
     /// configured, since a broker address is a way into the server's network.
     pub kafka_allowed_brokers: Option<Vec<String>>,
+    /// This server as one node of a cluster (a single server is a cluster of one).
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: where the control plane lives and how this server names itself in it.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// A `postgres://` URL: the control plane the servers of a cluster share. None: SQLite in the data folder.
+    pub database: Option<String>,
+    /// This server's id in the cluster; by default the one it chose at its first start, kept in the data folder.
+    pub node_id: Option<String>,
+    /// The URL the other servers and clients reach this one's API at; by default `http://<listen address>`.
+    pub advertise_url: Option<String>,
+    /// How long this server's lease lasts unless renewed, in milliseconds (renewed every third of it).
+    pub lease_ms: Option<u64>,
+}
+
+impl ClusterConfig {
+    /// How long a lease lasts unless renewed.
+    pub fn lease(&self) -> Duration {
+        Duration::from_millis(self.lease_ms.unwrap_or(10_000))
+    }
 }
 
 impl TenantKafka {
@@ -284,6 +307,7 @@ impl Default for ServerConfig {
             checkpoints: CheckpointStorage::default(),
             state_backend: eddy_engine::spec::BackendKind::Memory,
             kafka_allowed_brokers: None,
+            cluster: ClusterConfig::default(),
         }
     }
 }
@@ -320,6 +344,8 @@ struct FileConfig {
     checkpoints: Option<CheckpointStorage>,
     state_backend: Option<eddy_engine::spec::BackendKind>,
     kafka_allowed_brokers: Option<Vec<String>>,
+    #[serde(default)]
+    cluster: ClusterConfig,
 }
 
 impl ServerConfig {
@@ -476,6 +502,22 @@ impl ServerConfig {
             }
             (None, None) => raw.checkpoints.unwrap_or_default(),
         };
+        config.cluster = raw.cluster;
+        if let Some(url) = env("EDDY_CLUSTER_DATABASE") {
+            config.cluster.database = Some(url);
+        }
+        if let Some(id) = env("EDDY_NODE_ID") {
+            config.cluster.node_id = Some(id);
+        }
+        if let Some(url) = env("EDDY_ADVERTISE_URL") {
+            config.cluster.advertise_url = Some(url);
+        }
+        if let Some(text) = env("EDDY_LEASE_MS") {
+            match text.parse::<u64>() {
+                Ok(n) => config.cluster.lease_ms = Some(n),
+                Err(_) => errors.push(format!("EDDY_LEASE_MS: `{text}` is not a whole number of milliseconds")),
+            }
+        }
         errors.extend(config.check());
         if errors.is_empty() { Ok(config) } else { Err(errors) }
     }
@@ -483,6 +525,20 @@ impl ServerConfig {
     /// Problems with a config, all of them.
     pub fn check(&self) -> Vec<String> {
         let mut errors = Vec::new();
+        let cluster = &self.cluster;
+        if let Some(url) = &cluster.database
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            errors.push("cluster.database: give a postgres:// URL (or leave it out for SQLite)".to_string());
+        }
+        if let Some(id) = &cluster.node_id
+            && !eddy_name_ok(id)
+        {
+            errors.push(format!("cluster.node_id `{id}`: names are letters, digits, '-' or '_'"));
+        }
+        if cluster.lease_ms.is_some_and(|ms| ms < 300) {
+            errors.push("cluster.lease_ms: must be at least 300".to_string());
+        }
         let is_hash = |h: &str| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit());
         for tenant in &self.tenants {
             if !eddy_name_ok(&tenant.name) {

@@ -149,6 +149,11 @@ impl Modules {
 
     /// A tenant's modules, by name then upload order.
     pub fn list(&self, tenant: &str) -> Vec<ModuleRecord> {
+        if self.config.cluster.database.is_some() {
+            // Other nodes upload too: the shared control plane is the list.
+            let stored = self.store.modules(tenant);
+            self.by_tenant.write().insert(tenant.to_string(), stored);
+        }
         let mut list = self.by_tenant.read().get(tenant).cloned().unwrap_or_default();
         list.sort_by(|a, b| (&a.name, a.uploaded_at, &a.version).cmp(&(&b.name, b.uploaded_at, &b.version)));
         list

@@ -18,11 +18,11 @@ use crate::config::{DEFAULT_TENANT, ServerConfig, token_hash};
 use crate::jobs::Jobs;
 use crate::modules::Modules;
 use axum::Router;
-use axum::extract::{FromRequestParts, Path};
+use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
-use error::ApiError;
+use error::{ApiError, ErrorBody};
 use std::collections::HashMap;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -41,6 +41,8 @@ pub struct AppState {
     pub uploads: Arc<modules::UploadPermits>,
     /// Bounds each tenant's requests that wait on the engine.
     pub tenant_slots: Arc<serve::TenantSlots>,
+    /// This server as a node of the cluster.
+    pub node: Arc<crate::cluster::Node>,
 }
 
 /// The tenant a request acts for, after authentication.
@@ -154,11 +156,14 @@ pub fn router(state: AppState) -> Router {
     let tenant = tenant_routes(&state);
     Router::new()
         .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/v1/cluster", get(cluster))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics::metrics))
         .nest("/v1/tenants/{tenant}", tenant.clone())
         .nest("/v1", tenant)
         .fallback(|| async { ApiError::not_found("no such route; see /openapi.json") })
+        .layer(axum::middleware::from_fn_with_state(state.clone(), crate::cluster::forward))
         .layer(axum::middleware::map_response(json_errors))
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::same_site_only))
         .with_state(state)
@@ -199,6 +204,43 @@ async fn health() -> axum::Json<serde_json::Value> {
     axum::Json(serde_json::json!({ "status": "ok" }))
 }
 
+/// Readiness: whether the server takes new work (a load balancer sends it requests, Kubernetes counts it
+/// available). 503 once it began to shut down; it does not answer at all until its jobs were resumed.
+#[utoipa::path(get, path = "/ready", responses(
+    (status = 200, description = "The server takes new work"),
+    (status = 503, description = "The server is shutting down", body = ErrorBody),
+))]
+async fn ready(State(state): State<AppState>) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    if !state.node.ready() {
+        return Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "draining", "this server is shutting down"));
+    }
+    Ok(axum::Json(serde_json::json!({ "status": "ready", "node": state.node.id() })))
+}
+
+/// The servers of the cluster, what each runs and how fresh its lease is (admin token only).
+#[utoipa::path(get, path = "/v1/cluster", responses(
+    (status = 200, body = crate::cluster::ClusterView),
+    (status = 403, description = "Not the admin token", body = ErrorBody),
+))]
+async fn cluster(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<axum::Json<crate::cluster::ClusterView>, ApiError> {
+    if !state.config.open_mode() && !is_admin(&state.config, bearer(&headers)) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "only the admin token sees the cluster"));
+    }
+    let node = Arc::clone(&state.node);
+    match tokio::task::spawn_blocking(move || node.view()).await {
+        Ok(Ok(view)) => Ok(axum::Json(view)),
+        Ok(Err(e)) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "control_plane",
+            format!("cannot read the control plane: {e}"),
+        )),
+        Err(e) => Err(ApiError::internal(e.to_string())),
+    }
+}
+
 async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     axum::Json(ApiDoc::openapi())
 }
@@ -213,6 +255,8 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
     ),
     paths(
         health,
+        ready,
+        cluster,
         metrics::metrics,
         modules::upload,
         modules::list,

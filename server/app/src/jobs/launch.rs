@@ -91,7 +91,16 @@ impl CheckpointIds for RecordIds {
             state.record.checkpoint_id_floor = state.record.checkpoint_id_floor.max(upto);
             state.record.clone()
         };
-        inner.store.put_job(&cell.tenant, &record).map_err(|e| e.to_string())
+        match inner.fence(&cell.tenant, &cell.id) {
+            None => inner.store.put_job(&cell.tenant, &record).map_err(|e| e.to_string()),
+            Some(fence) => match inner.store.put_owned_job(&cell.tenant, &record, &fence) {
+                Ok(true) => Ok(()),
+                Ok(false) => {
+                    Err(format!("another node took the job over (this node owned it at epoch {})", fence.epoch))
+                }
+                Err(e) => Err(e.to_string()),
+            },
+        }
     }
 }
 
@@ -223,7 +232,9 @@ fn rocksdb_backend(
 
 impl Host for Arc<Inner> {
     fn persist(&self, tenant: &str, record: &JobRecord) {
-        Inner::persist(self, tenant, record);
+        if !Inner::persist(self, tenant, record) {
+            self.let_go(tenant, &record.id);
+        }
     }
 
     fn graph(&self, tenant: &str, record: &JobRecord) -> Result<JobGraph, ApiError> {

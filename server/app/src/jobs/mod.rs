@@ -19,7 +19,7 @@ use crate::api::error::ApiError;
 use crate::config::{Quota, ServerConfig};
 use crate::modules::Modules;
 use crate::storage::StorageMeter;
-use crate::store::{Desired, JobRecord, StartFrom, Store, UpgradeOutcome};
+use crate::store::{Desired, Fence, JobRecord, OwnedJob, StartFrom, Store, UpgradeOutcome};
 use axum::http::StatusCode;
 use crossbeam_channel::Sender;
 use eddy_engine::checkpoint::chunks::CHUNK_BYTES;
@@ -106,6 +106,10 @@ pub(crate) struct Inner {
     storage: Arc<StorageMeter>,
     /// Each tenant's usage since it first ran a job, kept across deletes and restarts.
     metering: Mutex<HashMap<String, Metered>>,
+    /// In a cluster, this node's id: job records are written fenced by the epoch this node owns each job at.
+    node: Option<String>,
+    /// The epoch this node owns each of its jobs at, by (tenant, id); only in a cluster.
+    epochs: Mutex<HashMap<(String, String), u64>>,
 }
 
 /// A tenant's cumulative usage.
@@ -162,11 +166,15 @@ impl Jobs {
     /// time, each after the one before has run a while, so that a job that takes the server down is found and held
     /// alone; a job whose last `MAX_CRASH_STREAK` starts each ended with the server down is held, with the
     /// reason in its status.
+    ///
+    /// In a cluster (`node` given), only the jobs this node owns are resumed; the others are their owners', or
+    /// taken over from a node that died through [`Jobs::adopt`].
     pub fn open(
         store: Store,
         modules: Arc<Modules>,
         config: Arc<ServerConfig>,
         checkpoints: Arc<dyn CheckpointStore>,
+        node: Option<String>,
     ) -> Jobs {
         let server_memory = MemoryBudget::new("the server", config.guest_memory_mb << 20, None);
         let storage = StorageMeter::start(Arc::clone(&config), Arc::clone(&checkpoints), Arc::clone(modules.quotas()));
@@ -184,11 +192,26 @@ impl Jobs {
                 checkpoints,
                 storage,
                 metering: Mutex::new(HashMap::new()),
+                node,
+                epochs: Mutex::new(HashMap::new()),
             }),
         };
         let mut suspects = Vec::new();
         for tenant in store.tenants() {
-            for mut record in store.jobs(&tenant) {
+            let owned = match store.owned_jobs(&tenant) {
+                Ok(owned) => owned,
+                Err(e) => {
+                    tracing::error!(tenant, "cannot read jobs: {e}");
+                    continue;
+                }
+            };
+            for OwnedJob { mut record, owner, epoch } in owned {
+                if let Some(node) = &jobs.inner.node {
+                    if owner.as_ref() != Some(node) {
+                        continue;
+                    }
+                    jobs.inner.epochs.lock().insert((tenant.clone(), record.id.clone()), epoch);
+                }
                 for upgrade in record.upgrades.iter_mut().filter(|u| u.outcome == UpgradeOutcome::InProgress) {
                     upgrade.outcome = UpgradeOutcome::Interrupted;
                     upgrade.reason = Some(
@@ -213,7 +236,11 @@ impl Jobs {
                         record.crash_streak
                     );
                 }
-                jobs.inner.persist(&tenant, &record);
+                if !Inner::persist(&jobs.inner, &tenant, &record) {
+                    tracing::warn!(tenant, job = record.id, "another node took this job over as this one started");
+                    jobs.inner.epochs.lock().remove(&(tenant.clone(), record.id.clone()));
+                    continue;
+                }
                 let suspect = record.desired == Desired::Running && record.crash_streak > 0;
                 let begin = match record.desired {
                     Desired::Running if !suspect => supervisor::Begin::Start(None),
@@ -254,6 +281,10 @@ impl Jobs {
         begin: supervisor::Begin,
         quota: bool,
     ) -> Result<Arc<JobCell>, ApiError> {
+        if self.inner.node.is_some() {
+            // A new job is this node's from its first write on; a resumed or adopted one has its epoch already.
+            self.inner.epochs.lock().entry((tenant.to_string(), record.id.clone())).or_insert(1);
+        }
         let (commands, receiver) = crossbeam_channel::unbounded();
         let phase = match &begin {
             supervisor::Begin::Start(_) => Phase::Starting,
@@ -381,9 +412,28 @@ impl Jobs {
                     name: state.record.name.clone(),
                     state: shown_state(&state),
                     submitted_at: state.record.submitted_at,
+                    node: self.inner.node.clone(),
                 }
             })
             .collect();
+        if self.inner.node.is_some() {
+            // The jobs other nodes run, as they last saved them.
+            let owned = self.inner.store.owned_jobs(tenant).unwrap_or_else(|e| {
+                tracing::error!(tenant, "cannot list the tenant's jobs on other nodes: {e}");
+                Vec::new()
+            });
+            let here: std::collections::HashSet<String> = list.iter().map(|l| l.id.clone()).collect();
+            for job in owned.into_iter().filter(|j| !here.contains(&j.record.id)) {
+                let state = serde_json::to_value(job.record.state).ok().and_then(|v| v.as_str().map(str::to_string));
+                list.push(JobSummary {
+                    id: job.record.id,
+                    name: job.record.name,
+                    state: state.unwrap_or_default(),
+                    submitted_at: job.record.submitted_at,
+                    node: job.owner,
+                });
+            }
+        }
         list.sort_by_key(|j| std::cmp::Reverse(j.submitted_at));
         list
     }
@@ -595,6 +645,56 @@ impl Jobs {
         usage
     }
 
+    /// What this server carries: its running jobs (`tenant/id`), their subtasks and their guest memory in bytes.
+    pub fn node_load(&self) -> (Vec<String>, u64, u64) {
+        let (mut jobs, mut subtasks_running) = (Vec::new(), 0);
+        let cells: Vec<Arc<JobCell>> =
+            self.inner.cells.lock().values().flat_map(|jobs| jobs.values().cloned()).collect();
+        for cell in cells {
+            let state = cell.state.lock();
+            if counts_against_quota(&state) {
+                jobs.push(format!("{}/{}", cell.tenant, cell.id));
+                subtasks_running += state.graph.as_ref().map_or(0, subtasks);
+            }
+        }
+        let memory = self.inner.accounts.lock().values().map(|a| a.memory.used() as u64).sum();
+        (jobs, subtasks_running, memory)
+    }
+
+    /// Runs a job another node owned and this one claimed (`fence`: this node at the new epoch), from the job's
+    /// newest checkpoint. False if the job is already supervised here.
+    pub fn adopt(&self, tenant: &str, record: JobRecord, fence: &Fence) -> bool {
+        if self.inner.cell(tenant, &record.id).is_some() || self.inner.shutting_down.load(Ordering::SeqCst) {
+            return false;
+        }
+        self.inner.epochs.lock().insert((tenant.to_string(), record.id.clone()), fence.epoch);
+        let begin = match record.desired {
+            Desired::Running => supervisor::Begin::Start(None),
+            Desired::Stopped => supervisor::Begin::Stopped,
+        };
+        let id = record.id.clone();
+        match self.add(tenant, record, None, begin, false) {
+            Ok(_) => {
+                tracing::info!(tenant, job = id, epoch = fence.epoch, "took over a job from a node that is gone");
+                true
+            }
+            Err(e) => {
+                tracing::error!(tenant, job = id, "cannot run a job taken over: {e}");
+                false
+            }
+        }
+    }
+
+    /// Whether this node supervises a job with this id, of any tenant.
+    pub fn supervises(&self, id: &str) -> bool {
+        self.inner.cells.lock().values().any(|jobs| jobs.contains_key(id))
+    }
+
+    /// Whether this node supervises `tenant`'s job `id`.
+    pub fn runs(&self, tenant: &str, id: &str) -> bool {
+        self.inner.cell(tenant, id).is_some()
+    }
+
     /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).
     pub fn connector_reports(&self, tenant: &str) -> Vec<(String, String, Vec<ConnectorReport>)> {
         self.per_operator(tenant, JobHandle::connector_reports)
@@ -670,11 +770,81 @@ impl Inner {
         }
     }
 
-    fn persist(&self, tenant: &str, record: &JobRecord) {
+    /// Saves a job's record; in a cluster, only while this node owns the job at the epoch it runs it at. False:
+    /// another node took the job over (this node should stop running it).
+    fn persist(&self, tenant: &str, record: &JobRecord) -> bool {
         let _serial = self.persisting.lock();
-        if let Err(e) = self.store.put_job(tenant, record) {
-            tracing::error!(tenant, job = record.id, "cannot save job: {e}");
+        let saved = match &self.node {
+            None => self.store.put_job(tenant, record).map(|()| true),
+            Some(node) => {
+                let key = (tenant.to_string(), record.id.clone());
+                let Some(epoch) = self.epochs.lock().get(&key).copied() else { return false };
+                self.store.put_owned_job(tenant, record, &Fence { node: node.clone(), epoch })
+            }
+        };
+        match saved {
+            Ok(saved) => saved,
+            Err(e) => {
+                tracing::error!(tenant, job = record.id, "cannot save job: {e}");
+                true
+            }
         }
+    }
+
+    /// Stops running a job another node took over, without writing its record (the new owner does), and forgets
+    /// it here. The stop is asked for on a thread of its own: the job's supervisor may be the caller.
+    fn let_go(self: &Arc<Self>, tenant: &str, id: &str) {
+        if self.epochs.lock().remove(&(tenant.to_string(), id.to_string())).is_none() {
+            return;
+        }
+        tracing::warn!(tenant, job = id, "another node took this job over; stopping its run here");
+        let Some(cell) = self.cell(tenant, id) else { return };
+        let inner = Arc::clone(self);
+        let spawned = std::thread::Builder::new().name("eddy-let-go".into()).spawn(move || {
+            let (reply, answer) = crossbeam_channel::bounded(1);
+            if cell.commands.send(Command::Shutdown(reply)).is_ok() {
+                let _ = answer.recv_timeout(ANSWER_LIMIT);
+            }
+            let mut cells = inner.cells.lock();
+            if let Some(jobs) = cells.get_mut(&cell.tenant)
+                && jobs.get(&cell.id).is_some_and(|c| Arc::ptr_eq(c, &cell))
+            {
+                jobs.remove(&cell.id);
+            }
+        });
+        if let Err(e) = spawned {
+            tracing::error!(tenant, job = id, "cannot stop a job taken over: {e}");
+        }
+    }
+
+    /// In a cluster, the jobs of `tenant` that other nodes run (or should: their owner may be gone and the job not
+    /// yet taken over), and their subtasks: a tenant's quotas count its jobs on every node.
+    fn elsewhere(&self, tenant: &str, except: Option<&str>) -> (u64, u64) {
+        let Some(node) = &self.node else { return (0, 0) };
+        let owned = self.store.owned_jobs(tenant).unwrap_or_else(|e| {
+            tracing::error!(tenant, "cannot count the tenant's jobs on other nodes: {e}");
+            Vec::new()
+        });
+        let (mut jobs, mut in_use) = (0, 0);
+        for job in owned {
+            let here = job.owner.as_ref() == Some(node) || self.cell(tenant, &job.record.id).is_some();
+            if here || job.record.desired != Desired::Running || Some(job.record.id.as_str()) == except {
+                continue;
+            }
+            jobs += 1;
+            let graph = JobSpec::parse(&job.record.spec)
+                .ok()
+                .and_then(|spec| JobGraph::build(&spec, &self.modules.catalog(tenant, Some(&job.record.modules))).ok());
+            in_use += graph.as_ref().map_or(0, subtasks);
+        }
+        (jobs, in_use)
+    }
+
+    /// The fence this node writes `tenant`'s job `id` with, if it owns the job in a cluster.
+    fn fence(&self, tenant: &str, id: &str) -> Option<Fence> {
+        let node = self.node.as_ref()?;
+        let epoch = *self.epochs.lock().get(&(tenant.to_string(), id.to_string()))?;
+        Some(Fence { node: node.clone(), epoch })
     }
 
     /// Refuses one more job like `graph` (or another start of job `except`) that would take `tenant` past its
@@ -687,7 +857,7 @@ impl Inner {
         except: Option<&str>,
     ) -> Result<(), ApiError> {
         let quota = self.modules.quotas().of(tenant);
-        let (mut active, mut in_use) = (0u64, 0u64);
+        let (mut active, mut in_use) = self.elsewhere(tenant, except);
         for cell in jobs.into_iter().flat_map(HashMap::values) {
             if Some(cell.id.as_str()) == except {
                 continue;

@@ -167,6 +167,9 @@ pub struct JobSummary {
     pub state: String,
     /// Submission time.
     pub submitted_at: i64,
+    /// The node that runs it, in a cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 /// What a tenant uses now, as its quotas count it, and what its jobs have done since the server started.

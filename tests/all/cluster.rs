@@ -1,0 +1,222 @@
+//! Servers sharing one PostgreSQL (started by `tests/services/postgres.sh`): they see each other, and the jobs of
+//! a server that dies or leaves move to the others, going on from their newest checkpoint. The servers share a
+//! checkpoint folder and a files folder, as a cluster's nodes share a bucket.
+
+use crate::support::{Rust, ServerProcess, TestServer, committed, eddy_binary, example, submit, wait_job};
+use eddy_server::client::Client;
+use eddy_server::testing::TestPostgres;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Three nodes on one database, with short leases so a dead node is noticed in seconds.
+struct Cluster {
+    database: String,
+    shared: tempfile::TempDir,
+    folders: Vec<tempfile::TempDir>,
+    _postgres: TestPostgres,
+}
+
+const LEASE_MS: &str = "1500";
+
+impl Cluster {
+    fn new(name: &str) -> Cluster {
+        let postgres = TestPostgres::start();
+        let database = postgres.new_database(name);
+        let shared = tempfile::tempdir().expect("tempdir");
+        let folders = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
+        Cluster { database, shared, folders, _postgres: postgres }
+    }
+
+    async fn start(&self, node: usize) -> ServerProcess {
+        let (checkpoints, files) = (self.shared.path().join("checkpoints"), self.shared.path().join("files"));
+        let (checkpoints, files) = (checkpoints.to_str().expect("utf-8"), files.to_str().expect("utf-8"));
+        let id = format!("n{node}");
+        let env = [
+            ("EDDY_CLUSTER_DATABASE", self.database.as_str()),
+            ("EDDY_NODE_ID", id.as_str()),
+            ("EDDY_LEASE_MS", LEASE_MS),
+            ("EDDY_CHECKPOINT_DIR", checkpoints),
+            ("EDDY_FILES_DIR", files),
+        ];
+        ServerProcess::start_with_env(self.folders[node].path(), &env).await
+    }
+
+    fn output(&self) -> std::path::PathBuf {
+        self.shared.path().join("files/default/out")
+    }
+}
+
+/// The cluster as `client`'s node sees it.
+async fn cluster_view(client: &Client) -> Value {
+    client.cluster().await.expect("GET /v1/cluster")
+}
+
+/// Waits until `ok` holds for the cluster as `client`'s node sees it.
+async fn wait_cluster(client: &Client, what: &str, ok: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let view = cluster_view(client).await;
+        if ok(&view) {
+            return view;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "{what}: {view:#}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn node<'a>(view: &'a Value, id: &str) -> Option<&'a Value> {
+    view["nodes"].as_array()?.iter().find(|n| n["node_id"] == id)
+}
+
+/// The live node that runs `job`, if one does.
+fn owner(view: &Value, job: &str) -> Option<String> {
+    let nodes = view["nodes"].as_array()?;
+    let runs = |n: &&Value| n["alive"] == true && n["jobs"].as_array().is_some_and(|j| j.iter().any(|j| j == job));
+    nodes.iter().find(runs).and_then(|n| n["node_id"].as_str()).map(str::to_string)
+}
+
+fn unique(lines: &[String]) -> usize {
+    lines.iter().collect::<std::collections::BTreeSet<_>>().len()
+}
+
+const COUNTED: &str = "name: counted\ncheckpoints: { interval: 200ms }\noperators:\n  - { uid: src, source: { generator: { events: 20000, keys: 20, rate: 2000 } } }\n  - { uid: out, sink: { file: { path: out } }, input: src }\n";
+
+/// kill -9 the node that runs an exactly-once job: another node takes it over from its newest checkpoint once
+/// the dead node's lease lapses, and the job's file output holds every record exactly once. Any node answers for
+/// the job, forwarding to the one that runs it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_killed_nodes_job_moves_to_another_node_and_writes_each_record_once() {
+    let cluster = Cluster::new("killed");
+    let mut nodes = vec![Some(cluster.start(0).await), Some(cluster.start(1).await), Some(cluster.start(2).await)];
+    let client = |nodes: &[Option<ServerProcess>], i: usize| nodes[i].as_ref().expect("running").client.clone();
+    let all_alive = |v: &Value| ["n0", "n1", "n2"].iter().all(|n| node(v, n).is_some_and(|n| n["alive"] == true));
+    let view = wait_cluster(&client(&nodes, 1), "three live nodes", all_alive).await;
+    assert_eq!((view["database"].as_str(), view["this_node"].as_str()), (Some("postgres"), Some("n1")));
+
+    let id = submit(&client(&nodes, 0), COUNTED).await;
+    let job = format!("default/{id}");
+    let view = wait_cluster(&client(&nodes, 2), "a node runs the job", |v| owner(v, &job).is_some()).await;
+    let first = owner(&view, &job).expect("owner");
+    let first_index: usize = first[1..].parse().expect("n<i>");
+    let other = (first_index + 1) % 3;
+    let status = client(&nodes, other).job(&id).await.expect("status through a node that does not run it");
+    assert_eq!(status["id"], id.as_str());
+    let listed = client(&nodes, other).jobs().await.expect("list");
+    let entry = listed.as_array().and_then(|l| l.iter().find(|j| j["id"] == id.as_str())).cloned();
+    assert_eq!(entry.map(|e| e["node"].clone()), Some(Value::from(first.clone())), "{listed:#}");
+
+    let started = Instant::now();
+    while committed(&cluster.output()).len() < 2000 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first records were committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    nodes[first_index].take().expect("running").kill();
+    let killed = Instant::now();
+
+    let moved = |v: &Value| owner(v, &job).is_some_and(|o| o != first);
+    let view = wait_cluster(&client(&nodes, other), "another node took the job", moved).await;
+    let took_over = killed.elapsed();
+    assert!(node(&view, &first).is_some_and(|n| n["alive"] == false), "{first} is dead: {view:#}");
+    let new_owner: usize = owner(&view, &job).expect("owner")[1..].parse().expect("n<i>");
+    let bystander = 3 - first_index - new_owner;
+    // Asked through the node that does not run it, the job finishes on the one that does.
+    let status = wait_job(&client(&nodes, bystander), &id, Duration::from_secs(90), |s| s["state"] == "finished").await;
+    assert_eq!(status["state"], "finished", "{status:#}");
+
+    let written = committed(&cluster.output());
+    assert_eq!((written.len(), unique(&written)), (20000, 20000), "each record once (taken over in {took_over:?})");
+
+    // The status for people lists every node, the dead one too.
+    let url = &nodes[bystander].as_ref().expect("running").url;
+    let status =
+        std::process::Command::new(eddy_binary()).args(["--server", url, "cluster", "status"]).output().expect("eddy");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "{text}{}", String::from_utf8_lossy(&status.stderr));
+    for line in ["n0", "n1", "n2", &job] {
+        assert!(text.contains(line), "{line} missing from:\n{text}");
+    }
+    assert!(text.lines().any(|l| l.starts_with(&first) && l.contains(" no ")), "{first} shown dead:\n{text}");
+}
+
+const ENDLESS: &str = "name: endless\ncheckpoints: { interval: 200ms }\noperators:\n  - { uid: src, source: { generator: { keys: 20, rate: 500 } } }\n  - { uid: low, map: lower, input: src }\n  - { uid: out, sink: { file: { path: out } }, input: low }\n";
+
+/// SIGTERM (as Kubernetes stops a pod) drains a node: its jobs stop, it leaves the cluster at once, and another
+/// node goes on with its jobs from their checkpoints without repeating a record, fetching the modules they use
+/// from the shared storage.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_node_stopped_with_sigterm_hands_its_jobs_over() {
+    let cluster = Cluster::new("drained");
+    let mut nodes = vec![Some(cluster.start(0).await), Some(cluster.start(1).await)];
+    let client = |nodes: &[Option<ServerProcess>], i: usize| nodes[i].as_ref().expect("running").client.clone();
+    wait_cluster(&client(&nodes, 1), "two live nodes", |v| v["nodes"].as_array().is_some_and(|n| n.len() == 2)).await;
+
+    let module = example(Rust, "lowercase").await;
+    client(&nodes, 0).push_module("lower", None, module).await.expect("upload to n0");
+    let listed = client(&nodes, 1).modules().await.expect("modules on n1");
+    assert!(listed.as_array().is_some_and(|m| m.iter().any(|m| m["name"] == "lower")), "one list: {listed:#}");
+    let id = submit(&client(&nodes, 1), ENDLESS).await;
+    let job = format!("default/{id}");
+    let view = wait_cluster(&client(&nodes, 1), "a node runs the job", |v| owner(v, &job).is_some()).await;
+    let first: usize = owner(&view, &job).expect("owner")[1..].parse().expect("n<i>");
+    let other = 1 - first;
+    let started = Instant::now();
+    while committed(&cluster.output()).len() < 500 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first records were committed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let exit = nodes[first].take().expect("running").terminate();
+    assert!(exit.success(), "a clean stop: {exit:?}");
+    let before = committed(&cluster.output());
+    let survivor = format!("n{other}");
+    let view = wait_cluster(&client(&nodes, other), "the other node took the job", |v| {
+        owner(v, &job).as_deref() == Some(survivor.as_str())
+    })
+    .await;
+    assert!(node(&view, &format!("n{first}")).is_none(), "the stopped node left the cluster: {view:#}");
+
+    // The survivor goes on from the job's last checkpoint, with the module fetched from the shared storage: more
+    // records come, none of them again.
+    let started = Instant::now();
+    while committed(&cluster.output()).len() < before.len() + 500 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the survivor writes on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    client(&nodes, other).cancel(&id).await.expect("cancel on the new owner");
+    let written = committed(&cluster.output());
+    assert_eq!(unique(&written), written.len(), "no record twice");
+    assert!(written.iter().all(|line| line.contains("\"key\"")), "only generated records");
+}
+
+/// A single server is a cluster of one: its node id is chosen once and kept in the data folder.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_single_server_is_a_cluster_of_one_with_a_lasting_node_id() {
+    let mut server = TestServer::start().await;
+    let view = server.client.cluster().await.expect("cluster");
+    assert_eq!(view["database"], "sqlite");
+    let id = view["this_node"].as_str().expect("node id").to_string();
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1), "{view:#}");
+    assert_eq!(
+        (&view["nodes"][0]["node_id"], &view["nodes"][0]["alive"]),
+        (&Value::from(id.clone()), &Value::from(true))
+    );
+    let ready: Value = reqwest::get(format!("{}/ready", server.url)).await.expect("ready").json().await.expect("json");
+    assert_eq!((ready["status"].as_str(), ready["node"].as_str()), (Some("ready"), Some(id.as_str())));
+    assert_eq!(std::fs::read_to_string(server.data_dir().join("node-id")).expect("node-id"), id);
+    server.restart().await;
+    assert_eq!(server.client.cluster().await.expect("cluster")["this_node"], id.as_str(), "the same node");
+}
+
+/// The cluster is the admin's to see: a tenant's token is refused.
+#[tokio::test(flavor = "multi_thread")]
+async fn only_the_admin_sees_the_cluster() {
+    use eddy_server::config::{TenantConfig, token_hash};
+    let server = TestServer::start_with(|c| {
+        c.tenants = vec![TenantConfig::new("acme", &token_hash("acme-secret"))];
+        c.admin_token_sha256 = Some(token_hash("admin-secret"));
+    })
+    .await;
+    let refused = server.client_with(Some("acme-secret"), None).cluster().await.expect_err("a tenant");
+    assert_eq!((refused.status, refused.code.as_str()), (Some(403), "forbidden"));
+    let view = server.client_with(Some("admin-secret"), None).cluster().await.expect("the admin");
+    assert_eq!(view["nodes"].as_array().map(Vec::len), Some(1));
+}

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Eddy's tests need (once per machine; cached under ~/.cache) and runs them all:
-# the Rust workspace (unit, golden, property and end-to-end tests), the Python and JavaScript SDK tests, and the
-# HTTP API fuzzed from its own OpenAPI document.
+# the Rust workspace (unit, golden, property and end-to-end tests, with real Kafka, S3 and PostgreSQL servers),
+# the C, Python and JavaScript SDK tests, the deployment checks, and the HTTP API fuzzed from its OpenAPI document.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -37,6 +37,13 @@ if [ ! -x "$tools/py/bin/componentize-py" ] || [ ! -x "$tools/py/bin/pytest" ] |
   "$tools/py/bin/pip" install --quiet componentize-py==0.25.1 pytest schemathesis==4.32.5
 fi
 
+echo "==> PostgreSQL (the cluster tests start throwaway servers through tests/services/postgres.sh)"
+tests/services/postgres.sh install >/dev/null
+
+echo "==> C toolchain (clang 19, wit-bindgen, wasm-tools, the WASI preview1 adapter)"
+eval "$(tests/services/c-toolchain.sh)"
+export EDDY_CLANG EDDY_WIT_BINDGEN EDDY_WASM_TOOLS EDDY_WASI_ADAPTER
+
 echo "==> S3 test server (moto)"
 EDDY_MOTO_SERVER="$(tests/services/moto.sh)"
 export EDDY_MOTO_SERVER
@@ -55,6 +62,9 @@ echo "==> Rust tests"
 cargo build --workspace --bins --features eddy-server/rocksdb,eddy-server/kafka
 cargo test --workspace --all-targets
 cargo test --workspace --doc
+
+echo "==> Deployment: the Helm chart and the image, checked offline"
+tests/deploy.sh
 
 echo "==> Python SDK tests"
 (cd guest-sdk/python && "$tools/py/bin/pytest" -q)

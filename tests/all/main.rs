@@ -3,6 +3,7 @@
 
 mod api;
 mod attacks;
+mod c_sdk;
 mod cli;
 mod cluster;
 mod failures;

@@ -138,6 +138,8 @@ async fn a_killed_nodes_job_moves_to_another_node_and_writes_each_record_once() 
     assert!(text.lines().any(|l| l.starts_with(&first) && l.contains(" no ")), "{first} shown dead:\n{text}");
 }
 
+const ENDLESS_KEPT: &str = "name: endless\ncheckpoints: { interval: 200ms, retained: 100 }\noperators:\n  - { uid: src, source: { generator: { keys: 20, rate: 1000 } } }\n  - { uid: out, sink: discard, input: src }\n";
+
 const ENDLESS: &str = "name: endless\ncheckpoints: { interval: 200ms }\noperators:\n  - { uid: src, source: { generator: { keys: 20, rate: 500 } } }\n  - { uid: low, map: lower, input: src }\n  - { uid: out, sink: { file: { path: out } }, input: low }\n";
 
 /// SIGTERM (as Kubernetes stops a pod) drains a node: its jobs stop, it leaves the cluster at once, and another
@@ -185,6 +187,82 @@ async fn a_node_stopped_with_sigterm_hands_its_jobs_over() {
     let written = committed(&cluster.output());
     assert_eq!(unique(&written), written.len(), "no record twice");
     assert!(written.iter().all(|line| line.contains("\"key\"")), "only generated records");
+}
+
+/// An owner paused (SIGSTOP) past its lease is a zombie once another node took its job over: resumed, it completes
+/// no checkpoint (so its sinks commit nothing) and lets the job go. (The sink discards: a file sink's leftovers
+/// are cleared by the new owner's restore, which would hide a zombie's checkpoint behind a failed task.)
+#[tokio::test(flavor = "multi_thread")]
+async fn a_paused_owner_resumed_after_a_takeover_completes_no_checkpoint() {
+    let cluster = Cluster::new("zombie");
+    let nodes = [cluster.start(0).await, cluster.start(1).await];
+    wait_cluster(&nodes[1].client, "two live nodes", |v| v["nodes"].as_array().is_some_and(|n| n.len() == 2)).await;
+    let id = submit(&nodes[0].client, ENDLESS_KEPT).await;
+    let job = format!("default/{id}");
+    let view = wait_cluster(&nodes[1].client, "a node runs the job", |v| owner(v, &job).is_some()).await;
+    let first: usize = owner(&view, &job).expect("owner")[1..].parse().expect("n<i>");
+    let other = 1 - first;
+    let checkpoints = cluster.shared.path().join("checkpoints/default").join(&id);
+    let started = Instant::now();
+    while completed_checkpoints(&checkpoints).len() < 3 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the first checkpoints completed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    nodes[first].pause();
+    let before_pause = completed_checkpoints(&checkpoints);
+    let survivor = format!("n{other}");
+    let took = |v: &Value| owner(v, &job).as_deref() == Some(survivor.as_str());
+    let taken = tokio::time::timeout(Duration::from_secs(30), wait_cluster(&nodes[other].client, "taken over", took));
+    let taken = taken.await;
+    // The new owner's first checkpoint: its ids start past every id the old owner had reserved.
+    let started = Instant::now();
+    let new_first = loop {
+        let new: Vec<u64> =
+            completed_checkpoints(&checkpoints).into_iter().filter(|c| !before_pause.contains(c)).collect();
+        if let Some(first_new) = new.into_iter().min() {
+            break first_new;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            nodes[first].resume();
+            panic!("the new owner completed no checkpoint");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    nodes[first].resume();
+    taken.expect("the other node took the job over");
+    let before = completed_checkpoints(&checkpoints).len();
+    let started = Instant::now();
+    while completed_checkpoints(&checkpoints).len() < before + 5 {
+        assert!(started.elapsed() < Duration::from_secs(30), "the new owner checkpoints on");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let zombie = format!("n{first}");
+    wait_cluster(&nodes[other].client, "the old owner let the job go", |v| {
+        let runs = |n: &Value| n["jobs"].as_array().is_some_and(|j| j.iter().any(|j| j == &job));
+        node(v, &zombie).is_some_and(|n| n["alive"] == true && !runs(n))
+    })
+    .await;
+    let last_before = before_pause.iter().max().copied().unwrap_or(0);
+    let by_zombie: Vec<u64> =
+        completed_checkpoints(&checkpoints).into_iter().filter(|c| *c > last_before && *c < new_first).collect();
+    assert!(by_zombie.is_empty(), "the old owner completed checkpoints {by_zombie:?} after the takeover");
+    nodes[other].client.cancel(&id).await.expect("cancel");
+}
+
+/// Ids of the completed checkpoints in a job's checkpoint folder (those with metadata).
+fn completed_checkpoints(folder: &std::path::Path) -> Vec<u64> {
+    let mut ids = Vec::new();
+    for entry in std::fs::read_dir(folder).into_iter().flatten().flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        if let Some(id) = name.strip_prefix("chk-").and_then(|n| n.parse().ok())
+            && entry.path().join("_metadata").is_file()
+        {
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids
 }
 
 /// A single server is a cluster of one: its node id is chosen once and kept in the data folder.

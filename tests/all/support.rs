@@ -143,6 +143,18 @@ impl ServerProcess {
         self.child.wait().expect("wait for eddy")
     }
 
+    /// Pauses the process (SIGSTOP), as a long GC pause or a frozen VM would: it neither answers nor renews anything.
+    pub fn pause(&self) {
+        let sent = std::process::Command::new("kill").args(["-STOP", &self.pid().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot pause {}", self.pid());
+    }
+
+    /// Lets a paused process go on (SIGCONT).
+    pub fn resume(&self) {
+        let sent = std::process::Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "cannot resume {}", self.pid());
+    }
+
     /// Kills the process with SIGKILL: no shutdown code runs.
     pub fn kill(mut self) {
         let _ = self.child.kill();

@@ -10,10 +10,17 @@ pub struct TestPostgres {
     running: bool,
 }
 
-const POSTGRES_SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/services/postgres.sh");
+/// A script of `tests/services/`, found from where cargo runs the tests (read when they run, not when they were
+/// built, so a test binary built in another clone of the repository finds this clone's script).
+pub fn service_script(name: &str) -> std::path::PathBuf {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    let start = std::path::PathBuf::from(crate_dir);
+    let found = start.ancestors().map(|dir| dir.join("tests/services").join(name)).find(|path| path.is_file());
+    found.unwrap_or_else(|| panic!("no tests/services/{name} above {}", start.display()))
+}
 
 fn postgres_script(args: &[&str]) -> String {
-    let out = Command::new(POSTGRES_SCRIPT).args(args).output().expect("run tests/services/postgres.sh");
+    let out = Command::new(service_script("postgres.sh")).args(args).output().expect("run tests/services/postgres.sh");
     assert!(
         out.status.success(),
         "tests/services/postgres.sh {args:?} failed (install PostgreSQL with `tests/services/postgres.sh install`): {}",
@@ -66,7 +73,7 @@ impl TestPostgres {
 impl Drop for TestPostgres {
     fn drop(&mut self) {
         if self.running {
-            let _ = Command::new(POSTGRES_SCRIPT).args(["stop", &self.path()]).status();
+            let _ = Command::new(service_script("postgres.sh")).args(["stop", &self.path()]).status();
         }
     }
 }

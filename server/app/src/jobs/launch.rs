@@ -6,7 +6,7 @@ use super::supervisor::{Host, Run, RunPlan};
 use super::{Inner, JobCell, JobIo, checkpoint_prefix, run_counts, spec_error};
 use crate::api::error::ApiError;
 use crate::config::TenantKafka;
-use crate::store::JobRecord;
+use crate::store::{Fence, JobRecord};
 use axum::http::StatusCode;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::CheckpointStore;
@@ -96,12 +96,35 @@ impl CheckpointIds for RecordIds {
             Some(fence) => match inner.store.put_owned_job(&cell.tenant, &record, &fence) {
                 Ok(true) => Ok(()),
                 Ok(false) => {
-                    Err(format!("another node took the job over (this node owned it at epoch {})", fence.epoch))
+                    inner.let_go(&cell.tenant, &cell.id);
+                    Err(taken_over(&fence))
                 }
                 Err(e) => Err(e.to_string()),
             },
         }
     }
+
+    fn confirm(&self, _id: CheckpointId) -> Result<(), String> {
+        let (Some(cell), Some(inner)) = (self.cell.upgrade(), self.inner.upgrade()) else {
+            return Err("the job is gone".into());
+        };
+        let Some(fence) = inner.fence(&cell.tenant, &cell.id) else {
+            // One server, or a job this node already let go (which completes nothing more).
+            return if inner.node.is_none() { Ok(()) } else { Err("this node no longer runs the job".into()) };
+        };
+        match inner.store.holds_job(&cell.tenant, &cell.id, &fence) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                inner.let_go(&cell.tenant, &cell.id);
+                Err(taken_over(&fence))
+            }
+            Err(e) => Err(format!("cannot confirm that this node still owns the job: {e}")),
+        }
+    }
+}
+
+fn taken_over(fence: &Fence) -> String {
+    format!("another node took the job over (this node owned it at epoch {})", fence.epoch)
 }
 
 impl Inner {

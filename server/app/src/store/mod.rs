@@ -184,6 +184,8 @@ pub trait Database: Send + Sync {
     /// job is saved as the fence's node's at its epoch, and an existing one only if that node still owns it at
     /// that epoch: whether it was saved.
     fn put_job(&self, tenant: &str, id: &str, record: &str, fence: Option<&Fence>) -> io::Result<bool>;
+    /// Whether `fence`'s node still owns the job at the fence's epoch.
+    fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool>;
     /// The node that owns the job with this id (ids are unique across tenants), if the job exists and has one.
     fn job_owner(&self, id: &str) -> io::Result<Option<String>>;
     /// Makes `node` the owner of a job whose epoch is still `seen`, bumping the epoch: whether it did.
@@ -589,6 +591,11 @@ impl Store {
     pub fn claim_job(&self, tenant: &str, id: &str, node: &str, seen: u64) -> io::Result<Option<Fence>> {
         let claimed = self.inner.db.claim_job(tenant, id, node, seen)?;
         Ok(claimed.then(|| Fence { node: node.to_string(), epoch: seen + 1 }))
+    }
+
+    /// Whether `fence`'s node still owns the job at the fence's epoch: a checkpoint is completed only if it does.
+    pub fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool> {
+        self.inner.db.holds_job(tenant, id, fence)
     }
 
     /// The node that owns the job with this id, if the job exists and has one.

@@ -222,6 +222,17 @@ impl Database for Postgres {
         Ok(saved == 1)
     }
 
+    fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool> {
+        let (tenant, id, node, epoch) = (tenant.to_string(), id.to_string(), fence.node.clone(), fence.epoch as i64);
+        self.call(move |client| {
+            let row = client.query_opt(
+                "SELECT 1 FROM jobs WHERE tenant = $1 AND id = $2 AND owner = $3 AND epoch = $4",
+                &[&tenant, &id, &node, &epoch],
+            )?;
+            Ok(row.is_some())
+        })
+    }
+
     fn job_owner(&self, id: &str) -> io::Result<Option<String>> {
         let id = id.to_string();
         self.call(move |client| {

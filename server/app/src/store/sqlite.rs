@@ -200,6 +200,19 @@ impl Database for Sqlite {
         Ok(saved == 1)
     }
 
+    fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool> {
+        let conn = self.conn.lock();
+        let held = conn
+            .query_row(
+                "SELECT 1 FROM jobs WHERE tenant = ?1 AND id = ?2 AND owner = ?3 AND epoch = ?4",
+                params![tenant, id, fence.node, fence.epoch as i64],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(db)?;
+        Ok(held.is_some())
+    }
+
     fn job_owner(&self, id: &str) -> io::Result<Option<String>> {
         let conn = self.conn.lock();
         let owner = conn

@@ -219,6 +219,10 @@ fn a_claim_fences_out_the_jobs_old_owner(open: Open) {
     assert_eq!(store.claim_job("acme", "j1", "b", 0).expect("claim"), None, "a stale epoch claims nothing");
     assert_eq!(store.claim_job("acme", "j1", "b", 1).expect("claim"), Some(fence("b", 2)));
     assert_eq!(store.claim_job("acme", "j1", "c", 1).expect("claim"), None, "the race for epoch 1 is over");
+    assert!(!store.holds_job("acme", "j1", &fence("a", 1)).expect("holds"), "a lost it");
+    assert!(store.holds_job("acme", "j1", &fence("b", 2)).expect("holds"), "b has it");
+    assert_eq!(store.job_owner("j1").expect("owner").as_deref(), Some("b"));
+    assert_eq!(store.job_owner("nope").expect("owner"), None);
     let mut stale = job("j1");
     stale.crash_streak = 9;
     assert!(!store.put_owned_job("acme", &stale, &fence("a", 1)).expect("put"), "a is fenced out");

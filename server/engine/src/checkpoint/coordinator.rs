@@ -67,6 +67,14 @@ impl SavepointTargets {
 pub trait CheckpointIds: Send + Sync {
     /// Records that ids up to `upto` may be used; fails if that cannot be made durable.
     fn reserve(&self, upto: CheckpointId) -> Result<(), String>;
+
+    /// Checks, just before checkpoint `id` is completed, that this run may still complete checkpoints (in a
+    /// cluster: that its node still owns the job, so an old owner paused past its lease completes and commits
+    /// nothing once another node took the job over). An error aborts the checkpoint.
+    fn confirm(&self, id: CheckpointId) -> Result<(), String> {
+        let _ = id;
+        Ok(())
+    }
 }
 
 /// Ids reserved at a time, so that recording them costs one write per this many checkpoints.
@@ -885,6 +893,9 @@ impl Coordinator {
             shared: shared.into_iter().collect(),
         };
         let json = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
+        if let Some(ids) = &self.checkpointing.ids {
+            ids.confirm(id)?;
+        }
         store.put(&format!("{}{METADATA}", p.folder), &json).map_err(|e| e.0)?;
         if !p.savepoint {
             let mut stats = self.stats.lock();

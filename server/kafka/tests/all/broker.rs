@@ -32,9 +32,9 @@ pub fn brokers() -> &'static str {
         {
             return brokers;
         }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/services/kafka.sh");
+        let script = script();
         let output = Command::new("bash")
-            .arg(script)
+            .arg(&script)
             .env("EDDY_KAFKA_OWNER_PID", std::process::id().to_string())
             .output()
             .unwrap_or_else(|e| panic!("cannot run {script}: {e}"));
@@ -55,8 +55,11 @@ pub struct OwnBroker {
     pidfile: String,
 }
 
-fn script() -> &'static str {
-    concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/services/kafka.sh")
+/// The script, found from where cargo runs the tests (read when they run, not when they were built, so a test
+/// binary built in another clone of the repository finds this clone's script).
+fn script() -> String {
+    let crate_dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+    format!("{crate_dir}/../../tests/services/kafka.sh")
 }
 
 impl OwnBroker {
@@ -77,7 +80,8 @@ impl OwnBroker {
     /// Kills the broker as a crash would and starts it again with its data, after `delay` seconds.
     pub fn restart(&self, delay: u32) {
         let output = Command::new("bash")
-            .args([script(), "restart", &self.pidfile, &delay.to_string()])
+            .arg(script())
+            .args(["restart", &self.pidfile, &delay.to_string()])
             .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", script()));
         assert!(output.status.success(), "cannot restart the broker: {}", String::from_utf8_lossy(&output.stderr));
@@ -86,7 +90,7 @@ impl OwnBroker {
 
 impl Drop for OwnBroker {
     fn drop(&mut self) {
-        let _ = Command::new("bash").args([script(), "stop", &self.pidfile]).output();
+        let _ = Command::new("bash").arg(script()).args(["stop", &self.pidfile]).output();
     }
 }
 

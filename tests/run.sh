@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what Eddy's tests need (once per machine; cached under ~/.cache) and runs them all:
 # the Rust workspace (unit, golden, property and end-to-end tests, with real Kafka, S3 and PostgreSQL servers),
-# the C, Python and JavaScript SDK tests, the deployment checks, and the HTTP API fuzzed from its OpenAPI document.
+# the C, Go, Python and JavaScript SDK tests, the deployment checks, and the HTTP API fuzzed from its OpenAPI document.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -43,6 +43,9 @@ tests/services/postgres.sh install >/dev/null
 echo "==> C toolchain (clang 19, wit-bindgen, wasm-tools, the WASI preview1 adapter)"
 eval "$(tests/services/c-toolchain.sh)"
 export EDDY_CLANG EDDY_WIT_BINDGEN EDDY_WASM_TOOLS EDDY_WASI_ADAPTER
+
+echo "==> Go toolchain (Go 1.26; wit-bindgen and wasm-tools come from the C toolchain)"
+export EDDY_GO="${EDDY_GO:-$(command -v go || echo /usr/local/go/bin/go)}"
 
 echo "==> S3 test server (moto)"
 EDDY_MOTO_SERVER="$(tests/services/moto.sh)"

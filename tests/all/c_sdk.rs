@@ -1,5 +1,6 @@
 //! The C SDK (`guest-sdk/c`): its examples in `udfs/c`, built with clang into components, run in a real server on
-//! the inputs of the Rust examples they copy, and must give the Rust examples' output byte for byte.
+//! the inputs of the Rust examples they copy, and must give the Rust examples' output byte for byte. The helpers
+//! take the language's folder name (`c`, `go`), so that every guest SDK is held to the same checks.
 
 use crate::support::{Rust, TestServer, example, examples, submit};
 use eddy_server::client::Client;
@@ -28,14 +29,15 @@ fn files(root: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
-/// The component of `udfs/c/<name>`, built by `udfs/c/build.sh` on first use and cached by a hash of its sources,
-/// the SDK, the WIT and the build scripts.
-fn build_c_example(name: &str) -> anyhow::Result<Vec<u8>> {
+/// The component of `udfs/<lang>/<name>`, built by `udfs/<lang>/build.sh` on first use and cached by a hash of its
+/// sources, the SDK, the WIT and the build scripts.
+fn build_example(lang: &str, name: &str) -> anyhow::Result<Vec<u8>> {
     let repo = examples().repo();
+    let udfs = repo.join("udfs").join(lang);
     let roots = [
-        repo.join("udfs/c").join(name),
-        repo.join("udfs/c/build.sh"),
-        repo.join("guest-sdk/c"),
+        udfs.join(name),
+        udfs.join("build.sh"),
+        repo.join("guest-sdk").join(lang),
         repo.join("wit"),
         repo.join("tests/services/c-toolchain.sh"),
     ];
@@ -50,15 +52,16 @@ fn build_c_example(name: &str) -> anyhow::Result<Vec<u8>> {
             std::fs::read(&file)?.hash(&mut hasher);
         }
     }
-    let out = eddy_server::examples::cache_dir().join("udfs").join(format!("c-{name}-{:016x}.wasm", hasher.finish()));
+    let out =
+        eddy_server::examples::cache_dir().join("udfs").join(format!("{lang}-{name}-{:016x}.wasm", hasher.finish()));
     let _guard = BUILD.lock().unwrap_or_else(|e| e.into_inner());
     if !out.exists() {
         std::fs::create_dir_all(out.parent().unwrap_or(repo))?;
         let tmp = out.with_extension("tmp.wasm");
-        let built = Command::new("bash").arg(repo.join("udfs/c/build.sh")).arg(name).env("OUT", &tmp).output()?;
+        let built = Command::new("bash").arg(udfs.join("build.sh")).arg(name).env("OUT", &tmp).output()?;
         anyhow::ensure!(
             built.status.success(),
-            "building udfs/c/{name} failed ({}); tests/services/c-toolchain.sh installs the C toolchain\n{}{}",
+            "building udfs/{lang}/{name} failed ({}); tests/services/c-toolchain.sh installs the toolchain\n{}{}",
             built.status,
             String::from_utf8_lossy(&built.stdout),
             String::from_utf8_lossy(&built.stderr)
@@ -68,25 +71,30 @@ fn build_c_example(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(std::fs::read(&out)?)
 }
 
-async fn c_example(name: &'static str) -> Vec<u8> {
-    tokio::task::spawn_blocking(move || build_c_example(name))
+/// The component of example `name` in language `lang` (`c`, `go`), built on first use.
+pub(crate) async fn guest_example(lang: &'static str, name: &'static str) -> Vec<u8> {
+    tokio::task::spawn_blocking(move || build_example(lang, name))
         .await
         .expect("build thread")
-        .unwrap_or_else(|e| panic!("building C example {name}: {e:#}"))
+        .unwrap_or_else(|e| panic!("building {lang} example {name}: {e:#}"))
 }
 
-/// Uploads the Rust and the C form of each example, as `rs-<name>` and `c-<name>`.
-async fn push_both(c: &Client, names: &[&'static str]) {
+async fn c_example(name: &'static str) -> Vec<u8> {
+    guest_example("c", name).await
+}
+
+/// Uploads the Rust and the `lang` form of each example, as `rs-<name>` and `<lang>-<name>`.
+async fn push_both(c: &Client, lang: &'static str, names: &[&'static str]) {
     for &name in names {
         let rust = example(Rust, name).await;
         c.push_module(&format!("rs-{name}"), None, rust).await.unwrap_or_else(|e| panic!("rust {name}: {e}"));
-        let bytes = c_example(name).await;
-        c.push_module(&format!("c-{name}"), None, bytes).await.unwrap_or_else(|e| panic!("c {name}: {e}"));
+        let bytes = guest_example(lang, name).await;
+        c.push_module(&format!("{lang}-{name}"), None, bytes).await.unwrap_or_else(|e| panic!("{lang} {name}: {e}"));
     }
 }
 
 /// A file of `udfs/jobs/`, one record per line.
-fn job_lines(file: &str) -> Vec<String> {
+pub(crate) fn job_lines(file: &str) -> Vec<String> {
     let path = examples().repo().join("udfs/jobs").join(file);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     text.lines().filter(|l| !l.trim().is_empty()).map(str::to_string).collect()
@@ -135,15 +143,20 @@ operators:
 
 #[tokio::test(flavor = "multi_thread")]
 async fn c_map_flat_map_filter_and_key_selector_match_rust_byte_for_byte() {
+    word_count_matches_rust("c").await;
+}
+
+/// Runs the word count with the Rust examples and with those of `lang`, and compares every sink byte for byte.
+pub(crate) async fn word_count_matches_rust(lang: &'static str) {
     let server = TestServer::start().await;
     let c = &server.client;
-    push_both(c, &["lowercase", "split-words", "stopwords", "word-key"]).await;
+    push_both(c, lang, &["lowercase", "split-words", "stopwords", "word-key"]).await;
     let mut body: String = job_lines("kafka-word-count.input.jsonl").iter().map(|l| format!("{l}\n")).collect();
     // Capitals, Latin-1 letters, an escape and punctuation, which the sample has none of.
     body.push_str(r#"{"text": "The RIVER's \"Café\" ÖLFLUSS, 42 times!", "ts": 1767225695000}"#);
     body.push('\n');
     let mut outputs = Vec::new();
-    for lang in ["rs", "c"] {
+    for lang in ["rs", lang] {
         let id = submit(c, &word_count(lang)).await;
         c.ingest(&id, "lines", body.clone()).await.expect("ingest");
         c.close_input(&id, "lines").await.expect("close");
@@ -159,19 +172,20 @@ async fn c_map_flat_map_filter_and_key_selector_match_rust_byte_for_byte() {
         assert_eq!(crate::support::wait_ended(c, &id).await["state"], "finished", "{lang}");
         outputs.push(sinks);
     }
-    let (rust, c_out) = (&outputs[0], &outputs[1]);
-    for ((sink, rust), (_, c_data)) in rust.iter().zip(c_out) {
+    let (rust, guest) = (&outputs[0], &outputs[1]);
+    for ((sink, rust), (_, data)) in rust.iter().zip(guest) {
         assert!(!rust.is_empty(), "the Rust job wrote to {sink}");
-        assert_eq!(c_data, rust, "sink {sink}: C against Rust");
+        assert_eq!(data, rust, "sink {sink}: {lang} against Rust");
     }
     let custom = &rust[2].1;
     assert!(custom.iter().all(|r| !r.contains("\"river\"") && !r.contains("\"the\"")), "{custom:?}");
 }
 
-/// Runs seed job `udfs/jobs/<job>.yaml` once with the Rust and once with the C form of its modules, feeding
+/// Runs seed job `udfs/jobs/<job>.yaml` once with the Rust and once with the `lang` form of its modules, feeding
 /// `source` one request per item of `requests`, and returns what each language's job wrote to `sinks`, sorted
 /// when `sort` says that records of one firing come in no particular order.
-async fn seed_job_in_both(
+pub(crate) async fn seed_job_in_both(
+    lang: &'static str,
     job: &str,
     modules: &[&'static str],
     source: &str,
@@ -181,11 +195,11 @@ async fn seed_job_in_both(
 ) -> [Vec<Vec<String>>; 2] {
     let server = TestServer::start().await;
     let c = &server.client;
-    push_both(c, modules).await;
+    push_both(c, lang, modules).await;
     let path = examples().repo().join("udfs/jobs").join(format!("{job}.yaml"));
     let spec = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut outputs: [Vec<Vec<String>>; 2] = Default::default();
-    for (lang, output) in ["rs", "c"].into_iter().zip(&mut outputs) {
+    for (lang, output) in ["rs", lang].into_iter().zip(&mut outputs) {
         let mut job_spec = spec.replace(&format!("name: {job}\n"), &format!("name: {job}-{lang}\n"));
         for module in modules {
             for end in ["\n", " }"] {
@@ -215,7 +229,8 @@ async fn c_fraud_detector_with_state_and_timers_matches_rust_byte_for_byte() {
     // timers fire where they would in a live stream.
     let requests = job_lines("fraud-detection.input.jsonl");
     let [rust, c] =
-        seed_job_in_both("fraud-detection", &["fraud-detection"], "transactions", &requests, &["alerts"], false).await;
+        seed_job_in_both("c", "fraud-detection", &["fraud-detection"], "transactions", &requests, &["alerts"], false)
+            .await;
     assert_eq!(rust[0].len(), 2, "the Rust detector's two alerts: {rust:?}");
     assert_eq!(c, rust, "C against Rust");
 }
@@ -226,7 +241,7 @@ async fn c_window_functions_and_timestamp_assigner_match_rust_byte_for_byte() {
     let readings = job_lines("sensor-averages.input.jsonl").join("\n");
     let sinks = ["average-per-sensor", "max-per-sensor"];
     let [rust, c] =
-        seed_job_in_both("sensor-averages", &["parse-time", "max-reading"], "readings", &[readings], &sinks, true)
+        seed_job_in_both("c", "sensor-averages", &["parse-time", "max-reading"], "readings", &[readings], &sinks, true)
             .await;
     assert!(rust.iter().all(|sink| !sink.is_empty()), "{rust:?}");
     assert_eq!(c, rust, "sensor-averages: C against Rust");
@@ -234,7 +249,7 @@ async fn c_window_functions_and_timestamp_assigner_match_rust_byte_for_byte() {
     // A process-window function over session windows.
     let clicks = job_lines("user-sessions.input.jsonl");
     let sinks = ["session-summaries"];
-    let [rust, c] = seed_job_in_both("user-sessions", &["session-summary"], "clicks", &clicks, &sinks, true).await;
+    let [rust, c] = seed_job_in_both("c", "user-sessions", &["session-summary"], "clicks", &clicks, &sinks, true).await;
     assert!(!rust[0].is_empty(), "{rust:?}");
     assert_eq!(c, rust, "user-sessions: C against Rust");
 
@@ -249,7 +264,8 @@ async fn c_window_functions_and_timestamp_assigner_match_rust_byte_for_byte() {
         .collect();
     let requests: Vec<String> = payments.chunks(500).map(|chunk| chunk.join("\n")).collect();
     let sinks = ["stats-per-1000"];
-    let [rust, c] = seed_job_in_both("batches-of-1000", &["running-stats"], "payments", &requests, &sinks, true).await;
+    let [rust, c] =
+        seed_job_in_both("c", "batches-of-1000", &["running-stats"], "payments", &requests, &sinks, true).await;
     assert_eq!(rust[0].len(), 1, "acct-b's 1000th payment fires once: {rust:?}");
     assert_eq!(c, rust, "batches-of-1000: C against Rust");
 }

@@ -7,6 +7,7 @@ mod c_sdk;
 mod cli;
 mod cluster;
 mod failures;
+mod go_sdk;
 mod kafka;
 mod languages;
 mod recovery;

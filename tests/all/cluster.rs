@@ -13,7 +13,7 @@ struct Cluster {
     database: String,
     shared: tempfile::TempDir,
     folders: Vec<tempfile::TempDir>,
-    _postgres: TestPostgres,
+    postgres: TestPostgres,
 }
 
 const LEASE_MS: &str = "1500";
@@ -24,7 +24,7 @@ impl Cluster {
         let database = postgres.new_database(name);
         let shared = tempfile::tempdir().expect("tempdir");
         let folders = (0..3).map(|_| tempfile::tempdir().expect("tempdir")).collect();
-        Cluster { database, shared, folders, _postgres: postgres }
+        Cluster { database, shared, folders, postgres }
     }
 
     async fn start(&self, node: usize) -> ServerProcess {
@@ -263,6 +263,84 @@ fn completed_checkpoints(folder: &std::path::Path) -> Vec<u64> {
     }
     ids.sort_unstable();
     ids
+}
+
+/// PostgreSQL restarted under load: while it is down every lease lapses, yet no node takes another's job when it
+/// is back (a node that could not renew claims nothing until the others had a lease to renew theirs); the jobs run
+/// on where they were, and the nodes' records catch up.
+#[tokio::test(flavor = "multi_thread")]
+async fn nodes_keep_their_jobs_across_a_restart_of_postgres() {
+    let mut cluster = Cluster::new("restarted");
+    let nodes = [cluster.start(0).await, cluster.start(1).await];
+    wait_cluster(&nodes[1].client, "two live nodes", |v| v["nodes"].as_array().is_some_and(|n| n.len() == 2)).await;
+    let (a, b) = (submit(&nodes[0].client, ENDLESS_KEPT).await, submit(&nodes[0].client, ENDLESS_KEPT).await);
+    let jobs = [format!("default/{a}"), format!("default/{b}")];
+    let placed = |v: &Value| jobs.iter().all(|j| owner(v, j).is_some());
+    let view = wait_cluster(&nodes[1].client, "both jobs run", placed).await;
+    let owners: Vec<String> = jobs.iter().map(|j| owner(&view, j).expect("owner")).collect();
+    assert_ne!(owners[0], owners[1], "placement spread the jobs: {view:#}");
+
+    cluster.postgres.stop();
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    // The jobs run on meanwhile, and each node answers for its own.
+    for (i, id) in [&a, &b].into_iter().enumerate() {
+        let at: usize = owners[i][1..].parse().expect("n<i>");
+        let status = nodes[at].client.job(id).await.expect("status while the database is down");
+        assert_eq!(status["state"], "running", "{status:#}");
+    }
+    cluster.postgres.start_again();
+    // Two leases after it is back: no job changed hands, both still run.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
+    let view = wait_cluster(&nodes[0].client, "both nodes renewed", |v| {
+        v["nodes"].as_array().is_some_and(|n| n.len() == 2 && n.iter().all(|n| n["alive"] == true))
+    })
+    .await;
+    let after: Vec<Option<String>> = jobs.iter().map(|j| owner(&view, j)).collect();
+    assert_eq!(after, owners.iter().cloned().map(Some).collect::<Vec<_>>(), "{view:#}");
+    for (i, id) in [&a, &b].into_iter().enumerate() {
+        let at: usize = owners[i][1..].parse().expect("n<i>");
+        let status = nodes[at].client.job(id).await.expect("status");
+        assert_eq!(status["state"], "running", "{status:#}");
+        assert_eq!(status["restarts"].as_array().map_or(0, Vec::len), 0, "not restarted: {status:#}");
+    }
+}
+
+const FED: &str = "name: fed\ncheckpoints: { interval: 200ms }\noperators:\n  - { uid: src, source: { http: {} } }\n  - { uid: out, sink: { file: { path: out } }, input: src }\n";
+
+/// `eddy node drain`: a node's job fed over HTTP moves to the other node, stopping with a savepoint once it read
+/// every record its input acknowledged; records posted to either node, before and after, are all in the output
+/// once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_drained_nodes_http_job_moves_with_a_savepoint_and_keeps_every_acknowledged_record() {
+    let cluster = Cluster::new("drain");
+    let nodes = [cluster.start(0).await, cluster.start(1).await];
+    wait_cluster(&nodes[1].client, "two live nodes", |v| v["nodes"].as_array().is_some_and(|n| n.len() == 2)).await;
+    let id = submit(&nodes[0].client, FED).await;
+    let job = format!("default/{id}");
+    let view = wait_cluster(&nodes[1].client, "a node runs the job", |v| owner(v, &job).is_some()).await;
+    let first: usize = owner(&view, &job).expect("owner")[1..].parse().expect("n<i>");
+    let other = 1 - first;
+    let lines = |from: u32, to: u32| (from..to).map(|n| format!("{{\"n\":{n}}}\n")).collect::<String>();
+    nodes[other].client.ingest(&id, "src", lines(0, 100)).await.expect("posted through the other node");
+    nodes[first].client.ingest(&id, "src", lines(100, 200)).await.expect("posted to the owner");
+
+    let moved = nodes[other].client.drain_node(&format!("n{first}")).await.expect("drain, asked of the other node");
+    let entry = moved.as_array().and_then(|m| m.iter().find(|j| j["job"] == id.as_str())).cloned();
+    assert!(entry.as_ref().is_some_and(|e| e["savepoint"].is_string()), "{moved:#}");
+    let survivor = format!("n{other}");
+    wait_cluster(&nodes[other].client, "the other node runs the job", |v| {
+        owner(v, &job).as_deref() == Some(survivor.as_str())
+    })
+    .await;
+    let ready = reqwest::get(format!("{}/ready", nodes[first].url)).await.expect("ready");
+    assert_eq!(ready.status(), 503, "a drained node takes no new work");
+    nodes[first].client.ingest(&id, "src", lines(200, 300)).await.expect("posted to the drained node, forwarded");
+    nodes[other].client.close_input(&id, "src").await.expect("close");
+    let status = wait_job(&nodes[other].client, &id, Duration::from_secs(60), |s| s["state"] == "finished").await;
+    assert_eq!(status["state"], "finished", "{status:#}");
+    let mut expected: Vec<String> = (0..300).map(|n| format!("{{\"n\":{n}}}")).collect();
+    expected.sort();
+    assert_eq!(committed(&cluster.output()), expected, "every acknowledged record once");
 }
 
 /// A single server is a cluster of one: its node id is chosen once and kept in the data folder.

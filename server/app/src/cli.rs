@@ -70,6 +70,9 @@ enum Command {
     /// The servers of the cluster (admin token).
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// Acts on one server of the cluster (admin token).
+    #[command(subcommand)]
+    Node(NodeCommand),
     /// Compiles the component on standard input for a server (the server starts it; not for people).
     #[command(hide = true)]
     CompileWorker {
@@ -82,6 +85,16 @@ enum Command {
 enum ClusterCommand {
     /// Lists the nodes, their jobs, load and lease ages.
     Status,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodeCommand {
+    /// Moves a node's jobs to the other nodes: each stops with a savepoint and goes on from it elsewhere; the node
+    /// then takes no new work until it is restarted.
+    Drain {
+        /// The node's id (see `eddy cluster status`).
+        node: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -298,6 +311,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cluster(ClusterCommand::Status) => print_cluster(&client.cluster().await?),
+        Command::Node(NodeCommand::Drain { node }) => {
+            for moved in client.drain_node(&node).await?.as_array().into_iter().flatten() {
+                let job = format!(
+                    "{}/{}",
+                    moved["tenant"].as_str().unwrap_or_default(),
+                    moved["job"].as_str().unwrap_or_default()
+                );
+                match (moved["savepoint"].as_str(), moved["note"].as_str()) {
+                    (Some(savepoint), _) => println!("{job}: moved, going on from savepoint {savepoint}"),
+                    (None, note) => {
+                        println!("{job}: moved without a savepoint ({})", note.unwrap_or("no reason given"))
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Token(TokenCommand::Hash { token }) => {
             println!("{}", token_hash(&token));
             Ok(())

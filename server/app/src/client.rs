@@ -237,6 +237,16 @@ impl Client {
         .await
     }
 
+    /// Moves a node's jobs to the other nodes of the cluster.
+    pub async fn drain_node(&self, node: &str) -> Result<Value> {
+        let builder = self.http.post(format!("{}/v1/cluster/nodes/{node}/drain", self.base));
+        self.send(match &self.token {
+            Some(token) => builder.bearer_auth(token),
+            None => builder,
+        })
+        .await
+    }
+
     /// Lists jobs.
     pub async fn jobs(&self) -> Result<Value> {
         self.send(self.request(reqwest::Method::GET, "/jobs")).await

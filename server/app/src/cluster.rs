@@ -75,6 +75,8 @@ pub struct Node {
     draining: AtomicBool,
     /// Forwards requests to other nodes.
     http: reqwest::Client,
+    /// After the control plane was out of reach, when this node may claim orphans again.
+    no_claims_before: parking_lot::Mutex<std::time::Instant>,
     id: String,
     url: String,
     started_at: i64,
@@ -97,7 +99,8 @@ impl Node {
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64);
         let http =
             reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build().unwrap_or_default();
-        Node { draining: AtomicBool::new(false), http, id, url, started_at, config, store, jobs }
+        let no_claims_before = parking_lot::Mutex::new(std::time::Instant::now());
+        Node { draining: AtomicBool::new(false), http, no_claims_before, id, url, started_at, config, store, jobs }
     }
 
     /// Its id.
@@ -128,6 +131,7 @@ impl Node {
             memory_mb: self.config.guest_memory_mb as u64,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
             lease_ms: self.config.cluster.lease().as_millis() as u64,
+            draining: !self.ready(),
         }
     }
 
@@ -147,7 +151,16 @@ impl Node {
                     () = tokio::time::sleep(every) => {}
                 }
                 let node = Arc::clone(&self);
-                match tokio::task::spawn_blocking(move || node.renew().and_then(|()| node.take_over_orphans())).await {
+                let renewed = tokio::task::spawn_blocking(move || {
+                    if let Err(e) = node.renew() {
+                        // The database was out of reach, so every node's lease may have lapsed meanwhile: claim
+                        // nothing until the others had a full lease to renew theirs.
+                        *node.no_claims_before.lock() = std::time::Instant::now() + node.config.cluster.lease();
+                        return Err(e);
+                    }
+                    node.take_over_orphans()
+                });
+                match renewed.await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => tracing::warn!(node = self.id, "cannot renew this node's lease: {e}"),
                     Err(e) => tracing::error!(node = self.id, "renewing the lease panicked: {e}"),
@@ -164,7 +177,8 @@ impl Node {
     /// Placement: a node claims while it runs no more jobs than the least loaded other live node, so orphans
     /// spread over the survivors; of nodes claiming one job at once, the epoch's compare-and-set picks one.
     fn take_over_orphans(&self) -> io::Result<()> {
-        if self.config.cluster.database.is_none() || !self.ready() {
+        let blind = std::time::Instant::now() < *self.no_claims_before.lock();
+        if self.config.cluster.database.is_none() || !self.ready() || blind {
             return Ok(());
         }
         let nodes = self.store.nodes()?;
@@ -172,7 +186,7 @@ impl Node {
             nodes.iter().filter(|(_, expires_in)| *expires_in > 0).map(|(n, _)| n.node_id.as_str()).collect();
         let least_elsewhere = nodes
             .iter()
-            .filter(|(n, expires_in)| *expires_in > 0 && n.node_id != self.id)
+            .filter(|(n, expires_in)| *expires_in > 0 && n.node_id != self.id && !n.draining)
             .map(|(n, _)| n.jobs.len())
             .min()
             .unwrap_or(usize::MAX);
@@ -281,6 +295,7 @@ impl Node {
         if let Some(me) = nodes.iter_mut().find(|n| n.node_id == self.id) {
             *me = self.record();
         }
+        nodes.retain(|n| !n.draining);
         let best = nodes.into_iter().min_by(|a, b| load(a).partial_cmp(&load(b)).unwrap_or(std::cmp::Ordering::Equal));
         Ok(best.filter(|n| n.node_id != self.id).map(|n| n.url))
     }
@@ -376,4 +391,77 @@ mod tests {
         assert_eq!(target(&Method::GET, "/v1/tenants/acme"), None);
         assert_eq!(target(&Method::GET, "/health"), None);
     }
+}
+
+/// What `eddy node drain` did with one job.
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct HandedOver {
+    /// The job's tenant.
+    pub tenant: String,
+    /// The job.
+    pub job: String,
+    /// The savepoint it goes on from elsewhere, when it was running with checkpoints.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub savepoint: Option<String>,
+    /// Why it moved without a savepoint (or did not move).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// Hands a node's jobs to the other nodes (admin token only): each running job stops with a savepoint, having read
+/// every record its HTTP inputs acknowledged, and goes on from it on the node that claims it. The node then takes
+/// no new work (`/ready` answers 503) until it is restarted.
+#[utoipa::path(
+    post,
+    path = "/v1/cluster/nodes/{node}/drain",
+    params(("node" = String, Path, description = "The node's id")),
+    responses(
+        (status = 200, body = Vec<HandedOver>),
+        (status = 403, description = "Not the admin token", body = crate::api::error::ErrorBody),
+        (status = 404, description = "No live node has this id", body = crate::api::error::ErrorBody),
+    )
+)]
+pub async fn drain(
+    axum::extract::State(state): axum::extract::State<crate::api::AppState>,
+    axum::extract::Path(node_id): axum::extract::Path<String>,
+    request: axum::extract::Request,
+) -> axum::response::Response {
+    use crate::api::error::ApiError;
+    let token = crate::api::bearer(request.headers());
+    if !state.config.open_mode() && !crate::api::is_admin(&state.config, token) {
+        return ApiError::new(axum::http::StatusCode::FORBIDDEN, "forbidden", "only the admin token drains nodes")
+            .into_response();
+    }
+    let node = Arc::clone(&state.node);
+    if node_id != node.id {
+        let lookup = Arc::clone(&node);
+        let url = tokio::task::spawn_blocking(move || {
+            let nodes = lookup.store.nodes().ok()?;
+            nodes.into_iter().find(|(n, expires_in)| n.node_id == node_id && *expires_in > 0).map(|(n, _)| n.url)
+        })
+        .await
+        .ok()
+        .flatten();
+        return match url {
+            Some(url) if !request.headers().contains_key(FORWARDED_BY) => proxy(&node, &url, request).await,
+            _ => ApiError::not_found("no live node has this id (see eddy cluster status)").into_response(),
+        };
+    }
+    node.drain();
+    let jobs = state.jobs.clone();
+    let moved = match tokio::task::spawn_blocking(move || jobs.hand_over_all()).await {
+        Ok(moved) => moved,
+        Err(e) => return ApiError::internal(e.to_string()).into_response(),
+    };
+    let view: Vec<HandedOver> = moved
+        .into_iter()
+        .map(|(tenant, job, result)| {
+            let (savepoint, note) = match result {
+                Ok(savepoint) => (Some(savepoint), None),
+                Err(note) => (None, Some(note)),
+            };
+            HandedOver { tenant, job, savepoint, note }
+        })
+        .collect();
+    axum::Json(view).into_response()
 }

@@ -49,7 +49,7 @@ pub struct AppState {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tenant(pub String);
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     let value = headers.get("authorization")?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -60,7 +60,7 @@ fn same_hash(hex_a: &str, hex_b: &str) -> bool {
 }
 
 /// Whether `token` is the admin's.
-fn is_admin(config: &ServerConfig, token: Option<&str>) -> bool {
+pub(crate) fn is_admin(config: &ServerConfig, token: Option<&str>) -> bool {
     match (&config.admin_token_sha256, token) {
         (Some(admin), Some(token)) => same_hash(admin, &token_hash(token)),
         _ => false,
@@ -158,6 +158,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/v1/cluster", get(cluster))
+        .route("/v1/cluster/nodes/{node}/drain", post(crate::cluster::drain))
         .route("/openapi.json", get(openapi))
         .route("/metrics", get(metrics::metrics))
         .nest("/v1/tenants/{tenant}", tenant.clone())
@@ -257,6 +258,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         health,
         ready,
         cluster,
+        crate::cluster::drain,
         metrics::metrics,
         modules::upload,
         modules::list,

@@ -12,6 +12,7 @@ mod idle;
 mod k1;
 mod native;
 mod recover;
+mod takeover;
 mod upgrade;
 
 use crate::examples::{Examples, Language};
@@ -38,7 +39,8 @@ pub struct BenchArgs {
     /// The workload: W1, W2, W2CP, W3, W4 or W5; K1 (W1 through Kafka); `idle`, what idle jobs cost; `fair`, CPU
     /// shares between tenants; `recover`, a checkpoint and a savepoint of `--keys` keys' state and the time to run
     /// again from the checkpoint; `upgrade`, the output gap of `--upgrades` upgrades of a running job's module;
-    /// `attacks`, the server's peak memory under a tenant's memory attacks and another tenant's throughput then.
+    /// `attacks`, the server's peak memory under a tenant's memory attacks and another tenant's throughput then;
+    /// `takeover`, how long a job waits when the server running it is killed, in a cluster of three.
     pub workload: String,
     /// Jobs to deploy (`idle` only).
     #[arg(long, default_value_t = 1000)]
@@ -49,6 +51,16 @@ pub struct BenchArgs {
     /// Upgrades to time (`upgrade` only).
     #[arg(long, default_value_t = 20)]
     pub upgrades: u32,
+    /// The PostgreSQL database the cluster's servers share, a `postgres://` URL (`takeover` only;
+    /// `tests/services/postgres.sh start DIR PORT` starts one).
+    #[arg(long)]
+    pub database: Option<String>,
+    /// Times the job's server is killed (`takeover` only).
+    #[arg(long, default_value_t = 20)]
+    pub kills: u32,
+    /// The servers' lease, in milliseconds (`takeover` only).
+    #[arg(long, default_value_t = 10_000)]
+    pub lease_ms: u64,
     /// The Kafka broker, `host:port` (`K1` only).
     #[arg(long)]
     pub bootstrap: Option<String>,
@@ -244,6 +256,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<String> {
     }
     if args.workload.eq_ignore_ascii_case("upgrade") {
         return upgrade::run(args.upgrades);
+    }
+    if args.workload.eq_ignore_ascii_case("takeover") {
+        let database = args.database.as_deref().context("takeover needs --database postgres://…")?;
+        return takeover::run(database, args.kills, args.lease_ms);
     }
     if args.workload.eq_ignore_ascii_case("K1") {
         return kafka_bench(args);

@@ -10,7 +10,7 @@ use crate::store::{Fence, JobRecord};
 use axum::http::StatusCode;
 use eddy_engine::TaskError;
 use eddy_engine::checkpoint::CheckpointStore;
-use eddy_engine::checkpoint::{CheckpointId, CheckpointIds, CheckpointStats, Checkpointing};
+use eddy_engine::checkpoint::{CheckpointId, CheckpointIds, CheckpointStats, Checkpointing, Unconfirmed};
 use eddy_engine::graph::JobGraph;
 use eddy_engine::io::{IngestLog, OutputStream, Retention};
 use eddy_engine::memory::MemoryReservation;
@@ -104,21 +104,25 @@ impl CheckpointIds for RecordIds {
         }
     }
 
-    fn confirm(&self, _id: CheckpointId) -> Result<(), String> {
+    fn confirm(&self, _id: CheckpointId) -> Result<(), Unconfirmed> {
         let (Some(cell), Some(inner)) = (self.cell.upgrade(), self.inner.upgrade()) else {
-            return Err("the job is gone".into());
+            return Err(Unconfirmed::Lost("the job is gone".into()));
         };
         let Some(fence) = inner.fence(&cell.tenant, &cell.id) else {
             // One server, or a job this node already let go (which completes nothing more).
-            return if inner.node.is_none() { Ok(()) } else { Err("this node no longer runs the job".into()) };
+            return if inner.node.is_none() {
+                Ok(())
+            } else {
+                Err(Unconfirmed::Lost("this node let the job go".into()))
+            };
         };
         match inner.store.holds_job(&cell.tenant, &cell.id, &fence) {
             Ok(true) => Ok(()),
             Ok(false) => {
                 inner.let_go(&cell.tenant, &cell.id);
-                Err(taken_over(&fence))
+                Err(Unconfirmed::Lost(taken_over(&fence)))
             }
-            Err(e) => Err(format!("cannot confirm that this node still owns the job: {e}")),
+            Err(e) => Err(Unconfirmed::Unknown(format!("cannot confirm that this node still owns the job: {e}"))),
         }
     }
 }

@@ -441,8 +441,10 @@ impl Jobs {
     /// A job's status; another tenant's job is not found.
     pub fn status(&self, tenant: &str, id: &str) -> Result<JobView, ApiError> {
         let cell = self.cell(tenant, id)?;
+        // Read outside the job's lock: in a cluster the module list comes from the shared database.
+        let pinned = cell.state.lock().record.modules.clone();
+        let running_modules = self.module_versions(tenant, &pinned);
         let state = cell.state.lock();
-        let running_modules = self.module_versions(tenant, &state.record.modules);
         Ok(views::job_view(&state, running_modules))
     }
 
@@ -685,6 +687,57 @@ impl Jobs {
         }
     }
 
+    /// Hands every job this node runs to the other nodes of the cluster (`eddy node drain`): a running job stops
+    /// with a savepoint (its HTTP inputs read to the end of what they acknowledged) and goes on from it on the node
+    /// that claims it; a job without checkpoints, or not running, is handed over as it is. Answers per job, as
+    /// (tenant, id, the savepoint or why it was handed over without one).
+    pub fn hand_over_all(&self) -> Vec<(String, String, Result<String, String>)> {
+        let cells: Vec<Arc<JobCell>> =
+            self.inner.cells.lock().values().flat_map(|jobs| jobs.values().cloned()).collect();
+        let mut moved = Vec::new();
+        for cell in cells {
+            let running = cell.state.lock().record.desired == Desired::Running;
+            let savepoint = if running {
+                self.savepoint(&cell.tenant, &cell.id, true, false).map(|v| v.id).map_err(|e| e.message)
+            } else {
+                Err("it was not running".to_string())
+            };
+            match self.release(&cell, running) {
+                Ok(()) => moved.push((cell.tenant.clone(), cell.id.clone(), savepoint)),
+                Err(e) => {
+                    tracing::error!(tenant = cell.tenant, job = cell.id, "cannot hand the job over: {e}");
+                    moved.push((cell.tenant.clone(), cell.id.clone(), Err(format!("not handed over: {e}"))));
+                }
+            }
+        }
+        moved
+    }
+
+    /// Gives up this node's ownership of a job, with `desired` running or not, and stops supervising it here.
+    fn release(&self, cell: &Arc<JobCell>, run: bool) -> Result<(), String> {
+        let fence = self.inner.fence(&cell.tenant, &cell.id).ok_or("this node does not own the job")?;
+        let record = {
+            let mut state = cell.state.lock();
+            if run {
+                state.record.desired = Desired::Running;
+                state.record.state = JobState::Running;
+                state.record.error = None;
+            }
+            state.record.clone()
+        };
+        // The stop below writes nothing once the job is released: its writes are fenced out.
+        if !self.inner.store.release_job(&cell.tenant, &record, &fence).map_err(|e| e.to_string())? {
+            return Err("another node took the job over".into());
+        }
+        self.inner.epochs.lock().remove(&(cell.tenant.clone(), cell.id.clone()));
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if cell.commands.send(Command::Shutdown(reply)).is_ok() {
+            let _ = answer.recv_timeout(ANSWER_LIMIT);
+        }
+        self.inner.remove(&cell.tenant, &cell.id);
+        Ok(())
+    }
+
     /// Whether this node supervises a job with this id, of any tenant.
     pub fn supervises(&self, id: &str) -> bool {
         self.inner.cells.lock().values().any(|jobs| jobs.contains_key(id))
@@ -819,7 +872,13 @@ impl Inner {
 
     /// In a cluster, the jobs of `tenant` that other nodes run (or should: their owner may be gone and the job not
     /// yet taken over), and their subtasks: a tenant's quotas count its jobs on every node.
-    fn elsewhere(&self, tenant: &str, except: Option<&str>) -> (u64, u64) {
+    /// `here` are the tenant's jobs on this node (the caller holds the lock on them).
+    fn elsewhere(
+        &self,
+        tenant: &str,
+        here: Option<&HashMap<String, Arc<JobCell>>>,
+        except: Option<&str>,
+    ) -> (u64, u64) {
         let Some(node) = &self.node else { return (0, 0) };
         let owned = self.store.owned_jobs(tenant).unwrap_or_else(|e| {
             tracing::error!(tenant, "cannot count the tenant's jobs on other nodes: {e}");
@@ -827,8 +886,8 @@ impl Inner {
         });
         let (mut jobs, mut in_use) = (0, 0);
         for job in owned {
-            let here = job.owner.as_ref() == Some(node) || self.cell(tenant, &job.record.id).is_some();
-            if here || job.record.desired != Desired::Running || Some(job.record.id.as_str()) == except {
+            let local = job.owner.as_ref() == Some(node) || here.is_some_and(|h| h.contains_key(&job.record.id));
+            if local || job.record.desired != Desired::Running || Some(job.record.id.as_str()) == except {
                 continue;
             }
             jobs += 1;
@@ -857,7 +916,7 @@ impl Inner {
         except: Option<&str>,
     ) -> Result<(), ApiError> {
         let quota = self.modules.quotas().of(tenant);
-        let (mut active, mut in_use) = self.elsewhere(tenant, except);
+        let (mut active, mut in_use) = self.elsewhere(tenant, jobs, except);
         for cell in jobs.into_iter().flat_map(HashMap::values) {
             if Some(cell.id.as_str()) == except {
                 continue;

@@ -184,6 +184,9 @@ pub trait Database: Send + Sync {
     /// job is saved as the fence's node's at its epoch, and an existing one only if that node still owns it at
     /// that epoch: whether it was saved.
     fn put_job(&self, tenant: &str, id: &str, record: &str, fence: Option<&Fence>) -> io::Result<bool>;
+    /// Saves a job's record and gives up `fence`'s ownership of it (no owner, the epoch bumped), if that node
+    /// still owns it at that epoch: whether it did.
+    fn release_job(&self, tenant: &str, id: &str, record: &str, fence: &Fence) -> io::Result<bool>;
     /// Whether `fence`'s node still owns the job at the fence's epoch.
     fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool>;
     /// The node that owns the job with this id (ids are unique across tenants), if the job exists and has one.
@@ -274,6 +277,9 @@ pub struct NodeRecord {
     pub cores: u32,
     /// How long its lease lasts from each renewal, in milliseconds.
     pub lease_ms: u64,
+    /// Whether it is shutting down or drained: it takes no new jobs.
+    #[serde(default)]
+    pub draining: bool,
 }
 
 /// Records of the old JSON-file layout, to import: modules `(tenant, name, version, json)`, jobs
@@ -591,6 +597,12 @@ impl Store {
     pub fn claim_job(&self, tenant: &str, id: &str, node: &str, seen: u64) -> io::Result<Option<Fence>> {
         let claimed = self.inner.db.claim_job(tenant, id, node, seen)?;
         Ok(claimed.then(|| Fence { node: node.to_string(), epoch: seen + 1 }))
+    }
+
+    /// Saves a job and gives up `fence`'s ownership of it, for another node to claim; false if that node no longer
+    /// owned it.
+    pub fn release_job(&self, tenant: &str, record: &JobRecord, fence: &Fence) -> io::Result<bool> {
+        self.inner.db.release_job(tenant, &record.id, &to_json(record)?, fence)
     }
 
     /// Whether `fence`'s node still owns the job at the fence's epoch: a checkpoint is completed only if it does.

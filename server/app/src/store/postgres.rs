@@ -222,6 +222,19 @@ impl Database for Postgres {
         Ok(saved == 1)
     }
 
+    fn release_job(&self, tenant: &str, id: &str, record: &str, fence: &Fence) -> io::Result<bool> {
+        let (tenant, id, record) = (tenant.to_string(), id.to_string(), record.to_string());
+        let (node, epoch) = (fence.node.clone(), fence.epoch as i64);
+        let released = self.call(move |client| {
+            client.execute(
+                "UPDATE jobs SET record = $3, owner = NULL, epoch = epoch + 1
+                 WHERE tenant = $1 AND id = $2 AND owner = $4 AND epoch = $5",
+                &[&tenant, &id, &record, &node, &epoch],
+            )
+        })?;
+        Ok(released == 1)
+    }
+
     fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool> {
         let (tenant, id, node, epoch) = (tenant.to_string(), id.to_string(), fence.node.clone(), fence.epoch as i64);
         self.call(move |client| {

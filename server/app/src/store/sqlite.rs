@@ -200,6 +200,15 @@ impl Database for Sqlite {
         Ok(saved == 1)
     }
 
+    fn release_job(&self, tenant: &str, id: &str, record: &str, fence: &Fence) -> io::Result<bool> {
+        let released = self.execute(
+            "UPDATE jobs SET record = ?3, owner = NULL, epoch = epoch + 1
+             WHERE tenant = ?1 AND id = ?2 AND owner = ?4 AND epoch = ?5",
+            params![tenant, id, record, fence.node, fence.epoch as i64],
+        )?;
+        Ok(released == 1)
+    }
+
     fn holds_job(&self, tenant: &str, id: &str, fence: &Fence) -> io::Result<bool> {
         let conn = self.conn.lock();
         let held = conn

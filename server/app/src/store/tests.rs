@@ -79,6 +79,7 @@ fn node(id: &str, jobs: &[&str]) -> NodeRecord {
         memory_mb: 1024,
         cores: 2,
         lease_ms: 10_000,
+        draining: false,
     }
 }
 
@@ -249,6 +250,12 @@ fn a_claim_fences_out_the_jobs_old_owner(open: Open) {
     });
     assert_eq!(winners.len(), 1, "{winners:?}");
     assert_eq!(owners(&store), [(Some(winners[0].clone()), 3, 1)]);
+    let held = fence(&winners[0], 3);
+    assert!(!store.release_job("acme", &job("j1"), &fence("a", 1)).expect("release"), "only the owner releases");
+    assert!(store.release_job("acme", &fresh, &held).expect("release"));
+    assert_eq!(owners(&store), [(None, 4, 1)], "released: no owner, a new epoch");
+    assert!(!store.put_owned_job("acme", &job("j1"), &held).expect("put"), "the releaser's writes are fenced out");
+    assert_eq!(store.claim_job("acme", "j1", "n9", 4).expect("claim"), Some(fence("n9", 5)));
     store.put_job("acme", &job("j2")).expect("a single server's write");
     assert_eq!(owners(&store)[1], (None, 0, 0), "a single server's job has no owner");
 }

@@ -70,11 +70,21 @@ pub trait CheckpointIds: Send + Sync {
 
     /// Checks, just before checkpoint `id` is completed, that this run may still complete checkpoints (in a
     /// cluster: that its node still owns the job, so an old owner paused past its lease completes and commits
-    /// nothing once another node took the job over). An error aborts the checkpoint.
-    fn confirm(&self, id: CheckpointId) -> Result<(), String> {
+    /// nothing once another node took the job over).
+    fn confirm(&self, id: CheckpointId) -> Result<(), Unconfirmed> {
         let _ = id;
         Ok(())
     }
+}
+
+/// Why a checkpoint may not complete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Unconfirmed {
+    /// This run may complete no more checkpoints (another node took the job over): the checkpoint fails.
+    Lost(String),
+    /// It cannot be told now (the control plane is out of reach): the checkpoint is dropped without counting as a
+    /// failure, so the job runs on, its sinks commit nothing meanwhile, and the next checkpoint asks again.
+    Unknown(String),
 }
 
 /// Ids reserved at a time, so that recording them costs one write per this many checkpoints.
@@ -739,7 +749,17 @@ impl Coordinator {
                     .flat_map(|w| &w.objects)
                     .map(String::as_str)
                     .collect();
-                match self.complete(id, &p, &in_flight) {
+                let confirmed = self.checkpointing.ids.as_ref().map_or(Ok(()), |ids| ids.confirm(id));
+                let completed = match confirmed {
+                    Ok(()) => self.complete(id, &p, &in_flight),
+                    Err(Unconfirmed::Lost(why)) => Err(why),
+                    Err(Unconfirmed::Unknown(why)) => {
+                        tracing::warn!(checkpoint = id, "checkpoint dropped, to be taken again: {why}");
+                        self.abort_quietly(id, p, why);
+                        continue;
+                    }
+                };
+                match completed {
                     Ok(referenced) => {
                         match referenced {
                             // What the retained checkpoints refer to: files of dropped ones are gone from storage.
@@ -893,9 +913,6 @@ impl Coordinator {
             shared: shared.into_iter().collect(),
         };
         let json = serde_json::to_vec_pretty(&metadata).map_err(|e| e.to_string())?;
-        if let Some(ids) = &self.checkpointing.ids {
-            ids.confirm(id)?;
-        }
         store.put(&format!("{}{METADATA}", p.folder), &json).map_err(|e| e.0)?;
         if !p.savepoint {
             let mut stats = self.stats.lock();

@@ -29,7 +29,7 @@ pub mod store;
 
 pub use align::{Aligned, BarrierAligner};
 pub use chunks::{ChunkReader, ChunkWriter, EntryRef, StateChunk};
-pub use coordinator::{CheckpointIds, CheckpointStats, Checkpointing, Restore};
+pub use coordinator::{CheckpointIds, CheckpointStats, Checkpointing, Restore, Unconfirmed};
 pub use format::{OperatorSnapshot, SourceSnapshot, SplitPosition, TaskSnapshot, TimerEntry};
 pub use store::{CheckpointStore, LocalStore, StoreError};
 

@@ -1,6 +1,6 @@
 //! The `eddy` command as a client of a running server.
 
-use crate::support::{Rust, TestServer, example, examples, wait_ended};
+use crate::support::{Rust, TestServer, eddy_binary, example, examples, wait_ended};
 use std::path::Path;
 
 /// Runs `eddy <args>` against the test server.
@@ -136,4 +136,58 @@ fn help_succeeds_and_bad_arguments_fail_with_clap_s_message() {
     let stderr = String::from_utf8_lossy(&bad.stderr);
     assert_eq!(bad.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("--no-such-flag") && stderr.matches("error").count() == 1, "{stderr}");
+}
+
+/// `eddy run`: a job run once in-process on a local file, its HTTP sink's values printed in order; a function that
+/// panics fails the run with the function's message and a non-zero exit.
+#[tokio::test(flavor = "multi_thread")]
+async fn eddy_run_runs_a_job_on_local_files_and_prints_its_output() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = |name: &str| dir.path().join(name).to_string_lossy().into_owned();
+    std::fs::write(path("lowercase.wasm"), example(Rust, "lowercase").await).expect("module");
+    std::fs::write(path("faults.wasm"), example(Rust, "test-faults").await).expect("module");
+    let spec = |module: &str| {
+        format!(
+            "name: local\noperators:\n  - {{ uid: src, source: {{ http: {{}} }} }}\n  - {{ uid: m, map: {module}, input: src }}\n  - {{ uid: out, sink: http, input: m }}\n"
+        )
+    };
+    std::fs::write(path("lower.yaml"), spec("lowercase")).expect("spec");
+    std::fs::write(path("faults.yaml"), spec("faults")).expect("spec");
+    let lines: Vec<String> = (0..25_000).map(|n| format!("{{\"Text\":\"Line {n} IN CAPITALS\"}}")).collect();
+    std::fs::write(path("in.jsonl"), lines.join("\n")).expect("input");
+
+    let eddy =
+        |args: Vec<String>| std::process::Command::new(eddy_binary()).args(args).env("EDDY_LOG", "error").output();
+    let run = eddy(vec![
+        "run".into(),
+        path("lower.yaml"),
+        "--module".into(),
+        path("lowercase.wasm"),
+        "--input".into(),
+        format!("src={}", path("in.jsonl")),
+    ])
+    .expect("eddy run");
+    let (stdout, stderr) = (String::from_utf8_lossy(&run.stdout), String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "{stderr}");
+    let printed: Vec<&str> = stdout.lines().collect();
+    let expected: Vec<String> = lines.iter().map(|l| l.to_lowercase()).collect();
+    let first_difference = printed.iter().zip(&expected).position(|(p, e)| p != e);
+    assert_eq!((printed.len(), first_difference), (expected.len(), None), "every value, lower-cased, in order");
+
+    std::fs::write(path("panic.jsonl"), "{\"n\":1}\npanic\n").expect("input");
+    let failed = eddy(vec![
+        "run".into(),
+        path("faults.yaml"),
+        "--module".into(),
+        format!("faults={}", path("faults.wasm")),
+        "--input".into(),
+        format!("src={}", path("panic.jsonl")),
+    ])
+    .expect("eddy run");
+    let stderr = String::from_utf8_lossy(&failed.stderr);
+    assert!(!failed.status.success(), "a failed job fails the run");
+    assert!(stderr.contains("the record asked for a panic"), "the function's message: {stderr}");
+    let unknown = eddy(vec!["run".into(), path("lower.yaml"), "--input".into(), "nope=x".into()]).expect("eddy run");
+    let stderr = String::from_utf8_lossy(&unknown.stderr);
+    assert!(!unknown.status.success() && stderr.contains("no HTTP source `nope`"), "{stderr}");
 }

@@ -62,6 +62,8 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Runs a job once in this process on local files and prints its HTTP sinks' records (no server needed).
+    Run(crate::run::RunArgs),
     /// Runs a standard benchmark workload (see BENCHMARKS.md) and prints one line of figures.
     Bench(crate::bench::BenchArgs),
     /// Token helpers.
@@ -305,6 +307,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Job(command) => job(&client, command).await,
         Command::Savepoint(command) => savepoint(&client, command).await,
         Command::Demo { data_dir } => crate::demo::run(data_dir).await,
+        Command::Run(args) => crate::run::run(args).await,
         Command::Bench(args) => {
             let line = tokio::task::spawn_blocking(move || crate::bench::run(&args)).await??;
             println!("{line}");

@@ -17,6 +17,7 @@ pub mod examples;
 pub mod jobs;
 pub mod modules;
 pub mod quotas;
+pub mod run;
 pub mod s3;
 pub mod server;
 pub mod storage;

@@ -15,7 +15,7 @@ pub use kafka::{
     Delivery, Isolation, KafkaFormat, KafkaProperties, KafkaSinkSpec, KafkaSourceSpec, KafkaTimestamp,
     MAX_CLIENT_QUEUE_KBYTES, MAX_FETCH_BYTES, StartingOffsets,
 };
-pub use parse::{MAX_PANES_PER_WINDOW, MAX_SPEC_BYTES, MAX_WINDOWS_PER_RECORD};
+pub use parse::{MAX_PANES_PER_WINDOW, MAX_SPEC_BYTES, MAX_WINDOWS_PER_RECORD, document};
 
 use crate::json::JsonPath;
 use serde::Deserialize;

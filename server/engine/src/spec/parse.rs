@@ -42,6 +42,16 @@ const OTHER_FIELDS: &[&str] =
 const DEFAULT_BATCH_SIZE: usize = 512;
 const MAX_BATCH_SIZE: usize = 65_536;
 
+/// A spec's text (YAML, or JSON) as a JSON document, read within the same budget as a spec, unchecked: for tools
+/// that rewrite a spec before submitting it (JSON is YAML too).
+pub fn document(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(text).map_err(|e| e.to_string())
+    } else {
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| e.to_string())
+    }
+}
+
 pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
     let mut errors = SpecErrors::default();
     if text.len() > MAX_SPEC_BYTES {
@@ -52,12 +62,7 @@ pub(super) fn parse(text: &str) -> Result<JobSpec, SpecErrors> {
         );
         return Err(errors);
     }
-    let document: Result<Value, String> = if text.trim_start().starts_with('{') {
-        serde_json::from_str(text).map_err(|e| e.to_string())
-    } else {
-        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| e.to_string())
-    };
-    let document = match document {
+    let document = match document(text) {
         Ok(Value::Object(map)) => map,
         Ok(_) => {
             errors.push(None, "", "a job spec must be a map with `name` and `operators`");

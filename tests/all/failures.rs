@@ -134,3 +134,40 @@ async fn a_guest_may_not_sleep_past_its_time_limit() {
     let message = status["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("waited (sleep or poll) longer than its time limit of 500 ms"), "{message}");
 }
+
+/// A job's journal keeps what its functions logged and what happened to the job, for `eddy job logs`; a job that
+/// another tenant owns is not found.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_jobs_journal_keeps_its_functions_log_lines_and_its_failure() {
+    let server = TestServer::start().await;
+    let c = &server.client;
+    c.push_module("faulty", None, example(Rust, "test-faults").await).await.expect("upload");
+    let id = submit(c, ONE_MAP).await;
+    c.ingest(&id, "src", "panic".to_string()).await.expect("ingest");
+    let status = wait_ended(c, &id).await;
+    assert_eq!(status["state"], "failed", "{status:#}");
+
+    let mut lines = Vec::new();
+    c.follow_logs(&id, false, |event| {
+        if event.event == "end" {
+            return false;
+        }
+        lines.push(serde_json::from_str::<serde_json::Value>(&event.data).expect("a JSON line"));
+        true
+    })
+    .await
+    .expect("logs");
+    let logged = lines.iter().position(|l| {
+        l["text"] == "about to panic on purpose"
+            && l["level"] == "info"
+            && l["udf"].as_str().is_some_and(|u| u.ends_with("/m#0"))
+    });
+    let failed = lines.iter().position(|l| {
+        l["event"] == "failed" && l["text"].as_str().is_some_and(|t| t.contains("the record asked for a panic"))
+    });
+    let running = lines.iter().position(|l| l["event"] == "running");
+    assert!(running < logged && logged < failed && failed.is_some() && running.is_some(), "{lines:#?}");
+    assert!(lines.iter().all(|l| l["ts"].as_i64().is_some_and(|t| t > 0)), "every line has its time");
+    let missing = c.follow_logs("no-such-job", false, |_| true).await.expect_err("no such job");
+    assert_eq!(missing.status, Some(404));
+}

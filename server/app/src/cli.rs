@@ -123,6 +123,14 @@ enum ModuleCommand {
 
 #[derive(Debug, Subcommand)]
 enum JobCommand {
+    /// Prints a job's journal: its functions' log lines and what happened to it (started, failed, restarting).
+    Logs {
+        /// The job's id.
+        id: String,
+        /// Keep following new lines.
+        #[arg(short, long)]
+        follow: bool,
+    },
     /// Submits a job spec (YAML or JSON file, or - for standard input).
     Submit {
         /// The spec.
@@ -338,6 +346,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
+/// One journal line for people: `time  udf [level] text` or `time  job event: text`; false once stdout is gone.
+fn print_journal_line(data: &str) -> bool {
+    use std::io::Write;
+    let Ok(line) = serde_json::from_str::<serde_json::Value>(data) else {
+        return writeln!(std::io::stdout(), "{data}").is_ok();
+    };
+    let text = line["text"].as_str().unwrap_or_default();
+    let ts = line["ts"].as_i64().unwrap_or_default();
+    let shown = match line["udf"].as_str() {
+        Some(udf) => format!("{ts}  {udf} [{}] {text}", line["level"].as_str().unwrap_or("info")),
+        None => format!("{ts}  job {}: {text}", line["event"].as_str().unwrap_or("event")),
+    };
+    writeln!(std::io::stdout(), "{shown}").is_ok()
+}
+
 fn print_cluster(view: &serde_json::Value) -> anyhow::Result<()> {
     let text = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_string();
     println!("control plane: {}, answered by {}", text(&view["database"]), text(&view["this_node"]));
@@ -549,6 +572,18 @@ async fn job(client: &Client, command: JobCommand) -> anyhow::Result<()> {
         JobCommand::Cancel { id } => {
             let view = client.cancel(&id).await?;
             println!("{} {}", id, view["state"].as_str().unwrap_or_default());
+        }
+        JobCommand::Logs { id, follow } => {
+            client
+                .follow_logs(&id, follow, |event: SseEvent| match event.event.as_str() {
+                    "end" => false,
+                    "lagged" => {
+                        eprintln!("({})", event.data);
+                        true
+                    }
+                    _ => print_journal_line(&event.data),
+                })
+                .await?;
         }
         JobCommand::Output { id, sink, raw } => {
             let sink = match sink {

@@ -282,12 +282,24 @@ impl Client {
         id: &str,
         sink: &str,
         raw: bool,
-        mut on_event: impl FnMut(SseEvent) -> bool,
+        on_event: impl FnMut(SseEvent) -> bool,
     ) -> Result<()> {
         let mut builder = self.request(reqwest::Method::GET, &format!("/jobs/{id}/outputs/{sink}"));
         if raw {
             builder = builder.query(&[("format", "raw")]);
         }
+        self.follow(builder, on_event).await
+    }
+
+    /// Reads a job's journal (its functions' log lines and its lifecycle, one JSON line per event's data): what is
+    /// kept, then, with `follow`, new lines as they come; `on_event` returns false to stop reading.
+    pub async fn follow_logs(&self, id: &str, follow: bool, on_event: impl FnMut(SseEvent) -> bool) -> Result<()> {
+        let builder = self.request(reqwest::Method::GET, &format!("/jobs/{id}/logs")).query(&[("follow", follow)]);
+        self.follow(builder, on_event).await
+    }
+
+    /// Reads server-sent events until the stream ends or `on_event` returns false.
+    async fn follow(&self, builder: reqwest::RequestBuilder, mut on_event: impl FnMut(SseEvent) -> bool) -> Result<()> {
         let response = builder.send().await.map_err(unreachable_server)?;
         if !response.status().is_success() {
             return Err(refused(response).await);

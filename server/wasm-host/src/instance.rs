@@ -27,6 +27,8 @@ pub struct Accounts {
     pub memory: Option<Arc<MemoryBudget>>,
     /// Charged for every call's CPU time.
     pub usage: Option<Arc<GuestUsage>>,
+    /// Keeps the instance's log lines for its job.
+    pub journal: Option<Arc<dyn crate::logs::GuestJournal>>,
 }
 
 /// A call interrupted because its job is stopping (cancelled, failed elsewhere, or the server shutting down).
@@ -150,7 +152,7 @@ impl Instance {
         scope: &FunctionScope,
     ) -> Result<Instance, UdfError> {
         let label = format!("{}/{}/{}#{}", scope.tenant, scope.job, scope.operator, scope.subtask);
-        let log = LogBuffer::new(&label);
+        let log = LogBuffer::new(&label, accounts.journal.clone());
         // No preopened folders and no network: guests see WASI, but it leads nowhere.
         let monotonic = GuestMonotonicClock { origin: std::time::Instant::now() };
         let wasi = WasiCtx::builder()

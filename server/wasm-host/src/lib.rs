@@ -20,4 +20,5 @@ pub use eddy_engine::memory::MemoryBudget;
 pub use functions::WasmFunctions;
 pub use instance::Accounts;
 pub use limits::{GuestUsage, Limits};
+pub use logs::GuestJournal;
 pub use worker::{CompileWorker, run_worker};

@@ -21,17 +21,25 @@ struct State {
     suppressed: u64,
 }
 
+/// Where a job keeps its functions' log lines for people to read (`eddy job logs`), beside the server's log.
+pub trait GuestJournal: Send + Sync + std::fmt::Debug {
+    /// One line of `udf` (tenant/job/operator#subtask) at `level`.
+    fn line(&self, udf: &str, level: &str, text: &str);
+}
+
 /// The log of one instance.
 #[derive(Clone)]
 pub struct LogBuffer {
     label: Arc<str>,
     state: Arc<Mutex<State>>,
+    journal: Option<Arc<dyn GuestJournal>>,
 }
 
 impl LogBuffer {
-    /// A log labelled `label` (job, operator, subtask).
-    pub fn new(label: &str) -> LogBuffer {
+    /// A log labelled `label` (job, operator, subtask), its lines also kept in `journal` when given.
+    pub fn new(label: &str, journal: Option<Arc<dyn GuestJournal>>) -> LogBuffer {
         LogBuffer {
+            journal,
             label: label.into(),
             state: Arc::new(Mutex::new(State {
                 lines: VecDeque::new(),
@@ -78,6 +86,10 @@ impl LogBuffer {
             state.lines.pop_front();
         }
         state.lines.push_back(format!("[{level}] {text}"));
+        drop(state);
+        if let Some(journal) = &self.journal {
+            journal.line(&self.label, level, &text);
+        }
     }
 
     /// Takes raw output bytes (stdout/stderr), splitting them into lines.
@@ -206,7 +218,7 @@ mod tests {
 
     #[test]
     fn keeps_the_last_lines_and_joins_partial_writes() {
-        let log = LogBuffer::new("test");
+        let log = LogBuffer::new("test", None);
         log.write("stderr", b"thread panicked at src/lib.rs:1:1:\nbo");
         log.write("stderr", b"om\n");
         for i in 0..30 {
@@ -217,14 +229,14 @@ mod tests {
         assert_eq!(recent.len(), KEPT_LINES + 1);
         assert_eq!(recent[0], "[info] line 10");
         assert_eq!(recent.last().map(String::as_str), Some("[stderr] unfinished"));
-        let log = LogBuffer::new("test");
+        let log = LogBuffer::new("test", None);
         log.write("stderr", b"a\nb\n");
         assert_eq!(log.recent(), vec!["[stderr] a", "[stderr] b"]);
     }
 
     #[test]
     fn guests_cannot_forge_server_log_lines() {
-        let log = LogBuffer::new("t/j/op#0");
+        let log = LogBuffer::new("t/j/op#0", None);
         log.line("info", "fine\n2026-01-01T00:00:00Z  INFO eddy_server: admin token accepted\r\x1b[2K");
         let kept = log.recent();
         assert_eq!(kept.len(), 1);

@@ -171,7 +171,7 @@ fn instances_share_their_jobs_memory_budget() {
     let module = runtime.compile(&fixture("echo")).expect("compiles");
     // Each echo instance holds one 64 KiB page; the budget has room for two.
     let job = MemoryBudget::new("job j", 160 << 10, None);
-    let accounts = Accounts { memory: Some(Arc::clone(&job)), usage: None };
+    let accounts = Accounts { memory: Some(Arc::clone(&job)), usage: None, journal: None };
     let functions = WasmFunctions::new(Arc::clone(&runtime), limits()).with_accounts(accounts);
     let first = functions.map(&udf(&module.hash), &scope()).expect("fits");
     let second = functions.map(&udf(&module.hash), &scope()).expect("fits");
@@ -198,8 +198,11 @@ fn the_deadline_counts_cpu_time_so_a_busy_server_does_not_fail_healthy_calls() {
     // The call needs well under the limit of CPU; six spinning threads on this machine stretch its wall time.
     let generous = Limits { call_timeout: Duration::from_secs(2), ..limits() };
     let usage = Arc::new(GuestUsage::default());
-    let functions = WasmFunctions::new(Arc::clone(&runtime), generous)
-        .with_accounts(Accounts { memory: None, usage: Some(Arc::clone(&usage)) });
+    let functions = WasmFunctions::new(Arc::clone(&runtime), generous).with_accounts(Accounts {
+        memory: None,
+        usage: Some(Arc::clone(&usage)),
+        journal: None,
+    });
     let mut map = functions.map(&udf(&module.hash), &scope()).expect("instantiates");
     let started = Instant::now();
     map.map(&sample()).expect("runs alone");

@@ -537,7 +537,37 @@ pub async fn output(
 ) -> Result<axum::response::Response, ApiError> {
     let stream = state.jobs.output(&tenant, &path.id, &path.uid)?;
     let format = if query.format.as_deref() == Some("raw") { EventFormat::Raw } else { EventFormat::Json };
-    let body = axum::body::Body::from_stream(events(stream.subscribe(), format));
+    let body = axum::body::Body::from_stream(events(stream.subscribe(), format, true));
+    use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
+    let headers = [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")];
+    Ok((headers, body).into_response())
+}
+
+/// How to follow a job's journal.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+pub struct LogsQuery {
+    /// `true`: the kept lines, then new ones as they come (the stream stays open); otherwise the kept lines, then
+    /// an `end` event.
+    follow: Option<bool>,
+}
+
+/// A job's journal as server-sent events, each event's data one JSON line: its functions' log lines
+/// (`{"ts":..,"udf":..,"level":..,"text":..}`) and what happened to the job (`{"ts":..,"event":..,"text":..}`),
+/// the newest 2,000 kept while the job is on this server.
+#[utoipa::path(
+    get,
+    path = "/v1/jobs/{id}/logs",
+    params(("id" = String, Path), LogsQuery),
+    responses((status = 200, description = "text/event-stream"), (status = 404, body = ErrorBody))
+)]
+pub async fn logs(
+    State(state): State<AppState>,
+    Tenant(tenant): Tenant,
+    Path(id): Path<String>,
+    Query(query): Query<LogsQuery>,
+) -> Result<axum::response::Response, ApiError> {
+    let subscription = state.jobs.logs(&tenant, &id)?;
+    let body = axum::body::Body::from_stream(events(subscription, EventFormat::Raw, query.follow.unwrap_or(false)));
     use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
     let headers = [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")];
     Ok((headers, body).into_response())
@@ -550,12 +580,14 @@ const RECORDS_PER_READ: usize = 64;
 /// How long a connection waits without a record before it sends a comment, so that proxies keep it open.
 const KEEP_ALIVE: std::time::Duration = std::time::Duration::from_secs(15);
 
-/// The retained records, then live ones until the stream closes (ending with an `end` event), one event at a
-/// time: the connection takes the next only once it has sent the last, so a client that does not read holds its
-/// position and at most one record's event, which every client reading that record at the same time shares.
+/// The retained records, then live ones until the stream closes (ending with an `end` event; without `follow`,
+/// the retained records only), one event at a time: the connection takes the next only once it has sent the last,
+/// so a client that does not read holds its position and at most one record's event, which every client reading
+/// that record at the same time shares.
 fn events(
     subscription: eddy_engine::io::Subscription,
     format: EventFormat,
+    follow: bool,
 ) -> impl Stream<Item = Result<bytes::Bytes, Infallible>> {
     use eddy_engine::io::Chunk;
     struct Reader {
@@ -580,6 +612,13 @@ fn events(
                         let lagged = format!("event: lagged\ndata: {skipped} records were skipped\n\n");
                         return Some((Ok(lagged.into()), reader));
                     }
+                }
+                Chunk::Pending if !follow => {
+                    reader.ended = true;
+                    return Some((
+                        Ok(bytes::Bytes::from_static(b"event: end\ndata: no more lines for now\n\n")),
+                        reader,
+                    ));
                 }
                 Chunk::Pending => {
                     if tokio::time::timeout(KEEP_ALIVE, reader.subscription.changed()).await.is_err() {

@@ -140,6 +140,7 @@ fn tenant_routes(state: &AppState) -> Router<AppState> {
         .route("/jobs/{id}/inputs/{uid}", post(jobs::ingest))
         .route("/jobs/{id}/inputs/{uid}/close", post(jobs::close_input))
         .route("/jobs/{id}/outputs/{uid}", get(jobs::output))
+        .route("/jobs/{id}/logs", get(jobs::logs))
         .route("/jobs/{id}/savepoints", post(jobs::trigger_savepoint))
         .route("/jobs/{id}/upgrade", post(jobs::upgrade))
         .route("/savepoints/{savepoint}/archive", get(jobs::download_savepoint))
@@ -273,6 +274,7 @@ async fn openapi() -> axum::Json<utoipa::openapi::OpenApi> {
         jobs::ingest,
         jobs::close_input,
         jobs::output,
+        jobs::logs,
         jobs::trigger_savepoint,
         jobs::list_savepoints,
         jobs::get_savepoint,

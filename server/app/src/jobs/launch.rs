@@ -151,7 +151,11 @@ impl Inner {
         let job_memory = MemoryBudget::new(format!("job {id}"), quota.job_memory_mb << 20, Some(accounts.memory));
         let functions =
             WasmFunctions::new(Arc::clone(self.modules.runtime()), self.config.instance_limits(Some(&quota)))
-                .with_accounts(Accounts { memory: Some(Arc::clone(&job_memory)), usage: Some(accounts.usage) });
+                .with_accounts(Accounts {
+                    memory: Some(Arc::clone(&job_memory)),
+                    usage: Some(accounts.usage),
+                    journal: Some(Arc::clone(&cell.journal) as Arc<dyn eddy_wasm_host::GuestJournal>),
+                });
         let mut env = DeployEnv::new(id, tenant, Arc::new(functions));
         env.memory = Some(Arc::clone(&job_memory));
         let mut held = MemoryReservation::default();

@@ -2,6 +2,7 @@
 //! supervisor (`supervisor`), which owns the job's runs. `launch` turns a run plan into a running job; upgrades'
 //! checks are in `upgrade`; what the API shows is in `views`.
 
+mod journal;
 mod launch;
 mod supervisor;
 #[cfg(test)]
@@ -55,6 +56,8 @@ pub(crate) struct JobCell {
     id: String,
     state: Mutex<JobShared>,
     commands: Sender<Command>,
+    /// Its functions' log lines and its lifecycle, for people.
+    journal: Arc<journal::Journal>,
 }
 
 /// What the supervisor keeps of a job.
@@ -291,7 +294,9 @@ impl Jobs {
             supervisor::Begin::Queued => Phase::Queued,
             supervisor::Begin::Stopped => Phase::Stopped,
         };
+        let memory = self.inner.accounts(tenant, &self.inner.modules.quotas().of(tenant)).memory;
         let cell = Arc::new(JobCell {
+            journal: Arc::new(journal::Journal::new(&memory)),
             tenant: tenant.to_string(),
             id: record.id.clone(),
             state: Mutex::new(JobShared {
@@ -736,6 +741,11 @@ impl Jobs {
         }
         self.inner.remove(&cell.tenant, &cell.id);
         Ok(())
+    }
+
+    /// Follows a job's journal: its functions' log lines and its lifecycle, each a JSON line.
+    pub fn logs(&self, tenant: &str, id: &str) -> Result<eddy_engine::io::Subscription, ApiError> {
+        Ok(self.cell(tenant, id)?.journal.subscribe())
     }
 
     /// Whether this node supervises a job with this id, of any tenant.

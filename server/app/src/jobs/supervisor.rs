@@ -238,6 +238,9 @@ impl Supervisor {
         if state.phase != phase {
             tracing::debug!(tenant = self.cell.tenant, job = self.cell.id, "{:?} -> {phase:?}", state.phase);
             state.phase = phase;
+            drop(state);
+            let name = format!("{phase:?}").to_lowercase();
+            self.cell.journal.event(&name, &format!("the job is {name}"));
         }
     }
 
@@ -587,9 +590,11 @@ impl Supervisor {
                     state.restarts.drain(..excess);
                 }
                 self.restart_at = Some(Instant::now() + delay);
+                self.cell.journal.event("failed", &format!("{cause}; restarting in {} ms", delay.as_millis()));
                 self.enter(Phase::Restarting);
             }
             Decision::GiveUp(why) => {
+                self.cell.journal.event("failed", &format!("{cause} (not restarted: {why})"));
                 self.cell.state.lock().gave_up = Some(why.clone());
                 self.update(|r| {
                     r.state = JobState::Failed;

@@ -225,6 +225,7 @@ fn record(spec: &str) -> JobRecord {
 fn supervised(host: &Arc<FakeHost>, record: JobRecord) -> Arc<JobCell> {
     let (commands, receiver) = crossbeam_channel::unbounded();
     let cell = Arc::new(JobCell {
+        journal: Arc::new(super::journal::Journal::new(&eddy_engine::memory::MemoryBudget::new("test", 1 << 20, None))),
         tenant: "t".into(),
         id: record.id.clone(),
         state: Mutex::new(JobShared {

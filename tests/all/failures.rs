@@ -168,6 +168,17 @@ async fn a_jobs_journal_keeps_its_functions_log_lines_and_its_failure() {
     let running = lines.iter().position(|l| l["event"] == "running");
     assert!(running < logged && logged < failed && failed.is_some() && running.is_some(), "{lines:#?}");
     assert!(lines.iter().all(|l| l["ts"].as_i64().is_some_and(|t| t > 0)), "every line has its time");
+    // The same through the route that names the tenant.
+    let mut through_tenant = 0;
+    let named = server.client_with(None, Some("default"));
+    named
+        .follow_logs(&id, false, |e| {
+            through_tenant += usize::from(e.event != "end");
+            e.event != "end"
+        })
+        .await
+        .expect("logs");
+    assert_eq!(through_tenant, lines.len());
     let missing = c.follow_logs("no-such-job", false, |_| true).await.expect_err("no such job");
     assert_eq!(missing.status, Some(404));
 }

@@ -207,6 +207,7 @@ async fn the_kafka_examples_count_words_and_raise_alerts_exactly_once() {
         .unwrap_or_else(|| panic!("no partition lag for {} in:\n{metrics}", t[0]));
     assert!(lag.ends_with(" 0"), "{lag}");
     assert!(metrics.contains("eddy_sink_transactions_committed_total{"), "{metrics}");
+    crate::support::assert_the_dashboard_uses_exported_metrics(&metrics);
     server.kill();
 }
 

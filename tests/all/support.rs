@@ -293,3 +293,36 @@ pub fn committed(folder: &std::path::Path) -> Vec<String> {
     lines.sort();
     lines
 }
+
+/// Checks that every metric the Grafana dashboard under `deploy/` uses is one that `metrics` (a scrape of
+/// `/metrics`) exports, by its Prometheus name (`_total` for counters). Families without samples are not exported,
+/// so the scrape must come from a server whose jobs use every kind of metric (a Kafka job with checkpoints does).
+pub fn assert_the_dashboard_uses_exported_metrics(metrics: &str) {
+    let mut exported = std::collections::BTreeSet::new();
+    for line in metrics.lines().filter_map(|l| l.strip_prefix("# TYPE ")) {
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else { continue };
+        exported.insert(if kind == "counter" { format!("{name}_total") } else { name.to_string() });
+    }
+    let path = examples().repo().join("deploy/grafana/eddy.json");
+    let dashboard: Value = serde_json::from_str(&std::fs::read_to_string(&path).expect("the dashboard")).expect("JSON");
+    let targets = dashboard["panels"].as_array().into_iter().flatten().flat_map(|p| p["targets"].as_array()).flatten();
+    let variables = dashboard["templating"]["list"].as_array().into_iter().flatten();
+    let queries: Vec<&str> =
+        targets.filter_map(|t| t["expr"].as_str()).chain(variables.filter_map(|v| v["query"].as_str())).collect();
+    let mut used = std::collections::BTreeSet::new();
+    for query in queries {
+        let mut rest = query;
+        while let Some(at) = rest.find("eddy_") {
+            let name: String = rest[at..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
+            rest = &rest[at + name.len()..];
+            used.insert(name);
+        }
+    }
+    assert!(used.len() >= 15, "the dashboard shows the main metrics: {used:?}");
+    let unknown: Vec<&String> = used.iter().filter(|name| !exported.contains(*name)).collect();
+    assert!(
+        unknown.is_empty(),
+        "the dashboard uses metrics the server does not export: {unknown:?}\nexported: {exported:?}"
+    );
+}

@@ -563,10 +563,10 @@ pub struct LogsQuery {
 pub async fn logs(
     State(state): State<AppState>,
     Tenant(tenant): Tenant,
-    Path(id): Path<String>,
+    Path(path): Path<JobPath>,
     Query(query): Query<LogsQuery>,
 ) -> Result<axum::response::Response, ApiError> {
-    let subscription = state.jobs.logs(&tenant, &id)?;
+    let subscription = state.jobs.logs(&tenant, &path.id)?;
     let body = axum::body::Body::from_stream(events(subscription, EventFormat::Raw, query.follow.unwrap_or(false)));
     use axum::http::header::{CACHE_CONTROL, CONTENT_TYPE};
     let headers = [(CONTENT_TYPE, "text/event-stream"), (CACHE_CONTROL, "no-cache")];

@@ -48,7 +48,12 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let cpu = Family::<ByTenant, Counter<f64, AtomicU64>>::default();
     let records_in = Family::<ByTenant, Counter>::default();
     let records_out = Family::<ByTenant, Counter>::default();
+    let quota_jobs = Family::<ByTenant, Gauge>::default();
+    let quota_memory = Family::<ByTenant, Gauge>::default();
     for tenant in &tenants {
+        let quota = state.modules.quotas().of(tenant);
+        quota_jobs.get_or_create(&tenant_label(tenant)).set(i64::from(quota.jobs));
+        quota_memory.get_or_create(&tenant_label(tenant)).set((quota.memory_mb << 20) as i64);
         let used = state.jobs.tenant_use(tenant);
         let label = tenant_label(tenant);
         jobs.get_or_create(&label).set(used.jobs as i64);
@@ -65,8 +70,8 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let operator_in = Family::<ByTenant, Counter>::default();
     let operator_out = Family::<ByTenant, Counter>::default();
     let late = Family::<ByTenant, Counter>::default();
-    let backpressured = Family::<ByTenant, Counter>::default();
-    let watermark = Family::<ByTenant, Gauge>::default();
+    let backpressured = Family::<ByTenant, Counter<f64, AtomicU64>>::default();
+    let watermark = Family::<ByTenant, Gauge<f64, AtomicU64>>::default();
     for tenant in &tenants {
         for (job, operator, counters) in state.jobs.operator_counters(tenant) {
             let labels = vec![
@@ -77,9 +82,31 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
             operator_in.get_or_create(&labels).inc_by(counters.records_in);
             operator_out.get_or_create(&labels).inc_by(counters.records_out);
             late.get_or_create(&labels).inc_by(counters.late_records_dropped);
-            backpressured.get_or_create(&labels).inc_by(counters.backpressured_ms);
+            backpressured.get_or_create(&labels).inc_by(counters.backpressured_ms as f64 / 1000.0);
             if let Some(w) = counters.watermark {
-                watermark.get_or_create(&labels).set(w);
+                watermark.get_or_create(&labels).set(w as f64 / 1000.0);
+            }
+        }
+    }
+
+    // Jobs: restarts and checkpoints (Flink's numRestarts, numberOfCompletedCheckpoints, lastCheckpointDuration...).
+    let restarts = Family::<ByTenant, Counter>::default();
+    let completed = Family::<ByTenant, Counter>::default();
+    let failed = Family::<ByTenant, Counter>::default();
+    let last_duration = Family::<ByTenant, Gauge<f64, AtomicU64>>::default();
+    let last_size = Family::<ByTenant, Gauge>::default();
+    for tenant in &tenants {
+        for (job, restart_count, checkpoints) in state.jobs.job_counters(tenant) {
+            let labels = vec![("tenant".to_string(), tenant.clone()), ("job".to_string(), job)];
+            restarts.get_or_create(&labels).inc_by(restart_count);
+            let Some(checkpoints) = checkpoints else { continue };
+            completed.get_or_create(&labels).inc_by(checkpoints.completed);
+            failed.get_or_create(&labels).inc_by(checkpoints.failed);
+            if let Some(ms) = checkpoints.latest_duration_ms {
+                last_duration.get_or_create(&labels).set(ms as f64 / 1000.0);
+            }
+            if let Some(bytes) = checkpoints.latest_bytes {
+                last_size.get_or_create(&labels).set(bytes as i64);
             }
         }
     }
@@ -89,7 +116,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     let partition_committed = Family::<ByTenant, Gauge>::default();
     let partition_lag = Family::<ByTenant, Gauge>::default();
     let uncommitted = Family::<ByTenant, Gauge>::default();
-    let commit_ms = Family::<ByTenant, Gauge>::default();
+    let commit_seconds = Family::<ByTenant, Gauge<f64, AtomicU64>>::default();
     let commits = Family::<ByTenant, Counter>::default();
     for tenant in &tenants {
         for (job, operator, reports) in state.jobs.connector_reports(tenant) {
@@ -120,7 +147,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
                     uncommitted.get_or_create(&labels).set(t.uncommitted_records as i64);
                     commits.get_or_create(&labels).inc_by(t.commits);
                     if let Some(ms) = t.last_commit_ms {
-                        commit_ms.get_or_create(&labels).set(ms as i64);
+                        commit_seconds.get_or_create(&labels).set(ms as f64 / 1000.0);
                     }
                 }
             }
@@ -136,11 +163,42 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
     registry.register("tenant_guest_cpu_seconds", "CPU time a tenant's functions have used", cpu);
     registry.register("tenant_records_in", "Records a tenant's sources have read", records_in);
     registry.register("tenant_records_out", "Records a tenant's sinks have written", records_out);
+    registry.register("tenant_quota_jobs", "The most jobs a tenant may run at once", quota_jobs);
+    registry.register("tenant_quota_memory_bytes", "The most guest memory a tenant's instances may hold", quota_memory);
+    registry.register("job_restarts", "Times a job restarted after a failure (Flink's numRestarts)", restarts);
+    registry.register(
+        "job_checkpoints_completed",
+        "Checkpoints this run of a job completed (Flink's numberOfCompletedCheckpoints)",
+        completed,
+    );
+    registry.register(
+        "job_checkpoints_failed",
+        "Checkpoints this run of a job failed (Flink's numberOfFailedCheckpoints)",
+        failed,
+    );
+    registry.register(
+        "job_last_checkpoint_duration_seconds",
+        "How long a job's newest checkpoint took (Flink's lastCheckpointDuration)",
+        last_duration,
+    );
+    registry.register(
+        "job_last_checkpoint_size_bytes",
+        "Bytes a job's newest checkpoint wrote (Flink's lastCheckpointSize)",
+        last_size,
+    );
     registry.register("operator_num_records_in", "Records into an operator (Flink's numRecordsIn)", operator_in);
     registry.register("operator_num_records_out", "Records out of an operator (Flink's numRecordsOut)", operator_out);
     registry.register("operator_late_records_dropped", "Late records a window dropped", late);
-    registry.register("operator_back_pressured_time_ms", "Time spent waiting on full output channels", backpressured);
-    registry.register("operator_current_watermark", "An operator's event-time watermark (ms)", watermark);
+    registry.register(
+        "operator_back_pressured_seconds",
+        "Time an operator spent waiting on full output channels (Flink's backPressuredTimeMsPerSecond, as a rate)",
+        backpressured,
+    );
+    registry.register(
+        "operator_current_watermark_seconds",
+        "An operator's event-time watermark, Unix seconds (Flink's currentInputWatermark)",
+        watermark,
+    );
     registry.register(
         "source_partition_current_offset",
         "The next offset a source reads in a partition",
@@ -161,7 +219,7 @@ pub async fn metrics(State(state): State<AppState>, headers: HeaderMap) -> Resul
         "Records an exactly-once sink wrote in transactions not yet committed",
         uncommitted,
     );
-    registry.register("sink_last_commit_ms", "How long an exactly-once sink's last commit took", commit_ms);
+    registry.register("sink_last_commit_seconds", "How long an exactly-once sink's last commit took", commit_seconds);
     registry.register("sink_transactions_committed", "Transactions an exactly-once sink committed", commits);
     let mut text = String::new();
     encode(&mut text, &registry).map_err(|e| ApiError::internal(format!("cannot encode metrics: {e}")))?;

@@ -68,6 +68,8 @@ pub(crate) struct JobShared {
     run: Option<Arc<dyn Run>>,
     io: JobIo,
     restarts: Vec<RestartView>,
+    /// Restarts after failures since the server started (the list above keeps the newest only).
+    restart_count: u64,
     phase: Phase,
     /// Why the restart strategy left the job failed.
     gave_up: Option<String>,
@@ -305,6 +307,7 @@ impl Jobs {
                 run: None,
                 io: JobIo::default(),
                 restarts: Vec::new(),
+                restart_count: 0,
                 phase,
                 gave_up: None,
                 upgrading: false,
@@ -756,6 +759,18 @@ impl Jobs {
     /// Whether this node supervises `tenant`'s job `id`.
     pub fn runs(&self, tenant: &str, id: &str) -> bool {
         self.inner.cell(tenant, id).is_some()
+    }
+
+    /// Each of `tenant`'s jobs on this node: its restarts since the server started, and its current run's
+    /// checkpoint counters (none when it has no run).
+    pub fn job_counters(&self, tenant: &str) -> Vec<(String, u64, Option<eddy_engine::checkpoint::CheckpointStats>)> {
+        let mut all = Vec::new();
+        for cell in self.inner.tenant_cells(tenant) {
+            let state = cell.state.lock();
+            let checkpoints = state.run.as_ref().and_then(|run| run.handle()).map(JobHandle::checkpoints);
+            all.push((cell.id.clone(), state.restart_count, checkpoints));
+        }
+        all
     }
 
     /// What the connectors of `tenant`'s running jobs reported last: (job, operator, one report per subtask).

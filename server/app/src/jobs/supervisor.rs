@@ -586,6 +586,7 @@ impl Supervisor {
                         cause: failure(&cause),
                         delay_ms: delay.as_millis() as u64,
                     });
+                    state.restart_count += 1;
                     let excess = state.restarts.len().saturating_sub(RESTARTS_SHOWN);
                     state.restarts.drain(..excess);
                 }

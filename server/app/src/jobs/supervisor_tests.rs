@@ -234,6 +234,7 @@ fn supervised(host: &Arc<FakeHost>, record: JobRecord) -> Arc<JobCell> {
             run: None,
             io: JobIo::default(),
             restarts: Vec::new(),
+            restart_count: 0,
             phase: Phase::Starting,
             gave_up: None,
             upgrading: false,

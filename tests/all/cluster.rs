@@ -343,6 +343,34 @@ async fn a_drained_nodes_http_job_moves_with_a_savepoint_and_keeps_every_acknowl
     assert_eq!(committed(&cluster.output()), expected, "every acknowledged record once");
 }
 
+/// A tenant's quota counts its jobs on every server: with a quota of two jobs set through one server, a third is
+/// refused through either (at least one of them runs neither job, so it counts the other's).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_tenants_quota_counts_its_jobs_on_every_server() {
+    let cluster = Cluster::new("quota");
+    let nodes = [cluster.start(0).await, cluster.start(1).await];
+    wait_cluster(&nodes[1].client, "two live nodes", |v| v["nodes"].as_array().is_some_and(|n| n.len() == 2)).await;
+    let set = reqwest::Client::new()
+        .put(format!("{}/v1/quota", nodes[0].url))
+        .json(&serde_json::json!({ "jobs": 2 }))
+        .send()
+        .await
+        .expect("set the quota");
+    assert!(set.status().is_success(), "{}", set.text().await.unwrap_or_default());
+    let (a, b) = (submit(&nodes[0].client, ENDLESS_KEPT).await, submit(&nodes[1].client, ENDLESS_KEPT).await);
+    let jobs = [format!("default/{a}"), format!("default/{b}")];
+    wait_cluster(&nodes[1].client, "both jobs run", |v| jobs.iter().all(|j| owner(v, j).is_some())).await;
+    // The other server has read the quota by now (each renews its lease, and reads quotas, every 0.5 s).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in &nodes {
+        let refused = node.client.submit(ENDLESS_KEPT).await.expect_err("a third job");
+        assert_eq!((refused.status, refused.code.as_str()), (Some(403), "quota_exceeded"), "{refused}");
+    }
+    nodes[0].client.cancel(&a).await.expect("cancel");
+    let third = submit(&nodes[1].client, ENDLESS_KEPT).await;
+    assert!(!third.is_empty(), "room again once one stopped");
+}
+
 /// A single server is a cluster of one: its node id is chosen once and kept in the data folder.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_single_server_is_a_cluster_of_one_with_a_lasting_node_id() {

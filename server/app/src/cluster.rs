@@ -83,6 +83,7 @@ pub struct Node {
     config: Arc<ServerConfig>,
     store: Store,
     jobs: Jobs,
+    quotas: Arc<crate::quotas::Quotas>,
 }
 
 impl Node {
@@ -91,6 +92,7 @@ impl Node {
         config: Arc<ServerConfig>,
         store: Store,
         jobs: Jobs,
+        quotas: Arc<crate::quotas::Quotas>,
         id: String,
         listening: std::net::SocketAddr,
     ) -> Node {
@@ -100,7 +102,18 @@ impl Node {
         let http =
             reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(5)).build().unwrap_or_default();
         let no_claims_before = parking_lot::Mutex::new(std::time::Instant::now());
-        Node { draining: AtomicBool::new(false), http, no_claims_before, id, url, started_at, config, store, jobs }
+        Node {
+            draining: AtomicBool::new(false),
+            http,
+            no_claims_before,
+            id,
+            url,
+            started_at,
+            config,
+            store,
+            jobs,
+            quotas,
+        }
     }
 
     /// Its id.
@@ -157,6 +170,10 @@ impl Node {
                         // nothing until the others had a full lease to renew theirs.
                         *node.no_claims_before.lock() = std::time::Instant::now() + node.config.cluster.lease();
                         return Err(e);
+                    }
+                    if node.clustered() {
+                        // An admin may have set a tenant's quotas through another server.
+                        node.quotas.refresh();
                     }
                     node.take_over_orphans()
                 });

@@ -27,6 +27,12 @@ impl Quotas {
         self.set_by_admin.read().get(tenant).map_or(base, |overrides| overrides.over(base))
     }
 
+    /// Reads again what an admin set, for every tenant: in a cluster another server may have changed it.
+    pub fn refresh(&self) {
+        let stored: HashMap<String, QuotaOverrides> = self.store.quotas().into_iter().collect();
+        *self.set_by_admin.write() = stored;
+    }
+
     /// Replaces what an admin set for `tenant` (fields left out fall back to the config); returns the quotas now.
     pub fn set(&self, tenant: &str, overrides: QuotaOverrides) -> std::io::Result<Quota> {
         self.store.put_quota(tenant, &overrides)?;

@@ -70,7 +70,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         });
     }
     let quotas = Arc::new(Quotas::open(Arc::clone(&config), store.clone()));
-    let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config), quotas));
+    let modules = Arc::new(Modules::open(store.clone(), runtime, Arc::clone(&config), Arc::clone(&quotas)));
     let (jobs_store, jobs_modules, jobs_config) = (store.clone(), Arc::clone(&modules), Arc::clone(&config));
     let cluster_node = config.cluster.database.is_some().then(|| node_id.clone());
     let jobs = tokio::task::spawn_blocking(move || {
@@ -81,7 +81,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let addr = listener.local_addr()?;
-    let node = Arc::new(Node::new(Arc::clone(&config), store.clone(), jobs.clone(), node_id, addr));
+    let node = Arc::new(Node::new(Arc::clone(&config), store.clone(), jobs.clone(), quotas, node_id, addr));
     let registering = Arc::clone(&node);
     tokio::task::spawn_blocking(move || registering.renew()).await?.context("cannot join the cluster")?;
     let (stop_lease, lease_stopped) = watch::channel(false);

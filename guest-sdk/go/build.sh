@@ -11,25 +11,9 @@ set -euo pipefail
 sdk="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(cd "$sdk/../.." && pwd)"
 
-world="" out=""
-while getopts "w:o:" opt; do
-  case "$opt" in
-    w) world="$OPTARG" ;;
-    o) out="$OPTARG" ;;
-    *) exit 2 ;;
-  esac
-done
-shift $((OPTIND - 1))
-[ $# -gt 0 ] && [ -n "$out" ] || { echo "usage: build.sh [-w world] -o out.wasm app.go [more.go ...]" >&2; exit 2; }
-if [ -z "$world" ]; then
-  world="$(grep -o -m1 'world `[a-z-]*`' "$1" | tr -d '`' | cut -d' ' -f2 || true)"
-  [ -n "$world" ] || { echo "$1 names no world (world \`mapper-udf\`), and no -w was given" >&2; exit 2; }
-fi
-case "$world" in
-  mapper-udf | filter-udf | flat-mapper-udf | key-selector-udf | timestamp-assigner-udf | processor-udf | \
-    aggregator-udf | reducer-udf | window-processor-udf) ;;
-  *) echo "unknown world \`$world\` (wit/udf.wit lists them)" >&2; exit 2 ;;
-esac
+usage="build.sh [-w world] -o out.wasm app.go [more.go ...]"
+# shellcheck source=../build-args.sh
+source "$sdk/../build-args.sh"
 
 if [ -z "${EDDY_WIT_BINDGEN:-}" ] || [ -z "${EDDY_WASM_TOOLS:-}" ] || [ -z "${EDDY_WASI_ADAPTER:-}" ]; then
   eval "$("$root/tests/services/c-toolchain.sh")"

@@ -91,16 +91,13 @@ impl CheckpointIds for RecordIds {
             state.record.checkpoint_id_floor = state.record.checkpoint_id_floor.max(upto);
             state.record.clone()
         };
-        match inner.fence(&cell.tenant, &cell.id) {
-            None => inner.store.put_job(&cell.tenant, &record).map_err(|e| e.to_string()),
-            Some(fence) => match inner.store.put_owned_job(&cell.tenant, &record, &fence) {
-                Ok(true) => Ok(()),
-                Ok(false) => {
-                    inner.let_go(&cell.tenant, &cell.id);
-                    Err(taken_over(&fence))
-                }
-                Err(e) => Err(e.to_string()),
-            },
+        match inner.save(&cell.tenant, &record) {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                inner.let_go(&cell.tenant, &cell.id);
+                Err("another node took the job over".into())
+            }
+            Err(e) => Err(e.to_string()),
         }
     }
 

@@ -738,11 +738,7 @@ impl Jobs {
             return Err("another node took the job over".into());
         }
         self.inner.epochs.lock().remove(&(cell.tenant.clone(), cell.id.clone()));
-        let (reply, answer) = crossbeam_channel::bounded(1);
-        if cell.commands.send(Command::Shutdown(reply)).is_ok() {
-            let _ = answer.recv_timeout(ANSWER_LIMIT);
-        }
-        self.inner.remove(&cell.tenant, &cell.id);
+        self.inner.stop_and_forget(cell);
         Ok(())
     }
 
@@ -851,24 +847,24 @@ impl Inner {
     /// Saves a job's record; in a cluster, only while this node owns the job at the epoch it runs it at. False:
     /// another node took the job over (this node should stop running it).
     fn persist(&self, tenant: &str, record: &JobRecord) -> bool {
-        let _serial = self.persisting.lock();
-        let saved = match &self.node {
-            None => self.store.put_job(tenant, record).map(|()| true),
-            Some(node) => {
-                let key = (tenant.to_string(), record.id.clone());
-                let Some(epoch) = self.epochs.lock().get(&key).copied() else { return false };
-                self.store.put_owned_job(tenant, record, &Fence { node: node.clone(), epoch })
-            }
-        };
-        match saved {
-            Ok(saved) => saved,
-            Err(e) => {
-                tracing::error!(tenant, job = record.id, "cannot save job: {e}");
-                true
-            }
-        }
+        self.save(tenant, record).unwrap_or_else(|e| {
+            tracing::error!(tenant, job = record.id, "cannot save job: {e}");
+            true
+        })
     }
 
+    /// Saves a job's record, fenced in a cluster: `Ok(false)` when this node no longer owns the job at its epoch
+    /// (or never did), and nothing was written.
+    fn save(&self, tenant: &str, record: &JobRecord) -> std::io::Result<bool> {
+        let _serial = self.persisting.lock();
+        if self.node.is_none() {
+            return self.store.put_job(tenant, record).map(|()| true);
+        }
+        match self.fence(tenant, &record.id) {
+            Some(fence) => self.store.put_owned_job(tenant, record, &fence),
+            None => Ok(false),
+        }
+    }
     /// Stops running a job another node took over, without writing its record (the new owner does), and forgets
     /// it here. The stop is asked for on a thread of its own: the job's supervisor may be the caller.
     fn let_go(self: &Arc<Self>, tenant: &str, id: &str) {
@@ -878,18 +874,8 @@ impl Inner {
         tracing::warn!(tenant, job = id, "another node took this job over; stopping its run here");
         let Some(cell) = self.cell(tenant, id) else { return };
         let inner = Arc::clone(self);
-        let spawned = std::thread::Builder::new().name("eddy-let-go".into()).spawn(move || {
-            let (reply, answer) = crossbeam_channel::bounded(1);
-            if cell.commands.send(Command::Shutdown(reply)).is_ok() {
-                let _ = answer.recv_timeout(ANSWER_LIMIT);
-            }
-            let mut cells = inner.cells.lock();
-            if let Some(jobs) = cells.get_mut(&cell.tenant)
-                && jobs.get(&cell.id).is_some_and(|c| Arc::ptr_eq(c, &cell))
-            {
-                jobs.remove(&cell.id);
-            }
-        });
+        let spawned =
+            std::thread::Builder::new().name("eddy-let-go".into()).spawn(move || inner.stop_and_forget(&cell));
         if let Err(e) = spawned {
             tracing::error!(tenant, job = id, "cannot stop a job taken over: {e}");
         }
@@ -922,6 +908,21 @@ impl Inner {
             in_use += graph.as_ref().map_or(0, subtasks);
         }
         (jobs, in_use)
+    }
+
+    /// Stops `cell`'s supervisor (its run ends; a job no longer this node's writes nothing) and forgets the job here,
+    /// unless a new cell took its place meanwhile.
+    fn stop_and_forget(&self, cell: &Arc<JobCell>) {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        if cell.commands.send(Command::Shutdown(reply)).is_ok() {
+            let _ = answer.recv_timeout(ANSWER_LIMIT);
+        }
+        let mut cells = self.cells.lock();
+        if let Some(jobs) = cells.get_mut(&cell.tenant)
+            && jobs.get(&cell.id).is_some_and(|c| Arc::ptr_eq(c, cell))
+        {
+            jobs.remove(&cell.id);
+        }
     }
 
     /// The fence this node writes `tenant`'s job `id` with, if it owns the job in a cluster.
